@@ -1,0 +1,53 @@
+"""Serve an ASGI app on loopback in a background thread (sandboxes, the daemon in tests)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerHandle:
+    """A running uvicorn server; `url` has no trailing slash."""
+
+    server: uvicorn.Server
+    thread: threading.Thread
+    host: str
+    port: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                    log_level: str = "warning") -> ServerHandle:
+    """Start `app` under uvicorn in a daemon thread and wait until it accepts connections."""
+    port = port or free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            lifespan="off", timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"server on {host}:{port} did not start")
+        time.sleep(0.01)
+    return ServerHandle(server, thread, host, port)
