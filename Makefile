@@ -1,0 +1,34 @@
+# syncd — two commands on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast test-slow bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the daemon against the sandbox peers (shop, Bitrix24, 1C) on SQLite.
+demo: $(STAMP)
+	$(BIN)/syncd demo
+
+## The whole suite (slow suites included when SYNCD_SLOW=1, as CI sets it).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	SYNCD_SLOW=0 $(BIN)/python -m pytest -q -x $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/engine.py --n 20000
+	$(BIN)/python bench/commerceml.py --scale 0.05
+	$(BIN)/python bench/bitrix24.py --n 1000
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

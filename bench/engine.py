@@ -1,0 +1,172 @@
+"""Engine throughput: N shop orders with their customers through identify -> record -> resolve ->
+plan (outbox rows for a null target), on SQLite and on PostgreSQL.
+
+Anchor, measured in the same run on the same database: plain SQLAlchemy Core bulk inserts of the
+same raw rows (one row per record, fields as JSON) in the same batch size. Figures are records/s
+(a record is one raw object: an order or a customer; N orders make 2N records) and their ratio
+to the anchor. Peak RSS is the process's high-water mark (resource.getrusage).
+
+Usage: python bench/engine.py [--n 100000] [--batch 500] [--pg URL]
+The last line of output is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, insert, text  # noqa: E402
+
+from syncd.connector import Batch, RawRecord  # noqa: E402
+from syncd.mapping import Mapper, parse_mapping_doc  # noqa: E402
+from syncd.mapping.load import validate_set  # noqa: E402
+from syncd.pipeline.engine import Counts, Engine  # noqa: E402
+from syncd.store import Store  # noqa: E402
+from syncd.store.db import normalize_url  # noqa: E402
+
+FIRST = ["Иван", "Анна", "Пётр", "Ольга", "Сергей", "Мария", "Алексей", "Елена"]
+LAST = ["Петров", "Смирнова", "Кузнецов", "Иванова", "Соколов", "Попова", "Лебедев", "Козлова"]
+
+MAPPING = {
+    "maps": [
+        {"system": "shop", "kind": "user", "entity": "person", "direction": "pull", "fields": {
+            "person.name": "name", "person.email": "email", "person.phone": "phone"}},
+        {"system": "shop", "kind": "order", "entity": "order", "direction": "pull", "fields": {
+            "order.number": "number", "order.status": {"field": "status", "values": "st"},
+            "order.total": "total", "order.date": "date", "order.customer": "user_id",
+            "order.items": {"field": "items", "items": {"name": "name", "quantity": "qty", "price": "price"}}}},
+        {"system": "null", "kind": "contact", "entity": "person", "direction": "push", "fields": {
+            "person.name": "NAME", "person.email": "EMAIL", "person.phone": "PHONE"}},
+        {"system": "null", "kind": "deal", "entity": "order", "direction": "push", "fields": {
+            "order.number": "NUM", "order.status": {"field": "STAGE", "values": "st"}, "order.total": "SUM",
+            "order.customer": "CONTACT_ID"}},
+    ],
+    "values": {"st": {"new": "N", "paid": "P", "completed": "F"}},
+    "identity": {"person": {"keys": ["email", "phone"], "origin": ["shop"]},
+                 "order": {"keys": [], "origin": ["shop"]}},
+}
+
+
+def records(n: int, batch: int, seed: int = 7) -> Iterator[list[RawRecord]]:
+    rnd = random.Random(seed)
+    out: list[RawRecord] = []
+    for i in range(n):
+        uid = f"u{i}"
+        phone = f"+7495{1000000 + i:07d}"
+        out.append(RawRecord("user", uid, {"name": f"{rnd.choice(FIRST)} {rnd.choice(LAST)}",
+                                           "email": f"user{i}@example.ru", "phone": phone}, version="1"))
+        items = [{"name": f"Товар {j}", "qty": str(rnd.randint(1, 5)), "price": f"{rnd.randint(100, 9999)}.00"}
+                 for j in range(rnd.randint(1, 3))]
+        out.append(RawRecord("order", f"o{i}", {"number": str(100000 + i), "status": rnd.choice("NPF"),
+                                                "total": f"{rnd.randint(500, 50000)}.00",
+                                                "date": "2026-11-24T10:12:31+03:00", "user_id": uid,
+                                                "items": items}, version="1"))
+        if len(out) >= batch:
+            yield out
+            out = []
+    if out:
+        yield out
+
+
+def run_engine(url: str, n: int, batch: int) -> tuple[float, Counts]:
+    ms = parse_mapping_doc(MAPPING, "bench")
+    validate_set(ms)
+    store = Store(url)
+    engine = Engine(store, Mapper(ms))
+    total = Counts()
+    t0 = time.perf_counter()
+    done = 0
+    for recs in records(n, batch):
+        total.add(engine.ingest("shop", Batch("bench", recs, cursor=str(done))))
+        done += len(recs)
+    elapsed = time.perf_counter() - t0
+    store.close()
+    return 2 * n / elapsed, total
+
+
+def run_anchor(url: str, n: int, batch: int) -> float:
+    eng = create_engine(normalize_url(url))
+    md = MetaData()
+    tbl = Table(f"anchor_{uuid.uuid4().hex[:8]}", md, Column("id", Integer, primary_key=True),
+                Column("kind", String(16)), Column("external_id", String(64)), Column("fields", Text))
+    md.create_all(eng)
+    t0 = time.perf_counter()
+    for recs in records(n, batch):
+        with eng.begin() as c:
+            c.execute(insert(tbl), [{"kind": r.kind, "external_id": r.external_id,
+                                     "fields": json.dumps(r.fields, ensure_ascii=False)} for r in recs])
+    elapsed = time.perf_counter() - t0
+    md.drop_all(eng)
+    eng.dispose()
+    return 2 * n / elapsed
+
+
+def fresh_pg(url: str) -> tuple[str, callable]:  # type: ignore[valid-type]
+    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    name = f"syncd_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='{name}'"))
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+    return normalize_url(url).rsplit("/", 1)[0] + "/" + name, drop
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="orders (each with its customer)")
+    ap.add_argument("--batch", type=int, default=500, help="records per batch/transaction")
+    ap.add_argument("--pg", default=os.environ.get("SYNCD_TEST_POSTGRES_URL"), help="PostgreSQL URL")
+    a = ap.parse_args()
+    fig: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        rate, counts = run_engine(f"sqlite:///{tmp}/engine.db", a.n, a.batch)
+        anchor = run_anchor(f"sqlite:///{tmp}/anchor.db", a.n, a.batch)
+    print(f"sqlite: engine {rate:,.0f} records/s ({counts.created} created, {counts.planned} planned); "
+          f"plain inserts {anchor:,.0f} rows/s; ratio {rate / anchor:.3f}")
+    fig["sqlite_records_per_s"] = round(rate, 1)
+    fig["sqlite_anchor_rows_per_s"] = round(anchor, 1)
+    fig["sqlite_ratio"] = round(rate / anchor, 4)
+    rss_after_sqlite = peak_rss_mb()
+    if a.pg:
+        url, drop = fresh_pg(a.pg)
+        try:
+            rate, counts = run_engine(url, a.n, a.batch)
+            anchor = run_anchor(url, a.n, a.batch)
+        finally:
+            drop()
+        print(f"postgres: engine {rate:,.0f} records/s ({counts.created} created); plain inserts "
+              f"{anchor:,.0f} rows/s; ratio {rate / anchor:.3f}")
+        fig["postgres_records_per_s"] = round(rate, 1)
+        fig["postgres_anchor_rows_per_s"] = round(anchor, 1)
+        fig["postgres_ratio"] = round(rate / anchor, 4)
+    else:
+        print("postgres: skipped (no --pg / SYNCD_TEST_POSTGRES_URL)")
+        fig["postgres_records_per_s"] = fig["postgres_ratio"] = None
+    fig["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    fig["peak_rss_mb_after_sqlite"] = round(rss_after_sqlite, 1)
+    fig["n_orders"] = a.n
+    print(f"peak RSS {fig['peak_rss_mb']} MB")
+    print(json.dumps(fig))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""What the engine knows of a connector: streams, batches, write operations, health.
+
+The engine never sees URLs, XML or REST verbs. A connector reads *system* records (its own object
+kinds and field names, values decoded from the wire) in batches with a cursor, and writes
+operations whose fields the mapping layer has already turned into its field names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A readable stream of one object kind (``deals``, ``orders``)."""
+
+    name: str
+    kinds: tuple[str, ...]             # system object kinds the stream yields
+    doc: str = ""
+    default_interval: float = 60.0     # seconds between polls unless the config says otherwise
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """One object as the source system holds it."""
+
+    kind: str                          # the system's object type: "deal", "contact", "order"
+    external_id: str
+    fields: Mapping[str, Any]          # system field names -> decoded values
+    version: str | None = None         # monotonic per object at the source (timestamp or counter)
+    source_time: dt.datetime | None = None
+    deleted: bool = False
+    raw: str | bytes | None = None     # kept for quarantine when the record cannot be processed
+    stamp: str | None = None           # the external key syncd stamped on it when it created it
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A record the connector could not decode; it goes to quarantine, the batch goes on."""
+
+    reason: str
+    kind: str | None = None
+    external_id: str | None = None
+    line: int | None = None
+    raw: str | bytes | None = None
+
+
+@dataclass
+class Batch:
+    """Records plus the cursor to save with them; `ack` tells the source after the commit."""
+
+    stream: str
+    records: list[RawRecord | Rejected]
+    cursor: str | None = None
+    ack: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class WriteOp:
+    op_id: str
+    system: str
+    kind: str
+    op: str                            # create | update | delete
+    entity: str                        # canonical entity type
+    entity_id: str
+    external_id: str | None
+    fields: Mapping[str, Any]          # system field names -> values
+    external_key: str                  # stamped on create (ORIGIN_ID, Ид, externalId), looked up first
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    external_id: str
+    fields: Mapping[str, Any] = field(default_factory=dict)   # as applied, when the peer says
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class LiveSchema:
+    """What the live system has, for checking mappings and rules against it."""
+
+    kinds: dict[str, set[str]] = field(default_factory=dict)           # kind -> field names
+    values: dict[str, set[str]] = field(default_factory=dict)          # "deal.STAGE_ID" -> ids
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)     # user id -> {name, active, present}
+    pipelines: dict[str, list[str]] = field(default_factory=dict)      # pipeline -> ordered stages
+
+
+@dataclass(frozen=True)
+class Route:
+    """An HTTP route a connector contributes to the daemon's ASGI app."""
+
+    path: str
+    endpoint: Callable[..., Any]       # a Starlette endpoint (async def endpoint(request))
+    methods: tuple[str, ...] = ("GET", "POST")
+
+
+class ConnectorContext(Protocol):
+    """What the daemon hands a connector: its own state, and ways to feed the engine."""
+
+    system: str
+
+    def state_get(self, key: str, default: Any = None) -> Any: ...
+    def state_set(self, key: str, value: Any) -> None: ...
+    def ingest(self, batch: Batch) -> Any: ...          # push connectors: store what arrived
+    def trigger(self, stream: str) -> None: ...         # webhooks: poll this stream now
+
+
+@runtime_checkable
+class Connector(Protocol):
+    name: str
+    streams: Mapping[str, StreamSpec]
+    writes: frozenset[str]             # system kinds it can create/update
+
+    def health(self) -> Health: ...
+    def describe(self) -> LiveSchema: ...
+    def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None
+             ) -> Iterator[Batch]: ...
+    def write(self, op: WriteOp) -> WriteResult: ...
+    def http_routes(self) -> Sequence[Route]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConnectorType:
+    """Registered under the `syncd.connectors` entry point: settings model and factory."""
+
+    type: str
+    settings: type                     # a pydantic model (extra="forbid")
+    factory: Callable[[str, Any, ConnectorContext], Connector]
+    doc: str = ""
+
+
+class BaseConnector:
+    """Defaults for the optional parts of the protocol."""
+
+    name: str = ""
+    streams: Mapping[str, StreamSpec] = {}
+    writes: frozenset[str] = frozenset()
+
+    def describe(self) -> LiveSchema:
+        return LiveSchema()
+
+    def http_routes(self) -> Sequence[Route]:
+        return ()
+
+    def close(self) -> None:
+        return None
+
+    def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None
+             ) -> Iterator[Batch]:
+        return iter(())

@@ -1,0 +1,1 @@
+"""The daemon: runtime wiring, scheduler, HTTP app, systemd notification."""

@@ -1,0 +1,154 @@
+"""Everything the daemon runs, built once from Settings: store, mapper, connectors, syncer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+import structlog
+
+from syncd.config import Settings
+from syncd.connector import Batch, Connector, Health
+from syncd.mapping import Mapper, load_mappings
+from syncd.pipeline.engine import Counts
+from syncd.pipeline.push import PushPolicy
+from syncd.registry import connector_type
+from syncd.store import Store, utcnow
+from syncd.store.stats import collect
+from syncd.sync import Syncer
+
+log = structlog.get_logger("syncd.runtime")
+
+
+class _Context:
+    """ConnectorContext: a connector's own state and its ways into the engine."""
+
+    def __init__(self, rt: "Runtime", system: str) -> None:
+        self.rt, self.system = rt, system
+
+    def state_get(self, key: str, default: Any = None) -> Any:
+        return self.rt.store.kv_get(f"conn:{self.system}:{key}", default)
+
+    def state_set(self, key: str, value: Any) -> None:
+        self.rt.store.kv_set(f"conn:{self.system}:{key}", value)
+
+    def ingest(self, batch: Batch) -> Counts:
+        return self.rt.ingest(self.system, batch)
+
+    def trigger(self, stream: str) -> None:
+        self.rt.trigger(self.system, stream)
+
+    @property
+    def store(self) -> Store:
+        return self.rt.store
+
+    @property
+    def mapper(self) -> Mapper:
+        return self.rt.mapper
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, connect: bool = True) -> None:
+        self.settings = settings
+        d = settings.daemon
+        self.instance = d.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.started_at = utcnow()
+        self.store = Store(d.database_url)
+        self.mapper = Mapper(load_mappings(d.mappings, base=settings.base_dir))
+        self.connectors: dict[str, Connector] = {}
+        self.trigger_hook: Callable[[str, str], None] | None = None
+        self._ingest_lock = threading.Lock()
+        if connect:
+            for name, sys_settings in settings.systems.items():
+                ctype = connector_type(sys_settings.type)
+                self.connectors[name] = ctype.factory(name, settings.connector_settings[name], _Context(self, name))
+        self.rules = self._build_rules()
+        p = settings.push
+        self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules, worker=self.instance,
+                             policy=PushPolicy(max_attempts=p.max_attempts, inline_tries=p.inline_tries,
+                                               base_delay=p.base_delay, max_delay=p.max_delay,
+                                               claim_ttl=p.claim_ttl))
+
+    def _build_rules(self) -> Any:
+        if not self.mapper.ms.rules:
+            return None
+        try:
+            from syncd.rules import build_rule_hook
+        except ImportError:
+            log.warning("rules_unavailable", reason="syncd.rules is not installed")
+            return None
+        return build_rule_hook(self.mapper.ms.rules, self.store, self.connectors)
+
+    # -- work -----------------------------------------------------------------------------------
+    def ingest(self, system: str, batch: Batch) -> Counts:
+        """Push connectors deliver what arrived here (1C upload, form post)."""
+        run_id = self.store.start_run(system, batch.stream, self.instance)
+        try:
+            counts = self.syncer.engine.ingest(system, batch, run_id=run_id)
+        except Exception as exc:
+            self.store.finish_run(run_id, {"failed": 1}, f"{type(exc).__name__}: {exc}")
+            raise
+        self.store.finish_run(run_id, counts.as_dict())
+        return counts
+
+    def run_stream(self, system: str, stream: str, *, since: dt.datetime | None = None,
+                   progress: Callable[[int], None] | None = None) -> Counts | None:
+        """One run of one stream, under a lease so one instance polls a stream at a time."""
+        lease = f"job:{system}:{stream}"
+        if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
+            log.info("lease_held_elsewhere", system=system, stream=stream)
+            return None
+        try:
+            return self.syncer.pull(system, stream, since=since, progress=progress)
+        finally:
+            self.store.release_lease(lease, self.instance)
+
+    def push(self, system: str, max_rows: int | None = None) -> Counts:
+        return self.syncer.push(system, max_rows=max_rows)
+
+    def push_all(self) -> Counts:
+        total = Counts()
+        for name in self.connectors:
+            total.add(self.push(name))
+        return total
+
+    def sync_once(self, systems: list[str] | None = None, *, since: dt.datetime | None = None,
+                  progress: Callable[[int], None] | None = None) -> Counts:
+        total = Counts()
+        for name in systems or list(self.connectors):
+            for stream in self.connectors[name].streams:
+                c = self.run_stream(name, stream, since=since, progress=progress)
+                if c:
+                    total.add(c)
+        total.add(self.push_all())
+        return total
+
+    def trigger(self, system: str, stream: str) -> None:
+        if self.trigger_hook is not None:
+            self.trigger_hook(system, stream)
+        else:
+            threading.Thread(target=self.run_stream, args=(system, stream), daemon=True).start()
+
+    # -- watching -------------------------------------------------------------------------------
+    def health(self) -> dict[str, Health]:
+        out = {}
+        for name, c in self.connectors.items():
+            try:
+                out[name] = c.health()
+            except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+                out[name] = Health(False, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at)
+
+    def close(self) -> None:
+        for c in self.connectors.values():
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                log.warning("connector_close_failed", system=getattr(c, "name", "?"))
+        self.store.close()

@@ -1,0 +1,154 @@
+"""Read `mappings/*.toml` into one validated `MappingSet`; errors name file, key and reason."""
+
+from __future__ import annotations
+
+import glob
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import ValidationError
+
+from syncd.errors import ConfigError
+from syncd.mapping.model import EntityMap, FieldMap, MappingSet
+from syncd.mapping.transforms import TRANSFORMS
+from syncd.schema import FIELDS
+
+_SECTIONS = {"maps", "values", "identity", "conflicts", "rules", "region"}
+
+
+def _key_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field_map(raw: Any) -> Any:
+    if isinstance(raw, str):
+        return {"field": raw}
+    if isinstance(raw, dict) and isinstance(raw.get("items"), dict):
+        raw = dict(raw, items={k: _field_map(v) for k, v in raw["items"].items()})
+    return raw
+
+
+def _normalize_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = dict(doc)
+    maps = []
+    for m in doc.get("maps", []):
+        if isinstance(m, dict):
+            m = dict(m, fields={k: _field_map(v) for k, v in (m.get("fields") or {}).items()})
+        maps.append(m)
+    if "maps" in doc:
+        doc["maps"] = maps
+    values = {}
+    for name, vm in (doc.get("values") or {}).items():
+        values[name] = vm if isinstance(vm, dict) and "map" in vm else {"map": vm}
+    if "values" in doc:
+        doc["values"] = values
+    return doc
+
+
+def parse_mapping_doc(doc: dict[str, Any], file: str) -> MappingSet:
+    unknown = set(doc) - _SECTIONS
+    if unknown:
+        raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}; expected one of "
+                          f"{', '.join(sorted(_SECTIONS))}", file=file, key=sorted(unknown)[0])
+    try:
+        return MappingSet.model_validate(_normalize_doc(doc))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ConfigError(err["msg"], file=file, key=_key_path(err["loc"])) from None
+
+
+def merge(parts: list[tuple[str, MappingSet]]) -> MappingSet:
+    maps: list[EntityMap] = []
+    merged: dict[str, dict[str, Any]] = {"values": {}, "identity": {}, "conflicts": {}, "rules": {}}
+    region = "RU"
+    for file, ms in parts:
+        maps.extend(ms.maps)
+        for section in merged:
+            for key, value in getattr(ms, section).items():
+                if key in merged[section]:
+                    raise ConfigError("defined twice (also in another mapping file)", file=file,
+                                      key=f"{section}.{key}")
+                merged[section][key] = value
+        if ms.region != "RU":
+            region = ms.region
+    return MappingSet(maps=maps, region=region, **merged)
+
+
+def validate_set(ms: MappingSet, files: dict[int, str] | None = None) -> None:
+    """Cross-checks pydantic cannot do: field names, value map and transform names, duplicates."""
+    seen: set[tuple[str, str]] = set()
+    for i, m in enumerate(ms.maps):
+        file = (files or {}).get(i)
+        where = f"maps[{i}]({m.system}.{m.kind})"
+        if (m.system, m.kind) in seen:
+            raise ConfigError("the same system kind is mapped twice", file=file, key=where)
+        seen.add((m.system, m.kind))
+        for name, fm in m.fields.items():
+            key = f"{where}.fields.{name}"
+            if name not in FIELDS[m.entity]:
+                raise ConfigError(f"unknown canonical field {name!r} for entity {m.entity!r}",
+                                  file=file, key=key)
+            _check_field_map(ms, fm, key, file)
+            spec = FIELDS[m.entity][name]
+            if fm.items is not None:
+                if spec.type != "items" or spec.item is None:
+                    raise ConfigError(f"{name} is not a list field; `items` does not apply", file=file, key=key)
+                for member, sub in fm.items.items():
+                    if member not in spec.item:
+                        raise ConfigError(f"unknown member {member!r} of {name}", file=file,
+                                          key=f"{key}.items.{member}")
+                    _check_field_map(ms, sub, f"{key}.items.{member}", file)
+        for name in m.only_when:
+            if name not in FIELDS[m.entity]:
+                raise ConfigError(f"unknown canonical field {name!r}", file=file, key=f"{where}.only_when")
+    for name in ms.conflicts:
+        ent = name.split(".", 1)[0]
+        if name != "*" and not name.endswith(".*") and (ent not in FIELDS or name not in FIELDS[ent]):
+            raise ConfigError(f"unknown canonical field {name!r}", key=f"conflicts.{name}")
+        rule = ms.conflicts[name]
+        if rule.policy == "owner" and not rule.owner:
+            raise ConfigError("policy `owner` needs `owner = \"<system>\"`", key=f"conflicts.{name}")
+        if rule.policy == "priority" and not rule.order:
+            raise ConfigError("policy `priority` needs `order = [systems…]`", key=f"conflicts.{name}")
+    for ent in ms.identity:
+        if ent not in FIELDS:
+            raise ConfigError(f"unknown entity type {ent!r}", key=f"identity.{ent}")
+
+
+def _check_field_map(ms: MappingSet, fm: FieldMap, key: str, file: str | None) -> None:
+    if fm.values is not None and fm.values not in ms.values:
+        raise ConfigError(f"unknown value map {fm.values!r}", file=file, key=f"{key}.values")
+    if fm.transform not in TRANSFORMS:
+        raise ConfigError(f"unknown transform {fm.transform!r} (known: {', '.join(sorted(TRANSFORMS))})",
+                          file=file, key=f"{key}.transform")
+
+
+def load_mappings(patterns: Iterable[str | Path], base: Path | None = None) -> MappingSet:
+    files: list[Path] = []
+    for pat in patterns:
+        p = Path(pat)
+        if not p.is_absolute() and base is not None:
+            p = base / p
+        matched = sorted(Path(x) for x in glob.glob(str(p)))
+        if not matched and not any(c in str(pat) for c in "*?["):
+            raise ConfigError("mapping file not found", file=str(p))
+        files.extend(matched)
+    parts = []
+    owners: dict[int, str] = {}
+    for f in files:
+        try:
+            doc = tomllib.loads(f.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", file=str(f)) from None
+        ms = parse_mapping_doc(doc, str(f))
+        start = sum(len(p.maps) for _, p in parts)
+        for i in range(len(ms.maps)):
+            owners[start + i] = str(f)
+        parts.append((str(f), ms))
+    merged = merge(parts)
+    validate_set(merged, owners)
+    return merged

@@ -1,0 +1,706 @@
+"""The engine: pull -> canonical -> identify -> record -> resolve -> (rules) -> plan, in bulk.
+
+One batch of records from one system is processed in one transaction together with its cursor,
+so a crash loses nothing and a re-read batch changes nothing (bindings and shadows absorb it).
+Every stage loads what it needs for the whole batch with a few set-based queries; that is what
+keeps the engine within a small factor of plain inserts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field, fields as dc_fields
+from typing import Any, Callable, Iterable, Sequence
+
+import structlog
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.engine import Connection
+
+from syncd import schema
+from syncd.connector import Batch, RawRecord, Rejected
+from syncd.errors import BadInput
+from syncd.mapping import Mapper
+from syncd.pipeline import identify, plan, record, resolve
+from syncd.pipeline.canonical import to_canonical
+from syncd.schema import Ref
+from syncd.store import Store, new_id, utcnow
+from syncd.store import tables as t
+
+log = structlog.get_logger("syncd.engine")
+CHUNK = 400
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    review: int = 0
+    planned: int = 0
+    pushed: int = 0
+    dead: int = 0
+
+    def add(self, other: "Counts") -> "Counts":
+        for f in dc_fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in dc_fields(self)}
+
+
+@dataclass
+class RuleEffects:
+    """What rules decided for one entity: field updates (origin `rules`) and new entities."""
+
+    updates: dict[str, Any] = field(default_factory=dict)
+    creates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+@dataclass
+class RuleInput:
+    entity_type: str
+    entity_id: str
+    golden: dict[str, Any]
+    changed: dict[str, Any]          # field -> new value, this batch
+    system: str
+    created: bool
+    conn: Connection
+
+
+RuleHook = Callable[[RuleInput], RuleEffects | None]
+
+
+@dataclass
+class _Ent:
+    id: str
+    type: str
+    golden: dict[str, Any]
+    versions: dict[str, list[Any]]
+    new: bool = False
+    dirty: bool = False
+
+
+def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+def _iso(d: dt.datetime | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def _fingerprint(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+class Engine:
+    def __init__(self, store: Store, mapper: Mapper, *, rules: RuleHook | None = None,
+                 region: str | None = None) -> None:
+        self.store, self.mapper, self.rules = store, mapper, rules
+        self.region = region or mapper.ms.region
+
+    # -- public ---------------------------------------------------------------------------------
+    def ingest(self, system: str, batch: Batch, *, run_id: str | None = None) -> Counts:
+        """Process one batch and save its cursor in the same transaction; then ack the source."""
+        with self.store.begin() as conn:
+            counts = self.ingest_in(conn, system, batch.records, run_id=run_id, stream=batch.stream)
+            if batch.cursor is not None:
+                self.store.set_cursor(conn, system, batch.stream, batch.cursor)
+        if batch.ack is not None:
+            batch.ack()   # only after the commit: a crash before this re-reads, never loses
+        return counts
+
+    def ingest_in(self, conn: Connection, system: str, records: Sequence[RawRecord | Rejected], *,
+                  run_id: str | None = None, stream: str | None = None) -> Counts:
+        return _BatchRun(self, conn, system, run_id, stream).run(records)
+
+    def replan(self, entity_ids: Iterable[str]) -> int:
+        """Plan writes for entities again (after a conflict or review is resolved)."""
+        with self.store.begin() as conn:
+            br = _BatchRun(self, conn, "", None, None)
+            ents = br.load_entities(list(entity_ids))
+            return br.plan_and_write(ents, set(ents))
+
+    def apply_effects(self, effects: dict[str, RuleEffects], *, origin: str = "rules") -> int:
+        """Apply decisions made outside a pull (timers, metrics): entity id -> effects.
+
+        Updates and new entities are recorded with origin `rules` and planned like any change.
+        An empty key ("") collects effects that only create new entities.
+        """
+        with self.store.begin() as conn:
+            br = _BatchRun(self, conn, origin, None, None)
+            ents = br.load_entities([k for k in effects if k])
+            touched: set[str] = set()
+            for eid, eff in effects.items():
+                if eid and eid not in ents:
+                    continue
+                if eid and eff.updates:
+                    ent = ents[eid]
+                    upd = {k: schema.normalize(k, v) for k, v in eff.updates.items()}
+                    upd = {k: v for k, v in upd.items() if ent.golden.get(k) != v}
+                    if upd:
+                        ent.golden.update(upd)
+                        for k in upd:
+                            ent.versions[k] = [origin, _iso(br.now), None]
+                        ent.dirty = True
+                        touched.add(eid)
+                        br.changelog.append(dict(entity_id=eid, system=origin, origin=origin,
+                                                 fields=schema.encode(upd), source_version=None, source_time=None,
+                                                 observed_at=br.now, run_id=None))
+                for etype, fields in eff.creates:
+                    neid = new_id()
+                    golden = {k: schema.normalize(k, v) for k, v in fields.items()}
+                    ents[neid] = _Ent(neid, etype, golden, {k: [origin, _iso(br.now), None] for k in golden},
+                                      new=True, dirty=True)
+                    br.changelog.append(dict(entity_id=neid, system=origin, origin=origin,
+                                             fields=schema.encode(golden), source_version=None, source_time=None,
+                                             observed_at=br.now, run_id=None))
+                    touched.add(neid)
+            br.flush_entities(ents)
+            return br.plan_and_write(ents, touched)
+
+    def resolve_conflict(self, conflict_id: int, *, take: str | None = None, value: Any = None) -> str:
+        """Settle a conflict by taking one system's candidate or an explicit value."""
+        with self.store.begin() as conn:
+            row = conn.execute(select(t.conflicts).where(t.conflicts.c.id == conflict_id)).mappings().first()
+            if row is None:
+                raise KeyError(f"no conflict {conflict_id}")
+            if row["status"] != "open":
+                raise ValueError(f"conflict {conflict_id} is already {row['status']}")
+            cands = json.loads(row["candidates"])
+            name = row["field"]
+            if take is not None:
+                chosen = [c for c in cands if c["system"] == take]
+                if not chosen:
+                    raise ValueError(f"conflict {conflict_id} has no candidate from {take!r} "
+                                     f"(candidates: {', '.join(c['system'] for c in cands)})")
+                new_value = schema.decode_value(name, chosen[-1]["value"])
+                winner = take
+            else:
+                new_value = schema.normalize(name, value)
+                winner = "review"
+            br = _BatchRun(self, conn, winner, None, None)
+            ents = br.load_entities([row["entity_id"]])
+            ent = ents[row["entity_id"]]
+            ent.golden[name] = new_value
+            ent.versions[name] = [winner, _iso(utcnow()), None]
+            ent.dirty = True
+            conn.execute(update(t.conflicts).where(t.conflicts.c.id == conflict_id).values(
+                status="resolved", winner=winner, resolved_at=utcnow()))
+            br.changelog.append(dict(entity_id=ent.id, system=winner, origin="review",
+                                     fields=schema.encode({name: new_value}), source_version=None,
+                                     source_time=None, observed_at=utcnow(), run_id=None))
+            br.flush_entities(ents)
+            br.plan_and_write(ents, {ent.id})
+            return ent.id
+
+    def resolve_review(self, review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
+        """Settle an identify review: bind the record to an entity, or create a new one."""
+        with self.store.begin() as conn:
+            row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
+            if row is None:
+                raise KeyError(f"no review item {review_id}")
+            if row["status"] != "open":
+                raise ValueError(f"review item {review_id} is already {row['status']}")
+            rec = json.loads(row["record"])
+            raw = RawRecord(kind=rec["kind"], external_id=row["external_id"], fields=rec["fields"],
+                            version=rec.get("version"))
+            br = _BatchRun(self, conn, row["system"], None, "review")
+            br.forced = {(row["type"], row["external_id"]): entity_id or ("new" if create else None)}
+            br.run([raw])
+            conn.execute(update(t.review).where(t.review.c.id == review_id).values(
+                status="resolved", resolved_at=utcnow()))
+            eid = conn.execute(select(t.bindings.c.entity_id).where(
+                t.bindings.c.system == row["system"], t.bindings.c.type == row["type"],
+                t.bindings.c.external_id == row["external_id"])).scalar()
+            return str(eid)
+
+
+class _BatchRun:
+    """State of one batch: what was loaded in bulk, and what will be written in bulk."""
+
+    def __init__(self, engine: Engine, conn: Connection, system: str, run_id: str | None,
+                 stream: str | None) -> None:
+        self.e, self.conn, self.system, self.run_id, self.stream = engine, conn, system, run_id, stream
+        self.mapper = engine.mapper
+        self.ms = engine.mapper.ms
+        self.now = utcnow()
+        self.counts = Counts()
+        self.bind_cache: dict[tuple[str, str], str] = {}
+        self.new_bindings: list[dict[str, Any]] = []
+        self.changelog: list[dict[str, Any]] = []
+        self.forced: dict[tuple[str, str], str | None] = {}
+
+    # -- orchestration --------------------------------------------------------------------------
+    def run(self, records: Sequence[RawRecord | Rejected]) -> Counts:
+        parsed: list[tuple[RawRecord, str, dict[str, Any]]] = []
+        for rec in records:
+            if isinstance(rec, Rejected):
+                self._quarantine(rec.reason, rec.kind, rec.external_id, rec.raw)
+                continue
+            em = self.mapper.entity_map(self.system, rec.kind)
+            if em is None or em.direction == "push":
+                self.counts.skipped += 1
+                continue
+            try:
+                etype, fields = to_canonical(self.mapper, self.system, rec)
+            except BadInput as exc:
+                self._quarantine(f"{self.system} {rec.kind} {rec.external_id}: {exc}", rec.kind,
+                                 rec.external_id, rec.raw if rec.raw is not None else dict(rec.fields))
+                continue
+            parsed.append((rec, etype, fields))
+        if not parsed:
+            return self.counts
+
+        self._load_bindings({(et, r.external_id) for r, et, _ in parsed} | {
+            (ref.entity, ref.external_id) for _, _, f in parsed for ref in _refs(f)})
+        resolved = self._identify(parsed)
+        ents = self.load_entities([eid for eid, *_ in resolved])
+        ents.update(self._new_ents)   # created in this batch (records and stubs)
+        touched = self._record_and_resolve(resolved, ents)
+        self._apply_rules(ents, touched)
+        self.flush_entities(ents)
+        self._write_shadows(self._shadow_rows, None)
+        self.counts.planned += self.plan_and_write(ents, touched)
+        return self.counts
+
+    # -- helpers: quarantine, review ------------------------------------------------------------
+    def _quarantine(self, reason: str, kind: str | None, ext: str | None, raw: Any) -> None:
+        self.e.store.quarantine(self.conn, system=self.system, stream=self.stream, kind=kind,
+                                external_id=ext, reason=reason, raw=raw, run_id=self.run_id)
+        self.counts.quarantined += 1
+        log.warning("quarantined", system=self.system, kind=kind, external_id=ext, reason=reason)
+
+    def _review(self, rec: RawRecord, etype: str, reason: str, candidates: list[str]) -> None:
+        payload = json.dumps({"kind": rec.kind, "fields": _plain(rec.fields), "version": rec.version},
+                             ensure_ascii=False, default=str)
+        existing = self.conn.execute(select(t.review.c.id).where(
+            t.review.c.status == "open", t.review.c.system == self.system, t.review.c.type == etype,
+            t.review.c.external_id == rec.external_id)).scalar()
+        if existing:
+            self.conn.execute(update(t.review).where(t.review.c.id == existing).values(
+                record=payload, candidates=json.dumps(candidates), reason=reason))
+        else:
+            self.conn.execute(insert(t.review).values(
+                kind="identify", system=self.system, type=etype, external_id=rec.external_id,
+                record=payload, candidates=json.dumps(candidates), reason=reason, status="open",
+                created_at=self.now))
+            self.counts.review += 1
+        log.info("needs_review", system=self.system, type=etype, external_id=rec.external_id, reason=reason)
+
+    # -- identify -------------------------------------------------------------------------------
+    def _load_bindings(self, wanted: set[tuple[str, str]]) -> None:
+        exts = sorted({ext for _, ext in wanted})
+        for chunk in _chunks(exts):
+            rows = self.conn.execute(select(t.bindings.c.type, t.bindings.c.external_id, t.bindings.c.entity_id)
+                                     .where(t.bindings.c.system == self.system,
+                                            t.bindings.c.external_id.in_(chunk)))
+            for typ, ext, eid in rows:
+                self.bind_cache[(typ, ext)] = eid
+
+    def _bind(self, etype: str, ext: str, eid: str) -> None:
+        self.bind_cache[(etype, ext)] = eid
+        self.new_bindings.append(dict(system=self.system, type=etype, external_id=ext, entity_id=eid,
+                                      created_at=self.now))
+
+    def _new_entity(self, etype: str) -> str:
+        eid = new_id()
+        self._new_ents[eid] = _Ent(eid, etype, {}, {}, new=True, dirty=True)
+        return eid
+
+    def _identify(self, parsed: list[tuple[RawRecord, str, dict[str, Any]]]
+                  ) -> list[tuple[str, RawRecord, str, dict[str, Any], bool]]:
+        self._new_ents: dict[str, _Ent] = {}
+        # match keys of every record not bound yet, looked up in one go
+        rec_keys: dict[int, set[str]] = {}
+        for i, (rec, etype, fields) in enumerate(parsed):
+            if (etype, rec.external_id) not in self.bind_cache:
+                rec_keys[i] = identify.keys_for(etype, fields, self.ms.identity.get(etype), self.e.region)
+        index: dict[tuple[str, str], set[str]] = {}
+        all_keys = sorted({k for ks in rec_keys.values() for k in ks})
+        for chunk in _chunks(all_keys):
+            for typ, key, eid in self.conn.execute(select(t.match_keys.c.type, t.match_keys.c.key,
+                                                          t.match_keys.c.entity_id)
+                                                   .where(t.match_keys.c.key.in_(chunk))):
+                index.setdefault((typ, key), set()).add(eid)
+        self._pending_keys: dict[str, set[str]] = {}
+
+        out = []
+        for i, (rec, etype, fields) in enumerate(parsed):
+            created = False
+            eid = self.bind_cache.get((etype, rec.external_id))
+            if eid is None:
+                forced = self.forced.get((etype, rec.external_id), False)
+                rule = self.ms.identity.get(etype)
+                stamped = self._stamped(rec, etype)
+                if forced:
+                    outcome = identify.Outcome(None if forced == "new" else forced,
+                                               "created" if forced == "new" else "matched")
+                elif stamped:
+                    # we created it there; the confirm was lost (crash) or not yet committed
+                    outcome = identify.Outcome(stamped, "matched")
+                else:
+                    cands: set[str] = set()
+                    for k in rec_keys.get(i, ()):
+                        cands |= index.get((etype, k), set())
+                    outcome = identify.decide(self.system, rule, cands)
+                    if outcome.action == "matched" and self._bound_elsewhere(outcome.entity_id, etype):
+                        # the match already has a record of this system: a second record is a
+                        # different entity unless a human says otherwise
+                        outcome = identify.Outcome(None, "review", "matched entity is already bound to "
+                                                   f"another {self.system} record", [outcome.entity_id or ""])
+                if outcome.action == "review":
+                    self._review(rec, etype, outcome.reason, outcome.candidates)
+                    continue
+                if outcome.action == "created":
+                    eid = self._new_entity(etype)
+                    created = True
+                else:
+                    eid = outcome.entity_id
+                assert eid is not None
+                self._bind(etype, rec.external_id, eid)
+                for k in rec_keys.get(i, ()):
+                    index.setdefault((etype, k), set()).add(eid)
+            fields = self._resolve_refs(fields)
+            out.append((eid, rec, etype, fields, created))
+        return out
+
+    def _stamped(self, rec: RawRecord, etype: str) -> str | None:
+        if not rec.stamp or not rec.stamp.startswith("syncd-"):
+            return None
+        eid = rec.stamp[len("syncd-"):]
+        row = self.conn.execute(select(t.entities.c.type).where(t.entities.c.id == eid)).first()
+        if row is None or row.type != etype or self._bound_elsewhere(eid, etype):
+            return None
+        return eid
+
+    def _bound_elsewhere(self, eid: str | None, etype: str) -> bool:
+        if eid is None:
+            return False
+        if any(b["entity_id"] == eid for b in self.new_bindings):
+            return True
+        return self.conn.execute(select(t.bindings.c.external_id).where(
+            t.bindings.c.system == self.system, t.bindings.c.type == etype,
+            t.bindings.c.entity_id == eid)).first() is not None
+
+    def _resolve_refs(self, fields: dict[str, Any]) -> dict[str, Any]:
+        out = dict(fields)
+        for name, value in fields.items():
+            if value is None or not schema.has_refs(name):
+                continue
+
+            def fn(target: str, ref: Any) -> Any:
+                if not isinstance(ref, Ref):
+                    return ref
+                eid = self.bind_cache.get((target, ref.external_id))
+                if eid is None and identify.origin_allows(self.ms.identity.get(target), self.system):
+                    eid = self._new_entity(target)   # a stub, filled when its own record arrives
+                    self._bind(target, ref.external_id, eid)
+                return eid
+
+            out[name] = schema.map_refs(name, value, fn)
+        return out
+
+    # -- entities -------------------------------------------------------------------------------
+    def load_entities(self, ids: list[str]) -> dict[str, _Ent]:
+        out: dict[str, _Ent] = {}
+        wanted = sorted(set(ids) - set(getattr(self, "_new_ents", {})))
+        for chunk in _chunks(wanted):
+            for row in self.conn.execute(select(t.entities.c.id, t.entities.c.type, t.entities.c.fields,
+                                                t.entities.c.versions).where(t.entities.c.id.in_(chunk))):
+                out[row.id] = _Ent(row.id, row.type, schema.decode(row.fields), json.loads(row.versions))
+        return out
+
+    def flush_entities(self, ents: dict[str, _Ent]) -> None:
+        new = [dict(id=e.id, type=e.type, fields=schema.encode(e.golden), versions=json.dumps(e.versions),
+                    created_at=self.now, updated_at=self.now) for e in ents.values() if e.new]
+        upd = [dict(b_id=e.id, fields=schema.encode(e.golden), versions=json.dumps(e.versions),
+                    updated_at=self.now) for e in ents.values() if e.dirty and not e.new]
+        if new:
+            self.conn.execute(insert(t.entities), new)
+        if upd:
+            self.conn.execute(update(t.entities).where(t.entities.c.id == bindparam("b_id")).values(
+                fields=bindparam("fields"), versions=bindparam("versions"),
+                updated_at=bindparam("updated_at")), upd)
+        if self.new_bindings:
+            self.conn.execute(insert(t.bindings), self.new_bindings)
+            self.new_bindings = []
+        if self.changelog:
+            self.conn.execute(insert(t.changelog), self.changelog)
+            self.changelog = []
+        # match keys follow the golden record
+        dirty = [e for e in ents.values() if e.dirty and self.ms.identity.get(e.type)]
+        if dirty:
+            old_ids = [e.id for e in dirty if not e.new]
+            for chunk in _chunks(old_ids):
+                self.conn.execute(delete(t.match_keys).where(t.match_keys.c.entity_id.in_(chunk)))
+            rows = [dict(type=e.type, key=k, entity_id=e.id) for e in dirty
+                    for k in identify.keys_for(e.type, e.golden, self.ms.identity.get(e.type), self.e.region)]
+            if rows:
+                self.conn.execute(insert(t.match_keys), rows)
+        for e in ents.values():
+            e.new = e.dirty = False
+
+    # -- record + resolve -----------------------------------------------------------------------
+    def _record_and_resolve(self, resolved: list[tuple[str, RawRecord, str, dict[str, Any], bool]],
+                            ents: dict[str, _Ent]) -> set[str]:
+        ids = sorted({r[0] for r in resolved})
+        shadows = self._load_shadows(ids, [self.system])
+        held = self._open_conflicts(ids)
+        touched: set[str] = set()
+        shadow_rows: dict[str, dict[str, Any]] = {}
+        self._changed: dict[str, dict[str, Any]] = {}
+        self._created: set[str] = set()
+        for eid, rec, etype, fields, created in resolved:
+            ent = ents[eid]
+            sh = shadows.get((eid, self.system))
+            sh_fields = sh["fields"] if sh else {}
+            if sh and resolve.is_stale(rec.version, sh["source_version"]):
+                self.counts.skipped += 1
+                log.info("stale_change_dropped", system=self.system, entity_id=eid,
+                         version=rec.version, applied=sh["source_version"])
+                continue
+            changes = record.diff(sh_fields, fields)
+            new_shadow = dict(sh_fields, **fields)
+            shadow_rows[eid] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
+                "source_version"), existed=sh is not None)
+            touched.add(eid)
+            if created:
+                self._created.add(eid)
+            if not changes:
+                if not created:
+                    self.counts.skipped += 1
+                continue
+            self.changelog.append(dict(entity_id=eid, system=self.system, origin="pull",
+                                       fields=schema.encode(changes), source_version=rec.version,
+                                       source_time=rec.source_time, observed_at=self.now, run_id=self.run_id))
+            applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}))
+            if applied:
+                self._changed.setdefault(eid, {}).update(applied)
+                ent.dirty = True
+            if created:
+                self.counts.created += 1
+            elif applied:
+                self.counts.updated += 1
+            else:
+                self.counts.skipped += 1
+        self._shadow_rows = shadow_rows     # written after the entities they refer to
+        return touched
+
+    def _resolve_fields(self, ent: _Ent, changes: dict[str, Any], sh_fields: dict[str, Any],
+                        rec: RawRecord, held: dict[str, int]) -> dict[str, Any]:
+        applied: dict[str, Any] = {}
+        em = self.mapper.entity_map(self.system, rec.kind)
+        for name, value in changes.items():
+            current = ent.golden.get(name)
+            if name in held:      # under review: keep the field, add this candidate
+                self._add_candidate(held[name], value, rec.source_time)
+                continue
+            if current == value:
+                continue
+            cur_ver = ent.versions.get(name) or [None, None, None]
+            cur_system = cur_ver[0]
+            rule = resolve.rule_for(self.ms.conflicts, name)
+            fm = em.fields.get(name) if em else None
+            if fm is not None and fm.read_only and current is not None:
+                rule = type(rule)(policy="owner", owner=cur_system)
+            in_step = name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
+            if in_step and not resolve.always_conflict(rule, self.system, cur_system):
+                winner: str | None = self.system
+            else:
+                cur = resolve.Candidate(cur_system or "?", current, _parse_time(cur_ver[1]))
+                inc = resolve.Candidate(self.system, value, rec.source_time)
+                decision = resolve.decide(rule, cur, inc)
+                winner = decision.winner
+                self._record_conflict(ent, name, rule.policy, [cur, inc], decision.winner)
+                self.counts.conflicts += 1
+            if winner == self.system:
+                ent.golden[name] = value
+                ent.versions[name] = [self.system, _iso(rec.source_time) or _iso(self.now), self.run_id]
+                applied[name] = value
+        return applied
+
+    def _record_conflict(self, ent: _Ent, name: str, policy: str, cands: list[resolve.Candidate],
+                         winner: str | None) -> None:
+        payload = json.dumps([{"system": c.system, "value": schema.encode_value(name, c.value),
+                               "source_time": _iso(c.source_time)} for c in cands], ensure_ascii=False)
+        res = self.conn.execute(insert(t.conflicts).values(
+            entity_id=ent.id, field=name, policy=policy, candidates=payload,
+            status="open" if winner is None else "auto", winner=winner, created_at=self.now,
+            resolved_at=None if winner is None else self.now))
+        log.info("conflict", entity_id=ent.id, field=name, policy=policy, winner=winner)
+        if winner is None:
+            self._held_new.setdefault(ent.id, {})[name] = res.inserted_primary_key[0]
+
+    def _add_candidate(self, conflict_id: int, value: Any, source_time: dt.datetime | None) -> None:
+        row = self.conn.execute(select(t.conflicts.c.candidates, t.conflicts.c.field)
+                                .where(t.conflicts.c.id == conflict_id)).first()
+        if row is None:
+            return
+        cands = json.loads(row.candidates)
+        cands = [c for c in cands if c["system"] != self.system] + [
+            {"system": self.system, "value": schema.encode_value(row.field, value), "source_time": _iso(source_time)}]
+        self.conn.execute(update(t.conflicts).where(t.conflicts.c.id == conflict_id)
+                          .values(candidates=json.dumps(cands, ensure_ascii=False)))
+
+    def _open_conflicts(self, ids: list[str]) -> dict[str, dict[str, int]]:
+        self._held_new: dict[str, dict[str, int]] = {}
+        out: dict[str, dict[str, int]] = {}
+        for chunk in _chunks(ids):
+            for cid, eid, name in self.conn.execute(select(t.conflicts.c.id, t.conflicts.c.entity_id,
+                                                           t.conflicts.c.field)
+                                                    .where(t.conflicts.c.status == "open",
+                                                           t.conflicts.c.entity_id.in_(chunk))):
+                out.setdefault(eid, {})[name] = cid
+        return out
+
+    # -- shadows --------------------------------------------------------------------------------
+    def _load_shadows(self, ids: list[str], systems: list[str] | None) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for chunk in _chunks(ids):
+            q = select(t.shadows.c.entity_id, t.shadows.c.system, t.shadows.c.fields,
+                       t.shadows.c.source_version).where(t.shadows.c.entity_id.in_(chunk))
+            if systems is not None:
+                q = q.where(t.shadows.c.system.in_(systems))
+            for eid, system, fields, sv in self.conn.execute(q):
+                out[(eid, system)] = {"fields": schema.decode(fields), "source_version": sv}
+        return out
+
+    def _write_shadows(self, rows: dict[str, dict[str, Any]], _old: Any, system: str | None = None) -> None:
+        system = system or self.system
+        ins, upd = [], []
+        for eid, r in rows.items():
+            text = schema.encode(r["fields"])
+            row = dict(fields=text, fingerprint=_fingerprint(text), source_version=r["source_version"],
+                       updated_at=self.now)
+            if r["existed"]:
+                upd.append(dict(row, b_eid=eid, b_sys=system))
+            else:
+                ins.append(dict(row, entity_id=eid, system=system))
+        if ins:
+            self.conn.execute(insert(t.shadows), ins)
+        if upd:
+            self.conn.execute(update(t.shadows).where(t.shadows.c.entity_id == bindparam("b_eid"),
+                                                      t.shadows.c.system == bindparam("b_sys"))
+                              .values(fields=bindparam("fields"), fingerprint=bindparam("fingerprint"),
+                                      source_version=bindparam("source_version"),
+                                      updated_at=bindparam("updated_at")), upd)
+
+    # -- rules ----------------------------------------------------------------------------------
+    def _apply_rules(self, ents: dict[str, _Ent], touched: set[str]) -> None:
+        hook = self.e.rules
+        if hook is None:
+            return
+        for eid in sorted(touched):
+            ent = ents[eid]
+            changed = self._changed.get(eid, {})
+            if not changed and eid not in self._created:
+                continue
+            effects = hook(RuleInput(ent.type, eid, dict(ent.golden), changed, self.system,
+                                     eid in self._created, self.conn))
+            if not effects:
+                continue
+            upd = {k: schema.normalize(k, v) for k, v in effects.updates.items()}
+            upd = {k: v for k, v in upd.items() if ent.golden.get(k) != v}
+            if upd:
+                ent.golden.update(upd)
+                for k in upd:
+                    ent.versions[k] = ["rules", _iso(self.now), self.run_id]
+                ent.dirty = True
+                self.changelog.append(dict(entity_id=eid, system="rules", origin="rules",
+                                           fields=schema.encode(upd), source_version=None, source_time=None,
+                                           observed_at=self.now, run_id=self.run_id))
+            for etype, fields in effects.creates:
+                neid = new_id()
+                golden = {k: schema.normalize(k, v) for k, v in fields.items()}
+                ents[neid] = _Ent(neid, etype, golden, {k: ["rules", _iso(self.now), self.run_id]
+                                                         for k in golden}, new=True, dirty=True)
+                self.changelog.append(dict(entity_id=neid, system="rules", origin="rules",
+                                           fields=schema.encode(golden), source_version=None,
+                                           source_time=None, observed_at=self.now, run_id=self.run_id))
+                touched.add(neid)
+
+    # -- plan -----------------------------------------------------------------------------------
+    def plan_and_write(self, ents: dict[str, _Ent], touched: set[str]) -> int:
+        ids = sorted(e for e in touched if ents[e].golden)
+        if not ids:
+            return 0
+        bound: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(ids):
+            for eid, system in self.conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
+                                                 .where(t.bindings.c.entity_id.in_(chunk))):
+                bound.setdefault(eid, {})[system] = "1"
+        for b in self.new_bindings:
+            bound.setdefault(b["entity_id"], {})[b["system"]] = "1"
+        shadows = self._load_shadows(ids, None)
+        held = self._open_conflicts_all(ids)
+        pending: dict[tuple[str, str], dict[str, Any]] = {}
+        for chunk in _chunks(ids):
+            for row in self.conn.execute(select(t.outbox.c.id, t.outbox.c.entity_id, t.outbox.c.system,
+                                                t.outbox.c.payload)
+                                         .where(t.outbox.c.status == "pending", t.outbox.c.entity_id.in_(chunk))):
+                pending[(row.entity_id, row.system)] = {"id": row.id, "payload": row.payload}
+        inserts, updates = [], []
+        for eid in ids:
+            ent = ents[eid]
+            for em in self.mapper.targets(ent.type):
+                if not plan.wants(em, ent.golden):
+                    continue
+                is_bound = em.system in bound.get(eid, {})
+                if not is_bound and not em.create:
+                    continue
+                sh = shadows.get((eid, em.system))
+                shadow = (sh["fields"] if sh else {}) if is_bound else None
+                fields = plan.plan_fields(self.mapper, em, ent.golden, shadow, held.get(eid, set()))
+                if not fields:
+                    continue
+                prev = pending.get((eid, em.system))
+                if prev is not None:
+                    merged = dict(schema.decode(prev["payload"]), **fields)
+                    updates.append(dict(b_id=prev["id"], payload=schema.encode(merged), updated_at=self.now))
+                else:
+                    inserts.append(dict(entity_id=eid, entity_type=ent.type, system=em.system,
+                                        op="update" if is_bound else "create", payload=schema.encode(fields),
+                                        idempotency_key=new_id(), status="pending", attempts=0,
+                                        next_attempt_at=self.now, created_at=self.now, updated_at=self.now))
+        if inserts:
+            self.conn.execute(insert(t.outbox), inserts)
+        if updates:
+            self.conn.execute(update(t.outbox).where(t.outbox.c.id == bindparam("b_id")).values(
+                payload=bindparam("payload"), updated_at=bindparam("updated_at")), updates)
+        return len(inserts) + len(updates)
+
+    def _open_conflicts_all(self, ids: list[str]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for chunk in _chunks(ids):
+            for eid, name in self.conn.execute(select(t.conflicts.c.entity_id, t.conflicts.c.field)
+                                               .where(t.conflicts.c.status == "open",
+                                                      t.conflicts.c.entity_id.in_(chunk))):
+                out.setdefault(eid, set()).add(name)
+        return out
+
+
+def _refs(fields: dict[str, Any]) -> list[Ref]:
+    out = []
+    for name, value in fields.items():
+        if value is not None and schema.has_refs(name):
+            out.extend(r for r in schema.refs_of(name, value) if isinstance(r, Ref))
+    return out
+
+
+def _parse_time(s: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(s) if s else None
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v

@@ -1,0 +1,127 @@
+"""An in-memory system for the engine's tests, the benchmark and experiments.
+
+`MemorySystem` is the "remote" side (it survives a connector being rebuilt, as a real peer
+survives a daemon restart); `MemoryConnector` talks to it like any connector: streams with a
+cursor, writes that stamp and look up the external key before creating, and fault injection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from pydantic import BaseModel, ConfigDict
+
+from syncd.connector import (Batch, BaseConnector, ConnectorType, Health, RawRecord, StreamSpec, WriteOp,
+                             WriteResult)
+from syncd.errors import PermanentError, TransientError
+
+STAMP = "_stamp"
+
+
+class SimulatedCrash(BaseException):
+    """Raised after a remote write succeeded, before syncd could commit: the process 'dies'."""
+
+
+@dataclass
+class MemorySystem:
+    name: str
+    kinds: tuple[str, ...] = ("person", "order")
+    objects: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    creates: int = 0
+    writes: int = 0
+    faults: list[str] = field(default_factory=list)     # "transient" | "permanent" | "crash_after"
+    _seq: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: Any = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        for k in self.kinds:
+            self.objects.setdefault(k, {})
+
+    def edit(self, kind: str, ext: str, **fields: Any) -> str:
+        """What a person does in the system's UI: create or change an object."""
+        with self._lock:
+            obj = self.objects[kind].setdefault(ext, {})
+            obj.update(fields)
+            self.versions[(kind, ext)] = next(self._seq)
+            return ext
+
+    def new_id(self, kind: str) -> str:
+        return f"{self.name}-{kind}-{next(self._seq)}"
+
+    def changed_since(self, kind: str, cursor: int) -> list[tuple[int, str]]:
+        with self._lock:
+            return sorted((v, ext) for (k, ext), v in self.versions.items() if k == kind and v > cursor)
+
+
+class MemorySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kinds: list[str] = ["person", "order"]
+    batch_size: int = 500
+
+
+class MemoryConnector(BaseConnector):
+    def __init__(self, name: str, system: MemorySystem, batch_size: int = 500) -> None:
+        self.name = name
+        self.system = system
+        self.batch_size = batch_size
+        self.streams = {k: StreamSpec(k, (k,)) for k in system.kinds}
+        self.writes = frozenset(system.kinds)
+
+    def health(self) -> Health:
+        return Health(True, f"{sum(len(v) for v in self.system.objects.values())} objects")
+
+    def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None) -> Iterator[Batch]:
+        kind = stream
+        changed = self.system.changed_since(kind, int(cursor or 0))
+        for i in range(0, len(changed), self.batch_size):
+            chunk = changed[i:i + self.batch_size]
+            recs: list[Any] = []
+            for ver, ext in chunk:
+                obj = dict(self.system.objects[kind][ext])
+                stamp = obj.pop(STAMP, None)
+                recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp))
+            yield Batch(stream, recs, cursor=str(chunk[-1][0]))
+
+    def write(self, op: WriteOp) -> WriteResult:
+        s = self.system
+        with s._lock:
+            fault = s.faults.pop(0) if s.faults else None
+        if fault == "transient":
+            raise TransientError("injected 503", connector=self.name, op_id=op.op_id)
+        if fault == "permanent":
+            raise PermanentError("injected validation error", connector=self.name, op_id=op.op_id)
+        with s._lock:
+            s.writes += 1
+            objs = s.objects[op.kind]
+            ext = op.external_id
+            if op.op == "create":
+                ext = next((e for e, o in objs.items() if o.get(STAMP) == op.external_key), None)
+                if ext is None:
+                    ext = s.new_id(op.kind)
+                    objs[ext] = {STAMP: op.external_key}
+                    s.creates += 1
+            assert ext is not None
+            if ext not in objs:
+                raise PermanentError(f"{op.kind} {ext} not found", connector=self.name)
+            objs[ext].update(op.fields)
+            ver = next(s._seq)
+            s.versions[(op.kind, ext)] = ver
+        if fault == "crash_after":
+            raise SimulatedCrash(f"crash after writing {op.kind} {ext}")
+        return WriteResult(ext, dict(op.fields), version=str(ver))
+
+
+_SYSTEMS: dict[str, MemorySystem] = {}
+
+
+def _factory(name: str, settings: MemorySettings, ctx: Any) -> MemoryConnector:
+    system = _SYSTEMS.setdefault(name, MemorySystem(name, tuple(settings.kinds)))
+    return MemoryConnector(name, system, settings.batch_size)
+
+
+connector = ConnectorType("memory", MemorySettings, _factory, "in-memory system for tests and demos")

@@ -1,0 +1,218 @@
+"""The Store facade: one object the engine, daemon, CLI and connectors use to reach the database.
+
+Pipeline stages run their own bulk statements inside `store.begin()`; everything else (cursors,
+leases, runs, queues, stats) has a named method here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from syncd.store import tables as t
+from syncd.store.db import make_engine, migrate
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _aware(v: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything we store is UTC.
+    if v is not None and v.tzinfo is None:
+        return v.replace(tzinfo=dt.timezone.utc)
+    return v
+
+
+class Store:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.engine: Engine = make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        if create:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def ping(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(1)).scalar() == 1
+
+    # -- cursors --------------------------------------------------------------------------------
+    def get_cursor(self, system: str, stream: str, conn: Connection | None = None) -> str | None:
+        q = select(t.cursors.c.value).where(t.cursors.c.system == system, t.cursors.c.stream == stream)
+        if conn is not None:
+            return conn.execute(q).scalar()
+        with self.engine.connect() as c:
+            return c.execute(q).scalar()
+
+    def set_cursor(self, conn: Connection, system: str, stream: str, value: str | None) -> None:
+        n = conn.execute(update(t.cursors).where(t.cursors.c.system == system, t.cursors.c.stream == stream)
+                         .values(value=value, updated_at=utcnow())).rowcount
+        if not n:
+            conn.execute(insert(t.cursors).values(system=system, stream=stream, value=value,
+                                                  updated_at=utcnow()))
+
+    # -- key/value state (connector state, round-robin pointers, tokens) -------------------------
+    def kv_get(self, key: str, default: Any = None, conn: Connection | None = None) -> Any:
+        q = select(t.kv.c.value).where(t.kv.c.key == key)
+        if conn is not None:
+            raw = conn.execute(q).scalar()
+        else:
+            with self.engine.connect() as c:
+                raw = c.execute(q).scalar()
+        return default if raw is None else json.loads(raw)
+
+    def kv_set(self, key: str, value: Any, conn: Connection | None = None) -> None:
+        def _do(c: Connection) -> None:
+            raw = json.dumps(value, ensure_ascii=False, default=str)
+            if not c.execute(update(t.kv).where(t.kv.c.key == key).values(value=raw, updated_at=utcnow())).rowcount:
+                c.execute(insert(t.kv).values(key=key, value=raw, updated_at=utcnow()))
+        if conn is not None:
+            _do(conn)
+        else:
+            with self.begin() as c:
+                _do(c)
+
+    # -- leases (one instance runs a job at a time) ---------------------------------------------
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        now = time.time()
+        with self.begin() as c:
+            n = c.execute(update(t.leases).where(
+                t.leases.c.name == name,
+                or_(t.leases.c.holder == holder, t.leases.c.expires_at < now),
+            ).values(holder=holder, expires_at=now + ttl)).rowcount
+            if n:
+                return True
+            try:
+                with c.begin_nested():
+                    c.execute(insert(t.leases).values(name=name, holder=holder, expires_at=now + ttl))
+                return True
+            except IntegrityError:
+                return False
+
+    def release_lease(self, name: str, holder: str) -> None:
+        with self.begin() as c:
+            c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
+
+    # -- runs -----------------------------------------------------------------------------------
+    def start_run(self, system: str, stream: str, instance: str = "") -> str:
+        run_id = new_id()[:16]
+        with self.begin() as c:
+            c.execute(insert(t.runs).values(id=run_id, system=system, stream=stream, started_at=utcnow(),
+                                            status="running", counts="{}", instance=instance))
+        return run_id
+
+    def finish_run(self, run_id: str, counts: dict[str, int], error: str | None = None) -> None:
+        with self.begin() as c:
+            c.execute(update(t.runs).where(t.runs.c.id == run_id).values(
+                finished_at=utcnow(), status="failed" if error else "ok",
+                counts=json.dumps(counts), error=error))
+
+    def recent_runs(self, limit: int = 20, system: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.runs).order_by(t.runs.c.started_at.desc()).limit(limit)
+        if system:
+            q = q.where(t.runs.c.system == system)
+        with self.engine.connect() as c:
+            rows = c.execute(q).mappings().all()
+        return [dict(r, counts=json.loads(r["counts"] or "{}"), started_at=_aware(r["started_at"]),
+                     finished_at=_aware(r["finished_at"])) for r in rows]
+
+    # -- quarantine -----------------------------------------------------------------------------
+    def quarantine(self, conn: Connection, *, system: str, reason: str, stream: str | None = None,
+                   kind: str | None = None, external_id: str | None = None, raw: Any = None,
+                   run_id: str | None = None) -> None:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", "replace")
+        elif raw is not None and not isinstance(raw, str):
+            raw = json.dumps(raw, ensure_ascii=False, default=str)
+        conn.execute(insert(t.quarantine).values(system=system, stream=stream, kind=kind,
+                                                 external_id=external_id, reason=reason, raw=raw,
+                                                 status="open", created_at=utcnow(), run_id=run_id))
+
+    def list_quarantine(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        q = select(t.quarantine).where(t.quarantine.c.status == status).order_by(t.quarantine.c.id.desc()).limit(limit)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def release_quarantine(self, qid: int) -> bool:
+        with self.begin() as c:
+            return bool(c.execute(update(t.quarantine).where(t.quarantine.c.id == qid)
+                                  .values(status="released")).rowcount)
+
+    # -- review (identify) ----------------------------------------------------------------------
+    def list_review(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        q = select(t.review).where(t.review.c.status == status).order_by(t.review.c.id).limit(limit)
+        with self.engine.connect() as c:
+            return [dict(r, record=json.loads(r["record"]), candidates=json.loads(r["candidates"]))
+                    for r in c.execute(q).mappings()]
+
+    # -- conflicts ------------------------------------------------------------------------------
+    def list_conflicts(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        q = select(t.conflicts).where(t.conflicts.c.status == status).order_by(t.conflicts.c.id).limit(limit)
+        with self.engine.connect() as c:
+            return [dict(r, candidates=json.loads(r["candidates"])) for r in c.execute(q).mappings()]
+
+    # -- outbox ---------------------------------------------------------------------------------
+    def list_outbox(self, status: str = "dead", limit: int = 100) -> list[dict[str, Any]]:
+        q = select(t.outbox).where(t.outbox.c.status == status).order_by(t.outbox.c.id).limit(limit)
+        with self.engine.connect() as c:
+            return [dict(r) for r in c.execute(q).mappings()]
+
+    def replay(self, ids: list[int] | None = None) -> int:
+        """Put dead-lettered writes back in the queue (all, or the given ids)."""
+        cond = t.outbox.c.status == "dead"
+        if ids:
+            cond = and_(cond, t.outbox.c.id.in_(ids))
+        with self.begin() as c:
+            return c.execute(update(t.outbox).where(cond).values(
+                status="pending", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())).rowcount
+
+    # -- entities -------------------------------------------------------------------------------
+    def entity(self, entity_id: str) -> dict[str, Any] | None:
+        from syncd.schema import decode
+        with self.engine.connect() as c:
+            row = c.execute(select(t.entities).where(t.entities.c.id == entity_id)).mappings().first()
+            if row is None:
+                return None
+            binds = c.execute(select(t.bindings.c.system, t.bindings.c.external_id)
+                              .where(t.bindings.c.entity_id == entity_id)).all()
+        return {"id": row["id"], "type": row["type"], "fields": decode(row["fields"]),
+                "versions": json.loads(row["versions"]), "bindings": {s: e for s, e in binds}}
+
+    def find_entity(self, system: str, type_: str, external_id: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(select(t.bindings.c.entity_id).where(
+                t.bindings.c.system == system, t.bindings.c.type == type_,
+                t.bindings.c.external_id == external_id)).scalar()
+
+    def external_id(self, entity_id: str, system: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(select(t.bindings.c.external_id).where(
+                t.bindings.c.entity_id == entity_id, t.bindings.c.system == system)).scalar()
+
+    def count(self, table: str, **where: Any) -> int:
+        tbl = t.metadata.tables[table]
+        q = select(func.count()).select_from(tbl)
+        for k, v in where.items():
+            q = q.where(tbl.c[k] == v)
+        with self.engine.connect() as c:
+            return int(c.execute(q).scalar() or 0)
