@@ -156,17 +156,20 @@ FIELDS: Mapping[str, Mapping[str, FieldSpec]] = MappingProxyType(
     {e: MappingProxyType({s.name: s for s in specs}) for e, specs in _ENTITIES.items()})
 
 
+_ALL: dict[str, FieldSpec] = {s.name: s for specs in _ENTITIES.values() for s in specs}
+_WITH_REFS = frozenset(s.name for s in _ALL.values() if s.type == "ref" or (
+    s.type == "items" and s.item is not None and any(m.type == "ref" for m in s.item.values())))
+
+
 def field_spec(name: str) -> FieldSpec:
-    entity = name.split(".", 1)[0]
     try:
-        return FIELDS[entity][name]
+        return _ALL[name]
     except KeyError:
         raise KeyError(f"unknown canonical field {name!r}") from None
 
 
 def is_field(name: str) -> bool:
-    entity = name.split(".", 1)[0]
-    return entity in FIELDS and name in FIELDS[entity]
+    return name in _ALL
 
 
 # -- normalization -----------------------------------------------------------------------------
@@ -371,9 +374,15 @@ def decode_value(name: str, value: Any) -> Any:
     return _dec(spec.type, value)
 
 
+_PLAIN = {"str", "text", "ref", "int", "bool", "json"}
+_PLAIN_FIELDS = frozenset(s.name for specs in _ENTITIES.values() for s in specs if s.type in _PLAIN)
+_dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+
+
 def encode(fields: Mapping[str, Any]) -> str:
-    return json.dumps({k: encode_value(k, v) for k, v in fields.items()}, ensure_ascii=False,
-                      sort_keys=True, separators=(",", ":"))
+    # hot path (several encodes per record): plain values go straight to JSON
+    return _dumps({k: v if (k in _PLAIN_FIELDS and not isinstance(v, Ref)) else encode_value(k, v)
+                   for k, v in fields.items()})
 
 
 def decode(text: str | None) -> dict[str, Any]:
@@ -418,6 +427,6 @@ def map_refs(name: str, value: Any, fn: Callable[[str, Any], Any]) -> Any:
 
 
 def has_refs(name: str) -> bool:
-    spec = field_spec(name)
-    return spec.type == "ref" or (spec.type == "items" and bool(spec.item)
-                                  and any(m.type == "ref" for m in spec.item.values()))
+    if name not in _ALL:
+        raise KeyError(f"unknown canonical field {name!r}")
+    return name in _WITH_REFS

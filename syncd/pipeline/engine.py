@@ -231,6 +231,7 @@ class _BatchRun:
         self.mapper = engine.mapper
         self.ms = engine.mapper.ms
         self.now = utcnow()
+        self.now_iso = self.now.isoformat()
         self.counts = Counts()
         self.bind_cache: dict[tuple[str, str], str] = {}
         self.new_bindings: list[dict[str, Any]] = []
@@ -522,7 +523,7 @@ class _BatchRun:
                 self.counts.conflicts += 1
             if winner == self.system:
                 ent.golden[name] = value
-                ent.versions[name] = [self.system, _iso(rec.source_time) or _iso(self.now), self.run_id]
+                ent.versions[name] = [self.system, _iso(rec.source_time) or self.now_iso, self.run_id]
                 applied[name] = value
         return applied
 
