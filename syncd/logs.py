@@ -23,8 +23,9 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, Any, Iterator, Mapping
+from typing import IO, Any
 from urllib.parse import quote, quote_plus
 
 import structlog
@@ -32,8 +33,16 @@ from structlog.contextvars import bound_contextvars, merge_contextvars
 from structlog.typing import EventDict, WrappedLogger
 
 __all__ = [
-    "configure_logging", "redact_secrets", "redact_text", "register_secret", "unregister_secret",
-    "clear_secrets", "bind_run", "is_sensitive_key", "MASK", "REDACTING_PROCESSORS",
+    "MASK",
+    "REDACTING_PROCESSORS",
+    "bind_run",
+    "clear_secrets",
+    "configure_logging",
+    "is_sensitive_key",
+    "redact_secrets",
+    "redact_text",
+    "register_secret",
+    "unregister_secret",
 ]
 
 MASK = "***"
@@ -232,7 +241,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | 
         raise ValueError(f"log format must be auto, json or console, got {fmt!r}")
     levelno = logging.getLevelName(str(level).upper())
     if not isinstance(levelno, int):
-        raise ValueError(f"unknown log level {level!r}")
+        raise ValueError(f"unknown log level {level!r}")  # noqa: TRY004
     if stream is None:
         stream = sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _is_tty(stream))

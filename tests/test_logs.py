@@ -12,8 +12,15 @@ import structlog
 from structlog.testing import capture_logs
 
 from syncd.logs import (
-    MASK, REDACTING_PROCESSORS, bind_run, clear_secrets, configure_logging, redact_secrets, redact_text,
-    register_secret, unregister_secret,
+    MASK,
+    REDACTING_PROCESSORS,
+    bind_run,
+    clear_secrets,
+    configure_logging,
+    redact_secrets,
+    redact_text,
+    register_secret,
+    unregister_secret,
 )
 
 PASSWORD = "hunter2-Pa55"
@@ -142,7 +149,7 @@ def test_run_context_on_every_line(json_out):
         logging.getLogger("apscheduler.scheduler").info("job %s fired", "x")
         log.bind(batch=1).info("batch")
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             log.exception("oops")
     log.info("after")

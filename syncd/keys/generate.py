@@ -9,11 +9,21 @@ from __future__ import annotations
 import random as _random
 
 from syncd.keys.requisites import (
-    account_key_sum, inn_check_digits, ogrn_check_digit, ogrnip_check_digit,
+    account_key_sum,
+    inn_check_digits,
+    ogrn_check_digit,
+    ogrnip_check_digit,
 )
 
-__all__ = ["make_inn", "make_kpp", "make_ogrn", "make_ogrnip", "make_bik", "make_account",
-           "make_corr_account"]
+__all__ = [
+    "make_account",
+    "make_bik",
+    "make_corr_account",
+    "make_inn",
+    "make_kpp",
+    "make_ogrn",
+    "make_ogrnip",
+]
 
 
 def _fill(prefix: str, length: int, rng: _random.Random | None, *, first_nonzero: bool = False) -> str:

@@ -12,8 +12,9 @@ normalisation are cached with `functools.lru_cache` on the raw string.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
@@ -21,8 +22,13 @@ from phonenumbers import NumberParseException, PhoneNumberFormat
 from syncd.keys.requisites import is_valid_inn, is_valid_kpp
 
 __all__ = [
-    "normalize_email", "normalize_phone", "inn_kpp_key", "match_keys",
-    "DEFAULT_KEYS", "PRODUCT_KEYS", "KNOWN_KEYS",
+    "DEFAULT_KEYS",
+    "KNOWN_KEYS",
+    "PRODUCT_KEYS",
+    "inn_kpp_key",
+    "match_keys",
+    "normalize_email",
+    "normalize_phone",
 ]
 
 DEFAULT_KEYS: tuple[str, ...] = ("email", "phone", "inn_kpp")
@@ -86,7 +92,7 @@ def _normalize_phone(s: str, region: str) -> str | None:
         n = phonenumbers.parse(s, region)
     except NumberParseException:
         return None
-    except Exception:  # phonenumbers on pathological input: never raise to the caller
+    except Exception:  # noqa: BLE001 - phonenumbers on pathological input: never raise to the caller
         return None
     if not phonenumbers.is_valid_number(n):
         return None

@@ -21,13 +21,28 @@ from syncd.errors import BadInput
 
 __all__ = [
     "InvalidRequisite",
+    "account_key_sum",
+    "inn_check_digits",
+    "is_valid_account",
+    "is_valid_bik",
+    "is_valid_corr_account",
+    "is_valid_inn",
+    "is_valid_kpp",
+    "is_valid_ogrn",
+    "is_valid_ogrn_any",
+    "is_valid_ogrnip",
     "normalize_digits",
-    "validate_inn", "validate_kpp", "validate_ogrn", "validate_ogrnip", "validate_ogrn_any",
-    "validate_bik", "validate_account", "validate_corr_account",
-    "is_valid_inn", "is_valid_kpp", "is_valid_ogrn", "is_valid_ogrnip", "is_valid_ogrn_any",
-    "is_valid_bik", "is_valid_account", "is_valid_corr_account",
+    "ogrn_check_digit",
+    "ogrnip_check_digit",
     "requisite_issues",
-    "inn_check_digits", "ogrn_check_digit", "ogrnip_check_digit", "account_key_sum",
+    "validate_account",
+    "validate_bik",
+    "validate_corr_account",
+    "validate_inn",
+    "validate_kpp",
+    "validate_ogrn",
+    "validate_ogrn_any",
+    "validate_ogrnip",
 ]
 
 

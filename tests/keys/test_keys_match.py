@@ -5,11 +5,16 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.keys import generate as gen
 from syncd.keys.match import (
-    DEFAULT_KEYS, inn_kpp_key, match_keys, normalize_email, normalize_phone,
+    DEFAULT_KEYS,
+    inn_kpp_key,
+    match_keys,
+    normalize_email,
+    normalize_phone,
 )
 
 

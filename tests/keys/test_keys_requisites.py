@@ -5,16 +5,32 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from stdnum.ru import ogrn as stdnum_ogrn
 
 from syncd.errors import BadInput
 from syncd.keys import generate as gen
 from syncd.keys.requisites import (
-    InvalidRequisite, is_valid_account, is_valid_bik, is_valid_corr_account, is_valid_inn, is_valid_kpp,
-    is_valid_ogrn, is_valid_ogrn_any, is_valid_ogrnip, ogrnip_check_digit, requisite_issues,
-    validate_account, validate_bik, validate_corr_account, validate_inn, validate_kpp, validate_ogrn,
-    validate_ogrn_any, validate_ogrnip,
+    InvalidRequisite,
+    is_valid_account,
+    is_valid_bik,
+    is_valid_corr_account,
+    is_valid_inn,
+    is_valid_kpp,
+    is_valid_ogrn,
+    is_valid_ogrn_any,
+    is_valid_ogrnip,
+    ogrnip_check_digit,
+    requisite_issues,
+    validate_account,
+    validate_bik,
+    validate_corr_account,
+    validate_inn,
+    validate_kpp,
+    validate_ogrn,
+    validate_ogrn_any,
+    validate_ogrnip,
 )
 
 RNG = random.Random(20261124)
@@ -34,8 +50,8 @@ ACCOUNT = gen.make_account(BIK, rng=RNG)
 CORR = gen.make_corr_account(BIK, rng=RNG)
 
 # Published, real requisites (ПАО Сбербанк): known-good cross-check of the algorithms.
-SBER = dict(inn="7707083893", kpp="773601001", ogrn="1027700132195", bik="044525225",
-            corr_account="30101810400000000225")
+SBER = {"inn": "7707083893", "kpp": "773601001", "ogrn": "1027700132195", "bik": "044525225",
+        "corr_account": "30101810400000000225"}
 
 
 @pytest.mark.parametrize("fn,value", [
