@@ -1,0 +1,103 @@
+"""A faithful Bitrix24 REST sandbox (cloud portal behaviour per docs/reference protocols.md §3).
+
+Start it::
+
+    from syncd.sandbox.bitrix24 import start
+    h = start(rate_limit=True, seed=True)          # -> ServerHandle; h.extra["state"] is the SandboxState
+    info = h.extra["state"].portal().info()        # webhook_code, user_id, application_token, client_id/secret
+    url = h.url + info["webhook_path"]              # http://127.0.0.1:PORT/rest/1/<code>/
+    ...; h.stop()
+
+or ``create_app(SandboxState())`` under any ASGI server. Plain http (fast-bitrix24 accepts it; the real
+cloud requires https).
+
+Portals (multi-tenant by path prefix). A portal named ``default`` always exists and is served at the root;
+any other portal ``<p>`` is served under ``/<p>``. Portals share nothing: data, ids, limits, faults,
+webhooks, tokens, handlers and request logs are per portal. Names ``rest``, ``oauth``, ``_sandbox`` are
+reserved.
+
+REST URL forms::
+
+    [/<p>]/rest/<USER_ID>/<WEBHOOK_CODE>/<method>[.json]      inbound webhook (wrong code -> 401 NO_AUTH_FOUND)
+    [/<p>]/rest/<method>[.json]?auth=<access_token>           OAuth app (expired -> 401 expired_token)
+    /oauth/token/  (or /<p>/oauth/token/)                      token server: grant_type=refresh_token|
+                                                               authorization_code, client_id, client_secret
+
+Bodies: JSON, ``application/x-www-form-urlencoded`` with PHP bracket keys, or GET query strings.
+Envelope ``{"result", "next"?, "total"?, "time": {...operating}}``; errors ``{"error", "error_description"}``:
+503 QUERY_LIMIT_EXCEEDED (leaky bucket, default leak 2/s burst 50, each request incl. batch counts once),
+429 OPERATION_TIME_LIMIT (per caller+method operating time over 600 s), 401 NO_AUTH_FOUND / expired_token,
+403 insufficient_scope / ACCESS_DENIED, 400 ERROR_CORE (validation), 404 ERROR_NOT_FOUND "Not found"
+(legacy ``crm.*.get/update/delete``; ``crm.item.*`` answers 400 NOT_FOUND), 404 ERROR_METHOD_NOT_FOUND,
+400 ERROR_BATCH_LENGTH_EXCEEDED; a nested ``batch`` inside batch gets ERROR_BATCH_METHOD_NOT_ALLOWED in
+``result_error`` (the batch itself answers 200 as always). event.* with a webhook -> 401 WRONG_AUTH_TYPE.
+
+Control API (JSON; everything a person does in the portal UI, plus faults). ``<p>`` is ``default`` for
+the root portal::
+
+    GET    /_sandbox/portals                        list portal names
+    POST   /_sandbox/portals                        {"name", "rate_limit"?, "leak_rate"?, "burst"?, "seed"?}
+                                                    -> credentials (webhook_url, user_id, webhook_code,
+                                                    application_token, client_id, client_secret, member_id)
+    POST   /_sandbox/reset                          drop every portal, recreate an empty default
+    GET    /_sandbox/<p>                            credentials and addresses of the portal
+    DELETE /_sandbox/<p>                            delete the portal
+    POST   /_sandbox/<p>/reset                      wipe data and request log (keeps credentials, knobs)
+    POST   /_sandbox/<p>/seed                       seed_demo() -> ids
+    POST   /_sandbox/<p>/webhooks                   {"user_id", "scopes"} -> another inbound webhook
+    POST   /_sandbox/<p>/oauth/tokens               {"user_id", "scopes", "expires_in"} -> access/refresh token
+    POST   /_sandbox/<p>/oauth/code                 {"user_id"} -> authorization code (lives 30 s)
+    POST   /_sandbox/<p>/oauth/expire               expire every access token now
+    GET    /_sandbox/<p>/users                      users with presence
+    POST   /_sandbox/<p>/users                      {"name", "last_name", "email", "position", "online", "workday"}
+    PATCH  /_sandbox/<p>/users/<id>                 {"online": bool, "workday": OPENED|PAUSED|CLOSED, "active"}
+    GET|POST /_sandbox/<p>/pipelines                {"name", "stages": [{"id", "name", "semantics": P|S|F}]}
+    GET|POST /_sandbox/<p>/userfields               {"entity": deal|contact|company|lead, "field_name":
+                                                    "UF_CRM_X", "type": string|boolean|double|..., "label"}
+    GET|PATCH /_sandbox/<p>/faults                  error_rate, error_statuses, error_html, latency, timeout_rate,
+                                                    timeout_sleep, lost_answer_rate, lost_answer_mode (500|drop),
+                                                    fail_next, timeout_next, lost_next, access_denied, methods, seed
+    GET|PATCH /_sandbox/<p>/limits                  enabled, leak_rate, burst, operating_limit, operating_window,
+                                                    operating_extra
+    GET    /_sandbox/<p>/log[?since=ts]             entries, per_second, max_per_second, requests, limit_hits, errors
+    DELETE /_sandbox/<p>/log                        clear the request log
+    GET|POST /_sandbox/<p>/outgoing_webhooks        {"url", "events": ["ONCRMDEALUPDATE", ...]} -> application_token
+    DELETE /_sandbox/<p>/outgoing_webhooks/<id>
+    POST   /_sandbox/<p>/events/wait                wait until queued event deliveries are done
+    POST   /_sandbox/<p>/ui/<entity>                {"fields", "user_id"} create as a manager (fires ...ADD)
+    PATCH  /_sandbox/<p>/ui/<entity>/<id>           edit as a manager in the UI (fires ...UPDATE)
+    DELETE /_sandbox/<p>/ui/<entity>/<id>
+    GET    /_sandbox/<p>/notifications | /comments  what im.notify / crm.timeline.comment.add left
+
+Outbound events are POSTed form-encoded (``event``, ``event_handler_id``, ``data[FIELDS][ID]``, ``ts``,
+``auth[domain|client_endpoint|server_endpoint|member_id|application_token]``) from a background thread
+per portal; delivery results go to the request log (kind "event"). Secrets are never logged.
+
+Sandbox choices where the docs are silent: product rows come back with numeric PRICE/QUANTITY (as in the
+docs' examples); ``STAGE_ID`` not in the deal's pipeline -> ERROR_CORE; ``CATEGORY_ID`` is ignored on update;
+undefined ``UF_*`` fields are ignored (define them through the control API); ``crm.item`` maps UF_CRM_X to
+``ufCrmX``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.sandbox.bitrix24.app import create_app
+from syncd.sandbox.bitrix24.portal import BxError, Portal, SandboxState
+from syncd.sandbox.bitrix24.seed import seed_demo
+from syncd.sandbox.server import ServerHandle, serve_in_thread
+
+__all__ = ["create_app", "SandboxState", "Portal", "BxError", "seed_demo", "start"]
+
+
+def start(host: str = "127.0.0.1", port: int = 0, *, state: SandboxState | None = None, rate_limit: bool = True,
+          seed: bool = False, **uvicorn_opts: Any) -> ServerHandle:
+    """Serve a sandbox in a daemon thread; ``handle.extra`` has ``state``, ``app`` and ``webhook_url``."""
+    state = state or SandboxState(rate_limit=rate_limit, seed=seed)
+    app = create_app(state)
+    handle = serve_in_thread(app, host, port, **uvicorn_opts)
+    p = state.portal()
+    p.base_url = handle.url
+    handle.extra.update(state=state, app=app, webhook_url=handle.url + p.info()["webhook_path"])
+    return handle
