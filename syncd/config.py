@@ -41,7 +41,7 @@ class DaemonSettings(_Strict):
     @classmethod
     def _listen(cls, v: str) -> str:
         host, _, port = v.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:   # 0: any free port
             raise ValueError("expected host:port, e.g. 127.0.0.1:8787")
         return v
 

@@ -46,6 +46,8 @@ class Syncer:
             cursor = None if since else self.store.get_cursor(system, stream)
             for batch in conn.read(stream, cursor, since=since):
                 counts.add(self.engine.ingest(system, batch, run_id=run_id))
+                if self.pusher.stopping.is_set():   # shutdown: the next batch waits for next time
+                    break
                 if progress:
                     progress(len(batch.records))
         except TransientError as exc:

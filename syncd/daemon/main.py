@@ -42,6 +42,8 @@ class Daemon:
     @property
     def url(self) -> str:
         host, _, port = self.settings.daemon.listen.rpartition(":")
+        if self.server.started and self.server.servers:
+            port = str(self.server.servers[0].sockets[0].getsockname()[1])   # listen on :0
         return f"http://{host}:{port}"
 
     def start(self) -> None:
@@ -53,12 +55,13 @@ class Daemon:
             self.stop_event.wait(0.02)
         self.scheduler.start()
         notify("READY=1\nSTATUS=syncing")
-        log.info("daemon_started", listen=self.settings.daemon.listen, instance=self.rt.instance,
+        log.info("daemon_started", url=self.url, instance=self.rt.instance,
                  systems=sorted(self.rt.connectors))
 
     def stop(self) -> None:
         notify("STOPPING=1")
         log.info("daemon_stopping")
+        self.rt.syncer.pusher.stopping.set()
         self.scheduler.stop(wait=True)
         self.server.should_exit = True
         if self._http_thread:

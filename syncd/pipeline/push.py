@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -57,6 +58,7 @@ class Pusher:
         self.store, self.mapper, self.connectors = store, mapper, connectors
         self.worker, self.policy = worker, policy
         self._sleep = sleep
+        self.stopping = threading.Event()     # set on shutdown: finish the row in hand, claim no more
 
     # -- claim ----------------------------------------------------------------------------------
     def claim(self, system: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -86,14 +88,23 @@ class Pusher:
         """Drain ready rows of one target system (up to max_rows); returns counts."""
         counts = Counts()
         done = 0
-        while max_rows is None or done < max_rows:
+        while (max_rows is None or done < max_rows) and not self.stopping.is_set():
             rows = self.claim(system, limit if max_rows is None else min(limit, max_rows - done))
             if not rows:
                 break
-            for row in rows:
+            for i, row in enumerate(rows):
+                if self.stopping.is_set():
+                    self._release([r["id"] for r in rows[i:]])
+                    return counts
                 self._push_one(row, counts)
                 done += 1
         return counts
+
+    def _release(self, ids: list[int]) -> None:
+        """Give claimed rows back untouched (shutdown)."""
+        with self.store.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.status == "sending")
+                         .values(status="pending", claimed_by=None, claimed_at=None, updated_at=utcnow()))
 
     def _push_one(self, row: dict[str, Any], counts: Counts) -> None:
         system = row["system"]

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -39,6 +41,7 @@ class MemorySystem:
     _lock: Any = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self._epoch = uuid.uuid4().hex[:6]
         for k in self.kinds:
             self.objects.setdefault(k, {})
 
@@ -51,7 +54,8 @@ class MemorySystem:
             return ext
 
     def new_id(self, kind: str) -> str:
-        return f"{self.name}-{kind}-{next(self._seq)}"
+        # unique across processes: a rebuilt system never reuses an id an old store has bound
+        return f"{self.name}-{kind}-{self._epoch}-{next(self._seq)}"
 
     def changed_since(self, kind: str, cursor: int) -> list[tuple[int, str]]:
         with self._lock:
@@ -62,13 +66,19 @@ class MemorySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kinds: list[str] = ["person", "order"]
     batch_size: int = 500
+    seed: int = 0                 # people created at start, as if typed in by users
+    write_delay: float = 0.0      # seconds per write (to have work in flight in tests)
+    read_delay: float = 0.0       # seconds per batch read
+    password: str | None = None   # unused; lets tests check that secrets never reach logs
 
 
 class MemoryConnector(BaseConnector):
-    def __init__(self, name: str, system: MemorySystem, batch_size: int = 500) -> None:
+    def __init__(self, name: str, system: MemorySystem, batch_size: int = 500, *,
+                 write_delay: float = 0.0, read_delay: float = 0.0) -> None:
         self.name = name
         self.system = system
         self.batch_size = batch_size
+        self.write_delay, self.read_delay = write_delay, read_delay
         self.streams = {k: StreamSpec(k, (k,)) for k in system.kinds}
         self.writes = frozenset(system.kinds)
 
@@ -85,9 +95,13 @@ class MemoryConnector(BaseConnector):
                 obj = dict(self.system.objects[kind][ext])
                 stamp = obj.pop(STAMP, None)
                 recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp))
+            if self.read_delay:
+                time.sleep(self.read_delay)
             yield Batch(stream, recs, cursor=str(chunk[-1][0]))
 
     def write(self, op: WriteOp) -> WriteResult:
+        if self.write_delay:
+            time.sleep(self.write_delay)
         s = self.system
         with s._lock:
             fault = s.faults.pop(0) if s.faults else None
@@ -120,8 +134,13 @@ _SYSTEMS: dict[str, MemorySystem] = {}
 
 
 def _factory(name: str, settings: MemorySettings, ctx: Any) -> MemoryConnector:
-    system = _SYSTEMS.setdefault(name, MemorySystem(name, tuple(settings.kinds)))
-    return MemoryConnector(name, system, settings.batch_size)
+    system = _SYSTEMS.get(name)
+    if system is None:
+        system = _SYSTEMS[name] = MemorySystem(name, tuple(settings.kinds))
+        for i in range(settings.seed):
+            system.edit("person", f"{name}-seed-{i}", name=f"Клиент {i}", email=f"seed{i}@{name}.example.ru")
+    return MemoryConnector(name, system, settings.batch_size, write_delay=settings.write_delay,
+                           read_delay=settings.read_delay)
 
 
 connector = ConnectorType("memory", MemorySettings, _factory, "in-memory system for tests and demos")
