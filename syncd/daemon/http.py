@@ -1,0 +1,556 @@
+"""The daemon's one ASGI app: health, stats, metrics, the status page, admin actions, hooks,
+and the routes connectors contribute (1C exchange, form posts, CRM events).
+
+Admin auth: the configured `daemon.admin_token`, either as `Authorization: Bearer <token>`
+(scripts, JSON answers) or a browser session opened by `POST /login`. The session cookie holds a
+random id kept in this process's memory (never the token); form posts also carry a CSRF field,
+an HMAC of the session id with a random per-process key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import html
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route as StarletteRoute
+
+from syncd.daemon import page
+from syncd.daemon.runtime import Runtime
+from syncd.store import utcnow
+from syncd.store.stats import COUNT_KEYS
+
+log = structlog.get_logger("syncd.http")
+
+COOKIE = "syncd_session"
+SESSION_TTL = 12 * 3600.0
+NO_TOKEN = ("admin actions are disabled: no admin token is configured. Set `admin_token = "
+            "\"${SYNCD_ADMIN_TOKEN}\"` under [daemon] in config.toml and export SYNCD_ADMIN_TOKEN "
+            "(e.g. `openssl rand -hex 32`), then restart syncd.")
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, default=_json_default, separators=(",", ":")).encode()
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (dt.datetime, dt.date)):
+        if isinstance(v, dt.datetime) and v.tzinfo is None:
+            v = v.replace(tzinfo=dt.UTC)
+        return v.isoformat()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+class Redactor:
+    """Replaces every configured secret (values read from `${ENV}`) and the admin token."""
+
+    def __init__(self, secrets_: Iterable[str]) -> None:
+        # longest first, so a secret containing another is replaced whole
+        self.secrets = sorted({s for s in secrets_ if s and len(s) >= 4}, key=len, reverse=True)
+
+    def text(self, s: str) -> str:
+        for sec in self.secrets:
+            if sec in s:
+                s = s.replace(sec, "***")
+        return s
+
+    def data(self, v: Any) -> Any:
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, dict):
+            return {k: self.data(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [self.data(x) for x in v]
+        if isinstance(v, bytes):
+            return self.text(v.decode("utf-8", "replace"))
+        return v
+
+
+class _Sessions:
+    """Browser sessions: random ids in memory, CSRF tokens derived from them."""
+
+    def __init__(self) -> None:
+        self._key = secrets.token_bytes(32)
+        self._ids: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def open(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        now = time.time()
+        with self._lock:
+            for k in [k for k, exp in self._ids.items() if exp < now]:
+                del self._ids[k]
+            self._ids[sid] = now + SESSION_TTL
+        return sid
+
+    def valid(self, sid: str | None) -> bool:
+        if not sid:
+            return False
+        with self._lock:
+            exp = self._ids.get(sid)
+        return exp is not None and exp > time.time()
+
+    def close(self, sid: str | None) -> None:
+        if sid:
+            with self._lock:
+                self._ids.pop(sid, None)
+
+    def csrf(self, sid: str) -> str:
+        return hmac.new(self._key, b"csrf:" + sid.encode(), hashlib.sha256).hexdigest()
+
+    def check_csrf(self, sid: str, value: str | None) -> bool:
+        return bool(value) and hmac.compare_digest(self.csrf(sid), str(value))
+
+
+class StatsCollector(Collector):
+    """Prometheus view of `runtime.stats()`, computed at scrape time."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("syncd_up", "1 when the daemon can read its database")
+        try:
+            st = self.rt.stats()
+        except Exception as exc:  # noqa: BLE001 - a scrape reports, it does not raise
+            log.warning("metrics_stats_failed", error=type(exc).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        uptime = GaugeMetricFamily("syncd_uptime_seconds", "Seconds since the daemon started")
+        uptime.add_metric([], max(0.0, (utcnow() - self.rt.started_at).total_seconds()))
+        yield uptime
+        info = GaugeMetricFamily("syncd_instance_info", "The instance name", labels=["instance"])
+        info.add_metric([self.rt.instance], 1)
+        yield info
+
+        integ = st.get("integrations", {})
+        records = CounterMetricFamily("syncd_records", "Records by result since the daemon started",
+                                      labels=["integration", "result"])
+        day = GaugeMetricFamily("syncd_records_last_24h", "Records by result in the last 24 hours",
+                                labels=["integration", "result"])
+        pending = GaugeMetricFamily("syncd_outbox_pending", "Writes waiting in the outbox", labels=["integration"])
+        dead = GaugeMetricFamily("syncd_outbox_dead", "Dead-lettered writes", labels=["integration"])
+        lag = GaugeMetricFamily("syncd_lag_seconds", "Age of the oldest pending write (0 when in step)",
+                                labels=["integration"])
+        quar = GaugeMetricFamily("syncd_quarantine_open", "Open quarantine items", labels=["integration"])
+        review = GaugeMetricFamily("syncd_review_open", "Open identify reviews", labels=["integration"])
+        last = GaugeMetricFamily("syncd_last_run_timestamp_seconds", "When the last run finished (or started)",
+                                 labels=["integration"])
+        last_ok = GaugeMetricFamily("syncd_last_success_timestamp_seconds", "When the last successful run ended",
+                                    labels=["integration"])
+        last_failed = GaugeMetricFamily("syncd_last_run_failed", "1 when the last run failed",
+                                        labels=["integration"])
+        for name, it in integ.items():
+            for k in COUNT_KEYS:
+                records.add_metric([name, k], float(it.get("counts", {}).get(k, 0)))
+                day.add_metric([name, k], float(it.get("last_24h", {}).get(k, 0)))
+            ob = it.get("outbox", {})
+            pending.add_metric([name], float(ob.get("pending", 0)))
+            dead.add_metric([name], float(ob.get("dead", 0)))
+            if it.get("lag_seconds") is not None:
+                lag.add_metric([name], float(it["lag_seconds"]))
+            quar.add_metric([name], float(it.get("quarantine_open", 0)))
+            review.add_metric([name], float(it.get("review_open", 0)))
+            lr = it.get("last_run")
+            if lr:
+                ts = _ts(lr.get("finished_at") or lr.get("started_at"))
+                if ts is not None:
+                    last.add_metric([name], ts)
+                last_failed.add_metric([name], 1.0 if lr.get("result") == "failed" else 0.0)
+            ts = _ts(it.get("last_ok_at"))
+            if ts is not None:
+                last_ok.add_metric([name], ts)
+        yield from (records, day, pending, dead, lag, quar, review, last, last_ok, last_failed)
+        conflicts = GaugeMetricFamily("syncd_conflicts_open", "Open field conflicts")
+        conflicts.add_metric([], float(st.get("totals", {}).get("conflicts_open", 0)))
+        yield conflicts
+
+
+def _ts(v: Any) -> float | None:
+    if not v:
+        return None
+    if isinstance(v, str):
+        try:
+            v = dt.datetime.fromisoformat(v)
+        except ValueError:
+            return None
+    if isinstance(v, dt.datetime):
+        if v.tzinfo is None:
+            v = v.replace(tzinfo=dt.UTC)
+        return v.timestamp()
+    return None
+
+
+def _truthy(v: Any) -> bool:
+    return v is True or (isinstance(v, (str, int)) and str(v).strip().lower() in ("1", "true", "yes", "on"))
+
+
+def _int(v: str) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _safe_next(v: Any) -> str:
+    s = str(v or "/")
+    if not s.startswith("/") or s.startswith("//") or "\\" in s:
+        return "/"
+    return s
+
+
+class _Auth:
+    NONE, BEARER = "none", "bearer"
+
+
+Action = Callable[[dict[str, Any]], Any]
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    rt = runtime
+    token: str | None = rt.settings.daemon.admin_token or None
+    redactor = Redactor([*rt.settings.secrets, *([token] if token else [])])
+    sessions = _Sessions()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(rt))
+
+    def esc(v: Any) -> str:
+        return "" if v is None else html.escape(redactor.text(str(v)), quote=True)
+
+    def jresp(content: Any, status: int = 200, **kw: Any) -> Response:
+        return _JSON(redactor.data(content), status_code=status, **kw)
+
+    # -- auth helpers ---------------------------------------------------------------------------
+    def bearer(request: Request) -> str | None:
+        """NONE (no header), BEARER (right token) or "bad"."""
+        h = request.headers.get("authorization")
+        if not h:
+            return _Auth.NONE
+        scheme, _, cred = h.partition(" ")
+        if token and scheme.lower() == "bearer" and hmac.compare_digest(cred.strip().encode(), token.encode()):
+            return _Auth.BEARER
+        return "bad"
+
+    def session_id(request: Request) -> str | None:
+        sid = request.cookies.get(COOKIE)
+        return sid if token and sessions.valid(sid) else None
+
+    def wants_html(request: Request) -> bool:
+        ctype = request.headers.get("content-type", "")
+        accept = request.headers.get("accept", "")
+        return ("application/x-www-form-urlencoded" in ctype or "multipart/form-data" in ctype
+                or ("text/html" in accept and "application/json" not in accept))
+
+    def unauthorized(request: Request, reason: str = "admin token required") -> Response:
+        if wants_html(request) and not request.headers.get("authorization"):
+            nxt = "/" if request.method != "GET" else request.url.path
+            return RedirectResponse(f"/login?next={nxt}", status_code=303)
+        return jresp({"error": reason, "hint": "send `Authorization: Bearer <admin token>`"}, 401,
+                     headers={"WWW-Authenticate": 'Bearer realm="syncd"'})
+
+    def no_token(request: Request) -> Response:
+        if wants_html(request):
+            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
+        return jresp({"error": NO_TOKEN}, 403)
+
+    async def params(request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if "application/json" in ctype:
+            body = await request.body()
+            if not body.strip():
+                return {}
+            data = json.loads(body)
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            return data
+        if "form" in ctype:
+            form = await request.form()
+            out: dict[str, Any] = {}
+            for k in form:
+                vals = form.getlist(k)
+                out[k] = vals if len(vals) > 1 else vals[0]
+            return out
+        return dict(request.query_params)
+
+    async def admin_action(request: Request, action: Action, done: Callable[[Any], str]) -> Response:
+        """Run an admin action: auth, CSRF, params, then JSON (Bearer) or 303 to / (browser)."""
+        if not token:
+            return no_token(request)
+        b = bearer(request)
+        if b == "bad":
+            return unauthorized(request, "wrong admin token")
+        sid = None if b == _Auth.BEARER else session_id(request)
+        if b != _Auth.BEARER and sid is None:
+            return unauthorized(request)
+        try:
+            p = await params(request)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return jresp({"error": f"bad request body: {exc}"}, 400)
+        if sid is not None:
+            csrf = p.pop("csrf", None) or request.headers.get("x-csrf-token")
+            if not sessions.check_csrf(sid, csrf if isinstance(csrf, str) else None):
+                return jresp({"error": "missing or wrong CSRF token; reload the page"}, 403)
+        else:
+            p.pop("csrf", None)
+        status, result, error = 200, None, None
+        try:
+            result = await run_in_threadpool(action, p)
+        except KeyError as exc:
+            status, error = 404, str(exc.args[0] if exc.args else exc)
+        except ValueError as exc:
+            status, error = 409 if "already" in str(exc) else 400, str(exc)
+        log.info("admin_action", path=request.url.path, via=b if sid is None else "session",
+                 status=status, error=error)
+        if sid is not None:
+            return RedirectResponse(page.redirect_target(None if error else done(result), error), status_code=303)
+        if error:
+            return jresp({"error": error}, status)
+        return jresp({"ok": True, **(result if isinstance(result, dict) else {"result": result})})
+
+    def api_auth(request: Request) -> Response | None:
+        if not token:
+            return no_token(request)
+        b = bearer(request)
+        if b == "bad":
+            return unauthorized(request, "wrong admin token")
+        if b == _Auth.BEARER or session_id(request):
+            return None
+        return unauthorized(request)
+
+    # -- public endpoints -----------------------------------------------------------------------
+    async def healthz(request: Request) -> Response:
+        try:
+            ok = await run_in_threadpool(rt.store.ping)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("healthz_db_failed", error=type(exc).__name__)
+            ok = False
+        body = {"status": "ok" if ok else "error", "db": bool(ok), "instance": rt.instance}
+        return jresp(body, 200 if ok else 503)
+
+    def _stats() -> dict[str, Any]:
+        st = rt.stats()
+        st["instance"] = rt.instance
+        st["uptime_seconds"] = max(0.0, (utcnow() - rt.started_at).total_seconds())
+        return st
+
+    async def stats(request: Request) -> Response:
+        try:
+            st = await run_in_threadpool(_stats)
+        except Exception as exc:  # noqa: BLE001
+            log.error("stats_failed", error=type(exc).__name__)
+            return jresp({"error": "statistics unavailable (database?)", "instance": rt.instance}, 503)
+        return jresp(st)
+
+    async def metrics(request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(redactor.text(body.decode("utf-8")), media_type=CONTENT_TYPE_LATEST)
+
+    def _page_ctx() -> dict[str, Any]:
+        return {"stats": rt.stats(), "runs": rt.store.recent_runs(20), "conflicts": rt.store.list_conflicts(),
+                "quarantine": rt.store.list_quarantine(), "review": rt.store.list_review(),
+                "dead": rt.store.list_outbox("dead")}
+
+    async def index(request: Request) -> Response:
+        try:
+            ctx = await run_in_threadpool(_page_ctx)
+        except Exception as exc:  # noqa: BLE001
+            log.error("status_page_failed", error=type(exc).__name__)
+            return HTMLResponse(page.message_page("Status unavailable", "The database cannot be read; see the "
+                                                  "daemon's log.", esc), status_code=503)
+        sid = session_id(request)
+        ctx.update(instance=rt.instance, uptime=(utcnow() - rt.started_at).total_seconds(),
+                   csrf=sessions.csrf(sid) if sid else None, admin_enabled=bool(token),
+                   notice=request.query_params.get("notice"), error=request.query_params.get("error"))
+        return HTMLResponse(page.status_page(ctx, esc), headers={"Cache-Control": "no-store"})
+
+    # -- login ----------------------------------------------------------------------------------
+    async def login_form(request: Request) -> Response:
+        if not token:
+            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
+        return HTMLResponse(page.login_page(esc, next_url=_safe_next(request.query_params.get("next")),
+                                            instance=rt.instance))
+
+    async def login(request: Request) -> Response:
+        if not token:
+            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
+        form = await request.form()
+        given = str(form.get("token") or "")
+        nxt = _safe_next(form.get("next"))
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            log.warning("admin_login_failed", client=request.client.host if request.client else None)
+            return HTMLResponse(page.login_page(esc, next_url=nxt, error="Wrong token.", instance=rt.instance),
+                                status_code=401)
+        old = request.cookies.get(COOKIE)
+        sessions.close(old)
+        sid = sessions.open()
+        resp = RedirectResponse(nxt, status_code=303)
+        resp.set_cookie(COOKIE, sid, max_age=int(SESSION_TTL), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+        log.info("admin_login")
+        return resp
+
+    async def logout(request: Request) -> Response:
+        sid = session_id(request)
+        if sid:
+            form = await request.form()
+            csrf = form.get("csrf")
+            if not sessions.check_csrf(sid, csrf if isinstance(csrf, str) else None):
+                return jresp({"error": "missing or wrong CSRF token"}, 403)
+            sessions.close(sid)
+        resp = RedirectResponse("/", status_code=303)
+        resp.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return resp
+
+    # -- admin actions --------------------------------------------------------------------------
+    engine = rt.syncer.engine
+
+    async def resolve_conflict(request: Request) -> Response:
+        cid = _int(request.path_params["id"])
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            if cid is None:
+                raise KeyError("conflict id must be a number")
+            take = p.get("take")
+            if take not in (None, ""):
+                eid = engine.resolve_conflict(cid, take=str(take))
+                return {"conflict": cid, "entity_id": eid, "winner": str(take)}
+            if "value" in p:
+                eid = engine.resolve_conflict(cid, value=p["value"])
+                return {"conflict": cid, "entity_id": eid, "winner": "review"}
+            raise ValueError("give `take` (a system) or `value`")
+
+        return await admin_action(request, act, lambda r: f"conflict {cid} resolved ({r['winner']})")
+
+    async def release_quarantine(request: Request) -> Response:
+        qid = _int(request.path_params["id"])
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            if qid is None or not rt.store.release_quarantine(qid):
+                raise KeyError(f"no quarantine item {request.path_params['id']}")
+            return {"released": qid}
+
+        return await admin_action(request, act, lambda r: f"quarantine item {qid} released")
+
+    async def resolve_review(request: Request) -> Response:
+        rid = _int(request.path_params["id"])
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            if rid is None:
+                raise KeyError("review id must be a number")
+            entity_id = str(p.get("entity_id") or "").strip()
+            if entity_id:
+                if rt.store.entity(entity_id) is None:
+                    raise KeyError(f"no entity {entity_id}")
+                eid = engine.resolve_review(rid, entity_id=entity_id)
+            elif _truthy(p.get("create")):
+                eid = engine.resolve_review(rid, create=True)
+            else:
+                raise ValueError("give `create=1` or `entity_id`")
+            return {"review": rid, "entity_id": eid}
+
+        return await admin_action(request, act, lambda r: f"review item {rid} resolved → {r['entity_id']}")
+
+    async def replay(request: Request) -> Response:
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            raw = p.get("ids")
+            ids: list[int] | None = None
+            if raw not in (None, "", []):
+                items = raw if isinstance(raw, list) else str(raw).replace(",", " ").split()
+                ids = []
+                for x in items:
+                    n = _int(x)
+                    if n is None:
+                        raise ValueError(f"not an outbox id: {x!r}")
+                    ids.append(n)
+            return {"replayed": rt.store.replay(ids)}
+
+        return await admin_action(request, act, lambda r: f"{r['replayed']} write(s) put back in the queue")
+
+    async def hook(request: Request) -> Response:
+        if not token:
+            return jresp({"error": NO_TOKEN}, 403)
+        b = bearer(request)
+        if b != _Auth.BEARER:
+            return jresp({"error": "wrong admin token" if b == "bad" else "admin token required"}, 401,
+                         headers={"WWW-Authenticate": 'Bearer realm="syncd"'})
+        system, stream = request.path_params["system"], request.path_params["stream"]
+        conn = rt.connectors.get(system)
+        if conn is None:
+            return jresp({"error": f"no system {system!r}"}, 404)
+        if stream not in conn.streams:
+            return jresp({"error": f"system {system!r} has no stream {stream!r}",
+                          "streams": sorted(conn.streams)}, 404)
+        rt.trigger(system, stream)
+        return jresp({"ok": True, "triggered": {"system": system, "stream": stream}}, 202)
+
+    # -- JSON lists -----------------------------------------------------------------------------
+    def _limit(request: Request) -> int:
+        n = _int(request.query_params.get("limit", "100"))
+        return max(1, min(n or 100, 1000))
+
+    routes: list[StarletteRoute] = [
+        StarletteRoute("/healthz", healthz, methods=["GET"]),
+        StarletteRoute("/stats", stats, methods=["GET"]),
+        StarletteRoute("/metrics", metrics, methods=["GET"]),
+        StarletteRoute("/", index, methods=["GET"]),
+        StarletteRoute("/login", login_form, methods=["GET"]),
+        StarletteRoute("/login", login, methods=["POST"]),
+        StarletteRoute("/logout", logout, methods=["POST"]),
+        StarletteRoute("/admin/conflicts/{id}/resolve", resolve_conflict, methods=["POST"]),
+        StarletteRoute("/admin/quarantine/{id}/release", release_quarantine, methods=["POST"]),
+        StarletteRoute("/admin/review/{id}/resolve", resolve_review, methods=["POST"]),
+        StarletteRoute("/admin/replay", replay, methods=["POST"]),
+        StarletteRoute("/hooks/{system}/{stream}", hook, methods=["POST"]),
+    ]
+
+    def _api(path: str, make: Callable[[Request], list[dict[str, Any]]]) -> StarletteRoute:
+        async def endpoint(request: Request) -> Response:
+            denied = api_auth(request)
+            if denied is not None:
+                return denied
+            return jresp(await run_in_threadpool(make, request))
+        return StarletteRoute(path, endpoint, methods=["GET"])
+
+    routes += [
+        _api("/api/conflicts", lambda r: rt.store.list_conflicts(r.query_params.get("status", "open"), _limit(r))),
+        _api("/api/quarantine", lambda r: rt.store.list_quarantine(r.query_params.get("status", "open"), _limit(r))),
+        _api("/api/review", lambda r: rt.store.list_review(r.query_params.get("status", "open"), _limit(r))),
+        _api("/api/dead", lambda r: rt.store.list_outbox("dead", _limit(r))),
+    ]
+
+    # -- connector routes: mounted as they are, each keeps its own auth --------------------------
+    taken = {(r.path, m) for r in routes for m in (r.methods or ())}
+    for name, conn in rt.connectors.items():
+        for r in conn.http_routes() or ():
+            methods = [m.upper() for m in r.methods]
+            clash = [m for m in methods if (r.path, m) in taken]
+            if clash:
+                raise ValueError(f"connector {name!r} route {' '.join(clash)} {r.path} is already taken")
+            taken.update((r.path, m) for m in methods)
+            routes.append(StarletteRoute(r.path, r.endpoint, methods=methods, name=f"{name}:{r.path}"))
+
+    app = Starlette(routes=routes)
+    app.state.runtime = rt
+    app.state.registry = registry
+    return app
