@@ -6,7 +6,8 @@ import threading
 import time
 import uuid
 import warnings
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -490,6 +491,24 @@ def test_crm_item_universal_api(portal: dict[str, Any]) -> None:
     assert r.status_code == 400 and r.json()["error"] == "NOT_FOUND"
 
 
+def test_products_leads_and_authorization_code(sandbox: Any, portal: dict[str, Any]) -> None:
+    pid = ok(portal, "crm.product.add", {"fields": {"NAME": "Кабель ВВГнг 3x2.5", "PRICE": 120.5}})
+    assert ok(portal, "crm.product.list", {"select": ["ID", "NAME", "PRICE"]}) == [
+        {"ID": str(pid), "NAME": "Кабель ВВГнг 3x2.5", "PRICE": "120.50"}]
+    lid = ok(portal, "crm.lead.add", {"fields": {"NAME": "Пётр", "EMAIL": [{"VALUE": "petr@example.ru"}]}})
+    ok(portal, "crm.lead.productrows.set", {"id": lid, "rows": [{"PRODUCT_ID": pid, "PRICE": 5, "QUANTITY": 2}]})
+    lead = ok(portal, "crm.lead.get", {"id": lid})
+    assert lead["OPPORTUNITY"] == "10.00" and lead["STATUS_ID"] == "NEW" and lead["TITLE"] == f"Лид #{lid}"
+    code = requests.post(portal["ctl"] + "/oauth/code", json={"user_id": 1}, timeout=10).json()["code"]
+    form = {"grant_type": "authorization_code", "client_id": portal["client_id"],
+            "client_secret": portal["client_secret"], "code": code}
+    tok = requests.post(f"{sandbox.url}/oauth/token/", data=form, timeout=10).json()
+    assert tok["member_id"] == portal["member_id"] and tok["client_endpoint"].endswith(f"/{portal['portal']}/rest/")
+    assert requests.post(f"{sandbox.url}/oauth/token/", data=form, timeout=10).json()["error"] == "invalid_grant"
+    assert requests.get(tok["client_endpoint"] + "profile.json", params={"auth": tok["access_token"]},
+                        timeout=10).json()["result"]["ID"] == "1"
+
+
 def test_state_api_and_app_factory() -> None:
     state = SandboxState(rate_limit=False)
     ids = seed_demo(state, "default")
@@ -526,7 +545,7 @@ def test_fast_bitrix24_bulk(portal: dict[str, Any]) -> None:
     assert all(d["TITLE"] == f"Заказ №{d['ORIGIN_ID']}" for d in by_id.values())
     first = min(created)
     res = b.call_batch({"halt": 0, "cmd": {"one": f"crm.deal.get?id={first}",
-                                           "rows": f"crm.deal.productrows.set?id=$result[one][ID]"
+                                           "rows": "crm.deal.productrows.set?id=$result[one][ID]"
                                                    "&rows[0][PRICE]=10&rows[0][QUANTITY]=3",
                                            "two": f"crm.deal.get?id={first}"}})
     assert res["one"]["ID"] == str(first) and res["two"]["OPPORTUNITY"] == "30.00"

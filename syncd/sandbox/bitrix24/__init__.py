@@ -88,7 +88,7 @@ from syncd.sandbox.bitrix24.portal import BxError, Portal, SandboxState
 from syncd.sandbox.bitrix24.seed import seed_demo
 from syncd.sandbox.server import ServerHandle, serve_in_thread
 
-__all__ = ["create_app", "SandboxState", "Portal", "BxError", "seed_demo", "start"]
+__all__ = ["BxError", "Portal", "SandboxState", "create_app", "seed_demo", "start"]
 
 
 def start(host: str = "127.0.0.1", port: int = 0, *, state: SandboxState | None = None, rate_limit: bool = True,

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
+import logging
 import random
 import secrets
 import time
@@ -31,13 +32,23 @@ def _err(e: BxError) -> Response:
     return _json(e.body(), e.status)
 
 
+class AnswerLost(Exception):
+    """Raised mid-answer so the server closes the connection (fault knob ``lost_answer_mode=drop``)."""
+
+
+class _QuietAnswerLost(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
+
+
 class DroppedResponse(Response):
     """Starts an answer and closes the connection before its body is complete ("answer lost")."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b'{"result":', "more_body": False})
+        await send({"type": "http.response.body", "body": b'{"result":', "more_body": True})
+        raise AnswerLost("connection dropped by the sandbox")
 
 
 def _time_block(t0: float, t1: float, operating: float, reset_at: float) -> dict[str, Any]:
@@ -162,7 +173,7 @@ class App:
         except BxError as e:
             entry.update(status=e.status, error=e.code)
             return _err(e)
-        except Exception as e:  # a bug in the sandbox answers like Bitrix does, and is logged
+        except Exception as e:  # noqa: BLE001 - a sandbox bug answers like Bitrix does, and is logged
             entry.update(status=500, error="INTERNAL_SERVER_ERROR", exception=repr(e))
             return _json({"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}, 500)
         finally:
@@ -371,6 +382,9 @@ def _public_user(u: dict[str, Any]) -> dict[str, Any]:
 def create_app(state: SandboxState | None = None) -> Starlette:
     """The Bitrix24 sandbox as an ASGI app; the state is at ``app.state.sandbox``."""
     state = state or SandboxState()
+    err_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietAnswerLost) for f in err_log.filters):
+        err_log.addFilter(_QuietAnswerLost())
     handler = App(state)
     app = Starlette(routes=[Route("/{path:path}", handler.dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
     app.state.sandbox = state

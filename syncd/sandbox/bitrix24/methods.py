@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from syncd.sandbox.bitrix24.php import parse_query
@@ -59,7 +59,7 @@ def parse_dt(v: Any) -> dt.datetime | None:
         except ValueError:
             pass
     try:
-        d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        d = dt.datetime.fromisoformat(s)
     except ValueError:
         return None
     return d if d.tzinfo else d.replace(tzinfo=TZ)
@@ -504,7 +504,7 @@ def id_arg(params: dict[str, Any], name: str = "id") -> int:
         return int(v)
     except (TypeError, ValueError):
         raise BxError("ERROR_CORE" if v not in (None, "") else "ERROR_ARGUMENT",
-                      f"ID is not defined or invalid.", 400)
+                      "ID is not defined or invalid.", 400)
 
 
 def list_records(ctx: Ctx, ent: Entity, params: dict[str, Any], select_default: list[str] | None = None) -> Page:
@@ -783,7 +783,7 @@ def address_call(ctx: Ctx, verb: str, params: dict[str, Any]) -> Any:
             raise BxError("ERROR_METHOD_NOT_FOUND", "Method not found!", 404)
     if key[1] == "8" and ev != "DELETE":          # an address edit is a requisite edit
         p.fire("ONCRMREQUISITEUPDATE", key[2])
-    return True if verb != "add" else True
+    return True
 
 
 def status_list(ctx: Ctx, params: dict[str, Any]) -> Page:
@@ -1020,8 +1020,6 @@ def call(ctx: Ctx, method: str, params: dict[str, Any]) -> Any:
     if m in ("crm.deal.userfield.list", "crm.contact.userfield.list", "crm.company.userfield.list",
              "crm.lead.userfield.list"):
         return userfield_list(ctx, parts[1], params)
-    if len(parts) == 4 and parts[:2] == ["crm", "item"] and parts[2] == "productrow":
-        pass
     if len(parts) == 3 and parts[:2] == ["crm", "item"]:
         return item_call(ctx, parts[2], params)
     if len(parts) == 4 and parts[0] == "crm" and parts[1] in ("deal", "lead") and parts[2] == "productrows":
@@ -1088,7 +1086,6 @@ def batch(ctx: Ctx, params: dict[str, Any], run_one: Callable[[Ctx, str, dict[st
         line = str(line)
         method, _, qs = line.partition("?")
         method = unquote(method).strip().removesuffix(".json")
-        t0 = time.time()
         try:
             if method.lower() == "batch":
                 raise BxError("ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage", 405)

@@ -8,7 +8,8 @@ brackets make nested arrays, ``[]`` appends, and an array whose keys are exactly
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import parse_qsl, quote
 
 _INT_KEY = re.compile(r"-?[1-9][0-9]*|0")

@@ -234,7 +234,7 @@ class Portal:
 
     def token_answer(self, t: Token) -> dict[str, Any]:
         return {"access_token": t.access_token, "expires": int(t.expires_at),
-                "expires_in": max(0, int(round(t.expires_at - time.time()))), "scope": ",".join(t.scopes),
+                "expires_in": max(0, round(t.expires_at - time.time())), "scope": ",".join(t.scopes),
                 "domain": self.domain, "server_endpoint": f"{self.base_url}/oauth/rest/",
                 "client_endpoint": f"{self.base_url}{self.prefix}/rest/", "member_id": self.member_id,
                 "user_id": t.user_id, "status": "L", "refresh_token": t.refresh_token}
@@ -361,7 +361,7 @@ class Portal:
                                            "User-Agent": "Bitrix24 Webhook Engine"})
                 self.record(kind="event", ts=t0, event=body["event"], handler_id=h.id, url=h.url,
                             status=r.status_code, id=body["data"]["FIELDS"]["ID"])
-            except Exception as e:     # a dead handler never takes the sandbox down
+            except Exception as e:  # noqa: BLE001 - a dead handler never takes the sandbox down
                 self.record(kind="event", ts=t0, event=body["event"], handler_id=h.id, url=h.url,
                             status=None, error=type(e).__name__)
             finally:
