@@ -1,4 +1,4 @@
-"""A faithful Bitrix24 REST sandbox (cloud portal behaviour per docs/reference protocols.md §3).
+"""A faithful Bitrix24 REST sandbox (cloud portal behaviour as in the design reference, protocols.md §3).
 
 Start it::
 
