@@ -9,6 +9,7 @@ an HMAC of the session id with a random per-process key.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -24,6 +25,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -32,6 +34,7 @@ from starlette.routing import Route as StarletteRoute
 
 from syncd.daemon import page
 from syncd.daemon.runtime import Runtime
+from syncd.store import tables as t
 from syncd.store import utcnow
 from syncd.store.stats import COUNT_KEYS
 
@@ -322,7 +325,8 @@ def create_app(runtime: Runtime) -> Starlette:
             status, error = 409 if "already" in str(exc) else 400, str(exc)
         log.info("admin_action", path=request.url.path, via=b if sid is None else "session",
                  status=status, error=error)
-        if sid is not None:
+        if sid is not None and "application/json" not in request.headers.get("content-type", ""):
+            # a form post from the page: back to the page, with what happened
             return RedirectResponse(page.redirect_target(None if error else done(result), error), status_code=303)
         if error:
             return jresp({"error": error}, status)
@@ -399,6 +403,7 @@ def create_app(runtime: Runtime) -> Starlette:
         nxt = _safe_next(form.get("next"))
         if not hmac.compare_digest(given.encode(), token.encode()):
             log.warning("admin_login_failed", client=request.client.host if request.client else None)
+            await asyncio.sleep(0.5)      # slows down guessing; the token itself should be long
             return HTMLResponse(page.login_page(esc, next_url=nxt, error="Wrong token.", instance=rt.instance),
                                 status_code=401)
         old = request.cookies.get(COOKIE)
@@ -460,8 +465,13 @@ def create_app(runtime: Runtime) -> Starlette:
                 raise KeyError("review id must be a number")
             entity_id = str(p.get("entity_id") or "").strip()
             if entity_id:
-                if rt.store.entity(entity_id) is None:
+                ent = rt.store.entity(entity_id)
+                if ent is None:
                     raise KeyError(f"no entity {entity_id}")
+                with rt.store.engine.connect() as c:
+                    rtype = c.execute(select(t.review.c.type).where(t.review.c.id == rid)).scalar()
+                if rtype is not None and rtype != ent["type"]:
+                    raise ValueError(f"entity {entity_id} is a {ent['type']}, review item {rid} is a {rtype}")
                 eid = engine.resolve_review(rid, entity_id=entity_id)
             elif _truthy(p.get("create")):
                 eid = engine.resolve_review(rid, create=True)

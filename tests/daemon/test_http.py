@@ -205,6 +205,11 @@ def test_review_create_new(env: Env) -> None:
         assert c.post(f"/admin/review/{items[0]['id']}/resolve", json={}, headers=AUTH).status_code == 400
         r = c.post(f"/admin/review/{items[0]['id']}/resolve", json={"entity_id": "nope"}, headers=AUTH)
         assert r.status_code == 404
+        env.remote(env.shop).edit("order", "o1", number="1", status="N", total="10")
+        env.settle(1)
+        order_id = env.rt.store.find_entity(env.shop, "order", "o1")
+        r = c.post(f"/admin/review/{items[0]['id']}/resolve", json={"entity_id": order_id}, headers=AUTH)
+        assert r.status_code == 400 and "is a order" in r.json()["error"]
         r = c.post(f"/admin/review/{items[0]['id']}/resolve", json={"create": True}, headers=AUTH)
         assert r.status_code == 200, r.text
         eid = r.json()["entity_id"]
@@ -242,8 +247,11 @@ def test_browser_session_login_csrf_and_form_actions(env: Env) -> None:
         r = c.post(path, data={"take": env.shop, "csrf": csrf})
         assert r.status_code == 303 and r.headers["location"].startswith("/?error=")
         assert "already resolved" in c.get(r.headers["location"]).text
-        # the session also reads the JSON lists
+        # the session also reads the JSON lists, and JSON posts need the CSRF header
         assert c.get("/api/conflicts").status_code == 200
+        assert c.post("/admin/replay", json={}).status_code == 403
+        r = c.post("/admin/replay", json={}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.json() == {"ok": True, "replayed": 0}
         # log out: the session is gone on the server, not only in the browser
         assert c.post("/logout", data={"csrf": csrf}).status_code == 303
         c.cookies.set("syncd_session", sid)
