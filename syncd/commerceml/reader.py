@@ -641,7 +641,7 @@ def iter_records(source: Source, kinds: tuple[str, ...] | None = None, *,
             except StopIteration:
                 break
             except etree.XMLSyntaxError as e:
-                raise translate_syntax_error(e, sniffed) from None
+                raise translate_syntax_error(e, sniffed, reader.eof) from None
             if first:
                 first = False
                 tree = el.getroottree()

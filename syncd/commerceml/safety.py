@@ -67,6 +67,7 @@ class _Reader(io.RawIOBase):
     def __init__(self, head: bytes, f: IO[bytes], limit: int, owned: bool) -> None:
         self._head, self._f, self._limit, self._owned = head, f, limit, owned
         self.consumed = 0
+        self.eof = False
 
     def readable(self) -> bool:
         return True
@@ -77,6 +78,8 @@ class _Reader(io.RawIOBase):
             self._head = self._head[len(data):]
         else:
             data = self._f.read(n)
+            if not data:
+                self.eof = True
         self.consumed += len(data)
         if self.consumed > self._limit:
             raise ProtocolError(f"file larger than the limit of {self._limit} bytes")
@@ -147,10 +150,16 @@ def open_xml(source: Source, limits: Limits = DEFAULT_LIMITS) -> tuple[_Reader, 
     return reader, sniffed
 
 
-def translate_syntax_error(e: etree.XMLSyntaxError, sniffed: Sniffed | None = None) -> ProtocolError:
+def translate_syntax_error(e: etree.XMLSyntaxError, sniffed: Sniffed | None = None,
+                           at_eof: bool = False) -> ProtocolError:
     """lxml's error → ProtocolError with a line number and a plain reason."""
     msg = str(e.msg if getattr(e, "msg", None) else e)
     line = e.lineno if getattr(e, "lineno", None) else (e.position[0] if e.position else None)
+    log = getattr(e, "error_log", None)
+    if log is not None:
+        entries = [x for x in log if x.level_name == "FATAL"] or list(log)
+        if entries:   # the exception text can be generic ("no element found"); the log is exact
+            msg, line = entries[-1].message, entries[-1].line or line
     low = msg.lower()
     if "not proper utf-8" in low or "invalid utf-8" in low or "encoding error" in low:
         enc = sniffed.encoding if sniffed else "UTF-8"
@@ -163,6 +172,8 @@ def translate_syntax_error(e: etree.XMLSyntaxError, sniffed: Sniffed | None = No
         reason = f"text or name over the parser limit: {msg}"
     elif "entity" in low:
         reason = f"undefined or forbidden entity: {msg}"
+    elif at_eof:
+        reason = f"truncated or malformed XML at the end of the file: {msg}"
     else:
         reason = f"not well-formed XML: {msg}"
     return ProtocolError(reason, line=line)
