@@ -334,6 +334,55 @@ def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float) -
 
 
 @main.group()
+def rules() -> None:
+    """Business rules: explain and check."""
+
+
+@rules.command("explain")
+@click.argument("entity_id")
+@click.pass_context
+def rules_explain(ctx: click.Context, entity_id: str) -> None:
+    """Which rules match ENTITY_ID (an entity id, or SYSTEM:TYPE:EXTERNAL_ID), in order, and what each would do."""
+    from syncd.rules import explain
+
+    rt = _runtime(ctx)
+    eid = entity_id
+    if entity_id.count(":") == 2:
+        system, type_, ext = entity_id.split(":")
+        eid = rt.store.find_entity(system, type_, ext) or ""
+    ent = rt.store.entity(eid) if eid else None
+    if ent is None:
+        rt.close()
+        click.echo(f"no entity {entity_id!r}", err=True)
+        sys.exit(EXIT_FAIL)
+    lines = explain(rt.mapper.ms.rules, ent, store=rt.store, connectors=rt.connectors)
+    rt.close()
+    _emit(ctx, lines, lambda ls: click.echo("\n".join(ls) if ls else "no rule matches"))
+
+
+@rules.command("check")
+@click.pass_context
+def rules_check(ctx: click.Context) -> None:
+    """Validate every rule against the live users, pipelines and stages of the configured systems."""
+    from syncd.rules import check
+
+    rt = _runtime(ctx)
+    live = {}
+    for name, conn in rt.connectors.items():
+        try:
+            live[name] = conn.describe()
+        except Exception as exc:  # noqa: BLE001
+            click.echo(f"✗ {name}: cannot read users/pipelines: {exc}", err=True)
+    problems = check(rt.mapper.ms.rules, live)
+    rt.close()
+    for p in problems:
+        click.echo(f"✗ {p}")
+    if not problems:
+        click.echo("✓ rules match the live systems")
+    sys.exit(EXIT_FAIL if problems else EXIT_OK)
+
+
+@main.group()
 def cml() -> None:
     """CommerceML tools."""
 

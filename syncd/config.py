@@ -34,6 +34,7 @@ class DaemonSettings(_Strict):
     mappings: list[str] = Field(default_factory=lambda: ["mappings/*.toml"])
     state_dir: str = "/var/lib/syncd"
     push_interval: float = 5.0
+    rules_interval: float = 60.0
     lease_ttl: float = 120.0
     region: str = "RU"
 

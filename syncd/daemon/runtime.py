@@ -65,22 +65,34 @@ class Runtime:
             for name, sys_settings in settings.systems.items():
                 ctype = connector_type(sys_settings.type)
                 self.connectors[name] = ctype.factory(name, settings.connector_settings[name], _Context(self, name))
-        self.rules = self._build_rules()
+        self.rules, self.rules_tick = self._build_rules()
         p = settings.push
         self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules, worker=self.instance,
                              policy=PushPolicy(max_attempts=p.max_attempts, inline_tries=p.inline_tries,
                                                base_delay=p.base_delay, max_delay=p.max_delay,
                                                claim_ttl=p.claim_ttl))
 
-    def _build_rules(self) -> Any:
+    def _build_rules(self) -> tuple[Any, Any]:
+        """The engine's rule hook and the scheduler's per-minute tick (timers, repeat sales, metrics)."""
         if not self.mapper.ms.rules:
-            return None
+            return None, None
+        from syncd.rules import build_rule_hook, build_tick
+
+        cfg = self.mapper.ms.rules
+        return (build_rule_hook(cfg, self.store, self.connectors),
+                build_tick(cfg, self.store, self.connectors))
+
+    def tick_rules(self, now: dt.datetime | None = None) -> int:
+        """Evaluate timers, repeat-sales and metrics once; returns the actions taken."""
+        if self.rules_tick is None:
+            return 0
+        lease = "job:rules:tick"
+        if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
+            return 0
         try:
-            from syncd.rules import build_rule_hook
-        except ImportError:
-            log.warning("rules_unavailable", reason="syncd.rules is not installed")
-            return None
-        return build_rule_hook(self.mapper.ms.rules, self.store, self.connectors)
+            return int(self.rules_tick(self.syncer.engine, now or utcnow()) or 0)
+        finally:
+            self.store.release_lease(lease, self.instance)
 
     # -- work -----------------------------------------------------------------------------------
     def ingest(self, system: str, batch: Batch) -> Counts:

@@ -76,6 +76,18 @@ class Scheduler:
                                        next_run_time=dt.datetime.now(dt.timezone.utc))
         self.sched.add_job(self._push, IntervalTrigger(seconds=self.rt.settings.daemon.push_interval),
                            args=(None,), id="push")
+        if self.rt.rules_tick is not None:
+            self.sched.add_job(self._tick, IntervalTrigger(seconds=self.rt.settings.daemon.rules_interval),
+                               id="rules:tick")
+
+    def _tick(self) -> None:
+        if self._stopping:
+            return
+        try:
+            if self.rt.tick_rules():
+                self._push(None)
+        except Exception as exc:  # noqa: BLE001
+            log.error("rules_tick_failed", error=f"{type(exc).__name__}: {exc}")
 
     def start(self) -> None:
         self.setup()
