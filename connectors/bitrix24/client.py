@@ -260,7 +260,7 @@ class Bitrix24Client:
 
         attempts = 1 + max(s.limit_retries, s.transient_retries if read else 0)
         retrying = Retrying(retry=retry_if_exception(retryable), stop=stop_after_attempt(attempts),
-                            wait=wait_exponential_jitter(initial=0.5, max=8.0, jitter=0.5), reraise=True)
+                            wait=wait_exponential_jitter(multiplier=0.5, max=8.0, jitter=0.5), reraise=True)
         try:
             for attempt in retrying:
                 with attempt:

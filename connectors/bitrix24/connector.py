@@ -386,7 +386,7 @@ class Bitrix24Connector(BaseConnector):
 
         # each attempt starts with the look-up, so a lost answer never creates twice
         for attempt in Retrying(retry=retry_if_exception(again), stop=stop_after_attempt(self.write_retries),
-                                wait=wait_exponential_jitter(initial=0.3, max=3.0), reraise=True):
+                                wait=wait_exponential_jitter(multiplier=0.3, max=3.0, jitter=0.3), reraise=True):
             with attempt:
                 return fn(op)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -639,6 +639,14 @@ class Bitrix24Connector(BaseConnector):
             for kind, idx in by_kind.items():
                 for i in idx:
                     ext[i] = found.get((kind, ops[i].external_key))
+            # an existing record with multi-fields needs its current values to merge: one by one
+            for i in [i for i in fast if ops[i].external_id is None and ext[i] is not None
+                      and ops[i].kind in MULTI_KINDS and any(m in ops[i].fields for m in MULTI)]:
+                fast.remove(i)
+                try:
+                    out[i] = self.write(ops[i])
+                except (TransientError, PermanentError, BadInput) as exc:
+                    out[i] = exc
         # writes: groups of dependent commands, packed ≤ 50 per call; then read back DATE_MODIFY
         groups: list[dict[str, tuple[str, Mapping[str, Any]]]] = []
         meta: dict[int, str] = {}
@@ -778,7 +786,7 @@ class Bitrix24Connector(BaseConnector):
                 with self._lock:
                     self._dirty_requisites.add(str(eid))
         self._schedule(stream)
-        log.info("event", system=self.name, event=event, id=eid, stream=stream)
+        log.info("portal_event", system=self.name, bx_event=event, id=eid, stream=stream)
         return JSONResponse({"ok": True, "stream": stream})
 
     def _schedule(self, stream: str) -> None:

@@ -54,6 +54,8 @@ class Portal:
 
     def connector(self, name: str = "crm", **kw: Any) -> Bitrix24Connector:
         ctx = kw.pop("ctx", None)
+        kw.setdefault("rate", 200.0)       # test portals run with the limit off unless a test says so
+        kw.setdefault("burst", 1000.0)
         return Bitrix24Connector(name, Bitrix24Settings(webhook_url=self.webhook_url, **kw), ctx)
 
 

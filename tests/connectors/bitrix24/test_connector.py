@@ -1,0 +1,278 @@
+"""The Bitrix24 connector against the sandbox: streams, writes, requisites, live schema, events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.routing import Route as SRoute
+from starlette.testclient import TestClient
+
+from b24helpers import State, new_portal, op
+from connectors.bitrix24 import Bitrix24Settings
+from connectors.bitrix24.connector import parse_cursor
+from connectors.bitrix24.live import check_live
+from syncd.errors import TransientError
+from syncd.mapping import Mapper, load_mappings
+from syncd.sandbox.server import serve_in_thread
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _read_all(conn, stream, cursor=None, since=None):
+    recs, cur = [], cursor
+    for b in conn.read(stream, cursor, since=since):
+        recs += b.records
+        if b.cursor:
+            cur = b.cursor
+    return recs, cur
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError):
+        Bitrix24Settings(webhook_url="http://portal.example.ru/rest/1/abc/")      # http off loopback
+    with pytest.raises(ValueError):
+        Bitrix24Settings(webhook_url="https://p.bitrix24.ru/rest/1/abc/", client_id="x")
+    with pytest.raises(ValueError):
+        Bitrix24Settings(portal_url="https://p.bitrix24.ru", client_id="x")
+    with pytest.raises(ValueError):
+        Bitrix24Settings(webhook_url="https://p.bitrix24.ru/rest/1/abc/", colour="red")
+    s = Bitrix24Settings(webhook_url="https://p.bitrix24.ru/rest/1/abc/")
+    assert "abc" not in repr(s) and s.rate == 2.0 and s.burst == 50 and s.page_overlap_seconds == 300
+
+
+def test_streams_full_read_same_second_bulk_and_boundary(portal) -> None:
+    conn = portal.connector()
+    res = conn.client.batch({f"d{i}": ("crm.deal.add", {"fields": {"TITLE": f"Сделка {i}"}}) for i in range(50)},
+                            retry=False)
+    res2 = conn.client.batch({f"d{i}": ("crm.deal.add", {"fields": {"TITLE": f"Сделка b{i}"}}) for i in range(50)},
+                             retry=False)
+    res3 = conn.client.batch({f"d{i}": ("crm.deal.add", {"fields": {"TITLE": f"Сделка c{i}"}}) for i in range(25)},
+                             retry=False)
+    n = len(res.results) + len(res2.results) + len(res3.results)
+    recs, cursor = _read_all(conn, "deals")
+    ids = [r.external_id for r in recs]
+    assert len(ids) == n == 125 and len(set(ids)) == 125       # many share one DATE_MODIFY second
+    assert all(r.kind == "deal" and r.version and r.source_time and "PRODUCT_ROWS" in r.fields for r in recs)
+    ct, cid, _ = parse_cursor(cursor)
+    assert cid == max(int(i) for i in ids)
+    # a deal modified in the cursor's own second (the boundary) is not missed
+    d = portal.ui_add("deal", {"TITLE": "на границе"})
+    recs2, cursor2 = _read_all(conn, "deals", cursor)
+    assert str(d) in [r.external_id for r in recs2]
+    assert parse_cursor(cursor2)[:2] >= parse_cursor(cursor)[:2]
+    # nothing new: the overlap re-reads, the cursor never moves backwards
+    _, cursor3 = _read_all(conn, "deals", cursor2)
+    assert parse_cursor(cursor3)[:2] == parse_cursor(cursor2)[:2]
+    # an old cursor with a zero overlap reads only what changed after it
+    conn0 = portal.connector(page_overlap_seconds=0)
+    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat(timespec="seconds")
+    assert _read_all(conn0, "deals", f"{future}|1")[0] == []
+    # backfill: since= reads from that date regardless of the cursor
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1)
+    assert len(_read_all(conn, "deals", f"{future}|1", since=since)[0]) == 126
+
+
+def test_stamp_and_from_shop_flag(portal) -> None:
+    portal._j("POST", "/userfields", {"entity": "deal", "field_name": "UF_CRM_FROM_SHOP", "type": "boolean"})
+    conn = portal.connector(from_shop_field="UF_CRM_FROM_SHOP")
+    mine = conn.write(op("deal", "o1", {"TITLE": "из syncd"}))
+    phone = portal.ui_add("deal", {"TITLE": "по телефону", "UF_CRM_FROM_SHOP": "Y"})
+    recs = {r.external_id: r for r in _read_all(conn, "deals")[0]}
+    assert recs[mine.external_id].stamp == "syncd-o1"
+    assert recs[str(phone)].stamp is None
+    assert recs[str(phone)].fields["UF_CRM_FROM_SHOP"] in ("Y", "1", True)
+
+
+def test_create_after_lost_answer_finds_the_deal(portal) -> None:
+    conn = portal.connector()
+    portal.faults(lost_next=1, methods=["batch"])            # the add is applied, its answer is lost
+    r = conn.write(op("deal", "lost1", {"TITLE": "Заказ 77", "PRODUCT_ROWS": [
+        {"PRODUCT_NAME": "Чайник", "PRICE": 1500, "QUANTITY": 1}]}))
+    deals = list(conn.client.list_all("crm.deal.list", {"select": ["ID", "ORIGIN_ID"]}))
+    assert len(deals) == 1 and deals[0]["ID"] == r.external_id and deals[0]["ORIGIN_ID"] == "syncd-lost1"
+    assert [e for e in portal.log()["entries"] if e.get("fault") == "lost_answer"]
+    # the same when the pusher retries (the connector gives up first): still one deal
+    conn.write_retries = 1
+    portal.faults(lost_next=1, methods=["batch"])
+    with pytest.raises(TransientError):
+        conn.write(op("deal", "lost2", {"TITLE": "Заказ 78"}))
+    again = conn.write(op("deal", "lost2", {"TITLE": "Заказ 78"}))
+    deals = list(conn.client.list_all("crm.deal.list", {"select": ["ID", "ORIGIN_ID"]}))
+    assert len(deals) == 2 and again.external_id in {d["ID"] for d in deals}
+
+
+def test_product_rows_full_set(portal) -> None:
+    conn = portal.connector()
+    prod = conn.write(op("product", "p1", {"NAME": "Чайник", "PRICE": "1500.00"}))
+    assert conn.write(op("product", "p1", {"NAME": "Чайник"})).external_id == prod.external_id
+    r = conn.write(op("deal", "o2", {"TITLE": "Заказ 2", "PRODUCT_ROWS": [
+        {"PRODUCT_ID": prod.external_id, "PRODUCT_NAME": "Чайник", "PRICE": "1500.00", "QUANTITY": "2"},
+        {"PRODUCT_ID": "", "PRODUCT_NAME": "Доставка", "PRICE": "300", "QUANTITY": 1}]}))
+    rows = conn.client.call("crm.deal.productrows.get", {"id": r.external_id}).result
+    assert [(x["PRODUCT_NAME"], float(x["QUANTITY"])) for x in rows] == [("Чайник", 2.0), ("Доставка", 1.0)]
+    assert str(rows[0]["PRODUCT_ID"]) == prod.external_id
+    conn.write(op("deal", "o2", {"PRODUCT_ROWS": [{"PRODUCT_NAME": "Чайник", "PRICE": 1400, "QUANTITY": 3}]},
+                  ext=r.external_id))
+    recs = {x.external_id: x for x in _read_all(conn, "deals")[0]}
+    got = recs[r.external_id].fields["PRODUCT_ROWS"]
+    assert [(x["PRODUCT_NAME"], float(x["PRICE"]), float(x["QUANTITY"])) for x in got] == [("Чайник", 1400.0, 3.0)]
+    assert float(recs[r.external_id].fields["OPPORTUNITY"]) == 4200.0
+
+
+def test_multifield_merge_keeps_hand_added_phone(portal) -> None:
+    conn = portal.connector()
+    c = conn.write(op("contact", "p5", {"NAME": "Анна", "PHONE": ["8 (495) 123-45-67"],
+                                        "EMAIL": [{"VALUE": "Anna@Example.ru", "VALUE_TYPE": "HOME"}]}))
+    portal.ui_edit("contact", c.external_id, {"PHONE": [{"VALUE": "+7 916 000-11-22", "VALUE_TYPE": "MOBILE"}]})
+    conn.write(op("contact", "p5", {"PHONE": ["+7 495 1234567", "+7 903 555-44-33"], "EMAIL": ["anna@example.ru"],
+                                    "NAME": "Анна"}, ext=c.external_id))
+    rec = portal.rest("crm.contact.get", {"id": c.external_id})["result"]
+    phones = [p["VALUE"] for p in rec["PHONE"]]
+    assert phones == ["8 (495) 123-45-67", "+7 916 000-11-22", "+7 903 555-44-33"]
+    assert [e["VALUE"] for e in rec["EMAIL"]] == ["Anna@Example.ru"]
+    recs = {r.external_id: r for r in _read_all(conn, "contacts")[0]}
+    assert recs[c.external_id].fields["PHONE"] == phones                 # values, for multifield/first
+
+
+def test_requisites_and_bank_details_round_trip(portal) -> None:
+    conn = portal.connector()
+    fields = {"TITLE": "ООО «Ромашка»", "RQ_INN": "7707083893", "RQ_KPP": "773601001", "RQ_OGRN": "1027700132195",
+              "RQ_COMPANY_FULL_NAME": "Общество с ограниченной ответственностью «Ромашка»",
+              "RQ_DIRECTOR": "Иванов И. И.", "ADDRESS_LEGAL": "117997, Москва, ул. Вавилова, 19",
+              "BANK_DETAILS": [{"RQ_BIK": "044525225", "RQ_ACC_NUM": "40702810938000000001",
+                                "RQ_COR_ACC_NUM": "30101810400000000225", "RQ_BANK_NAME": "ПАО Сбербанк",
+                                "RQ_BANK_ADDR": "Москва"}]}
+    r = conn.write(op("company", "co1", fields))
+    recs, cursor = _read_all(conn, "companies")
+    got = {x.external_id: x for x in recs}[r.external_id].fields
+    for k, v in fields.items():
+        assert got[k] == v, k
+    # edit from our side: the bank account is updated in place, not added
+    fields["BANK_DETAILS"] = [dict(fields["BANK_DETAILS"][0], RQ_BANK_NAME="ПАО «Сбербанк России»")]
+    conn.write(op("company", "co1", {"BANK_DETAILS": fields["BANK_DETAILS"], "RQ_KPP": "773601002"},
+                  ext=r.external_id))
+    got = {x.external_id: x for x in _read_all(conn, "companies")[0]}[r.external_id].fields
+    assert got["BANK_DETAILS"] == fields["BANK_DETAILS"] and got["RQ_KPP"] == "773601002"
+    # a manager edits only the requisite: the company comes through the stream although its
+    # DATE_MODIFY did not change
+    rq = portal.rest("crm.requisite.list", {"filter": {"ENTITY_ID": r.external_id}})["result"][0]
+    _, cursor = _read_all(conn, "companies")
+    t, last_id, rq_time = parse_cursor(cursor)
+    assert rq_time is not None
+    # the company part of the cursor is past every company: only a requisite edit can bring it
+    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat(timespec="seconds")
+    cursor = f"{future}|{last_id}|{rq_time}"
+    time.sleep(1.1)
+    portal.ui_edit("requisite", rq["ID"], {"RQ_DIRECTOR": "Петров П. П."})
+    conn0 = portal.connector(page_overlap_seconds=0)
+    recs = {x.external_id: x for x in _read_all(conn0, "companies", cursor)[0]}
+    assert recs[r.external_id].fields["RQ_DIRECTOR"] == "Петров П. П."
+
+
+def test_describe_and_check_live(sandbox) -> None:
+    p = new_portal(sandbox, seed=True)
+    p._j("PATCH", "/users/2", {"online": False, "workday": "OPENED"})
+    conn = p.connector()
+    live = conn.describe()
+    assert {"deal", "contact", "company", "lead"} <= set(live.kinds)
+    assert "UF_CRM_FROM_SHOP" in live.kinds["deal"] and "PRODUCT_ROWS" in live.kinds["deal"]
+    assert {"NEW", "WON", "LOSE"} <= live.values["deal.STAGE_ID"]
+    assert any(s.startswith("C") and s.endswith(":NEW") for s in live.values["deal.STAGE_ID"])
+    assert live.pipelines["0"][0] == "NEW" and live.pipelines["0"][-1] == "LOSE"
+    assert live.users["1"]["present"] is True and live.users["2"]["present"] is True
+    mapper = Mapper(load_mappings([ROOT / "mappings" / "bitrix24.toml"]))
+    assert check_live(mapper, {"crm": conn}) == []
+    assert conn.mapping_problems(mapper) == []
+    # an unknown stage and an unknown field are reported, naming the mapping key
+    text = (ROOT / "mappings" / "bitrix24.toml").read_text(encoding="utf-8")
+    text = text.replace('completed = "WON"', 'completed = "WON_TYPO"').replace('"UF_CRM_SHOP_ORDER"', '"UF_CRM_NOPE"')
+    bad = Path(p.name + ".toml")
+    try:
+        bad.write_text(text, encoding="utf-8")
+        problems = dict(check_live(Mapper(load_mappings([bad])), {"crm": conn}))
+    finally:
+        bad.unlink()
+    assert "values.deal_stages.completed" in problems and "WON_TYPO" in problems["values.deal_stages.completed"]
+    assert any(k.endswith("fields.order.number") and "UF_CRM_NOPE" in v for k, v in problems.items())
+
+
+def test_tasks_comments_notifications(portal) -> None:
+    conn = portal.connector()
+    d = conn.write(op("deal", "o9", {"TITLE": "Повторный заказ"}))
+    t = conn.write(op("task", "t1", {"TITLE": "Позвонить клиенту", "RESPONSIBLE_ID": "1", "DEAL_ID": d.external_id,
+                                     "DEADLINE": dt.datetime(2026, 12, 1, 10, tzinfo=dt.timezone.utc)}))
+    t2 = conn.write(op("task", "t1", {"TITLE": "Позвонить клиенту", "RESPONSIBLE_ID": "1", "DEAL_ID": d.external_id}))
+    assert t.external_id == t2.external_id
+    tasks = portal.rest("tasks.task.list", {})["result"]["tasks"]
+    assert len(tasks) == 1 and tasks[0]["ufCrmTask"] == [f"D_{d.external_id}"]
+    conn.write(op("comment", "m1", {"ENTITY_ID": d.external_id, "ENTITY_TYPE": "deal", "COMMENT": "Клиент перезвонит"}))
+    conn.write(op("notify", "n1", {"USER_ID": 1, "MESSAGE": "Новая сделка"}))
+    assert portal._j("GET", "/comments")["comments"][0]["COMMENT"] == "Клиент перезвонит"
+    assert portal._j("GET", "/notifications")["notifications"][0]["TAG"] == "syncd-n1"
+
+
+def test_write_many_batches_creates_and_finds_existing(portal) -> None:
+    conn = portal.connector()
+    first = conn.write(op("contact", "wm3", {"NAME": "уже есть"}))
+    ops = [op("contact", f"wm{i}", {"NAME": f"К{i}", "PHONE": [f"+7 900 111-22-{i:02d}"]}) for i in range(120)]
+    portal.clear_log()
+    out = conn.write_many(ops)
+    assert all(not isinstance(x, Exception) for x in out)
+    assert out[3].external_id == first.external_id                      # looked up, not created again
+    reqs = [e for e in portal.log()["entries"] if e.get("kind", "rest") == "rest"]
+    # 1 look-up batch + 3 write batches + 1 version batch, + 3 for the existing one (look-up, get, merge)
+    assert len(reqs) <= 8
+    rows = list(conn.client.list_all("crm.contact.list", {"select": ["ID", "ORIGIN_ID", "PHONE"]}))
+    assert len(rows) == 120 and all(len(r["PHONE"]) == 1 for r in rows)
+    deals = conn.write_many([op("deal", f"wd{i}", {"TITLE": f"Д{i}", "CONTACT_ID": out[i].external_id,
+                                                   "PRODUCT_ROWS": [{"PRODUCT_NAME": "Товар", "PRICE": 10,
+                                                                     "QUANTITY": i + 1}]}) for i in range(30)])
+    assert all(x.version for x in deals)
+    rows = conn.client.call("crm.deal.productrows.get", {"id": deals[29].external_id}).result
+    assert float(rows[0]["QUANTITY"]) == 30.0
+
+
+def test_webhook_route_verifies_token_and_debounces() -> None:
+    ctx = State()
+    from connectors.bitrix24 import Bitrix24Connector
+    conn = Bitrix24Connector("crm", Bitrix24Settings(webhook_url="https://p.bitrix24.ru/rest/1/x/",
+                                                     application_token="tok123", event_debounce=0.3), ctx)
+    (route,) = conn.http_routes()
+    assert route.path == "/hooks/bitrix24/crm" and route.methods == ("POST",)
+    app = Starlette(routes=[SRoute(route.path, route.endpoint, methods=list(route.methods))])
+    client = TestClient(app)
+    form = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "7", "auth[application_token]": "tok123"}
+    assert client.post(route.path, data=dict(form, **{"auth[application_token]": "wrong"})).status_code == 403
+    assert client.post(route.path, data={"event": "ONCRMDEALUPDATE"}).status_code == 403
+    for _ in range(5):
+        assert client.post(route.path, data=form).status_code == 200
+    assert client.post(route.path, data=dict(form, event="ONCRMBANKDETAILADD")).json()["stream"] == "companies"
+    time.sleep(0.6)
+    assert sorted(s for _, s in ctx.triggers) == ["companies", "deals"]
+    conn.close()
+
+
+def test_portal_events_reach_the_route(sandbox) -> None:
+    p = new_portal(sandbox)
+    ctx = State()
+    conn = p.connector(event_debounce=0.2, ctx=ctx)
+    (route,) = conn.http_routes()
+    srv = serve_in_thread(Starlette(routes=[SRoute(route.path, route.endpoint, methods=["POST"])]))
+    try:
+        # the portal's "outgoing webhook" form: handler URL + events -> it shows an application token
+        hook = p._j("POST", "/outgoing_webhooks", {"url": srv.url + route.path,
+                                                   "events": ["ONCRMCONTACTADD", "ONCRMCONTACTUPDATE"]})
+        conn.settings.application_token = SecretStr(hook["application_token"])
+        cid = p.ui_add("contact", {"NAME": "Звонок"})
+        p.ui_edit("contact", cid, {"POST": "менеджер"})
+        p._j("POST", "/events/wait", {"timeout": 5})
+        time.sleep(0.5)
+        assert [s for _, s in ctx.triggers] == ["contacts"]
+    finally:
+        srv.stop()
+        conn.close()
