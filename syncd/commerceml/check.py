@@ -40,14 +40,27 @@ def _plain(value: Any) -> Any:
 def record_json(file: str, obj: Any) -> str:
     """One JSON line: {"file": …, "kind": …, …fields…}; Decimal as string, datetimes ISO."""
     data = {"file": file, "kind": _KINDS.get(type(obj), type(obj).__name__.lower())}
-    data.update(_plain(obj))
+    fields = _plain(obj)
+    if isinstance(obj, Rejected):
+        fields["record_kind"] = fields.pop("kind")
+    data.update(fields)
     return json.dumps(data, ensure_ascii=False)
 
 
-def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits) -> bool:
+MAX_VALIDATE_SIZE = 256 * 1024**2
+
+
+def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits,
+               max_validate_size: int) -> bool:
     ok = True
     try:
-        issues = validate(path, limits)
+        if path.stat().st_size > max_validate_size:
+            # schema validation holds the whole tree in memory; the streaming pass below still
+            # checks safety, well-formedness and every record
+            print(f"{label}: schema validation skipped (file over {max_validate_size} bytes)", file=err)
+            issues = []
+        else:
+            issues = validate(path, limits)
     except BadInput as e:
         print(f"{label}: line {e.line}: {e.reason}" if e.line else f"{label}: {e.reason}", file=err)
         return False
@@ -67,7 +80,8 @@ def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits)
 
 
 def check_files(paths: list[str] | tuple[str, ...], out: TextIO = sys.stdout, *,
-                err: TextIO | None = None, limits: Limits = DEFAULT_LIMITS) -> int:
+                err: TextIO | None = None, limits: Limits = DEFAULT_LIMITS,
+                max_validate_size: int = MAX_VALIDATE_SIZE) -> int:
     """Validate and dump each file (XML, or a zip of XML files).
 
     Returns 0 when every file is valid, 1 when any file has errors, 2 when a file cannot be read.
@@ -87,7 +101,7 @@ def check_files(paths: list[str] | tuple[str, ...], out: TextIO = sys.stdout, *,
             worst = 2
             continue
         if not zipped:
-            if not _check_xml(path, name, out, err, limits):
+            if not _check_xml(path, name, out, err, limits, max_validate_size):
                 worst = max(worst, 1)
             continue
         with tempfile.TemporaryDirectory(prefix="syncd-cml-") as tmp:
@@ -103,7 +117,7 @@ def check_files(paths: list[str] | tuple[str, ...], out: TextIO = sys.stdout, *,
                 worst = max(worst, 1)
             for m in xmls:
                 label = f"{name}!{m.relative_to(tmp).as_posix()}"
-                if not _check_xml(m, label, out, err, limits):
+                if not _check_xml(m, label, out, err, limits, max_validate_size):
                     worst = max(worst, 1)
     return worst
 

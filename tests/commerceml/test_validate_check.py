@@ -100,3 +100,11 @@ def test_check_files_reads_zip(tmp_path: Path) -> None:
         f.writestr("../x.xml", b"<x/>")
     err = io.StringIO()
     assert check_files([str(evil)], io.StringIO(), err=err) == 1 and "escapes" in err.getvalue()
+
+
+def test_check_files_streams_large_files_without_schema_pass(tmp_path: Path) -> None:
+    path = write_file(tmp_path, "big.xml", cml(doc_xml("1") + doc_xml("2", total="x")), "utf-8")
+    out, err = io.StringIO(), io.StringIO()
+    assert check_files([str(path)], out, err=err, max_validate_size=10) == 1
+    assert "validation skipped" in err.getvalue() and "line 4: record 2" in err.getvalue()
+    assert [json.loads(x)["kind"] for x in out.getvalue().splitlines()] == ["order", "rejected"]
