@@ -108,3 +108,11 @@ def test_check_files_streams_large_files_without_schema_pass(tmp_path: Path) -> 
     assert check_files([str(path)], out, err=err, max_validate_size=10) == 1
     assert "validation skipped" in err.getvalue() and "line 4: record 2" in err.getvalue()
     assert [json.loads(x)["kind"] for x in out.getvalue().splitlines()] == ["order", "rejected"]
+
+
+def test_1c_namespace_validates_and_header_reads() -> None:
+    from syncd.commerceml import read_header
+    data = cml(doc_xml("1"), namespace="urn:1C.ru:commerceml_2", version="2.10").encode()
+    assert validate(data) == []
+    h = read_header(data)
+    assert h.schema_version == "2.10" and h.section == "Документ" and h.generated_at.hour == 10
