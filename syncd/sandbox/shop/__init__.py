@@ -1,0 +1,105 @@
+"""A sandbox 1C-Bitrix shop: the CommerceML exchange endpoint (protocols.md §1) and an order book.
+
+Start it::
+
+    from syncd.sandbox.shop import start, seed_demo
+    h = start(seed=10)                      # -> ServerHandle; h.extra["state"] is the ShopState
+    url = h.extra["exchange_url"]           # http://127.0.0.1:PORT/bitrix/admin/1c_exchange.php
+    # login/password: h.extra["login"], h.extra["password"] (default 1c_exchange / secret)
+    ...; h.stop()
+
+or ``create_app(ShopState(...))`` under any ASGI server.
+
+Exchange (``/bitrix/admin/1c_exchange.php``), status answers as ``text/html; charset=windows-1251``,
+lines joined by ``\\n``, no BOM:
+
+- ``type=sale|catalog&mode=checkauth`` with HTTP Basic -> ``success\\nPHPSESSID\\n<id>\\nsessid=<md5>\\n``
+  (+ ``timestamp=<unix>`` for catalog) and a ``Set-Cookie``; wrong credentials -> ``failure\\n<reason>``.
+- Every later call needs the cookie (else ``failure``). ``sessid`` ratchet: once any call carried a valid
+  ``sessid`` for a type, calls without it answer ``failure`` "source check"; a wrong one always does.
+- ``mode=init[&version=V]`` -> ``zip=no\\nfile_limit=<n>`` (+ ``sessid=…`` and ``version=2.09`` when
+  ``version`` was sent); cleans the session's uploaded files of that type.
+- ``type=sale&mode=query`` -> the orders changed since the last committed export (and not last changed
+  by an exchange import, Bitrix's ``UPDATED_1C``), CommerceML in windows-1251
+  (``Content-Type: application/xml; charset=windows-1251``). Without ``mode=success`` the same orders
+  come again.
+- ``type=sale&mode=success`` commits the point the session's last query reached; ``error`` when the
+  cookie is not a known session.
+- ``mode=file&filename=F`` appends the body. Sandbox extension: with ``&offset=<bytes already sent>``
+  a retried identical chunk is recognised and not appended twice (real Bitrix ignores the parameter
+  and appends; a client without it must not retry a chunk, but restart with ``init``).
+  Old protocol (sale, no ``version`` at init): the file is imported at once.
+- ``mode=import&filename=F`` answers ``progress`` ``import_steps`` times (default 2), then applies the
+  file and answers ``success\\nИмпорт завершен`` (or ``success\\nИмпорт завершен с ошибками: …``);
+  an unreadable file -> ``failure``. Sale: documents are matched on ``Ид`` (the order's XML_ID) — the
+  same ``Ид`` again updates, never duplicates; an unknown ``Ид`` with ``ХозОперация`` "Заказ товара"
+  creates an order. Applied: items/quantities/prices (``ORDER_DELIVERY`` line = delivery price),
+  comment, ``Статус заказа`` (``[N] …``, ``N`` or the name), ``Заказ оплачен``, ``Сумма оплаты``,
+  ``Дата оплаты``, ``Отменен``, ``Причина отмены``, ``Номер по 1С``, ``Дата по 1С``, ``Проведен``,
+  ``Номер отгрузки``, ``Адрес доставки``; counterparties (in the document or root ``Контрагенты``) update
+  the buyer's requisites, matched by Ид, then ИНН+КПП, then e-mail. Catalog: ``import.xml`` /
+  ``offers.xml`` update the products (name, SKU, price, stock).
+- ``type=sale&mode=info`` -> XML of statuses, pay systems, delivery services;
+  ``type=catalog&mode=deactivate&timestamp=…`` and ``mode=complete`` -> ``success``.
+
+Export extras (not in Bitrix, documented as sandbox choices): requisite ``Сумма оплаты`` (paid so far,
+for partial payments), ``Дата изменения``; statuses N/P/G/S/D/F/C (names in ``state.STATUSES``).
+
+Control API (JSON; what customers and the admin do in the browser, plus faults)::
+
+    GET    /_sandbox/state                      the whole order book, users, products, export point
+    POST   /_sandbox/reset                      empty shop (settings and faults kept)
+    POST   /_sandbox/seed            {"n", "seed"?}   seed_demo(): products, buyers, n orders
+    GET    /_sandbox/orders                     orders
+    POST   /_sandbox/orders                     place an order: {"user_id" | "user": {kind: person|company,
+                                                last_name, first_name, middle_name, email, phone, address |
+                                                company_name, full_name, inn, kpp, ogrn, legal_address,
+                                                contact_person, bank_accounts: [{account, bik, corr_account,
+                                                bank_name}]}, "items": [{"product_id", "quantity", "price"?,
+                                                "name"?, "discount"?}], "delivery"?, "delivery_price"?,
+                                                "delivery_address"?, "comment"?, "pay_system"?}
+    GET    /_sandbox/orders/<id>                one order;  GET /_sandbox/orders/<id>/xml  as exported
+    PATCH  /_sandbox/orders/<id>                admin edit: status, items, comment, canceled, cancel_reason,
+                                                delivery_price, delivery_address
+    POST   /_sandbox/orders/<id>/pay {"amount"?}     pay fully (no amount) or partly
+    POST   /_sandbox/orders/<id>/status {"status"}   change status (N P G S D F C)
+    POST   /_sandbox/orders/<id>/break {"what": "date"|"sum"}   export this order malformed (plugin bug)
+    GET    /_sandbox/users | POST /_sandbox/users    buyers; register one
+    GET    /_sandbox/users/<id> | PATCH /_sandbox/users/<id>   the user edits profile / requisites
+    GET    /_sandbox/products | POST /_sandbox/products {"xml_id", "name", "price", "sku"?}
+    GET|PATCH /_sandbox/faults                  latency, error_rate (503 HTML), failure_rate (`failure`),
+                                                drop_rate (connection dropped), fail_next, failure_next,
+                                                drop_next, modes (limit to these modes), seed
+    GET|PATCH /_sandbox/settings                login, password, file_limit, import_steps
+    GET    /_sandbox/log[?since=n]              exchange request log: n, ts, type, mode, filename, http,
+                                                answer (first line), cookie_ok, sessid_sent, exported, fault
+    DELETE /_sandbox/log
+    GET    /_sandbox/imports                    files imported: created/updated Ид, errors
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncd.sandbox.server import ServerHandle, serve_in_thread
+from syncd.sandbox.shop.app import EXCHANGE_PATH, create_app
+from syncd.sandbox.shop.seed import seed_demo
+from syncd.sandbox.shop.state import STATUSES, Order, ShopError, ShopState, User
+
+__all__ = ["ShopState", "ShopError", "Order", "User", "STATUSES", "EXCHANGE_PATH", "create_app", "seed_demo",
+           "start"]
+
+
+def start(host: str = "127.0.0.1", port: int = 0, *, state: ShopState | None = None, seed: int | bool = 0,
+          log_level: str = "warning", **opts: Any) -> ServerHandle:
+    """Serve a sandbox shop in a daemon thread.
+
+    `opts` go to `ShopState` (login, password, file_limit, import_steps, rng_seed). ``handle.extra`` has
+    ``state``, ``app``, ``exchange_url``, ``login`` and ``password``.
+    """
+    state = state or ShopState(seed=seed, **opts)
+    app = create_app(state)
+    handle = serve_in_thread(app, host, port, log_level=log_level)
+    handle.extra.update(state=state, app=app, exchange_url=handle.url + EXCHANGE_PATH, login=state.login,
+                        password=state.password)
+    return handle

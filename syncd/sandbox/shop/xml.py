@@ -1,0 +1,413 @@
+"""CommerceML as the sandbox shop writes and reads it (export for `mode=query`, import for `mode=import`).
+
+The export follows what Bitrix's ``sale.export.1c`` writes (tag and requisite names from its lang file,
+protocols.md §2.2). Imports are read with syncd's streaming reader (`syncd.commerceml`) and applied to
+the order book: documents are matched on their `Ид` (the order's XML_ID, as Bitrix does), so sending the
+same `Ид` twice updates the order instead of creating a second one.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Any
+
+from lxml import etree
+
+from syncd.sandbox.shop.state import (DELIVERIES, DELIVERY_ID, PAY_SYSTEMS, STATUSES, BankAccount, Item, Order,
+                                      ShopState, User, fmt, money, now)
+
+ROOT = "КоммерческаяИнформация"
+
+
+def _sub(parent: Any, tag: str, text: Any = None, **attrs: str) -> Any:
+    el = etree.SubElement(parent, tag, attrs)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _req(parent: Any, name: str, value: Any) -> None:
+    r = _sub(parent, "ЗначениеРеквизита")
+    _sub(r, "Наименование", name)
+    _sub(r, "Значение", value)
+
+
+def _bool(v: bool) -> str:
+    return "true" if v else "false"
+
+
+def _counterparty(parent: Any, u: User) -> None:
+    cp = _sub(parent, "Контрагент")
+    _sub(cp, "Ид", u.cml_id)
+    if u.kind == "company":
+        _sub(cp, "Наименование", u.company_name)
+        _sub(cp, "ОфициальноеНаименование", u.full_name or u.company_name)
+        _sub(cp, "Роль", "Покупатель")
+        if u.legal_address:
+            a = _sub(cp, "ЮридическийАдрес")
+            _sub(a, "Представление", u.legal_address)
+        _sub(cp, "ИНН", u.inn)
+        if u.kpp:
+            _sub(cp, "КПП", u.kpp)
+        if u.ogrn:
+            _sub(cp, "ОГРН", u.ogrn)
+        if u.okpo:
+            _sub(cp, "ОКПО", u.okpo)
+        if u.bank_accounts:
+            accs = _sub(cp, "РасчетныеСчета")
+            for a in u.bank_accounts:
+                acc = _sub(accs, "РасчетныйСчет")
+                _sub(acc, "НомерСчета", a.account)
+                b = _sub(acc, "Банк")
+                if a.bank_name:
+                    _sub(b, "Наименование", a.bank_name)
+                if a.corr_account:
+                    _sub(b, "СчетКорреспондентский", a.corr_account)
+                if a.bank_address:
+                    ad = _sub(b, "Адрес")
+                    _sub(ad, "Представление", a.bank_address)
+                _sub(b, "БИК", a.bik)
+    else:
+        _sub(cp, "Наименование", u.person_name or u.login)
+        _sub(cp, "ПолноеНаименование", u.person_name or u.login)
+        _sub(cp, "Роль", "Покупатель")
+        if u.last_name:
+            _sub(cp, "Фамилия", u.last_name)
+        if u.first_name:
+            _sub(cp, "Имя", u.first_name)
+        if u.middle_name:
+            _sub(cp, "Отчество", u.middle_name)
+        if u.inn:
+            _sub(cp, "ИНН", u.inn)
+        if u.address:
+            a = _sub(cp, "АдресРегистрации")
+            _sub(a, "Представление", u.address)
+    contacts = [("Почта", u.email), ("ТелефонРабочий", u.phone)]
+    if any(v for _, v in contacts):
+        cs = _sub(cp, "Контакты")
+        for typ, val in contacts:
+            if val:
+                c = _sub(cs, "Контакт")
+                _sub(c, "Тип", typ)
+                _sub(c, "Значение", val)
+    if u.kind == "company" and u.contact_person:
+        reps = _sub(cp, "Представители")
+        r = _sub(reps, "Представитель")
+        _sub(r, "Отношение", "Контактное лицо")
+        _sub(r, "Ид", f"{u.cml_id}#contact")
+        _sub(r, "Наименование", u.contact_person)
+
+
+def _item(parent: Any, it: Item) -> None:
+    t = _sub(parent, "Товар")
+    _sub(t, "Ид", it.product_id)
+    _sub(t, "Наименование", it.name)
+    _sub(t, "БазоваяЕдиница", it.unit, Код="796", НаименованиеПолное="Штука", МеждународноеСокращение="PCE")
+    _sub(t, "ЦенаЗаЕдиницу", fmt(it.price))
+    _sub(t, "Количество", fmt(it.quantity))
+    _sub(t, "Сумма", fmt(it.sum))
+    if it.discount:
+        ds = _sub(_sub(t, "Скидки"), "Скидка")
+        _sub(ds, "Наименование", "Скидка на товар")
+        _sub(ds, "Сумма", fmt(it.discount))
+        _sub(ds, "УчтеноВСумме", "true")
+    if it.vat_rate and it.vat_rate not in ("", "Без НДС"):
+        rate = Decimal(it.vat_rate)
+        vat = money(it.sum * rate / (100 + rate))
+        n = _sub(_sub(t, "Налоги"), "Налог")
+        _sub(n, "Наименование", "НДС")
+        _sub(n, "УчтеноВСумме", "true")
+        _sub(n, "Сумма", fmt(vat))
+        sr = _sub(_sub(t, "СтавкиНалогов"), "СтавкаНалога")
+        _sub(sr, "Наименование", "НДС")
+        _sub(sr, "Ставка", it.vat_rate)
+    reqs = _sub(t, "ЗначенияРеквизитов")
+    _req(reqs, "ВидНоменклатуры", it.kind)
+    _req(reqs, "ТипНоменклатуры", it.kind)
+
+
+def _document(root: Any, st: ShopState, o: Order) -> None:
+    d = _sub(root, "Документ")
+    _sub(d, "Ид", o.xml_id)
+    _sub(d, "Номер", o.number)
+    _sub(d, "Дата", "2026-02-30" if o.broken == "date" else o.created.date().isoformat())
+    _sub(d, "Время", o.created.strftime("%H:%M:%S"))
+    _sub(d, "ХозОперация", "Заказ товара")
+    _sub(d, "Роль", "Продавец")
+    _sub(d, "Валюта", "руб" if o.currency == "RUB" else o.currency)
+    _sub(d, "Курс", "1")
+    _sub(d, "Сумма", "12 тыс." if o.broken == "sum" else fmt(o.total))
+    _sub(d, "НомерВерсии", str(o.version))
+    if o.comment:
+        _sub(d, "Комментарий", o.comment)
+    u = st.users.get(o.user_id)
+    if u is not None:
+        _counterparty(_sub(d, "Контрагенты"), u)
+    goods = _sub(d, "Товары")
+    for it in o.items:
+        _item(goods, it)
+    if o.delivery_price:
+        _item(goods, Item(DELIVERY_ID, "Доставка заказа", o.delivery_price, Decimal(1), vat_rate="20",
+                          kind="Услуга"))
+    reqs = _sub(d, "ЗначенияРеквизитов")
+    _req(reqs, "Метод оплаты ИД", o.pay_system)
+    _req(reqs, "Метод оплаты", PAY_SYSTEMS.get(o.pay_system, o.pay_system))
+    _req(reqs, "Заказ оплачен", _bool(o.paid))
+    if o.paid_at:
+        _req(reqs, "Дата оплаты", o.paid_at.strftime("%Y-%m-%d %H:%M:%S"))
+    if o.payment_doc:
+        _req(reqs, "Номер платежного документа", o.payment_doc)
+    _req(reqs, "Сумма оплаты", fmt(o.paid_sum))     # sandbox extension: partial payments (see docstring)
+    _req(reqs, "Доставка разрешена", _bool(o.delivery_allowed))
+    _req(reqs, "Метод доставки ИД", o.delivery)
+    _req(reqs, "Способ доставки", DELIVERIES.get(o.delivery, o.delivery))
+    if o.delivery_address:
+        _req(reqs, "Адрес доставки", o.delivery_address)
+    _req(reqs, "Отменен", _bool(o.canceled))
+    if o.cancel_reason:
+        _req(reqs, "Причина отмены", o.cancel_reason)
+    _req(reqs, "Финальный статус", _bool(o.status == "F"))
+    _req(reqs, "Статус заказа", f"[{o.status}] {STATUSES.get(o.status, o.status)}")
+    _req(reqs, "Статуса заказа ИД", o.status)
+    if o.status_changed:
+        _req(reqs, "Дата изменения статуса", o.status_changed.strftime("%Y-%m-%d %H:%M:%S"))
+    if o.updated_at:
+        _req(reqs, "Дата изменения", o.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
+    if o.onec_number:
+        _req(reqs, "Номер по 1С", o.onec_number)
+    if o.shipment_number:
+        _req(reqs, "Номер отгрузки", o.shipment_number)
+    _req(reqs, "Проведен", _bool(o.posted))
+    _req(reqs, "ПометкаУдаления", "false")
+    _req(reqs, "Сайт", f"[{st.site}] Интернет-магазин")
+
+
+def orders_document(st: ShopState, orders: list[Order], *, encoding: str = "windows-1251",
+                    version: str = "2.08") -> bytes:
+    root = etree.Element(ROOT, {"ВерсияСхемы": version, "ДатаФормирования": now().strftime("%Y-%m-%dT%H:%M:%S")})
+    for o in orders:
+        _document(root, st, o)
+    return etree.tostring(root, encoding=encoding, xml_declaration=True, pretty_print=True)
+
+
+def info_document(encoding: str = "windows-1251") -> bytes:
+    root = etree.Element("Справочник")
+    sts = _sub(root, "Статусы")
+    for k, v in STATUSES.items():
+        e = _sub(sts, "Элемент")
+        _sub(e, "Ид", k)
+        _sub(e, "Название", v)
+    ps = _sub(root, "ПлатежныеСистемы")
+    for k, v in PAY_SYSTEMS.items():
+        e = _sub(ps, "Элемент")
+        _sub(e, "Ид", k)
+        _sub(e, "Название", v)
+    ds = _sub(root, "СлужбыДоставки")
+    for k, v in DELIVERIES.items():
+        e = _sub(ds, "Элемент")
+        _sub(e, "Ид", k)
+        _sub(e, "Название", v)
+    return etree.tostring(root, encoding=encoding, xml_declaration=True, pretty_print=True)
+
+
+# ---- import ----------------------------------------------------------------------------------------
+
+_STATUS_RE = re.compile(r"^\s*\[([A-Za-z0-9_]+)\]")
+
+
+def _status_id(value: str) -> str | None:
+    m = _STATUS_RE.match(value)
+    if m:
+        return m.group(1)
+    v = value.strip()
+    if v in STATUSES:
+        return v
+    for k, name in STATUSES.items():
+        if name.lower() == v.lower():
+            return k
+    return None
+
+
+def _upsert_counterparty(st: ShopState, cp: Any) -> User:
+    """Apply a counterparty from 1C (or syncd): requisites edits of an existing user, or a new user.
+
+    Partial counterparties are fine: only the elements present are applied.
+    """
+    u = st.find_user(cp.id, cp.inn if cp.inn and len(cp.inn) == 10 else None, cp.kpp, cp.email)
+    kw: dict[str, Any] = {}
+    company = u.kind == "company" if u is not None else cp.is_company
+    if company:
+        for attr, val in (("company_name", cp.name), ("full_name", cp.official_name or cp.full_name),
+                          ("inn", cp.inn), ("kpp", cp.kpp), ("ogrn", cp.ogrn), ("okpo", cp.okpo)):
+            if val is not None:
+                kw[attr] = val
+        legal = next((a for a in cp.addresses if a.kind == "ЮридическийАдрес"), None)
+        if legal and legal.presentation:
+            kw["legal_address"] = legal.presentation
+        if cp.bank_accounts:
+            kw["bank_accounts"] = [BankAccount(a.number, (a.bank.bic if a.bank else "") or "",
+                                               (a.bank.correspondent_account if a.bank else "") or "",
+                                               (a.bank.name if a.bank else "") or "",
+                                               (a.bank.address if a.bank else "") or "")
+                                   for a in cp.bank_accounts]
+        rep = next((r for r in cp.representatives if r.name), None)
+        if rep:
+            kw["contact_person"] = rep.name
+    else:
+        for k in ("last_name", "first_name", "middle_name", "inn"):
+            if getattr(cp, k) is not None:
+                kw[k] = getattr(cp, k)
+        if not (cp.last_name or cp.first_name) and cp.name and u is None:
+            parts = cp.name.split()
+            kw.update(last_name=parts[0], first_name=" ".join(parts[1:2]), middle_name=" ".join(parts[2:]))
+        addr = next((a for a in cp.addresses if a.presentation), None)
+        if addr:
+            kw["address"] = addr.presentation
+    if cp.email:
+        kw["email"] = cp.email
+    if cp.phone:
+        kw["phone"] = cp.phone
+    if u is None:
+        return st.add_user(xml_id=cp.id or "", kind="company" if company else "person", **kw)
+    for k, v in kw.items():              # orders are not re-exported for it (the change came from 1C)
+        setattr(u, k, v)
+    return u
+
+
+def _apply_document(st: ShopState, doc: Any) -> str:
+    """One order document from 1C/syncd. Returns "created" | "updated" | "skipped"."""
+    if doc.operation and doc.operation != "Заказ товара":
+        return "skipped"               # payments / shipments: not applied by the sandbox
+    o = st.find_order(doc.id)
+    buyer = None
+    if doc.counterparties:
+        buyer = _upsert_counterparty(st, doc.counterparties[0])
+    created = o is None
+    if o is None:
+        if buyer is None:
+            raise ValueError(f"document {doc.id}: a new order needs a counterparty")
+        oid = next(st._order_ids)
+        o = Order(oid, doc.id, str(oid), doc.date.astimezone(now().tzinfo) if doc.date else now(), buyer.id, [],
+                  version=0)
+        st.orders[oid] = o
+    elif buyer is not None:
+        o.user_id = buyer.id
+    if doc.items:
+        items = []
+        delivery = None
+        for it in doc.items:
+            if it.id == DELIVERY_ID:
+                delivery = it.sum if it.sum is not None else it.price
+                continue
+            qty = it.quantity if it.quantity is not None else Decimal(1)
+            price = it.price if it.price is not None else (it.sum / qty if it.sum is not None and qty else Decimal(0))
+            disc = sum((d.sum or Decimal(0) for d in it.discounts), Decimal(0))
+            rate = next((t.rate for t in it.taxes if t.rate), "20")
+            items.append(Item(it.id or "", it.name or "", money(price), qty, money(disc), rate or "20",
+                              (it.unit.name if it.unit and it.unit.name else "шт")))
+        o.items = items
+        if delivery is not None:
+            o.delivery_price = money(delivery)
+    if doc.comment is not None:
+        o.comment = doc.comment
+    if doc.currency:
+        o.currency = "RUB" if doc.currency.lower() in ("руб", "руб.", "rub", "643") else doc.currency
+    for name, value in doc.requisites:
+        v = (value or "").strip()
+        low = v.lower()
+        if name in ("Статус заказа", "Статуса заказа ИД") and v:
+            sid = _status_id(v)
+            if sid is None:
+                raise ValueError(f"document {doc.id}: unknown order status {v!r}")
+            if sid != o.status:
+                o.status, o.status_changed = sid, now()
+            if sid == "C":
+                o.canceled = True
+        elif name == "Заказ оплачен":
+            if low == "true" and not o.paid:
+                o.paid_sum, o.paid_at = o.total, o.paid_at or now()
+            elif low == "false" and o.paid:
+                o.paid_sum, o.paid_at = Decimal(0), None
+        elif name == "Сумма оплаты" and v:
+            o.paid_sum = money(v.replace(",", "."))
+        elif name == "Дата оплаты" and v:
+            try:
+                import datetime as _dt
+                o.paid_at = _dt.datetime.fromisoformat(v.replace("T", " ")).replace(tzinfo=now().tzinfo)
+            except ValueError:
+                pass
+        elif name == "Отменен":
+            o.canceled = low == "true"
+        elif name == "Причина отмены":
+            o.cancel_reason = v
+        elif name == "Номер по 1С":
+            o.onec_number = v
+        elif name == "Дата по 1С":
+            o.onec_date = v
+        elif name == "Проведен":
+            o.posted = low == "true"
+        elif name == "Номер отгрузки":
+            o.shipment_number = v
+        elif name == "Адрес доставки":
+            o.delivery_address = v
+        elif name == "Доставка разрешена":
+            o.delivery_allowed = low == "true"
+    if o.status == "C" and not o.canceled:
+        o.status = "N"
+    st.bump(o, from_1c=True)
+    return "created" if created else "updated"
+
+
+def import_orders(st: ShopState, data: bytes) -> dict[str, Any]:
+    """Apply an uploaded orders file; per-document errors are collected, the rest goes on."""
+    from syncd.commerceml.model import Rejected as CmlRejected
+    from syncd.commerceml.reader import iter_records
+
+    result: dict[str, Any] = {"created": [], "updated": [], "skipped": 0, "errors": []}
+    with st.lock:
+        for rec in iter_records(data, ("Документ", "Контрагент")):
+            if isinstance(rec, CmlRejected):
+                result["errors"].append(f"строка {rec.line}: {rec.reason}")
+                continue
+            if hasattr(rec, "items"):        # a Документ
+                try:
+                    outcome = _apply_document(st, rec)
+                except ValueError as e:
+                    result["errors"].append(str(e))
+                    continue
+                if outcome == "skipped":
+                    result["skipped"] += 1
+                else:
+                    result[outcome].append(rec.id)
+            else:                             # a root-level Контрагенты/Контрагент: requisites edits
+                _upsert_counterparty(st, rec)
+    return result
+
+
+def import_catalog(st: ShopState, data: bytes) -> dict[str, Any]:
+    """import.xml (goods) and offers.xml (prices, stock) into the product list."""
+    from syncd.commerceml.model import Offer, Product as CmlProduct, Rejected as CmlRejected
+    from syncd.commerceml.reader import iter_records
+
+    out: dict[str, Any] = {"products": 0, "offers": 0, "errors": []}
+    with st.lock:
+        for rec in iter_records(data, ("Товар", "Предложение")):
+            if isinstance(rec, CmlRejected):
+                out["errors"].append(f"строка {rec.line}: {rec.reason}")
+            elif isinstance(rec, CmlProduct):
+                p = st.products.get(rec.id)
+                if p is None:
+                    p = st.add_product(rec.id, rec.name or rec.id, 0)
+                p.name, p.sku, p.active = rec.name or p.name, rec.sku or p.sku, not rec.deleted
+                out["products"] += 1
+            elif isinstance(rec, Offer):
+                p = st.products.get(rec.product_id)
+                if p is None:
+                    p = st.add_product(rec.product_id, rec.name or rec.product_id, 0)
+                if rec.prices and rec.prices[0].price is not None:
+                    p.price = money(rec.prices[0].price)
+                if rec.quantity is not None:
+                    p.quantity = rec.quantity
+                out["offers"] += 1
+    return out
