@@ -1,0 +1,77 @@
+"""Engine level: a Syncer with the Bitrix24 connector (sandbox) and an in-memory system."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from b24helpers import new_portal
+from syncd.mapping import Mapper, load_mappings
+from syncd.pipeline.push import PushPolicy
+from syncd.sandbox.memory import MemoryConnector, MemorySystem
+from syncd.store import Store
+from syncd.sync import Syncer
+
+ROOT = Path(__file__).resolve().parents[3]
+
+MEMORY_SIDE = '''
+[[maps]]
+system = "mem"
+kind = "person"
+entity = "person"
+
+[maps.fields]
+"person.first_name" = "first_name"
+"person.last_name" = "last_name"
+"person.email" = "email"
+"person.phone" = "phone"
+"person.emails" = { field = "email", direction = "pull" }
+"person.phones" = { field = "phone", direction = "pull" }
+"person.comment" = "comment"
+"person.position" = "position"
+
+[identity.person]
+keys = ["email", "phone"]
+origin = ["mem", "crm"]
+
+[conflicts."*"]
+policy = "newest"
+'''
+
+
+def test_person_becomes_contact_once_and_edits_come_back_without_echo(sandbox, store: Store, tmp_path) -> None:
+    portal = new_portal(sandbox)
+    side = tmp_path / "mem.toml"
+    side.write_text(MEMORY_SIDE, encoding="utf-8")
+    mapper = Mapper(load_mappings([ROOT / "mappings" / "bitrix24.toml", side]))
+    mem = MemorySystem("mem", ("person",))
+    crm = portal.connector("crm")
+    syncer = Syncer(store, mapper, {"crm": crm, "mem": MemoryConnector("mem", mem)},
+                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0))
+
+    mem.edit("person", "m1", first_name="Иван", last_name="Петров", email="ivan@example.ru",
+             phone="+7 495 123-45-67")
+    syncer.until_quiet()
+    contacts = portal.rest("crm.contact.list", {"select": ["ID", "NAME", "LAST_NAME", "PHONE", "EMAIL",
+                                                            "ORIGINATOR_ID", "ORIGIN_ID"]})["result"]
+    assert len(contacts) == 1
+    c = contacts[0]
+    assert (c["NAME"], c["LAST_NAME"], c["ORIGINATOR_ID"]) == ("Иван", "Петров", "syncd")
+    assert c["ORIGIN_ID"].startswith("syncd-")
+    assert [p["VALUE"] for p in c["PHONE"]] == ["+7 495 123-45-67"]
+    assert [e["VALUE"] for e in c["EMAIL"]] == ["ivan@example.ru"]
+    quiet = syncer.pass_once()
+    assert (quiet.planned, quiet.pushed, quiet.created, quiet.updated) == (0, 0, 0, 0)
+
+    # a manager edits the contact in the portal; the edit reaches the memory system once
+    portal.ui_edit("contact", c["ID"], {"COMMENTS": "VIP, звонить после 18:00", "POST": "закупщик"})
+    mem_writes = mem.writes
+    syncer.until_quiet()
+    person = mem.objects["person"]["m1"]
+    assert person["comment"] == "VIP, звонить после 18:00" and person["position"] == "закупщик"
+    assert mem.writes == mem_writes + 1
+    portal.clear_log()
+    again = syncer.pass_once()
+    assert (again.planned, again.pushed, again.created, again.updated) == (0, 0, 0, 0)
+    methods = {e.get("method") for e in portal.log()["entries"]}
+    assert not {m for m in methods if m and m.endswith((".add", ".update", ".set"))}
+    assert len(portal.rest("crm.contact.list", {"select": ["ID"]})["result"]) == 1
