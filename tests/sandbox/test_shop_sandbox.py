@@ -1,0 +1,174 @@
+"""The sandbox shop through the network: exchange semantics (protocols.md §1) and the control API."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import requests
+
+from syncd.commerceml import iter_documents
+from syncd.sandbox.shop import start
+
+AUTH = ("1c_exchange", "secret")
+
+
+@pytest.fixture
+def shop() -> Iterator[dict]:
+    h = start(seed=4)
+    yield {"url": h.extra["exchange_url"], "base": h.url, "state": h.extra["state"]}
+    h.stop()
+
+
+def _lines(r: requests.Response) -> list[str]:
+    assert r.headers["content-type"] == "text/html; charset=windows-1251"
+    return r.content.decode("cp1251").split("\n")
+
+
+def _login(url: str, typ: str = "sale") -> tuple[dict[str, str], str, list[str]]:
+    r = requests.get(url, params={"type": typ, "mode": "checkauth"}, auth=AUTH)
+    lines = _lines(r)
+    assert lines[0] == "success" and lines[1] == "PHPSESSID"
+    assert lines[3].startswith("sessid=") and len(lines[3]) == len("sessid=") + 32
+    return {"PHPSESSID": lines[2]}, lines[3].split("=", 1)[1], lines
+
+
+def test_checkauth_wrong_password_is_failure_in_cp1251(shop: dict) -> None:
+    r = requests.get(shop["url"], params={"type": "sale", "mode": "checkauth"}, auth=("1c_exchange", "nope"))
+    lines = _lines(r)
+    assert lines[0] == "failure" and "Неверный" in lines[1]
+    r = requests.get(shop["url"], params={"type": "sale", "mode": "checkauth"})
+    assert _lines(r)[0] == "failure"
+
+
+def test_session_cookie_and_sessid_ratchet(shop: dict) -> None:
+    url = shop["url"]
+    _, _, cat = _login(url, "catalog")
+    assert cat[4].startswith("timestamp=")                       # catalog checkauth has a timestamp
+    cookies, sessid, sale = _login(url)
+    assert sale[4] == ""                                         # sale: no timestamp line
+    # no cookie -> failure
+    assert _lines(requests.get(url, params={"type": "sale", "mode": "init"}))[0] == "failure"
+    # cookie without sessid works before the ratchet; init without version: two lines only
+    r = requests.get(url, params={"type": "sale", "mode": "init"}, cookies=cookies)
+    assert _lines(r) == ["zip=no", "file_limit=204800", ""]
+    # a valid sessid flips the ratchet
+    r = requests.get(url, params={"type": "sale", "mode": "init", "version": "2.08", "sessid": sessid},
+                     cookies=cookies)
+    assert _lines(r) == ["zip=no", "file_limit=204800", f"sessid={sessid}", "version=2.09", ""]
+    r = requests.get(url, params={"type": "sale", "mode": "init"}, cookies=cookies)
+    assert _lines(r)[0] == "failure" and "source check" in _lines(r)[1]
+    r = requests.get(url, params={"type": "sale", "mode": "init", "sessid": "0" * 32}, cookies=cookies)
+    assert _lines(r)[0] == "failure"
+    # success with a cookie that is no session: `error`, not `failure`
+    r = requests.get(url, params={"type": "sale", "mode": "success", "sessid": sessid},
+                     cookies={"PHPSESSID": "bogus"})
+    assert _lines(r)[0] == "error"
+
+
+def test_query_reexports_until_success(shop: dict) -> None:
+    url = shop["url"]
+    cookies, sessid, _ = _login(url)
+    p = {"type": "sale", "sessid": sessid}
+    requests.get(url, params={**p, "mode": "init", "version": "2.08"}, cookies=cookies)
+    r = requests.get(url, params={**p, "mode": "query"}, cookies=cookies)
+    assert r.headers["content-type"] == "application/xml; charset=windows-1251"
+    assert r.content.startswith(b"<?xml version='1.0' encoding='windows-1251'?>")
+    docs = list(iter_documents(r.content))
+    assert len(docs) == 4 and all(d.status and d.status.startswith("[") for d in docs)
+    assert any("Кружка" in (i.name or "") or i.name for d in docs for i in d.items)
+    again = list(iter_documents(requests.get(url, params={**p, "mode": "query"}, cookies=cookies).content))
+    assert [d.id for d in again] == [d.id for d in docs]         # no success yet: the same orders
+    assert _lines(requests.get(url, params={**p, "mode": "success"}, cookies=cookies))[0] == "success"
+    assert list(iter_documents(requests.get(url, params={**p, "mode": "query"}, cookies=cookies).content)) == []
+    # a customer pays: that order alone is exported next
+    oid = docs[0].id
+    requests.post(f"{shop['base']}/_sandbox/orders/{oid}/pay", json={})
+    docs = list(iter_documents(requests.get(url, params={**p, "mode": "query"}, cookies=cookies).content))
+    assert [d.id for d in docs] == [oid] and docs[0].is_paid
+
+
+def test_file_chunks_and_import_update_the_order_book(shop: dict) -> None:
+    url, st = shop["url"], shop["state"]
+    cookies, sessid, _ = _login(url)
+    p = {"type": "sale", "sessid": sessid}
+    requests.get(url, params={**p, "mode": "init", "version": "2.08"}, cookies=cookies)
+    order = next(iter(st.orders.values()))
+    xml = f"""<?xml version="1.0" encoding="windows-1251"?>
+<КоммерческаяИнформация ВерсияСхемы="2.08" ДатаФормирования="2026-11-24T10:00:00">
+<Документ><Ид>{order.xml_id}</Ид><Номер>{order.number}</Номер><ХозОперация>Заказ товара</ХозОперация>
+<Комментарий>Изменено менеджером</Комментарий>
+<ЗначенияРеквизитов>
+<ЗначениеРеквизита><Наименование>Статус заказа</Наименование><Значение>[G] Готов к отгрузке</Значение></ЗначениеРеквизита>
+<ЗначениеРеквизита><Наименование>Номер по 1С</Наименование><Значение>УТ-000123</Значение></ЗначениеРеквизита>
+</ЗначенияРеквизитов></Документ></КоммерческаяИнформация>""".encode("cp1251")
+    half = len(xml) // 2
+    for off, chunk in ((0, xml[:half]), (0, xml[:half]), (half, xml[half:])):   # one chunk retried
+        r = requests.post(url, params={**p, "mode": "file", "filename": "orders.xml", "offset": off},
+                          data=chunk, cookies=cookies)
+        assert _lines(r)[0] == "success"
+    answers = []
+    for _ in range(5):
+        r = requests.get(url, params={**p, "mode": "import", "filename": "orders.xml"}, cookies=cookies)
+        answers.append(_lines(r)[0])
+        if answers[-1] != "progress":
+            break
+    assert answers == ["progress", "progress", "success"]
+    assert order.status == "G" and order.comment == "Изменено менеджером" and order.onec_number == "УТ-000123"
+    # an import is not exported back (UPDATED_1C) and the same Ид again does not duplicate
+    n = len(st.orders)
+    for _ in range(3):
+        requests.get(url, params={**p, "mode": "import", "filename": "orders.xml"}, cookies=cookies)
+    assert len(st.orders) == n
+    bad = requests.post(url, params={**p, "mode": "file", "filename": "../x.php"}, data=b"x", cookies=cookies)
+    assert _lines(bad)[0] == "failure"
+
+
+def test_control_api_place_pay_status_requisites_log(shop: dict) -> None:
+    base = shop["base"] + "/_sandbox"
+    o = requests.post(f"{base}/orders", json={
+        "user": {"kind": "company", "company_name": "ООО «Тест»", "inn": "7707083893", "kpp": "773601001",
+                 "email": "t@test.example", "phone": "+7 916 123 45 67"},
+        "items": [{"product_id": "9f1c2a10-0000-4c1e-8a00-000000000001", "quantity": 12}],
+        "delivery_price": 300}).json()
+    assert o["total"] == "6180.00" and o["status"] == "N"
+    o = requests.post(f"{base}/orders/{o['id']}/pay", json={"amount": "1000"}).json()
+    assert o["paid_sum"] == "1000.00" and not o["paid"]
+    o = requests.post(f"{base}/orders/{o['id']}/pay", json={}).json()
+    assert o["paid"] and o["status"] == "P"
+    o = requests.post(f"{base}/orders/{o['id']}/status", json={"status": "S"}).json()
+    assert o["status"] == "S"
+    u = requests.patch(f"{base}/users/{o['user_id']}", json={"kpp": "773601002"}).json()
+    assert u["kpp"] == "773601002"
+    assert requests.post(f"{base}/orders/{o['id']}/status", json={"status": "ZZ"}).status_code == 400
+    requests.get(shop["url"], params={"type": "sale", "mode": "checkauth"}, auth=AUTH)
+    log = requests.get(f"{base}/log").json()
+    assert log[-1]["mode"] == "checkauth" and log[-1]["answer"] == "success"
+    requests.patch(f"{base}/faults", json={"failure_next": 1})
+    r = requests.get(shop["url"], params={"type": "sale", "mode": "checkauth"}, auth=AUTH)
+    assert _lines(r)[0] == "failure"
+    requests.patch(f"{base}/faults", json={"fail_next": 1})
+    assert requests.get(shop["url"], params={"type": "sale", "mode": "checkauth"}, auth=AUTH).status_code == 503
+
+
+def test_sale_info_and_catalog_import(shop: dict) -> None:
+    url, st = shop["url"], shop["state"]
+    cookies, sessid, lines = _login(url, "catalog")
+    p = {"type": "catalog", "sessid": sessid}
+    requests.get(url, params={**p, "mode": "init"}, cookies=cookies)
+    offers = """<?xml version="1.0" encoding="UTF-8"?>
+<КоммерческаяИнформация ВерсияСхемы="2.08" ДатаФормирования="2026-11-24T10:00:00"><ПакетПредложений>
+<Предложения><Предложение><Ид>9f1c2a10-0000-4c1e-8a00-000000000001</Ид><Наименование>Кружка</Наименование>
+<Цены><Цена><ИдТипаЦены>1</ИдТипаЦены><ЦенаЗаЕдиницу>510.00</ЦенаЗаЕдиницу></Цена></Цены><Количество>40</Количество>
+</Предложение></Предложения></ПакетПредложений></КоммерческаяИнформация>""".encode()
+    requests.post(url, params={**p, "mode": "file", "filename": "offers.xml"}, data=offers, cookies=cookies)
+    for _ in range(3):
+        r = requests.get(url, params={**p, "mode": "import", "filename": "offers.xml"}, cookies=cookies)
+    assert _lines(r)[0] == "success"
+    assert str(st.products["9f1c2a10-0000-4c1e-8a00-000000000001"].price) == "510.00"
+    ts = lines[4].split("=", 1)[1]
+    assert _lines(requests.get(url, params={**p, "mode": "deactivate", "timestamp": ts}, cookies=cookies))[0] == "success"
+    assert _lines(requests.get(url, params={**p, "mode": "complete"}, cookies=cookies))[0] == "success"
+    c2, s2, _ = _login(url)
+    r = requests.get(url, params={"type": "sale", "mode": "info", "sessid": s2}, cookies=c2)
+    assert "Принят".encode("cp1251") in r.content
