@@ -23,5 +23,13 @@ connector = ConnectorType(
     "online shop over the CommerceML exchange (1C-Bitrix 1c_exchange.php and compatible): stream `orders` "
     "(user, company, product, order); writes order, user, company")
 
-__all__ = ["connector", "factory", "ShopConnector", "ShopSettings", "ExchangeClient", "parse_status", "STREAMS",
-           "WRITES"]
+__all__ = [
+    "STREAMS",
+    "WRITES",
+    "ExchangeClient",
+    "ShopConnector",
+    "ShopSettings",
+    "connector",
+    "factory",
+    "parse_status",
+]

@@ -24,19 +24,43 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import structlog
 
 from connectors.shop.client import Answer, ExchangeClient, Session, SessionLost
 from connectors.shop.settings import ShopSettings
-from syncd.commerceml import (Address, Bank, BankAccount, Contact, Counterparty, Discount, Document, Item,
-                              Representative, Tax, Unit, iter_documents, write_counterparties, write_orders)
+from syncd.commerceml import (
+    Address,
+    Bank,
+    BankAccount,
+    Contact,
+    Counterparty,
+    Discount,
+    Document,
+    Item,
+    Representative,
+    Tax,
+    Unit,
+    iter_documents,
+    write_counterparties,
+    write_orders,
+)
 from syncd.commerceml import Rejected as CmlRejected
 from syncd.commerceml.encoding import MOSCOW, parse_datetime
-from syncd.connector import (Batch, BaseConnector, Health, LiveSchema, RawRecord, Rejected, StreamSpec, WriteOp,
-                             WriteResult)
+from syncd.connector import (
+    BaseConnector,
+    Batch,
+    Health,
+    LiveSchema,
+    RawRecord,
+    Rejected,
+    StreamSpec,
+    WriteOp,
+    WriteResult,
+)
 from syncd.errors import BadInput, PermanentError, ProtocolError, TransientError
 
 log = structlog.get_logger("syncd.shop")

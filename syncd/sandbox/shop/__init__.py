@@ -86,8 +86,17 @@ from syncd.sandbox.shop.app import EXCHANGE_PATH, create_app
 from syncd.sandbox.shop.seed import seed_demo
 from syncd.sandbox.shop.state import STATUSES, Order, ShopError, ShopState, User
 
-__all__ = ["ShopState", "ShopError", "Order", "User", "STATUSES", "EXCHANGE_PATH", "create_app", "seed_demo",
-           "start"]
+__all__ = [
+    "EXCHANGE_PATH",
+    "STATUSES",
+    "Order",
+    "ShopError",
+    "ShopState",
+    "User",
+    "create_app",
+    "seed_demo",
+    "start",
+]
 
 
 def start(host: str = "127.0.0.1", port: int = 0, *, state: ShopState | None = None, seed: int | bool = 0,

@@ -59,10 +59,8 @@ def _clean_filename(name: str) -> str | None:
     """Strip the temp-dir / upload/1c/webdata prefixes 1C on Linux sends; refuse traversal and scripts."""
     name = name.replace("\\", "/")
     for prefix in ("upload/1c/webdata/", "/upload/1c/webdata/"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
-    if name.startswith("tmp/"):
-        name = name[4:]
+        name = name.removeprefix(prefix)
+    name = name.removeprefix("tmp/")
     p = PurePosixPath(name)
     if not name or p.is_absolute() or ".." in p.parts or p.suffix.lower() in SCRIPT_EXT:
         return None
@@ -134,10 +132,9 @@ class Exchange:
             return self._checkauth(request, typ, entry)
         sess = st.sessions.get(request.cookies.get(COOKIE, ""))
         entry["cookie_ok"] = sess is not None
-        if typ == "sale" and mode == "success":
+        if typ == "sale" and mode == "success" and sess is None:
             # the one place Bitrix answers `error` (not `failure`): the cookie is not the stored session
-            if sess is None:
-                return text("error")
+            return text("error")
         if sess is None:
             return text("failure", "Ошибка авторизации: сессия не найдена, выполните checkauth")
         if "sessid" in q:
@@ -398,4 +395,4 @@ def create_app(state: ShopState | None = None) -> Starlette:
     return app
 
 
-__all__ = ["create_app", "EXCHANGE_PATH", "Decimal"]
+__all__ = ["EXCHANGE_PATH", "Decimal", "create_app"]

@@ -124,7 +124,7 @@ class Item:
     name: str
     price: Decimal
     quantity: Decimal
-    discount: Decimal = Decimal("0")
+    discount: Decimal = Decimal(0)
     vat_rate: str = "20"
     unit: str = "шт"
     kind: str = "Товар"                   # Товар | Услуга
@@ -146,14 +146,14 @@ class Order:
     comment: str = ""
     status: str = "N"
     status_changed: dt.datetime | None = None
-    paid_sum: Decimal = Decimal("0")
+    paid_sum: Decimal = Decimal(0)
     paid_at: dt.datetime | None = None
     pay_system: str = "3"
     payment_doc: str = ""
     canceled: bool = False
     cancel_reason: str = ""
     delivery: str = "1"
-    delivery_price: Decimal = Decimal("0")
+    delivery_price: Decimal = Decimal(0)
     delivery_address: str = ""
     delivery_allowed: bool = False
     onec_number: str = ""
@@ -168,7 +168,7 @@ class Order:
 
     @property
     def total(self) -> Decimal:
-        return money(sum((i.sum for i in self.items), Decimal("0")) + self.delivery_price)
+        return money(sum((i.sum for i in self.items), Decimal(0)) + self.delivery_price)
 
     @property
     def paid(self) -> bool:
@@ -453,5 +453,23 @@ class ShopState:
         return orders_document(self, [o], encoding="utf-8").decode("utf-8")
 
 
-__all__ = ["ShopState", "ShopError", "User", "Order", "Item", "Product", "BankAccount", "Faults", "Session",
-           "STATUSES", "DELIVERIES", "PAY_SYSTEMS", "DELIVERY_ID", "TZ", "now", "money", "fmt", "etree"]
+__all__ = [
+    "DELIVERIES",
+    "DELIVERY_ID",
+    "PAY_SYSTEMS",
+    "STATUSES",
+    "TZ",
+    "BankAccount",
+    "Faults",
+    "Item",
+    "Order",
+    "Product",
+    "Session",
+    "ShopError",
+    "ShopState",
+    "User",
+    "etree",
+    "fmt",
+    "money",
+    "now",
+]

@@ -14,8 +14,20 @@ from typing import Any
 
 from lxml import etree
 
-from syncd.sandbox.shop.state import (DELIVERIES, DELIVERY_ID, PAY_SYSTEMS, STATUSES, BankAccount, Item, Order,
-                                      ShopState, User, fmt, money, now)
+from syncd.sandbox.shop.state import (
+    DELIVERIES,
+    DELIVERY_ID,
+    PAY_SYSTEMS,
+    STATUSES,
+    BankAccount,
+    Item,
+    Order,
+    ShopState,
+    User,
+    fmt,
+    money,
+    now,
+)
 
 ROOT = "КоммерческаяИнформация"
 
@@ -387,7 +399,9 @@ def import_orders(st: ShopState, data: bytes) -> dict[str, Any]:
 
 def import_catalog(st: ShopState, data: bytes) -> dict[str, Any]:
     """import.xml (goods) and offers.xml (prices, stock) into the product list."""
-    from syncd.commerceml.model import Offer, Product as CmlProduct, Rejected as CmlRejected
+    from syncd.commerceml.model import Offer
+    from syncd.commerceml.model import Product as CmlProduct
+    from syncd.commerceml.model import Rejected as CmlRejected
     from syncd.commerceml.reader import iter_records
 
     out: dict[str, Any] = {"products": 0, "offers": 0, "errors": []}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -140,10 +141,10 @@ def test_s1_order_becomes_order_and_customer_success_after_commit(world: dict[st
     assert store.count("entities", type="order") == 1 and store.count("entities", type="person") == 1
     eid = store.find_entity("shop", "order", str(o["id"]))
     ent = store.entity(eid)["fields"]
-    assert ent["order.status"] == "new" and ent["order.total"] == Decimal("6180")
-    assert ent["order.delivery_price"] == Decimal("300") and ent["order.from_shop"] is True
+    assert ent["order.status"] == "new" and ent["order.total"] == Decimal(6180)
+    assert ent["order.delivery_price"] == Decimal(300) and ent["order.from_shop"] is True
     assert [(i["name"], i["quantity"], i["price"]) for i in ent["order.items"]] == [
-        ("Кружка керамическая 350 мл", Decimal("12"), Decimal("490"))]
+        ("Кружка керамическая 350 мл", Decimal(12), Decimal(490))]
     person = store.entity(ent["order.customer"])["fields"]
     assert person["person.email"] == "ivan.petrov@mail.example"
     assert person["person.phone"] in ("+74951234567", "8 (495) 123-45-67")
@@ -180,7 +181,7 @@ def test_s2_crm_change_reaches_shop_order_book(world: dict[str, Any]) -> None:
     deal_id, deal = next(iter(crm.objects["order"].items()))
     items = [dict(i) for i in deal["items"]]
     items[0]["quantity"] = Decimal(5)                # the manager changes a quantity and a price
-    items[1]["price"] = Decimal("1190")
+    items[1]["price"] = Decimal(1190)
     crm.edit("order", deal_id, status="READY", items=items)
     settle(syncer, store)
     order = st.orders[o["id"]]
