@@ -247,15 +247,27 @@ def build_tick(rules_cfg: Mapping[str, Any], store: Store, connectors: Mapping[s
     return RuleSet(rules_cfg, store, connectors).tick
 
 
-def explain(rules_cfg: Mapping[str, Any], entity: Mapping[str, Any], *, store: Store | None = None,
+def explain(rules_cfg: Mapping[str, Any], entity: Mapping[str, Any] | str, *, store: Store | None = None,
             connectors: Mapping[str, Any] | None = None) -> list[str]:
-    """Which rules match a record, in order, and what each would do (nothing is changed)."""
+    """Which rules match a record, in order, and what each would do (nothing is changed).
+
+    `entity` is a flat canonical record, a store entity ({id, type, fields}), or — with `store` —
+    an entity id. With `store` (and `connectors`) the client, loads and users are looked up too.
+    """
     rs = RuleSet(rules_cfg, store, connectors)
+    if isinstance(entity, str):
+        if store is None:
+            raise ValueError("an entity id needs `store`")
+        found = store.entity(entity)
+        if found is None:
+            raise KeyError(f"no entity {entity}")
+        entity = found
     if store is not None:
-        with store.begin() as conn:
-            lines = rs.explain(entity, conn=conn)
-            conn.rollback()
-            return lines
+        with store.engine.connect() as conn:     # read only: never committed
+            try:
+                return rs.explain(entity, conn=conn)
+            finally:
+                conn.rollback()
     return rs.explain(entity)
 
 

@@ -404,3 +404,22 @@ def test_round_robin_pointer_is_atomic_across_instances_on_postgres(pg_url: str)
 def test_round_robin_pointer_is_atomic_on_sqlite(tmp_path) -> None:
     got = _hammer(f"sqlite:///{tmp_path}/p.db", 4, 25)
     assert sorted(got) == list(range(100))
+
+
+def test_explain_a_stored_entity_changes_nothing(store: Store) -> None:
+    rules = {"defaults": DEFAULTS, "stages": STAGES,
+             **assign_rules([{"strategy": "keep"}, {"name": "rr", "strategy": "round_robin", "group": ["1", "3"]}])}
+    w = World(store, rules)
+    w.remote["shop"].edit("person", "p1", name="Клиент", email="k@example.ru", responsible="7")
+    w.remote["shop"].edit("order", "o1", **order(1, customer_id="p1", paid_percent="100"))
+    w.syncer.until_quiet()
+    eid = w.entity_id("shop", "order", "o1")
+    pointer = store.kv_get("rules:rr:order:rr")
+    lines = explain(rules, eid, store=store, connectors=w.conns)
+    text = "\n".join(lines)
+    assert "assign: order.responsible is already '7'" in text
+    assert "stage rule 'invoice paid'" in text
+    fresh = {"type": "order", "fields": {"order.total": Decimal(1)}}
+    text = "\n".join(explain(rules, fresh, store=store, connectors=w.conns))
+    assert "assign: #1 keep: no known client" in text and "assign: rr: round robin over 1, 3 -> 1" in text
+    assert store.kv_get("rules:rr:order:rr") == pointer
