@@ -65,6 +65,11 @@ def mapping_doc(rules: dict[str, Any]) -> dict[str, Any]:
             {"system": "crm", "kind": "person", "entity": "person", "fields": crm_person},
             {"system": "crm", "kind": "company", "entity": "company", "fields": company},
             {"system": "crm", "kind": "order", "entity": "order", "fields": crm_order},
+            {"system": "shop", "kind": "lead", "entity": "lead", "fields": {
+                "lead.title": "title", "lead.email": "email", "lead.form": "form", "lead.source": "source"}},
+            {"system": "crm", "kind": "lead", "entity": "lead", "fields": {
+                "lead.title": "title", "lead.email": "email", "lead.form": "form", "lead.source": "source",
+                "lead.responsible": "responsible"}},
             {"system": "crm", "kind": "task", "entity": "task", "direction": "push", "fields": {
                 "task.title": "title", "task.responsible": "responsible", "task.deadline": "deadline",
                 "task.order": "order_id", "task.person": "person_id", "task.company": "company_id",
@@ -85,8 +90,8 @@ class World:
         ms = parse_mapping_doc(mapping_doc(rules), "test")
         validate_set(ms)
         self.mapper = Mapper(ms)
-        self.remote = remote or {"shop": MemorySystem("shop", ("person", "order")),
-                                 "crm": MemorySystem("crm", ("person", "company", "order", "task"))}
+        self.remote = remote or {"shop": MemorySystem("shop", ("person", "order", "lead")),
+                                 "crm": MemorySystem("crm", ("person", "company", "order", "lead", "task"))}
         self.crm = CrmConnector("crm", self.remote["crm"], users)
         self.conns = {"shop": MemoryConnector("shop", self.remote["shop"]), "crm": self.crm}
         self.ruleset = RuleSet(ms.rules, store, self.conns, rng=random.Random(seed))

@@ -423,3 +423,33 @@ def test_explain_a_stored_entity_changes_nothing(store: Store) -> None:
     text = "\n".join(explain(rules, fresh, store=store, connectors=w.conns))
     assert "assign: #1 keep: no known client" in text and "assign: rr: round robin over 1, 3 -> 1" in text
     assert store.kv_get("rules:rr:order:rr") == pointer
+
+
+def test_leads_are_assigned_by_their_own_chain(store: Store) -> None:
+    rules = {"assign": {"lead": {"system": "crm", "chain": [
+        {"when": "lead.form == 'callback'", "manager": "5"},
+        {"strategy": "round_robin", "group": ["1", "3"]}]}},
+        "defaults": {"lead": {"lead.source": "WEB"}}}
+    w = World(store, rules)
+    w.remote["shop"].edit("lead", "f1", title="Перезвоните", email="a@example.ru", form="callback")
+    w.remote["shop"].edit("lead", "f2", title="Вопрос", email="b@example.ru", form="question")
+    w.syncer.until_quiet()
+    leads = {o["title"]: o for o in w.remote["crm"].objects["lead"].values()}
+    assert leads["Перезвоните"]["responsible"] == "5" and leads["Вопрос"]["responsible"] == "1"
+    assert {o["source"] for o in leads.values()} == {"WEB"}
+    assert w.syncer.pass_once().pushed == 0
+
+
+def test_timer_notice_goes_through_the_crm(store: Store) -> None:
+    import datetime as dt
+    rules = {"assign": {"order": {"system": "crm", "chain": [{"manager": "3"}]}},
+             "timers": [{"name": "stuck", "when": "order.stage == 'NEW'", "after": "2d",
+                         "notify": "Сделка {order.number} два дня в стадии NEW"}],
+             "defaults": {"order": {"order.stage": "NEW"}}}
+    w = World(store, rules)
+    w.remote["shop"].edit("order", "o1", **order(1))
+    w.syncer.until_quiet()
+    now = dt.datetime.now(dt.UTC)
+    assert w.tick(now + dt.timedelta(days=3)) == 1
+    assert w.tick(now + dt.timedelta(days=4)) == 0
+    assert w.crm.notices == [("3", "Сделка A-1 два дня в стадии NEW")]
