@@ -7,6 +7,7 @@ Webhooks call `trigger(system, stream)` to run a stream's job now instead of at 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 import structlog
@@ -31,6 +32,8 @@ class Scheduler:
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
         self._stopping = False
         runtime.trigger_hook = self.trigger
+        # "skipped: maximum number of running instances reached" is our design (max_instances=1), not news
+        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
     def _run_stream(self, system: str, stream: str) -> None:
         if self._stopping:
