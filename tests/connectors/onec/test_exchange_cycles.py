@@ -1,0 +1,138 @@
+"""Full exchange cycles over the network: memory CRM -> syncd -> 1C client and back (S6, S7)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from onechelpers import World, crm_deal
+
+
+def _deal(world: World, number: str = "D-1001") -> dict:
+    return world.crm.objects["order"][f"deal-{number}"]
+
+
+def test_deal_marked_for_1c_reaches_1c_with_its_counterparty(world: World) -> None:
+    r = crm_deal(world)
+    crm_deal(world, number="D-2002", to_1c=False, seed=2)
+    world.sync()
+    # every CRM company is queued, but only the marked deal; a company goes to 1C with its first order
+    assert sorted(d["kind"] for _, d in world.onec.queue.pending()) == ["counterparty", "counterparty", "order"]
+    c = world.client()
+    out = c.run_cycle()
+    assert out["received"] == 1
+    order = c.db.order("D-1001")
+    assert order.id.startswith("syncd-")            # 1C keeps the Ид syncd gave it
+    assert order.total == Decimal("5880.00") and order.operation == "Заказ товара"
+    assert [it.name for it in order.items] == ["Кружка керамическая 350 мл"]
+    assert order.items[0].quantity == Decimal("12")
+    assert order.status == "Принят"
+    assert order.requisite("Метод оплаты") == "Безналичный расчет"
+    cp = order.counterparties[0]
+    assert (cp.inn, cp.kpp, cp.ogrn) == (r["inn"], r["kpp"], r["ogrn"])
+    assert cp.bank_accounts[0].number == r["account"] and cp.bank_accounts[0].bank.bic == r["bik"]
+    assert c.db.counterparty(r["inn"]).name == 'ООО "Ромашка-1"'
+    assert len(c.db.counterparties) == 1              # the other deal's company waits for an order
+    # acknowledged: never served again
+    assert world.onec.queue.size() == 1
+    assert c.run_cycle()["received"] == 0
+    assert world.onec.health().ok and "1 documents" in world.onec.health().detail
+
+
+def test_payment_and_shipment_in_1c_reach_the_crm_deal(world: World) -> None:
+    crm_deal(world)
+    world.sync()
+    c = world.client()
+    c.run_cycle()
+    c.pay("D-1001", "5880.00")
+    c.ship("D-1001", "РН-0042")
+    c.post("D-1001", "ЗК-000123")
+    c.sign_documents("D-1001")
+    out = c.run_cycle()
+    assert out["uploaded"] == 3 and out["import"][0] == "success"
+    eid = world.store.find_entity("crm", "order", "deal-D-1001")
+    f = world.store.entity(eid)["fields"]
+    assert f["order.paid"] is True and f["order.shipped"] is True
+    assert f["order.shipment_number"] == "РН-0042" and f["order.onec_number"] == "ЗК-000123"
+    assert f["order.posted"] is True and f["order.signed"] is True
+    assert f["order.paid_at"].year >= 2024
+    world.sync()
+    deal = _deal(world)
+    assert deal["paid"] == "true" and deal["shipped"] == "true" and deal["shipment_no"] == "РН-0042"
+    assert deal["signed"] == "true" and deal["number_1c"] == "ЗК-000123" and deal["paid_at"]
+    # no echo: 1C is not sent its own changes back, and the next cycle is quiet
+    assert world.onec.queue.size() == 0
+    out = c.run_cycle()
+    assert out["received"] == 0 and out["uploaded"] == 0
+
+
+def test_counterparty_first_seen_in_1c_goes_to_review(world: World) -> None:
+    from onechelpers import requisites
+
+    r = requisites(7)
+    c = world.client()
+    c.new_counterparty("ООО \"Неизвестный\"", inn=r["inn"], kpp=r["kpp"], email="info@neizvestny.example")
+    out = c.run_cycle()
+    assert out["import"][0] == "success"
+    items = world.store.list_review()
+    assert len(items) == 1 and items[0]["system"] == "onec" and items[0]["type"] == "company"
+    assert "may not introduce" in items[0]["reason"]
+    assert world.store.count("entities", type="company") == 0
+    world.sync()
+    assert world.crm.objects["company"] == {}
+
+
+def test_requisites_edit_in_1c_reaches_the_crm_and_back(world: World) -> None:
+    from onechelpers import requisites
+
+    r = crm_deal(world)
+    world.sync()
+    c = world.client()
+    c.run_cycle()
+    new = requisites(99)
+    c.edit_requisites(r["inn"], kpp=new["kpp"], legal_address="105005, Москва, ул. Бауманская, д. 7",
+                      bank_account={"account": make_acc(r["bik"]), "bik": r["bik"], "corr_account": r["corr"],
+                                    "bank_name": "ПАО Сбербанк"})
+    c.run_cycle()
+    world.sync()
+    co = world.crm.objects["company"]["co-1"]
+    assert co["kpp"] == new["kpp"] and co["address"] == "105005, Москва, ул. Бауманская, д. 7"
+    assert {b["acc"] for b in co["banks"]} == {r["account"], make_acc(r["bik"])}
+    # ... and the other way: a manager edits the company in the CRM, 1C gets it with the next query
+    world.crm.edit("company", "co-1", address="190000, Санкт-Петербург, Невский пр., д. 1", phone="+78121234567")
+    world.sync()
+    out = c.run_cycle()
+    assert out["received"] == 1
+    cp = c.db.counterparty(r["inn"])
+    assert [a.presentation for a in cp.addresses if a.kind == "ЮридическийАдрес"] == [
+        "190000, Санкт-Петербург, Невский пр., д. 1"]
+    assert cp.kpp == new["kpp"] and cp.phone == "+78121234567"
+
+
+def make_acc(bik: str) -> str:
+    import random
+
+    from syncd.keys.generate import make_account
+    return make_account(bik, rng=random.Random(5))
+
+
+def test_catalog_and_offers_from_1c_update_products_zip_and_chunks(world_factory) -> None:
+    world = world_factory(file_limit=1024)
+    c = world.client()
+    for i in range(30):
+        c.set_product(f"Кружка керамическая {i} — синяя", sku=f"MUG-{i:03d}", price=f"{490 + i}.00", stock=12)
+    out = c.run_cycle()
+    assert out["catalog"]["imported"][0][0] == "success"
+    file_calls = [x for x in c.log if x[:2] == ("catalog", "file")]
+    assert len(file_calls) > 1                        # chunked by file_limit
+    assert any(x[:2] == ("catalog", "import") and x[2] == "progress" for x in c.log)
+    from sqlalchemy import select
+
+    from syncd import schema
+    from syncd.store import tables as t
+    with world.store.engine.connect() as conn:
+        prods = [schema.decode(f) for (f,) in conn.execute(select(t.entities.c.fields).where(
+            t.entities.c.type == "product"))]
+    assert len(prods) == 30
+    p = next(p for p in prods if p["product.sku"] == "MUG-003")
+    assert p["product.price"] == Decimal("493.00") and p["product.name"] == "Кружка керамическая 3 — синяя"
+    assert "product.stock" not in p                     # stock stays in 1C unless mapped
