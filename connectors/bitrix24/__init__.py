@@ -23,5 +23,14 @@ connector = ConnectorType(
     "writes deal, contact, company (+requisites), lead, product, task, comment, notify; outbound events at "
     "POST /hooks/bitrix24/<system>")
 
-__all__ = ["connector", "factory", "Bitrix24Connector", "Bitrix24Settings", "Bitrix24Client", "LeakyBucket",
-           "php_query", "STREAMS", "WRITES"]
+__all__ = [
+    "STREAMS",
+    "WRITES",
+    "Bitrix24Client",
+    "Bitrix24Connector",
+    "Bitrix24Settings",
+    "LeakyBucket",
+    "connector",
+    "factory",
+    "php_query",
+]

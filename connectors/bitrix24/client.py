@@ -19,8 +19,9 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -222,7 +223,7 @@ class Bitrix24Client:
         self.session = session or requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "syncd-bitrix24"})
         # keep our bucket a little under the portal's so clock skew never tips it over
-        self.bucket = LeakyBucket(settings.rate, max(1.0, min(settings.burst - 5, settings.burst * 0.9)))
+        self.bucket = LeakyBucket(settings.rate, max(1.0, settings.burst - min(5.0, max(1.0, settings.burst * 0.05))))
         self._refresh_lock = threading.Lock()
         self.calls = 0                     # HTTP requests sent (for the benchmark and tests)
         self.limit_hits = 0
@@ -291,7 +292,7 @@ class Bitrix24Client:
         try:
             data = r.json()
             if not isinstance(data, dict):
-                raise ValueError("not an object")
+                raise ValueError("not an object")  # noqa: TRY004 - handled just below
         except ValueError:
             if r.status_code == 200 or r.status_code >= 500 or r.status_code == 429:
                 raise _Retryable(f"{method}: HTTP {r.status_code}, not a JSON answer "

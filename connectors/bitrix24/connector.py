@@ -20,16 +20,27 @@ import datetime as dt
 import re
 import secrets
 import threading
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from connectors.bitrix24.client import PAGE, BatchResult, Bitrix24Client, chunks, ref
+from connectors.bitrix24.client import PAGE, BatchResult, Bitrix24Client, ref
 from connectors.bitrix24.settings import Bitrix24Settings
-from syncd.connector import (Batch, BaseConnector, ConnectorContext, Health, LiveSchema, RawRecord, Route,
-                             StreamSpec, WriteOp, WriteResult)
+from syncd.connector import (
+    BaseConnector,
+    Batch,
+    ConnectorContext,
+    Health,
+    LiveSchema,
+    RawRecord,
+    Route,
+    StreamSpec,
+    WriteOp,
+    WriteResult,
+)
 from syncd.errors import BadInput, PermanentError, TransientError
 
 log = structlog.get_logger("syncd.bitrix24")
@@ -52,6 +63,7 @@ WRITES = frozenset({"deal", "contact", "company", "lead", "product", "task", "co
 EVENT_STREAMS = {"DEAL": "deals", "CONTACT": "contacts", "COMPANY": "companies", "LEAD": "leads",
                  "REQUISITE": "companies", "BANKDETAIL": "companies"}
 REQ_OWNER_COMPANY = 4
+LOOKUP_KEYS = 500          # external keys per look-up command (`@ORIGIN_ID` list)
 ADDRESS_OWNER_REQUISITE = 8
 ADDRESS_LEGAL = 6
 
@@ -68,12 +80,12 @@ def parse_bx_time(v: Any) -> dt.datetime | None:
         d = dt.datetime.fromisoformat(s)
     except ValueError:
         return None
-    return d if d.tzinfo else d.replace(tzinfo=dt.timezone.utc)
+    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
 
 
 def utc_version(v: Any) -> str | None:
     d = parse_bx_time(v)
-    return d.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00") if d else None
+    return d.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00") if d else None
 
 
 def parse_cursor(cursor: str | None) -> tuple[dt.datetime | None, int, str | None]:
@@ -232,7 +244,7 @@ class Bitrix24Connector(BaseConnector):
         ct, cid, rq_cur = parse_cursor(cursor)
         overlap = dt.timedelta(seconds=self.settings.page_overlap_seconds)
         if since is not None:
-            since = since if since.tzinfo else since.replace(tzinfo=dt.timezone.utc)
+            since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
             start: str | None = since.isoformat(timespec="seconds")
         elif ct is not None:
             start = (ct - overlap).isoformat(timespec="seconds")
@@ -392,20 +404,36 @@ class Bitrix24Connector(BaseConnector):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def lookup(self, kind: str, keys: Sequence[str]) -> dict[str, str]:
-        """external_key -> ID of records syncd created (ORIGINATOR_ID/ORIGIN_ID), ≤ 50 keys per command."""
+        """external_key -> ID of records syncd created (ORIGINATOR_ID/ORIGIN_ID).
+
+        Up to LOOKUP_KEYS keys per command, all commands in one call; a command that returns a
+        full page (50) is paged on with `>ID` (start=-1, no counting).
+        """
         out: dict[str, str] = {}
         keys = list(dict.fromkeys(keys))
         if not keys:
             return out
-        cmds = {f"k{i}": (f"crm.{kind}.list", {
-            "filter": {"ORIGINATOR_ID": ORIGINATOR, "@ORIGIN_ID": keys[i:i + PAGE]},
-            "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}, "start": -1})
-            for i in range(0, len(keys), PAGE)}
-        res = self.client.batch(cmds) if len(cmds) > 1 else None
-        for k, (method, params) in cmds.items():
-            rows = _rows(res.get(k, connector=self.name) if res else self.client.call(method, params).result)
-            for r in rows:
-                out.setdefault(str(r["ORIGIN_ID"]), str(r["ID"]))
+        chunks_ = {f"k{i}": keys[i:i + LOOKUP_KEYS] for i in range(0, len(keys), LOOKUP_KEYS)}
+
+        def params(ks: list[str], after: int = 0) -> dict[str, Any]:
+            flt: dict[str, Any] = {"ORIGINATOR_ID": ORIGINATOR, "@ORIGIN_ID": ks}
+            if after:
+                flt[">ID"] = after
+            return {"filter": flt, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}, "start": -1}
+
+        method = f"crm.{kind}.list"
+        if len(chunks_) == 1:
+            pages = {"k0": _rows(self.client.call(method, params(keys)).result)}
+        else:
+            res = self.client.batch({k: (method, params(ks)) for k, ks in chunks_.items()})
+            pages = {k: _rows(res.get(k, connector=self.name)) for k in chunks_}
+        for k, rows in pages.items():
+            while True:
+                for r in rows:
+                    out.setdefault(str(r["ORIGIN_ID"]), str(r["ID"]))
+                if len(rows) < PAGE:
+                    break
+                rows = _rows(self.client.call(method, params(chunks_[k], int(rows[-1]["ID"]))).result)
         return out
 
     def _prepare_crm(self, op: WriteOp, ext: str | None, current: Mapping[str, Any] | None
@@ -608,7 +636,7 @@ class Bitrix24Connector(BaseConnector):
                 fast.append(i)
             else:
                 try:
-                    out[i] = self.write(ops[i])
+                    out[i] = self.write(op)
                 except (TransientError, PermanentError, BadInput) as exc:
                     out[i] = exc
         # look up the keys of creates, per kind
@@ -618,19 +646,11 @@ class Bitrix24Connector(BaseConnector):
             if ext[i] is None:
                 by_kind.setdefault(ops[i].kind, []).append(i)
         if by_kind:
-            cmds: dict[str, tuple[str, Mapping[str, Any]]] = {}
-            for kind, idx in by_kind.items():
-                keys = list(dict.fromkeys(ops[i].external_key for i in idx))
-                for j in range(0, len(keys), PAGE):
-                    cmds[f"{kind}:{j}"] = (f"crm.{kind}.list", {
-                        "filter": {"ORIGINATOR_ID": ORIGINATOR, "@ORIGIN_ID": keys[j:j + PAGE]},
-                        "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}, "start": -1})
             try:
-                res = self.client.batch(cmds)
                 found: dict[tuple[str, str], str] = {}
-                for k in cmds:
-                    for r in _rows(res.get(k, connector=self.name)):
-                        found.setdefault((k.split(":")[0], str(r["ORIGIN_ID"])), str(r["ID"]))
+                for kind, idx in by_kind.items():
+                    for key, xid in self.lookup(kind, [ops[i].external_key for i in idx]).items():
+                        found[(kind, key)] = xid
             except (TransientError, PermanentError) as exc:
                 for idx in by_kind.values():
                     for i in idx:
@@ -647,21 +667,43 @@ class Bitrix24Connector(BaseConnector):
                     out[i] = self.write(ops[i])
                 except (TransientError, PermanentError, BadInput) as exc:
                     out[i] = exc
-        # writes: groups of dependent commands, packed ≤ 50 per call; then read back DATE_MODIFY
-        groups: list[dict[str, tuple[str, Mapping[str, Any]]]] = []
-        meta: dict[int, str] = {}
+        # writes: groups of dependent commands, packed ≤ 50 per call; a call with room to spare
+        # also reads back DATE_MODIFY of what it wrote (versions are optional: a full call skips it)
+        groups: list[tuple[int, dict[str, tuple[str, Mapping[str, Any]]]]] = []
         for i in fast:
             op = ops[i]
             fields, pseudo = self._prepare_crm(op, ext[i], None)
-            cmds_i, id_ref = self._crm_cmds(op, f"o{i}", ext[i], fields, pseudo)
-            meta[i] = id_ref
-            if cmds_i:
-                groups.append(cmds_i)
+            cmds_i, _ = self._crm_cmds(op, f"o{i}", ext[i], fields, pseudo)
+            groups.append((i, cmds_i))
+        packed: list[tuple[list[int], dict[str, tuple[str, Mapping[str, Any]]]]] = []
+        for i, g in groups:
+            if not packed or len(packed[-1][1]) + len(g) > PAGE:
+                packed.append(([], {}))
+            packed[-1][0].append(i)
+            packed[-1][1].update(g)
         results: dict[str, Any] = {}
         errors: dict[str, Exception] = {}
-        for chunk in chunks(groups):
+        versions: dict[int, Any] = {}
+        for members, chunk in packed:
+            spare = PAGE - len(chunk)
+            vkeys: dict[str, list[int]] = {}
+            for i in members:
+                if spare <= 0:
+                    break
+                kind = ops[i].kind
+                if f"v_{kind}" not in vkeys:
+                    if spare < 1:
+                        continue
+                    vkeys[f"v_{kind}"] = []
+                    spare -= 1
+                vkeys[f"v_{kind}"].append(i)
+            cmds = dict(chunk)
+            for vk, idx in vkeys.items():
+                cmds[vk] = (f"crm.{vk[2:]}.list", {
+                    "filter": {"@ID": [ref(f"o{i}w") if ext[i] is None else ext[i] for i in idx]},
+                    "select": ["ID", "DATE_MODIFY"], "start": -1})
             try:
-                res = self.client.batch(chunk, halt=0, retry=False)
+                res = self.client.batch(cmds, halt=0, retry=False)
             except (TransientError, PermanentError) as exc:
                 for k in chunk:
                     errors[k] = exc
@@ -671,34 +713,18 @@ class Bitrix24Connector(BaseConnector):
                     results[k] = res.get(k, connector=self.name)
                 except (TransientError, PermanentError) as exc:
                     errors[k] = exc
-        ids: dict[int, str] = {}
+            for vk, idx in vkeys.items():
+                got = {str(r["ID"]): r.get("DATE_MODIFY") for r in _rows(res.results.get(vk))}
+                for i in idx:
+                    key = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
+                    versions[i] = got.get(key)
         for i in fast:
             err = errors.get(f"o{i}w") or errors.get(f"o{i}r")
             if err is not None:
                 out[i] = err
                 continue
-            ids[i] = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
-        # versions: one list command per 50 records of a kind
-        versions: dict[tuple[str, str], dict[str, Any]] = {}
-        vcmds: dict[str, tuple[str, Mapping[str, Any]]] = {}
-        per_kind: dict[str, list[str]] = {}
-        for i, x in ids.items():
-            per_kind.setdefault(ops[i].kind, []).append(x)
-        for kind, xs in per_kind.items():
-            for j in range(0, len(xs), PAGE):
-                vcmds[f"{kind}:{j}"] = (f"crm.{kind}.list", {"filter": {"@ID": [int(x) for x in xs[j:j + PAGE]]},
-                                                             "select": ["ID", "DATE_MODIFY"], "start": -1})
-        if vcmds:
-            try:
-                res = self.client.batch(vcmds)
-                for k in vcmds:
-                    for r in _rows(res.results.get(k)):
-                        versions[(k.split(":")[0], str(r["ID"]))] = r
-            except (TransientError, PermanentError):
-                pass        # versions are an optimisation; the next pull brings them
-        for i, x in ids.items():
-            rec = versions.get((ops[i].kind, x), {})
-            out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(rec.get("DATE_MODIFY")))
+            x = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
+            out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(versions.get(i)))
         return [x if x is not None else PermanentError("not written", connector=self.name) for x in out]
 
     # -- live schema ----------------------------------------------------------------------------------
@@ -781,10 +807,10 @@ class Bitrix24Connector(BaseConnector):
         if stream is None:
             return JSONResponse({"ok": True, "ignored": event})
         eid = form.get("data[FIELDS][ID]")
-        if event.startswith(("ONCRMREQUISITE", "ONCRMBANKDETAIL")) and eid:
-            if event.startswith("ONCRMREQUISITE"):
-                with self._lock:
-                    self._dirty_requisites.add(str(eid))
+        if event.startswith("ONCRMREQUISITE") and eid:
+            # an address edit fires this without touching DATE_MODIFY: remember the requisite
+            with self._lock:
+                self._dirty_requisites.add(str(eid))
         self._schedule(stream)
         log.info("portal_event", system=self.name, bx_event=event, id=eid, stream=stream)
         return JSONResponse({"ok": True, "stream": stream})
@@ -817,4 +843,4 @@ class Bitrix24Connector(BaseConnector):
         self.client.close()
 
 
-__all__ = ["Bitrix24Connector", "STREAMS", "WRITES"]
+__all__ = ["STREAMS", "WRITES", "Bitrix24Connector"]

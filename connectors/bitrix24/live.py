@@ -7,7 +7,8 @@ of fields the LiveSchema has no value set for.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from syncd.connector import LiveSchema
 

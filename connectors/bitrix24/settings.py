@@ -52,7 +52,7 @@ class Bitrix24Settings(BaseModel):
     transient_retries: int = Field(3, ge=0)     # 5xx/timeout retries of read-only calls in the client
 
     @model_validator(mode="after")
-    def _auth(self) -> "Bitrix24Settings":
+    def _auth(self) -> Bitrix24Settings:
         if self.webhook_url is not None:
             url = check_url(self.webhook_url.get_secret_value(), "webhook_url")
             if "/rest/" not in url:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
-
 from b24helpers import Portal, new_portal
+
 from syncd.sandbox.bitrix24 import start
 
 

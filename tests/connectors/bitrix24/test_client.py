@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-
 from b24helpers import State, new_portal, op
+
 from connectors.bitrix24 import Bitrix24Client, Bitrix24Connector, Bitrix24Settings, php_query
 from connectors.bitrix24.client import classify, ref
 from syncd.errors import PermanentError, TransientError

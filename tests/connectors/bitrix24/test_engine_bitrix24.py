@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from b24helpers import new_portal
+
 from syncd.mapping import Mapper, load_mappings
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import MemoryConnector, MemorySystem
