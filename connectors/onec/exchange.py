@@ -239,8 +239,9 @@ class Exchange:
         if name not in files and len(files) >= self.s.max_files:
             raise Refused(f"too many files in one exchange (limit {self.s.max_files})")
         if sess["uploaded"] + len(body) > self.s.max_upload:
-            self._path(sess, name).unlink(missing_ok=True)
-            files.pop(name, None)
+            self._path(sess, name).unlink(missing_ok=True)      # the file is lost anyway: drop it
+            gone = files.pop(name, None)
+            sess["uploaded"] -= gone["size"] if gone else 0
             raise Refused(f"upload is over the limit of {self.s.max_upload} bytes per exchange")
         info = files.setdefault(name, {"size": 0, "last": None, "chunks": 0})
         digest = hashlib.sha256(body).hexdigest()
@@ -330,7 +331,7 @@ class Exchange:
             else:
                 st["finished"] = True
         except ProtocolError as exc:
-            records.append(Rejected(f"{target}: {exc}",
+            records.append(Rejected(f"{target}: {exc}",  # str(exc) starts with "line N" when known
                                     kind="file", line=getattr(exc, "line", None)))
             st["finished"] = True
         if records:
@@ -348,7 +349,9 @@ class Exchange:
         version = f"{st['seq']:08d}{index:08d}"
         try:
             if isinstance(obj, CmlRejected):
-                return [Rejected(obj.reason, kind=_KINDS.get(obj.kind, obj.kind), external_id=obj.record_id,
+                # the line goes into the reason too: the quarantine keeps reason and raw
+                return [Rejected(f"line {obj.line}: {obj.reason}" if obj.line else obj.reason,
+                                 kind=_KINDS.get(obj.kind, obj.kind), external_id=obj.record_id,
                                  line=obj.line, raw=obj.raw)]
             if isinstance(obj, Document):
                 return self._document(obj, version)
