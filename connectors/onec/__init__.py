@@ -25,5 +25,13 @@ connector = ConnectorType(
     "reads orders (payments, shipments, statuses, requisites), counterparties, catalog and offers; "
     "queues orders and counterparties for 1C's mode=query")
 
-__all__ = ["connector", "factory", "OneCConnector", "OneCSettings", "Exchange", "clean_filename", "COOKIE",
-           "WRITES"]
+__all__ = [
+    "COOKIE",
+    "WRITES",
+    "Exchange",
+    "OneCConnector",
+    "OneCSettings",
+    "clean_filename",
+    "connector",
+    "factory",
+]

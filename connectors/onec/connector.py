@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from syncd.commerceml import Counterparty, CmlWriter, MOSCOW
+from syncd.commerceml import MOSCOW, CmlWriter, Counterparty
 from syncd.commerceml.writer import counterparty_element, document_element
-from syncd.connector import (BaseConnector, ConnectorContext, Health, LiveSchema, Route, WriteOp,
-                             WriteResult)
+from syncd.connector import BaseConnector, ConnectorContext, Health, LiveSchema, Route, WriteOp, WriteResult
 from syncd.errors import PermanentError
 
 from . import convert
@@ -63,7 +63,7 @@ class OneCConnector(BaseConnector):
 
     def health(self) -> Health:
         last = self.ctx.state_get("last_exchange")
-        when = (dt.datetime.fromtimestamp(last, dt.timezone.utc).isoformat(timespec="seconds")
+        when = (dt.datetime.fromtimestamp(last, dt.UTC).isoformat(timespec="seconds")
                 if last else "never")
         return Health(True, f"{self.queue.size()} documents waiting for 1C; last exchange {when}")
 

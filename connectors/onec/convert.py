@@ -29,11 +29,25 @@ names become ``ЗначенияРеквизитов`` rows.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from syncd.commerceml import (MOSCOW, Address, Bank, BankAccount, Contact, Counterparty, Document, Item,
-                              Offer, Product, Tax, Unit, parse_datetime)
+from syncd.commerceml import (
+    MOSCOW,
+    Address,
+    Bank,
+    BankAccount,
+    Contact,
+    Counterparty,
+    Document,
+    Item,
+    Offer,
+    Product,
+    Tax,
+    Unit,
+    parse_datetime,
+)
 from syncd.connector import RawRecord
 from syncd.errors import BadInput
 

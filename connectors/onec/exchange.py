@@ -17,16 +17,16 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from syncd.commerceml import (Counterparty, Document, Offer, PriceType, Product, read_header,
-                              safe_unzip)
+from syncd.commerceml import Counterparty, Document, Offer, PriceType, Product, read_header, safe_unzip
 from syncd.commerceml import Rejected as CmlRejected
 from syncd.commerceml.reader import iter_records
 from syncd.commerceml.safety import SCRIPT_EXTENSIONS, is_zip
@@ -45,7 +45,7 @@ MODES = {
     "catalog": {"checkauth", "init", "file", "import", "deactivate", "complete"},
     "sale": {"checkauth", "init", "file", "import", "query", "success", "info"},
 }
-_PREFIXES = re.compile(r"^(?:/?tmp/+|/?upload/1c/webdata/*)", re.I)
+_PREFIXES = re.compile(r"^(?:/?tmp/+|/?upload/1c/webdata/*)", re.IGNORECASE)
 
 
 class Refused(Exception):
@@ -80,7 +80,7 @@ def _now() -> float:
 class Exchange:
     """The protocol state machine of one 1C integration."""
 
-    def __init__(self, conn: "OneCConnector") -> None:
+    def __init__(self, conn: OneCConnector) -> None:
         self.c = conn
         self.s = conn.settings
         self.ctx = conn.ctx
@@ -112,7 +112,7 @@ class Exchange:
             return self._answer(exc.status, exc.reason)
         except ProtocolError as exc:
             return self._answer("failure", str(exc))
-        except Exception as exc:  # noqa: BLE001 - 1C gets a status line, the log gets the error
+        except Exception as exc:
             log.exception("onec_error", type=typ, mode=mode)
             return self._answer("failure", f"internal error: {type(exc).__name__}")
 

@@ -8,17 +8,34 @@ import io
 import threading
 import uuid
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 
-from syncd.commerceml import (MOSCOW, Address, Bank, BankAccount, CmlWriter, Counterparty, Document,
-                              Offer, Price, PriceType, Product)
+from syncd.commerceml import (
+    MOSCOW,
+    Address,
+    Bank,
+    BankAccount,
+    CmlWriter,
+    Counterparty,
+    Document,
+    Offer,
+    Price,
+    PriceType,
+    Product,
+)
 from syncd.commerceml.reader import iter_records
-from syncd.commerceml.writer import (counterparty_element, document_element, offer_element,
-                                     price_type_element, product_element)
+from syncd.commerceml.writer import (
+    counterparty_element,
+    document_element,
+    offer_element,
+    price_type_element,
+    product_element,
+)
 
 PAYMENT_OP = "Выплата безналичных денег"
 SHIPMENT_OP = "Отпуск товара"
@@ -409,14 +426,13 @@ class OneCClient:
 
     def _offers_xml(self) -> bytes:
         buf = io.BytesIO()
-        with self._writer(buf) as w:
-            with w.section("ПакетПредложений", {"СодержитТолькоИзменения": "false"}):
-                w.text("Ид", "catalog-1#")
-                w.text("Наименование", "Пакет предложений (Основной каталог товаров)")
-                w.text("ИдКаталога", "catalog-1")
-                with w.section("ТипыЦен"):
-                    w.write(price_type_element(PriceType("retail", "Розничная", "RUB")))
-                with w.section("Предложения"):
-                    for o in self.db.offers.values():
-                        w.write(offer_element(o))
+        with self._writer(buf) as w, w.section("ПакетПредложений", {"СодержитТолькоИзменения": "false"}):
+            w.text("Ид", "catalog-1#")
+            w.text("Наименование", "Пакет предложений (Основной каталог товаров)")
+            w.text("ИдКаталога", "catalog-1")
+            with w.section("ТипыЦен"):
+                w.write(price_type_element(PriceType("retail", "Розничная", "RUB")))
+            with w.section("Предложения"):
+                for o in self.db.offers.values():
+                    w.write(offer_element(o))
         return self._finish(buf)

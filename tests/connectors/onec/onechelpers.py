@@ -131,7 +131,7 @@ class World:
     server: ServerHandle | None = None
     clients: list[OneCClient] = field(default_factory=list)
 
-    def start(self) -> "World":
+    def start(self) -> World:
         """(Re)build the endpoint on the same store and spool, and serve it (a daemon (re)start)."""
         if self.server is not None:
             self.server.stop()

@@ -24,7 +24,7 @@ def test_deal_marked_for_1c_reaches_1c_with_its_counterparty(world: World) -> No
     assert order.id.startswith("syncd-")            # 1C keeps the Ид syncd gave it
     assert order.total == Decimal("5880.00") and order.operation == "Заказ товара"
     assert [it.name for it in order.items] == ["Кружка керамическая 350 мл"]
-    assert order.items[0].quantity == Decimal("12")
+    assert order.items[0].quantity == Decimal(12)
     assert order.status == "Принят"
     assert order.requisite("Метод оплаты") == "Безналичный расчет"
     cp = order.counterparties[0]

@@ -9,10 +9,11 @@ from io import BytesIO
 
 import httpx
 import pytest
+from onechelpers import LOGIN, PASSWORD, World, crm_deal
 
 from connectors.onec import COOKIE, clean_filename
 from connectors.onec.exchange import Refused
-from onechelpers import LOGIN, PASSWORD, World, crm_deal
+from syncd.errors import PermanentError
 from syncd.sandbox.onec import OneCExchangeError
 
 AUTH = (LOGIN, PASSWORD)
@@ -204,7 +205,7 @@ def test_write_is_idempotent_per_op_id(world: World) -> None:
     r2 = world.onec.write(op)
     assert r1.external_id == r2.external_id == "syncd-e1"
     assert world.onec.queue.get("syncd-e1")["rev"] == 1 and world.onec.queue.size() == 1
-    with pytest.raises(Exception):
+    with pytest.raises(PermanentError):
         world.onec.write(WriteOp("op-2", "onec", "task", "create", "task", "t1", None, {}, "syncd-t1"))
 
 
