@@ -736,7 +736,7 @@ class Bitrix24Connector(BaseConnector):
             cmds[f"u_{k}"] = (f"crm.{k}.userfield.list", {})
         cmds["cats"] = ("crm.category.list", {"entityTypeId": 2})
         cmds["stages"] = ("crm.status.list", {"order": {"SORT": "ASC"}})
-        cmds["users"] = ("user.get", {"filter": {"ACTIVE": True}})
+        cmds["users"] = ("user.get", {})
         cmds["pf"] = ("crm.product.fields", {})
         res = c.batch(cmds)
         schema = LiveSchema()
