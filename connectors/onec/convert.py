@@ -29,7 +29,7 @@ names become ``ЗначенияРеквизитов`` rows.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -108,10 +108,16 @@ def counterparty_fields(cp: Counterparty) -> dict[str, Any]:
     return f
 
 
-def counterparty_record(cp: Counterparty, version: str | None) -> RawRecord:
+KnownKind = Callable[[str], Any]
+
+
+def counterparty_record(cp: Counterparty, version: str | None, known: KnownKind | None = None) -> RawRecord:
+    """`known(Ид)` names the kind syncd sent it as (an ИП sent as a company stays a company)."""
     if not cp.id:
         raise BadInput("<Контрагент> without <Ид>")
-    return RawRecord(counterparty_kind(cp), cp.id, counterparty_fields(cp), version=version)
+    kind = (known(cp.id) if known else None) or counterparty_kind(cp)
+    return RawRecord(kind, cp.id, counterparty_fields(cp), version=version,
+                     stamp=cp.id if cp.id.startswith("syncd-") else None)
 
 
 def _item_fields(it: Item) -> dict[str, Any]:
@@ -132,7 +138,8 @@ def _item_fields(it: Item) -> dict[str, Any]:
     return f
 
 
-def order_record(doc: Document, version: str | None) -> tuple[list[RawRecord], RawRecord]:
+def order_record(doc: Document, version: str | None, known: KnownKind | None = None
+                 ) -> tuple[list[RawRecord], RawRecord]:
     """An order document -> (its counterparties' records, the order record)."""
     assert doc.id
     f: dict[str, Any] = {"Ид": doc.id}
@@ -146,7 +153,7 @@ def order_record(doc: Document, version: str | None) -> tuple[list[RawRecord], R
     for cp in doc.counterparties:
         if not cp.id:
             continue
-        rec = counterparty_record(cp, version)
+        rec = counterparty_record(cp, version, known)
         cps.append(rec)
         key = "Контрагент" if rec.kind == "counterparty" else "Покупатель"
         f.setdefault(key, cp.id)

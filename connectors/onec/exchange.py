@@ -356,7 +356,7 @@ class Exchange:
             if isinstance(obj, Document):
                 return self._document(obj, version)
             if isinstance(obj, Counterparty):
-                rec = convert.counterparty_record(obj, version)
+                rec = convert.counterparty_record(obj, version, self._known_kind)
                 self._observe([rec])
                 return [rec]
             if isinstance(obj, Product):
@@ -393,12 +393,16 @@ class Exchange:
                                                stamp=order_id if order_id.startswith("syncd-") else None)]
             self._observe(recs)
             return list(recs)
-        cps, order = convert.order_record(doc, version)
+        cps, order = convert.order_record(doc, version, self._known_kind)
         self._observe([*cps, order])
         if doc.number:
             self.ctx.state_set(f"number:{doc.number}", doc.id)
         self.ctx.state_set(f"seen_order:{doc.id}", True)
         return [*cps, order]
+
+    def _known_kind(self, ext: str) -> str | None:
+        doc = self.c.queue.get(ext)
+        return doc["kind"] if doc is not None and doc["kind"] in ("counterparty", "person") else None
 
     def _observe(self, recs: list[RawRecord]) -> None:
         from .connector import jsonable
