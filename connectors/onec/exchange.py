@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("syncd.onec")
 
 COOKIE = "SYNCD1CSESSID"
+SEEN_FILE = ".seen-products"           # product Ид read in this exchange (per session folder)
+KNOWN_FILE = ".known-products"         # product Ид 1C ever sent (spool root; kept across exchanges)
 MODES = {
     "catalog": {"checkauth", "init", "file", "import", "deactivate", "complete"},
     "sale": {"checkauth", "init", "file", "import", "query", "success", "info"},
@@ -94,6 +96,10 @@ class Exchange:
         typ, mode = (q.get("type") or "").lower(), (q.get("mode") or "").lower()
         body = b""
         if mode == "file":
+            sess = self.ctx.state_get("session") or {}
+            cookie = request.cookies.get(COOKIE) or ""
+            if not sess or not secrets.compare_digest(cookie, sess.get("cookie", "")):
+                return self._answer("failure", "not authorized: call mode=checkauth first")   # body unread
             try:
                 body = await self._read_body(request)
             except ClientDisconnect:
@@ -117,7 +123,7 @@ class Exchange:
             return self._answer("failure", f"internal error: {type(exc).__name__}")
 
     async def _read_body(self, request: Request) -> bytes:
-        cap = self.s.max_upload
+        cap = min(self.s.max_upload, max(4 * self.s.file_limit, 16 * 1024**2))   # 1C sends file_limit chunks
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > cap:
             raise Refused(f"upload of {declared} bytes is over the limit of {cap}")
@@ -188,6 +194,8 @@ class Exchange:
     def _clean_spool(self) -> None:
         if self.spool.is_dir():
             for p in self.spool.iterdir():
+                if p.name == KNOWN_FILE:
+                    continue
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def _session(self, request: Request, mode: str, typ: str) -> dict[str, Any]:
@@ -313,7 +321,7 @@ class Exchange:
             except ProtocolError:
                 pass
         key = (sess["cookie"], target)
-        it, pos = self._iters.get(key, (None, 0))
+        it, pos = self._iters.pop(key, (None, 0))    # put back only after a step that went through
         if it is None or pos != st["done"]:
             it = iter_records(path)
             if st["done"]:
@@ -339,9 +347,7 @@ class Exchange:
             st["records"] += len(records)
             st["quarantined"] += getattr(counts, "quarantined", 0)
         st["done"] = pos + n
-        if st["finished"]:
-            self._iters.pop(key, None)
-        else:
+        if not st["finished"]:
             self._iters[key] = (it, st["done"])
 
     def _convert(self, obj: Any, st: dict[str, Any], index: int, typ: str,
@@ -360,10 +366,7 @@ class Exchange:
                 self._observe([rec])
                 return [rec]
             if isinstance(obj, Product):
-                seen = self.ctx.state_get("catalog_ids", [])
-                if obj.id not in seen:
-                    self.ctx.state_set("catalog_ids", seen + [obj.id])
-                sess.setdefault("seen", []).append(obj.id)
+                self._note_product(sess, obj.id)
                 if st["full"]:
                     sess["full_catalog"] = True
                 return [convert.product_record(obj, version)]
@@ -399,6 +402,19 @@ class Exchange:
             self.ctx.state_set(f"number:{doc.number}", doc.id)
         self.ctx.state_set(f"seen_order:{doc.id}", True)
         return [*cps, order]
+
+    def _note_product(self, sess: dict[str, Any], pid: str) -> None:
+        """Remember a catalog product id: in this exchange, and among all goods 1C ever sent."""
+        for path in (self._dir(sess) / SEEN_FILE, self.spool / KNOWN_FILE):
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(pid.replace("\n", " ") + "\n")
+
+    @staticmethod
+    def _read_ids(path: Path) -> list[str]:
+        try:
+            return [x for x in path.read_text("utf-8").splitlines() if x]
+        except FileNotFoundError:
+            return []
 
     def _known_kind(self, ext: str) -> str | None:
         doc = self.c.queue.get(ext)
@@ -443,13 +459,15 @@ class Exchange:
             raise Refused("timestamp is required")
         n = 0
         if sess.get("full_catalog"):
-            seen = set(sess.get("seen", []))
-            gone = [pid for pid in self.ctx.state_get("catalog_ids", []) if pid not in seen]
-            if gone:
+            # a full catalog (СодержитТолькоИзменения=false) was imported: goods 1C no longer lists
+            seen = set(self._read_ids(self._dir(sess) / SEEN_FILE))
+            known = set(self._read_ids(self.spool / KNOWN_FILE))
+            gone = sorted(known - seen)
+            for i in range(0, len(gone), 500):
                 self.ctx.ingest(Batch("import:catalog", [RawRecord("product", pid, {"Ид": pid, "Активен": "false"})
-                                                         for pid in gone]))
-                self.ctx.state_set("catalog_ids", sorted(seen))
-                n = len(gone)
+                                                         for pid in gone[i:i + 500]]))
+            (self.spool / KNOWN_FILE).write_text("".join(f"{x}\n" for x in sorted(seen)), "utf-8")
+            n = len(gone)
         return self._answer("success", f"deactivated {n} products")
 
     def _m_complete(self, request: Request, typ: str, sess: dict[str, Any], body: bytes) -> Response:

@@ -22,7 +22,7 @@ class OneCSettings(BaseModel):
     zip: bool = True                            # offer zip uploads at init
     spool_dir: str | None = None                # default: <daemon state_dir>/onec/<system name>
     session_ttl: float = Field(3600.0, gt=0)    # s a cookie stays valid after its last use
-    lock_timeout: float = Field(300.0, gt=0)    # s an unfinished exchange holds the endpoint while idle
+    lock_timeout: float = Field(120.0, gt=0)    # s an unfinished exchange holds the endpoint while idle
     max_upload: int = Field(512 * 1024**2, ge=1)   # bytes uploaded per exchange (all files)
     max_files: int = Field(100, ge=1)           # files uploaded per exchange
     version: Literal["2.03", "2.04", "2.05", "2.07", "2.08", "2.09", "2.10"] = "2.08"  # answered at init

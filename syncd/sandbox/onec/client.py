@@ -113,6 +113,7 @@ class OneCClient:
         self._lock = threading.Lock()
         self._cookie: tuple[str, str] | None = None
         self._sessid: str | None = None
+        self._timestamp: str | None = None
         self.last: dict[str, Any] = {}
 
     def close(self) -> None:
@@ -224,6 +225,14 @@ class OneCClient:
             self._catalog_dirty = True
             return p
 
+    def remove_product(self, sku: str) -> None:
+        """Take a good out of the catalog (the next full upload does not list it)."""
+        with self._lock:
+            for pid in [p.id for p in self.db.products.values() if p.sku == sku]:
+                self.db.products.pop(pid)
+                self.db.offers.pop(pid, None)
+            self._catalog_dirty = True
+
     def _set(self, order_number: str, **reqs: str) -> None:
         with self._lock:
             order = self.db.order(order_number)
@@ -250,6 +259,8 @@ class OneCClient:
         files = {"import.xml": self._catalog_xml(), "offers.xml": self._offers_xml()}
         self._upload("catalog", files, zip_ok, limit)
         answers = [self.import_file("catalog", name) for name in files]
+        if self._timestamp:                      # newer 1C: goods not in a full upload are deactivated
+            self._call("catalog", "deactivate", timestamp=self._timestamp)
         self._call("catalog", "complete")
         self._catalog_dirty = False
         return {"imported": answers}
@@ -284,6 +295,7 @@ class OneCClient:
             raise OneCExchangeError("failure", f"short checkauth answer {lines!r}", "checkauth")
         self._cookie = (lines[1], lines[2])
         self._sessid = lines[3].partition("=")[2] if len(lines) > 3 and lines[3].startswith("sessid=") else None
+        self._timestamp = next((x.partition("=")[2] for x in lines[3:] if x.startswith("timestamp=")), None)
         return lines
 
     def init(self, typ: str) -> tuple[bool, int]:

@@ -136,3 +136,26 @@ def test_catalog_and_offers_from_1c_update_products_zip_and_chunks(world_factory
     p = next(p for p in prods if p["product.sku"] == "MUG-003")
     assert p["product.price"] == Decimal("493.00") and p["product.name"] == "Кружка керамическая 3 — синяя"
     assert "product.stock" not in p                     # stock stays in 1C unless mapped
+
+
+def test_full_catalog_upload_deactivates_goods_1c_no_longer_lists(world: World) -> None:
+    c = world.client()
+    for sku in ("A-1", "A-2", "A-3"):
+        c.set_product(f"Товар {sku}", sku=sku, price="100.00")
+    c.run_cycle()
+    c.remove_product("A-2")
+    c.set_product("Товар A-1 (новая упаковка)", sku="A-1", price="110.00")
+    c.run_cycle()
+    assert ("catalog", "deactivate", "success") in c.log
+    by_sku = {}
+    from sqlalchemy import select
+
+    from syncd import schema
+    from syncd.store import tables as t
+    with world.store.engine.connect() as conn:
+        for (f,) in conn.execute(select(t.entities.c.fields).where(t.entities.c.type == "product")):
+            d = schema.decode(f)
+            by_sku[d["product.sku"]] = d
+    assert by_sku["A-2"]["product.active"] is False
+    assert by_sku["A-1"]["product.active"] is True and by_sku["A-1"]["product.price"] == Decimal("110.00")
+    assert by_sku["A-1"]["product.name"] == "Товар A-1 (новая упаковка)"
