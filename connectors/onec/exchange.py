@@ -265,10 +265,19 @@ class Exchange:
         sess["uploaded"] += len(body)
         sess["finished"] = False
         sess["imports"].pop(name, None)
+        if typ == "sale" and not sess.get("version") and not is_zip(path):
+            # the old sale protocol (no `version` at init): the posted file is imported at once
+            for _ in range(1_000_000):
+                status, msg = self._import(sess, typ, name)
+                if status == "success":
+                    return self._answer("success", msg)
         return self._answer("success")
 
     def _m_import(self, request: Request, typ: str, sess: dict[str, Any], body: bytes) -> Response:
-        name = clean_filename(request.query_params.get("filename"))
+        return self._answer(*self._import(sess, typ, clean_filename(request.query_params.get("filename"))))
+
+    def _import(self, sess: dict[str, Any], typ: str, name: str) -> tuple[str, str]:
+        """One step of importing `name`: ("progress", msg) until done, then ("success", msg)."""
         # 1. unpack uploaded archives, one per call
         for fname in sorted(sess["files"]):
             if fname in sess["unzipped"]:
@@ -282,7 +291,7 @@ class Exchange:
                     raise Refused(f"{fname}: {exc}") from None
                 base = self._dir(sess).resolve()
                 sess["unzipped"][fname] = sorted(str(x.resolve().relative_to(base)) for x in out)
-                return self._answer("progress", f"unpacked {fname}: {len(out)} files")
+                return "progress", f"unpacked {fname}: {len(out)} files"
             sess["unzipped"][fname] = None
         # 2. the XML files this call imports
         if sess["unzipped"].get(name):
@@ -299,7 +308,7 @@ class Exchange:
                 continue
             self._import_step(sess, typ, target, st)
             if not st["finished"]:
-                return self._answer("progress", f"{target}: {st['done']} records read")
+                return "progress", f"{target}: {st['done']} records read"
         total = sum(sess["imports"][t]["records"] for t in targets)
         bad = sum(sess["imports"][t]["quarantined"] for t in targets)
         if all(v.get("finished") for v in sess["imports"].values()) and all(
@@ -307,7 +316,7 @@ class Exchange:
                 if not f.lower().endswith((".jpg", ".jpeg", ".png", ".gif", ".webp"))):
             sess["finished"] = typ == "sale"       # catalog waits for `complete`
         msg = f"imported {total} records" + (f", {bad} quarantined" if bad else "")
-        return self._answer("success", msg)
+        return "success", msg
 
     def _import_step(self, sess: dict[str, Any], typ: str, target: str, st: dict[str, Any]) -> None:
         path = self._path(sess, target)

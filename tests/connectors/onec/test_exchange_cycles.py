@@ -47,6 +47,7 @@ def test_payment_and_shipment_in_1c_reach_the_crm_deal(world: World) -> None:
     c.ship("D-1001", "РН-0042")
     c.post("D-1001", "ЗК-000123")
     c.sign_documents("D-1001")
+    c.set_status("D-1001", "Отгружен")
     out = c.run_cycle()
     assert out["uploaded"] == 3 and out["import"][0] == "success"
     eid = world.store.find_entity("crm", "order", "deal-D-1001")
@@ -59,6 +60,7 @@ def test_payment_and_shipment_in_1c_reach_the_crm_deal(world: World) -> None:
     deal = _deal(world)
     assert deal["paid"] == "true" and deal["shipped"] == "true" and deal["shipment_no"] == "РН-0042"
     assert deal["signed"] == "true" and deal["number_1c"] == "ЗК-000123" and deal["paid_at"]
+    assert deal["stage"] == "EXECUTING"                 # 1C's «Отгружен» -> shipped -> the deal's stage
     # no echo: 1C is not sent its own changes back, and the next cycle is quiet
     assert world.onec.queue.size() == 0
     out = c.run_cycle()
@@ -159,3 +161,20 @@ def test_full_catalog_upload_deactivates_goods_1c_no_longer_lists(world: World) 
     assert by_sku["A-2"]["product.active"] is False
     assert by_sku["A-1"]["product.active"] is True and by_sku["A-1"]["product.price"] == Decimal("110.00")
     assert by_sku["A-1"]["product.name"] == "Товар A-1 (новая упаковка)"
+
+
+def test_query_and_upload_files_validate_against_the_schema(world: World) -> None:
+    from syncd.commerceml import validate
+
+    crm_deal(world)
+    world.sync()
+    data, served = world.onec.render_query()
+    assert len(served) == 2
+    assert data.startswith(b'<?xml version="1.0" encoding="windows-1251"?>')
+    assert validate(data) == []
+    c = world.client()
+    c.run_cycle()
+    c.pay("D-1001", "100.00")
+    up = c._orders_xml([c.db.order("D-1001")], list(c._linked), [])
+    assert up.startswith(b"\xef\xbb\xbf")             # 1C's BOM, even before a windows-1251 declaration
+    assert validate(up) == []

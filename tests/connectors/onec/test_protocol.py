@@ -113,7 +113,7 @@ def test_catalog_deactivate_needs_timestamp_and_complete_ends(world: World) -> N
                                   "x.phtml", ".htaccess", "nul\x00.xml", ""])
 def test_traversal_and_script_names_are_refused(world: World, name: str) -> None:
     h, s = _session(world)
-    _call(world, h, s, "sale", "init")
+    _call(world, h, s, "sale", "init", version="2.08")
     lines = _call(world, h, s, "sale", "file", body=b"<x/>", filename=name)
     assert lines[0] == "failure" and len(lines) == 2
     assert not any((world.tmp / "etc").exists() for _ in [0])
@@ -132,7 +132,7 @@ def test_bitrix_prefixes_are_stripped() -> None:
 def test_oversized_upload_and_too_many_files_fail(world_factory) -> None:
     world = world_factory(max_upload=4096, max_files=2)
     h, s = _session(world)
-    _call(world, h, s, "sale", "init")
+    _call(world, h, s, "sale", "init", version="2.08")
     lines = _call(world, h, s, "sale", "file", body=b"x" * 5000, filename="big.xml")
     assert lines[0] == "failure" and "limit" in lines[1]
     assert _call(world, h, s, "sale", "file", body=b"x" * 3000, filename="a.xml") == ["success"]
@@ -147,7 +147,7 @@ def test_oversized_upload_and_too_many_files_fail(world_factory) -> None:
 
 def test_zip_bomb_and_zip_traversal_fail_at_import(world: World) -> None:
     h, s = _session(world)
-    _call(world, h, s, "sale", "init")
+    _call(world, h, s, "sale", "init", version="2.08")
     buf = BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("../../evil.xml", "<x/>")
@@ -252,7 +252,7 @@ def test_crash_mid_upload_then_restart_resumes_cleanly(world_factory) -> None:
 
 def test_repeated_chunk_is_not_appended_twice(world: World) -> None:
     h, s = _session(world)
-    _call(world, h, s, "sale", "init")
+    _call(world, h, s, "sale", "init", version="2.08")
     body = ('<?xml version="1.0" encoding="UTF-8"?><КоммерческаяИнформация ВерсияСхемы="2.08">'
             '<Контрагенты><Контрагент><Ид>x1</Ид><Наименование>Иванов Иван</Наименование></Контрагент>'
             '</Контрагенты></КоммерческаяИнформация>').encode()
@@ -310,3 +310,14 @@ def test_utf8_endpoint_answers_utf8_and_query_has_bom(world_factory) -> None:
     assert r.headers["content-type"] == "application/xml; charset=utf-8"
     assert r.content.startswith(b"\xef\xbb\xbf<?xml") and "Ромашка".encode() in r.content
     assert c.query() == 1
+
+
+def test_old_sale_protocol_imports_the_posted_file_at_once(world: World) -> None:
+    h, s = _session(world)
+    assert _call(world, h, s, "sale", "init") == ["zip=yes", f"file_limit={world.onec.settings.file_limit}"]
+    body = ('<?xml version="1.0" encoding="windows-1251"?><КоммерческаяИнформация ВерсияСхемы="2.03">'
+            '<Контрагенты><Контрагент><Ид>old-1</Ид><Наименование>Петров Пётр</Наименование></Контрагент>'
+            '</Контрагенты></КоммерческаяИнформация>').encode("cp1251")
+    lines = _call(world, h, s, "sale", "file", body=body, filename="orders.xml")
+    assert lines == ["success", "imported 1 records"]
+    assert world.store.list_review()[0]["external_id"] == "old-1"
