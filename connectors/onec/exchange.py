@@ -146,6 +146,9 @@ class Exchange:
 
     # -- dispatch -------------------------------------------------------------------------------
     def _handle(self, request: Request, typ: str, mode: str, body: bytes) -> Response:
+        if mode == "checkauth" and not self._password_ok(request):
+            time.sleep(0.2)          # a little friction for guessing (outside the lock)
+            raise Refused("wrong login or password")
         with self._lock:
             if mode == "checkauth":
                 return self._checkauth(request, typ)
@@ -158,21 +161,22 @@ class Exchange:
                     self.ctx.state_set("session", sess)
                 self.ctx.state_set("last_exchange", _now())
 
-    def _checkauth(self, request: Request, typ: str) -> Response:
+    def _password_ok(self, request: Request) -> bool:
         import base64
+        import binascii
 
         auth = request.headers.get("authorization", "")
-        ok = False
-        if auth.lower().startswith("basic "):
-            try:
-                login, _, pw = base64.b64decode(auth[6:].strip()).decode("utf-8").partition(":")
-            except (ValueError, UnicodeDecodeError):
-                login = pw = ""
-            ok = (secrets.compare_digest(login.encode(), self.s.login.encode())
-                  and secrets.compare_digest(pw.encode(), self.s.password.get_secret_value().encode()))
-        if not ok:
-            time.sleep(0.2)          # a little friction for guessing
-            raise Refused("wrong login or password")
+        if not auth.lower().startswith("basic "):
+            return False
+        try:
+            raw = base64.b64decode(auth[6:].strip(), validate=True)
+        except (ValueError, binascii.Error):
+            return False
+        want = f"{self.s.login}:{self.s.password.get_secret_value()}"
+        # 1C sends UTF-8; older platforms the Windows code page
+        return any(secrets.compare_digest(raw, want.encode(enc, errors="replace")) for enc in ("utf-8", "cp1251"))
+
+    def _checkauth(self, request: Request, typ: str) -> Response:
         cur = self.ctx.state_get("session")
         now = _now()
         if cur and not cur.get("finished") and now - cur.get("last", 0) < self.s.lock_timeout:
@@ -265,6 +269,7 @@ class Exchange:
         sess["uploaded"] += len(body)
         sess["finished"] = False
         sess["imports"].pop(name, None)
+        sess["unzipped"].pop(name, None)
         if typ == "sale" and not sess.get("version") and not is_zip(path):
             # the old sale protocol (no `version` at init): the posted file is imported at once
             for _ in range(1_000_000):
