@@ -70,8 +70,8 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     patterns = [str(maps / n) for n in ("sync.toml", "shop.toml", "bitrix24.toml")]
     if onec:
         patterns.append(str(maps / "onec.toml"))
-    if (maps / "rules.example.toml").exists():
-        patterns.append(str(maps / "rules.example.toml"))
+    if (maps / "rules.toml").exists():
+        patterns.append(str(maps / "rules.toml"))
     b24 = peers.b24.extra["state"].portal().info()
     lines = [
         "# written by `syncd demo`: the daemon against the sandbox peers",

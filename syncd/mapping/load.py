@@ -105,6 +105,19 @@ def validate_set(ms: MappingSet, files: dict[int, str] | None = None) -> None:
         for name in m.only_when:
             if name not in FIELDS[m.entity]:
                 raise ConfigError(f"unknown canonical field {name!r}", file=file, key=f"{where}.only_when")
+    # a link can only be written to (and read back from) a system that keeps the linked kind
+    kept = {(m.system, m.entity) for m in ms.maps}
+    for i, m in enumerate(ms.maps):
+        for name, fm in m.fields.items():
+            spec = FIELDS[m.entity][name]
+            targets = [(name, spec.ref)] if spec.type == "ref" else []
+            if fm.items and spec.item:
+                targets += [(f"{name}.items.{k}", spec.item[k].ref) for k in fm.items if spec.item[k].type == "ref"]
+            for where, target in targets:
+                if target and (m.system, target) not in kept:
+                    raise ConfigError(f"{where} links to a {target}, but no map of system {m.system!r} keeps "
+                                      f"{target} records (map one, or drop this field)",
+                                      file=(files or {}).get(i), key=f"maps[{i}]({m.system}.{m.kind}).fields.{name}")
     for name in ms.conflicts:
         ent = name.split(".", 1)[0]
         if name != "*" and not name.endswith(".*") and (ent not in FIELDS or name not in FIELDS[ent]):

@@ -405,7 +405,13 @@ class _BatchRun:
                     self._bind(target, ref.external_id, eid)
                 return eid
 
-            out[name] = schema.map_refs(name, value, fn)
+            mapped = schema.map_refs(name, value, fn)
+            if mapped is None:
+                # an unknown link the system may not introduce: leave the field out of this change
+                # rather than clearing what the golden record knows
+                del out[name]
+            else:
+                out[name] = mapped
         return out
 
     # -- entities -------------------------------------------------------------------------------
@@ -512,8 +518,17 @@ class _BatchRun:
             if fm is not None and fm.read_only and current is not None:
                 rule = type(rule)(policy="owner", owner=cur_system)
             in_step = name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
-            if in_step and not resolve.always_conflict(rule, self.system, cur_system):
-                winner: str | None = self.system
+            owner_holds = (rule.policy == "owner" and rule.owner != self.system
+                           and self._owner_value(ent.id, rule.owner, name) is not None)
+            if owner_holds:
+                # the owner has a value for its field: another system's edit never replaces it
+                cur = resolve.Candidate(rule.owner or "?", current, _parse_time(cur_ver[1]))
+                inc = resolve.Candidate(self.system, value, rec.source_time)
+                self._record_conflict(ent, name, "owner", [cur, inc], rule.owner)
+                self.counts.conflicts += 1
+                winner: str | None = rule.owner
+            elif in_step:
+                winner = self.system
             else:
                 cur = resolve.Candidate(cur_system or "?", current, _parse_time(cur_ver[1]))
                 inc = resolve.Candidate(self.system, value, rec.source_time)
@@ -526,6 +541,13 @@ class _BatchRun:
                 ent.versions[name] = [self.system, _iso(rec.source_time) or self.now_iso, self.run_id]
                 applied[name] = value
         return applied
+
+    def _owner_value(self, eid: str, owner: str | None, name: str) -> Any:
+        if owner is None:
+            return None
+        raw = self.conn.execute(select(t.shadows.c.fields).where(t.shadows.c.entity_id == eid,
+                                                                t.shadows.c.system == owner)).scalar()
+        return schema.decode(raw).get(name) if raw else None
 
     def _record_conflict(self, ent: _Ent, name: str, policy: str, cands: list[resolve.Candidate],
                          winner: str | None) -> None:

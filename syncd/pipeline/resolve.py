@@ -67,11 +67,6 @@ def _newest(current: Candidate, incoming: Candidate) -> str:
     return min(incoming.system, current.system)   # a tie is broken the same way everywhere
 
 
-def always_conflict(rule: ConflictRule, incoming_system: str, current_system: str | None) -> bool:
-    """`owner` guards its field even without a concurrent change: a non-owner edit is a conflict."""
-    return (rule.policy == "owner" and current_system == rule.owner and incoming_system != rule.owner)
-
-
 def version_key(v: str | None) -> tuple[int, str]:
     """Order source versions: digit strings numerically, anything else (ISO times) as text."""
     if v is None:

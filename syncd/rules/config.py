@@ -1,5 +1,5 @@
 """The `[rules]` section of the mapping files, as typed models (every key documented in
-`mappings/rules.example.toml`). `parse_rules(raw)` validates shapes, field names, durations and
+`mappings/rules.toml`). `parse_rules(raw)` validates shapes, field names, durations and
 conditions and raises ConfigError naming the key and the reason.
 """
 

@@ -102,6 +102,6 @@ class ThreeSystems(RuleBasedStateMachine):
 
 
 ThreeSystems.TestCase.settings = settings(
-    max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "20")), stateful_step_count=30,
+    max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "150" if os.environ.get("SYNCD_SLOW") == "1" else "20")), stateful_step_count=30,
     deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TestThreeSystems = ThreeSystems.TestCase

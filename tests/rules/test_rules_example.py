@@ -1,4 +1,4 @@
-"""mappings/rules.example.toml loads as written, checks clean against a matching portal, and
+"""mappings/rules.toml loads as written, checks clean against a matching portal, and
 `explain` describes a record with it."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from syncd.mapping.load import load_mappings
 from syncd.rules import check, explain
 from syncd.rules.config import parse_rules
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "mappings" / "rules.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "mappings" / "rules.toml"
 LIVE = {"crm": LiveSchema(
-    users={m: {"name": m, "active": True, "present": True} for m in ("1", "3", "5", "7")},
+    users={m: {"name": m, "active": True, "present": True} for m in ("1", "2", "3", "4")},
     pipelines={"0": ["NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE", "WON", "LOSE"],
                "2": ["C2:NEW", "C2:PREPARATION", "C2:WON", "C2:LOSE"]})}
 
@@ -29,10 +29,10 @@ def test_example_loads_and_checks_clean() -> None:
 
 def test_example_check_finds_a_fired_manager() -> None:
     rules = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))["rules"]
-    live = {"crm": LiveSchema(users=dict(LIVE["crm"].users, **{"7": {"name": "7", "active": False}}),
+    live = {"crm": LiveSchema(users=dict(LIVE["crm"].users, **{"4": {"name": "4", "active": False}}),
                               pipelines=LIVE["crm"].pipelines)}
     errors = check(rules, live)
-    assert errors and all("'7' is inactive" in e for e in errors)
+    assert errors and all("'4' is inactive" in e for e in errors)
 
 
 def test_example_explain() -> None:
