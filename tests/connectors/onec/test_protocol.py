@@ -321,3 +321,28 @@ def test_old_sale_protocol_imports_the_posted_file_at_once(world: World) -> None
     lines = _call(world, h, s, "sale", "file", body=body, filename="orders.xml")
     assert lines == ["success", "imported 1 records"]
     assert world.store.list_review()[0]["external_id"] == "old-1"
+
+
+def test_crash_mid_upload_then_a_fresh_exchange_starts_clean(world_factory) -> None:
+    world = world_factory(file_limit=1024, lock_timeout=0.3)
+    crm_deal(world)
+    world.sync()
+    c = world.client(use_zip=False)
+    c.run_cycle()
+    c.pay("D-1001", "5880.00")
+    body = c._orders_xml([c.db.order("D-1001")], list(c._linked), [])
+    c.checkauth("sale")
+    c.init("sale")
+    c.upload_chunk("sale", "orders.xml", body[:1024])
+    _drop_mid_chunk(world, c._headers(), c._sessid, c.temp_prefix + "orders.xml", body[1024:2048])
+    world.start()                                   # daemon restart; 1C gives that exchange up
+    c.url = world.url
+    time.sleep(0.4)
+    out = c.run_cycle()                             # the next scheduled exchange: checkauth, init (cleans)…
+    assert out["import"][0] == "success" and out["uploaded"] == 2
+    eid = world.store.find_entity("crm", "order", "deal-D-1001")
+    assert world.store.entity(eid)["fields"]["order.paid"] is True
+    assert world.store.list_quarantine() == []
+    spool = world.tmp / "spool"
+    assert len([p for p in spool.iterdir() if p.is_dir()]) == 1     # the broken exchange's folder is gone
+    assert not list(spool.glob("**/orders.xml"))
