@@ -67,7 +67,11 @@ class Syncer:
 
     def push(self, system: str, *, max_rows: int | None = None) -> Counts:
         run_id = self.store.start_run(system, "push", self.worker)
-        counts = self.pusher.push(system, max_rows=max_rows)
+        structlog.contextvars.bind_contextvars(integration=system, stream="push", run_id=run_id)
+        try:
+            counts = self.pusher.push(system, max_rows=max_rows)
+        finally:
+            structlog.contextvars.unbind_contextvars("integration", "stream", "run_id")
         self.store.finish_run(run_id, counts.as_dict(), None)
         return counts
 
