@@ -243,7 +243,10 @@ class _BatchRun:
         parsed: list[tuple[RawRecord, str, dict[str, Any]]] = []
         for rec in records:
             if isinstance(rec, Rejected):
-                self._quarantine(rec.reason, rec.kind, rec.external_id, rec.raw)
+                reason = rec.reason
+                if rec.line is not None and f"line {rec.line}" not in reason:
+                    reason = f"line {rec.line}: {reason}"
+                self._quarantine(reason, rec.kind, rec.external_id, rec.raw)
                 continue
             em = self.mapper.entity_map(self.system, rec.kind)
             if em is None or em.direction == "push":

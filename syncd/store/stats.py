@@ -89,6 +89,9 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
             "quarantine_open": quarantine.get(system, 0),
             "review_open": review.get(system, 0),
         }
+    warnings = store.kv_get("rules:warnings", {}) or {}
+    out["rules"] = {"warnings": int(warnings.get("total", 0)), "by_rule": warnings.get("by_rule", {}),
+                    "last": warnings.get("last", [])[:5]}
     out["totals"] = {"since_start": {k: totals_since.get(k, 0) for k in COUNT_KEYS},
                      "last_24h": {k: totals_day.get(k, 0) for k in COUNT_KEYS},
                      "conflicts_open": open_conflicts,

@@ -273,3 +273,16 @@ def test_crash_then_pull_sees_stamped_record_first(db_url: str) -> None:
     assert store.count("entities", type="person") == 1
     assert remote["crm"].creates == 1 and len(remote["shop"].objects["person"]) == 1
     store.close()
+
+
+def test_rejected_record_keeps_its_line_in_quarantine(store: Store) -> None:
+    from syncd.connector import Batch, RawRecord, Rejected
+
+    syncer, _ = make_world(store, systems=("crm", "shop"))
+    c = syncer.engine.ingest("shop", Batch("order", [
+        Rejected("Сумма: not a number 'abc'", kind="order", external_id="o9", line=42, raw="<Документ>…"),
+        RawRecord("order", "o1", {"number": "1", "status": "N", "total": "10"}),
+    ]))
+    assert c.quarantined == 1 and c.created == 1
+    q = store.list_quarantine()[0]
+    assert q["reason"].startswith("line 42: ") and q["raw"] == "<Документ>…" and q["external_id"] == "o9"
