@@ -174,7 +174,7 @@ def test_requisites_and_bank_details_round_trip(portal) -> None:
     assert recs[r.external_id].fields["RQ_DIRECTOR"] == "Петров П. П."
 
 
-def test_describe_and_check_live(sandbox) -> None:
+def test_describe_and_check_live(sandbox, tmp_path) -> None:
     p = new_portal(sandbox, seed=True)
     p._j("PATCH", "/users/2", {"online": False, "workday": "OPENED"})
     conn = p.connector()
@@ -189,16 +189,39 @@ def test_describe_and_check_live(sandbox) -> None:
     assert check_live(mapper, {"crm": conn}) == []
     assert conn.mapping_problems(mapper) == []
     # an unknown stage and an unknown field are reported, naming the mapping key
-    text = (ROOT / "mappings" / "bitrix24.toml").read_text(encoding="utf-8")
-    text = text.replace('completed = "WON"', 'completed = "WON_TYPO"').replace('"UF_CRM_SHOP_ORDER"', '"UF_CRM_NOPE"')
-    bad = Path(p.name + ".toml")
-    try:
-        bad.write_text(text, encoding="utf-8")
-        problems = dict(check_live(Mapper(load_mappings([bad])), {"crm": conn}))
-    finally:
-        bad.unlink()
-    assert "values.deal_stages.completed" in problems and "WON_TYPO" in problems["values.deal_stages.completed"]
-    assert any(k.endswith("fields.order.number") and "UF_CRM_NOPE" in v for k, v in problems.items())
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BAD_MAPPING, encoding="utf-8")
+    problems = dict(check_live(Mapper(load_mappings([bad])), {"crm": conn, "elsewhere": conn}))
+    assert set(problems) == {"values.stages.completed", "maps[0](crm.deal).fields.order.number",
+                             "maps[0](crm.deal).defaults.STAGE_ID"}, problems
+    assert "WON_TYPO" in problems["values.stages.completed"]
+    assert "UF_CRM_NOPE" in problems["maps[0](crm.deal).fields.order.number"]
+
+
+BAD_MAPPING = """
+[[maps]]
+system = "crm"
+kind = "deal"
+entity = "order"
+[maps.fields]
+"order.title" = "TITLE"
+"order.number" = "UF_CRM_NOPE"
+"order.status" = { field = "STAGE_ID", values = "stages" }
+[maps.defaults]
+STAGE_ID = "C9:NEW"
+
+[[maps]]
+system = "crm"
+kind = "task"
+entity = "task"
+[maps.fields]
+"task.title" = "NOT_CHECKED_TASKS_ARE_NOT_IN_THE_LIVE_SCHEMA"
+
+[values.stages.map]
+new = "NEW"
+completed = "WON_TYPO"
+canceled = "LOSE"
+"""
 
 
 def test_tasks_comments_notifications(portal) -> None:
