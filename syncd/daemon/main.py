@@ -46,7 +46,27 @@ class Daemon:
             port = str(self.server.servers[0].sockets[0].getsockname()[1])   # listen on :0
         return f"http://{host}:{port}"
 
+    def check_mappings(self) -> None:
+        """An unknown stage, status or field in a mapping stops the start, naming file and key.
+
+        A system that cannot be reached right now is only warned about: the daemon starts and
+        retries it on schedule.
+        """
+        from syncd.errors import ConfigError
+        from syncd.mapping.live import check_live
+
+        problems = []
+        for key, problem in check_live(self.rt.mapper, self.rt.connectors):
+            if problem.startswith("cannot read the live schema"):
+                log.warning("live_schema_unavailable", key=key, problem=problem)
+            else:
+                problems.append(f"{key}: {problem}")
+        if problems:
+            raise ConfigError("mappings do not match the live systems:\n  " + "\n  ".join(problems),
+                              key="mappings")
+
     def start(self) -> None:
+        self.check_mappings()
         self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
         self._http_thread.start()
         while not self.server.started:
