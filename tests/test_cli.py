@@ -142,3 +142,22 @@ def test_secrets_never_reach_output(tmp_path: Path, names: tuple[str, str]) -> N
     for out in (r.stdout + r.stderr, r2.stdout + r2.stderr):
         for s in (secret, token, dbpass):
             assert s not in out
+
+
+def test_cml_check_prints_documents_and_fails_on_bad_files(tmp_path: Path) -> None:
+    from commerceml.factories import order
+
+    from syncd.commerceml import write_orders
+
+    good = tmp_path / "orders.xml"
+    write_orders(good, [order("1042"), order("1043")])
+    bad = tmp_path / "bad.xml"
+    bad.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])       # truncated upload
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "cml", "check", str(good)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    docs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [d.get("id") for d in docs if d.get("kind") == "order"] == ["1042", "1043"]
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "cml", "check", str(good), str(bad)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "bad.xml" in r.stderr and "line" in r.stderr
