@@ -170,11 +170,9 @@ def main() -> None:
         if not a.skip_fast:
             runs = [run_fast(h.url, a.n)]
             if runs[0]["error"]:
-                # it gave up on a full bucket: give it a fresh portal with an empty bucket (50 free requests)
-                runs.append(run_fast(h.url, a.n, warm=False, portal="theirs-cold"))
-            if runs[-1]["error"]:
-                # and its documented remedy: slow mode, one request at a time
-                runs.append(run_fast(h.url, a.n, warm=False, portal="theirs-slow", slow=True))
+                # it gave up (10 refusals in a row): its documented remedy is slow mode, one request
+                # at a time; same start as ours (full bucket) on a fresh portal
+                runs.append(run_fast(h.url, a.n, portal="theirs-slow", slow=True))
             for theirs in runs:
                 # operations actually completed (a failed run: contacts and deals found on the portal;
                 # product rows counted only if that phase finished)
