@@ -252,6 +252,13 @@ class _BatchRun:
             if em is None or em.direction == "push":
                 self.counts.skipped += 1
                 continue
+            if rec.deleted:
+                # deletions are not propagated (a deal removed in the CRM must not delete a shop
+                # order); they are logged and counted so nobody mistakes them for lost data
+                self.counts.skipped += 1
+                log.info("deleted_at_source_not_propagated", system=self.system, kind=rec.kind,
+                         external_id=rec.external_id)
+                continue
             try:
                 etype, fields = to_canonical(self.mapper, self.system, rec)
             except BadInput as exc:
