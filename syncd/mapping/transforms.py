@@ -24,7 +24,8 @@ def _none_safe(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _yn_pull(v: Any) -> bool:
-    return str(v).strip().upper() == "Y"
+    # Y/N fields ("OPENED") and boolean user fields, which the REST API gives as "1"/"0"
+    return str(v).strip().upper() in ("Y", "1", "TRUE")
 
 
 def _phones_pull(v: Any) -> tuple[str, ...]:

@@ -88,17 +88,34 @@ class Pusher:
         """Drain ready rows of one target system (up to max_rows); returns counts."""
         counts = Counts()
         done = 0
+        waiting: list[int] = []         # rows deferred in this drain for a link not yet created
+        pushed_since_wait = 0
         while (max_rows is None or done < max_rows) and not self.stopping.is_set():
             rows = self.claim(system, limit if max_rows is None else min(limit, max_rows - done))
             if not rows:
+                # a row that waited for its link's create (a deal for its contact, planned later
+                # in the same batch) goes again now if this drain pushed something since: without
+                # it the deal would sit until the next push run although its contact is there
+                if waiting and pushed_since_wait:
+                    self._ready_now(waiting)
+                    waiting, pushed_since_wait = [], 0
+                    continue
                 break
             for i, row in enumerate(rows):
                 if self.stopping.is_set():
                     self._release([r["id"] for r in rows[i:]])
                     return counts
-                self._push_one(row, counts)
+                before = counts.pushed
+                if self._push_one(row, counts) == "dependency":
+                    waiting.append(row["id"])
+                pushed_since_wait += counts.pushed - before
                 done += 1
         return counts
+
+    def _ready_now(self, ids: list[int]) -> None:
+        with self.store.begin() as conn:
+            conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.status == "pending")
+                         .values(next_attempt_at=utcnow(), updated_at=utcnow()))
 
     def _release(self, ids: list[int]) -> None:
         """Give claimed rows back untouched (shutdown)."""
@@ -106,7 +123,7 @@ class Pusher:
             conn.execute(update(t.outbox).where(t.outbox.c.id.in_(ids), t.outbox.c.status == "sending")
                          .values(status="pending", claimed_by=None, claimed_at=None, updated_at=utcnow()))
 
-    def _push_one(self, row: dict[str, Any], counts: Counts) -> None:
+    def _push_one(self, row: dict[str, Any], counts: Counts) -> str | None:
         system = row["system"]
         conn_ = self.connectors.get(system)
         try:
@@ -121,7 +138,7 @@ class Pusher:
             return
         except DependencyPending as exc:
             self._defer(row, str(exc), count_attempt=False)
-            return
+            return "dependency"
         except TransientError as exc:
             counts.failed += 1
             self._defer(row, f"{type(exc).__name__}: {exc}", count_attempt=True, retry_after=exc.retry_after,
