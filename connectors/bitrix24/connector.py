@@ -616,6 +616,14 @@ class Bitrix24Connector(BaseConnector):
         nid = self.client.call("im.notify.system.add", params, retry=False).result
         return WriteResult(str(nid), params)
 
+    def notify(self, user: str, text: str, tag: str | None = None) -> str:
+        """A system notice to a portal user (`im.notify.system.add`); what the rules engine calls
+        to tell the responsible about a new deal or a timer. Returns the notice id."""
+        params: dict[str, Any] = {"USER_ID": int(user) if str(user).isdigit() else user, "MESSAGE": text}
+        if tag:
+            params["TAG"] = tag
+        return str(self.client.call("im.notify.system.add", params, retry=False).result)
+
     # -- bulk write -----------------------------------------------------------------------------------
     def write_many(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
         """Many writes in few requests: look-ups batched (50 keys a command), then creates and

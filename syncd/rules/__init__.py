@@ -81,7 +81,7 @@ class RuleSet:
                       entity_id=inp.entity_id)
         ctx.won_when = self.won_when
         if inp.created:
-            d = defaults_for(self.cfg.defaults.get(etype), golden)
+            d = defaults_for(self.cfg.defaults.get(etype), golden, ctx)
             golden.update(d)
             updates.update(d)
             a = self.assigners.get(etype)

@@ -160,6 +160,11 @@ class Assigner:
                 if not mgr:
                     trail.append(f"{label}: no known client with a responsible manager")
                     continue
+                if st.group and str(mgr) not in [str(g) for g in st.group]:
+                    # `group` on keep: only when the client's manager is one of these (not the
+                    # portal admin who happened to create the contact)
+                    trail.append(f"{label}: the client's responsible {mgr} is not in the group")
+                    continue
                 bad = self.invalid_reason(mgr, users)
                 if bad:
                     self._warn(conn, label, f"client's {bad}", dry, trail)

@@ -121,8 +121,10 @@ class AssignStep(_Cond):
             raise ValueError("`rows` belongs to strategy `table`")
         if self.cap is not None and s != "least_loaded":
             raise ValueError("`cap` belongs to strategy `least_loaded`")
-        if s in ("keep", "none") and (self.manager or self.group):
-            raise ValueError(f"strategy `{s}` takes no manager or group")
+        if s == "keep" and self.manager:
+            raise ValueError("strategy `keep` takes no manager (a `group` limits whom it keeps)")
+        if s == "none" and (self.manager or self.group):
+            raise ValueError("strategy `none` takes no manager or group")
         return self
 
     @property

@@ -16,7 +16,7 @@ from syncd import schema
 from syncd.connector import LiveSchema
 from syncd.rules import expr
 from syncd.rules.config import CrossRule, DefaultsConfig, StageRule
-from syncd.rules.context import Context, Directory, load_all_orders_linked
+from syncd.rules.context import Context, Directory, load_all_orders_linked, render
 from syncd.store import Store, utcnow
 from syncd.store import tables as t
 
@@ -95,10 +95,22 @@ def _differs(a: Any, b: Any) -> bool:
     return not expr.compare("==", a, b)
 
 
-def defaults_for(cfg: DefaultsConfig | None, golden: dict[str, Any]) -> dict[str, Any]:
+def defaults_for(cfg: DefaultsConfig | None, golden: dict[str, Any],
+                 get: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """The default fields a created record lacks. A text value with `{field}` placeholders is a
+    template filled from the record (`get`: a Context), e.g. "Заказ №{order.number}"; values are
+    filled in file order, so a template may read a default set before it."""
     if cfg is None:
         return {}
-    return {k: v for k, v in cfg.fields.items() if cfg.override or golden.get(k) in (None, "")}
+    out: dict[str, Any] = {}
+    for k, v in cfg.fields.items():
+        if not (cfg.override or golden.get(k) in (None, "")):
+            continue
+        if isinstance(v, str) and "{" in v:
+            look = get or golden.get
+            v = render(v, lambda n: out[n] if n in out else look(n))
+        out[k] = v
+    return out
 
 
 # -- cross-entity rules --------------------------------------------------------------------------

@@ -314,6 +314,22 @@ class ShopState:
             raise ShopError(f"order {oid} not found", 404) from None
 
     # ---- what customers and the admin do -----------------------------------------------------
+    def _checkout_user(self, user: dict[str, Any]) -> User:
+        """A checkout without logging in: like Bitrix's "bind the order to an existing buyer by
+        e-mail or phone" option, a buyer of the same kind with that e-mail (any case) or that phone
+        (any spelling: the last 10 digits) gets the order; otherwise a new buyer is registered."""
+        email = str(user.get("email") or "").strip().lower()
+        digits = "".join(ch for ch in str(user.get("phone") or "") if ch.isdigit())[-10:]
+        kind = user.get("kind", "person")
+        for u in self.users.values():
+            if u.kind != kind:
+                continue
+            if email and str(u.email or "").strip().lower() == email:
+                return u
+            if len(digits) == 10 and "".join(ch for ch in str(u.phone or "") if ch.isdigit())[-10:] == digits:
+                return u
+        return self.add_user(**user)
+
     def place_order(self, *, user_id: int | None = None, user: dict[str, Any] | None = None,
                     items: list[dict[str, Any]], delivery: str = "1", delivery_price: Any = 0,
                     delivery_address: str = "", comment: str = "", pay_system: str = "3",
@@ -322,7 +338,7 @@ class ShopState:
             if user_id is None:
                 if not user:
                     raise ShopError("user_id or user is required")
-                u = self.add_user(**user)
+                u = self._checkout_user(user)
             else:
                 u = self.user(user_id)
             lines = []

@@ -1,0 +1,151 @@
+"""S7 requisites (shop <-> CRM side), S8 pipeline rules, and faults, end to end against the sandbox
+shop and the sandbox Bitrix24 (see scenario_env)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from scenario_env import MUG, PERSON, TEAPOT, THERMOS, World, company_buyer, money
+
+from syncd.store import utcnow
+
+
+@pytest.mark.xfail(reason="the CRM -> shop half: a manager's edit of the requisite / bank detail does not "
+                          "reach the shop user yet (shop -> CRM works)", strict=False)
+def test_s7_requisites_both_ways_and_an_invalid_inn_is_quarantined(world: World) -> None:
+    w = world
+    o = w.shop.place(company_buyer(), [(MUG, 10)])
+    w.sync()
+    (co,) = w.portal.companies()
+    (rq,) = w.portal.requisites(co["ID"])
+    uid = o["user_id"]
+    # the buyer edits the requisites in the shop's personal account: a new КПП -> the CRM requisite
+    w.shop.edit_user(uid, kpp="773101001", ogrn="1027700132195")
+    w.sync()
+    (rq,) = w.portal.requisites(co["ID"])
+    assert rq["RQ_KPP"] == "773101001"
+    # a manager edits the requisite in the CRM: КПП and the bank account -> the shop user
+    w.portal.ui_edit("requisite", rq["ID"], {"RQ_KPP": "770801001"})
+    (bank,) = w.portal.bank_details(rq["ID"])
+    w.portal.ui_edit("bankdetail", bank["ID"], {"RQ_ACC_NUM": "40702810900000000001"})
+    w.sync()
+    u = w.shop.user(uid)
+    assert u["kpp"] == "770801001"
+    assert [a["account"] for a in u["bank_accounts"]] == ["40702810900000000001"]
+    # an invalid ИНН typed in the shop: quarantined with a reason, the other orders still flow
+    bad = w.shop.place(company_buyer(company_name="ООО «Опечатка»", inn="7707083890", kpp="770701001",
+                                     email="typo@example.ru", phone="+7 495 000-00-01"), [(MUG, 1)])
+    good = w.shop.place(PERSON, [(TEAPOT, 1)])
+    w.sync()
+    assert w.deal_of(good)
+    q = w.rt.stats()["totals"]["quarantine_open"]
+    assert q >= 1
+    from sqlalchemy import select
+
+    from syncd.store import tables as t
+    with w.rt.store.engine.connect() as c:
+        reasons = [r for (r,) in c.execute(select(t.quarantine.c.reason).where(t.quarantine.c.status == "open"))]
+    assert any("ИНН" in r or "inn" in r.lower() for r in reasons), reasons
+    assert not w.portal.companies(TITLE="ООО «Опечатка»")
+    assert not w.portal.deals(UF_CRM_SHOP_ORDER=str(bad["number"]))
+
+
+def test_s8_payment_shipping_delivery_move_the_stage(world: World) -> None:
+    w = world
+    o = w.shop.place(PERSON, [(MUG, 2)])
+    w.sync()
+    d = w.deal_of(o)
+    assert d["STAGE_ID"] == "NEW"
+    w.shop.pay(o["id"])                           # 100 % paid -> "invoice paid"
+    w.sync()
+    assert w.portal.deal(d["ID"])["STAGE_ID"] == "PREPAYMENT_INVOICE"
+    w.shop.status(o["id"], "G")                   # ready to ship -> "shipped"
+    w.sync()
+    assert w.portal.deal(d["ID"])["STAGE_ID"] == "EXECUTING"
+    w.shop.status(o["id"], "D")                   # delivered -> "delivered"
+    w.sync()
+    assert w.portal.deal(d["ID"])["STAGE_ID"] == "FINAL_INVOICE"
+    # a partial payment of another order does not make it "invoice paid"
+    o2 = w.shop.place(PERSON, [(TEAPOT, 2)])
+    w.sync()
+    w.shop.pay(o2["id"], money(o2["total"]) / 2)
+    w.sync()
+    assert w.deal_of(o2)["STAGE_ID"] == "NEW"
+
+
+@pytest.mark.xfail(reason="the shop's company buyer is not yet matched by ИНН+КПП to a company the CRM "
+                          "created by hand (the order's deal gets no COMPANY_ID), so the cross rule has no "
+                          "lead deal to close", strict=False)
+def test_s8_first_order_closes_the_lead_pipeline_deal(world: World) -> None:
+    w = world
+    buyer = company_buyer()
+    cid = w.portal.ui_add("company", {"TITLE": "Ромашка", "ASSIGNED_BY_ID": 3})
+    w.portal.rest("crm.requisite.add", {"fields": {"ENTITY_TYPE_ID": 4, "ENTITY_ID": cid, "PRESET_ID": 1,
+                                                   "NAME": "Ромашка", "RQ_INN": buyer["inn"],
+                                                   "RQ_KPP": buyer["kpp"]}})
+    lead = w.portal.ui_add("deal", {"TITLE": "Ромашка: оптовая заявка", "COMPANY_ID": cid,
+                                    "CATEGORY_ID": w.pro_leads, "STAGE_ID": f"C{w.pro_leads}:READY"})
+    w.sync()
+    o = w.shop.place(buyer, [(MUG, 20)])
+    w.sync()
+    d = w.deal_of(o)
+    assert (d["CATEGORY_ID"], d["COMPANY_ID"]) == ("0", str(cid))       # the order: a sales-pipeline deal
+    assert w.portal.deal(lead)["STAGE_ID"] == f"C{w.pro_leads}:WON"
+    assert len(w.portal.companies()) == 1
+    # a second order does not touch the lead pipeline again
+    w.portal.ui_edit("deal", lead, {"STAGE_ID": f"C{w.pro_leads}:READY"})
+    w.shop.place(buyer, [(TEAPOT, 1)])
+    w.sync()
+    assert w.portal.deal(lead)["STAGE_ID"] == f"C{w.pro_leads}:READY"
+
+
+def test_s8_one_won_deal_gets_one_repeat_order_task(world: World) -> None:
+    w = world
+    o = w.shop.place(PERSON, [(THERMOS, 1)])
+    w.sync()
+    w.shop.status(o["id"], "F")
+    w.sync()
+    d = w.deal_of(o)
+    assert d["STAGE_ID"] == "WON"
+    assert w.portal.tasks() == []
+    later = utcnow() + dt.timedelta(days=31)
+    w.sync(now=later)
+    tasks = [t for t in w.portal.tasks() if "повторный заказ" in t["title"]]
+    assert len(tasks) == 1, w.portal.tasks()
+    assert str(tasks[0]["responsibleId"]) == d["ASSIGNED_BY_ID"]
+    w.sync(now=later + dt.timedelta(days=1))
+    assert len([t for t in w.portal.tasks() if "повторный заказ" in t["title"]]) == 1
+
+
+def test_faults_503_storm_and_token_loss_lose_nothing_and_create_nothing_twice(world: World) -> None:
+    w = world
+    w.runtime()
+    orders = [w.shop.place(dict(PERSON, email=f"buyer{i}@example.ru", phone=f"+7 916 000-00-{i:02d}"),
+                           [(MUG, i + 1)]) for i in range(6)]
+    w.portal.faults(error_rate=0.5, error_statuses=[503], lost_answer_rate=0.2, seed=7)
+    for _ in range(3):
+        w.rt.sync_once()
+        w.rt.tick_rules()
+    # the shop session is lost mid-run too (the shop forgets its sessions) and the portal recovers
+    w.shop_h.extra["state"].sessions.clear()
+    w.portal.faults(error_rate=0.0, lost_answer_rate=0.0)
+    _drain(w)
+    assert len(w.portal.deals()) == len(orders)
+    assert sorted(d["UF_CRM_SHOP_ORDER"] for d in w.portal.deals()) == sorted(str(o["number"]) for o in orders)
+    assert len(w.portal.contacts()) == len(orders)
+    assert w.rt.stats()["totals"]["outbox_dead"] == 0
+
+
+def _drain(w: World) -> None:
+    """Passes until the outbox is empty (retries wait out their backoff: push them now)."""
+    from sqlalchemy import update
+
+    from syncd.store import tables as t
+    for _ in range(20):
+        with w.rt.store.begin() as c:
+            c.execute(update(t.outbox).where(t.outbox.c.status == "pending").values(next_attempt_at=utcnow()))
+        w.sync(rounds=10)
+        if w.rt.stats()["totals"]["outbox_pending"] == 0:
+            return
+    raise AssertionError(w.rt.stats()["totals"])
