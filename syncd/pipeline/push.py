@@ -101,6 +101,13 @@ class Pusher:
                     waiting, pushed_since_wait = [], 0
                     continue
                 break
+            conn_ = self.connectors.get(system)
+            if len(rows) > 1 and hasattr(conn_, "write_many"):
+                before = counts.pushed
+                waiting += self._push_many(conn_, rows, counts)
+                pushed_since_wait += counts.pushed - before
+                done += len(rows)
+                continue
             for i, row in enumerate(rows):
                 if self.stopping.is_set():
                     self._release([r["id"] for r in rows[i:]])
@@ -111,6 +118,70 @@ class Pusher:
                 pushed_since_wait += counts.pushed - before
                 done += 1
         return counts
+
+    def _push_many(self, conn_: Any, rows: list[dict[str, Any]], counts: Counts) -> list[int]:
+        """One claim through the connector's bulk path (e.g. Bitrix24 `batch`, 50 commands a call).
+
+        Each row ends exactly as it would one by one: confirmed, deferred, or dead-lettered.
+        Returns the rows deferred for a link not created yet.
+        """
+        waiting: list[int] = []
+        built: list[tuple[dict[str, Any], WriteOp, dict[str, Any]]] = []
+        for row in rows:
+            try:
+                op, canon = self._build(row)
+            except Exception as exc:  # noqa: BLE001 - routed exactly as in _push_one
+                if self._outcome(row, None, None, exc, counts) == "dependency":
+                    waiting.append(row["id"])
+                continue
+            built.append((row, op, canon))
+        if not built:
+            return waiting
+        try:
+            results = conn_.write_many([op for _, op, _ in built])
+        except (TransientError, PermanentError, BadInput) as exc:
+            results = [exc] * len(built)
+        for (row, op, canon), res in zip(built, results):
+            self._outcome(row, op, canon, res, counts)
+        return waiting
+
+    def _outcome(self, row: dict[str, Any], op: WriteOp | None, canon: dict[str, Any] | None,
+                 res: WriteResult | BaseException, counts: Counts) -> str | None:
+        if isinstance(res, NothingToWrite):
+            with self.store.begin() as conn:
+                conn.execute(update(t.outbox).where(t.outbox.c.id == row["id"]).values(
+                    status="done", last_error="nothing left to write (fields under review)", updated_at=utcnow()))
+            return None
+        if isinstance(res, DependencyPending):
+            self._defer(row, str(res), count_attempt=False)
+            return "dependency"
+        if isinstance(res, TransientError):
+            counts.failed += 1
+            self._defer(row, f"{type(res).__name__}: {res}", count_attempt=True, retry_after=res.retry_after,
+                        counts=counts)
+            return None
+        if isinstance(res, (PermanentError, BadInput)):
+            counts.failed += 1
+            counts.dead += 1
+            self._dead(row, f"{type(res).__name__}: {res}")
+            return None
+        if isinstance(res, BaseException):
+            raise res
+        assert op is not None and canon is not None
+        try:
+            self._confirm(row, op, canon, res)
+        except IntegrityError as exc:
+            counts.failed += 1
+            counts.dead += 1
+            self._dead(row, f"binding clash: {row['system']} {op.kind} {res.external_id} is already bound "
+                            f"to another entity ({exc.orig})")
+            return None
+        counts.pushed += 1
+        if op.op == "create":
+            counts.created += 1
+        else:
+            counts.updated += 1
+        return None
 
     def _ready_now(self, ids: list[int]) -> None:
         with self.store.begin() as conn:
@@ -130,38 +201,10 @@ class Pusher:
             if conn_ is None:
                 raise PermanentError(f"no connector named {system!r} is configured", connector=system)
             op, canon = self._build(row)
-            result = self._write_with_retry(conn_, op)
-        except NothingToWrite:
-            with self.store.begin() as conn:
-                conn.execute(update(t.outbox).where(t.outbox.c.id == row["id"]).values(
-                    status="done", last_error="nothing left to write (fields under review)", updated_at=utcnow()))
-            return
-        except DependencyPending as exc:
-            self._defer(row, str(exc), count_attempt=False)
-            return "dependency"
-        except TransientError as exc:
-            counts.failed += 1
-            self._defer(row, f"{type(exc).__name__}: {exc}", count_attempt=True, retry_after=exc.retry_after,
-                        counts=counts)
-            return
-        except (PermanentError, BadInput) as exc:
-            counts.failed += 1
-            counts.dead += 1
-            self._dead(row, f"{type(exc).__name__}: {exc}")
-            return
-        try:
-            self._confirm(row, op, canon, result)
-        except IntegrityError as exc:
-            counts.failed += 1
-            counts.dead += 1
-            self._dead(row, f"binding clash: {system} {op.kind} {result.external_id} is already bound "
-                            f"to another entity ({exc.orig})")
-            return
-        counts.pushed += 1
-        if op.op == "create":
-            counts.created += 1
-        else:
-            counts.updated += 1
+            result: WriteResult | BaseException = self._write_with_retry(conn_, op)
+        except (NothingToWrite, DependencyPending, TransientError, PermanentError, BadInput) as exc:
+            return self._outcome(row, None, None, exc, counts)
+        return self._outcome(row, op, canon, result, counts)
 
     def _write_with_retry(self, conn_: Connector, op: WriteOp) -> WriteResult:
         p = self.policy
