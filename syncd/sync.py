@@ -70,6 +70,12 @@ class Syncer:
         structlog.contextvars.bind_contextvars(integration=system, stream="push", run_id=run_id)
         try:
             counts = self.pusher.push(system, max_rows=max_rows)
+            for _ in range(3):   # links that waited for a create just done go out in this run
+                replanned = self.engine.replan_waiting()
+                if not replanned:
+                    break
+                counts.planned += replanned
+                counts.add(self.pusher.push(system, max_rows=max_rows))
         finally:
             structlog.contextvars.unbind_contextvars("integration", "stream", "run_id")
         self.store.finish_run(run_id, counts.as_dict(), None)

@@ -127,6 +127,18 @@ class Engine:
             ents = br.load_entities(list(entity_ids))
             return br.plan_and_write(ents, set(ents))
 
+    def replan_waiting(self) -> int:
+        """Plan again the entities whose links waited for an entity now created in a system."""
+        with self.store.begin() as conn:
+            rows = conn.execute(select(t.kv.c.key, t.kv.c.value).where(t.kv.c.key.like("replan:%"))).all()
+            if not rows:
+                return 0
+            ids = sorted({eid for _k, v in rows for eid in json.loads(v)})
+            conn.execute(delete(t.kv).where(t.kv.c.key.in_([k for k, _v in rows])))
+            br = _BatchRun(self, conn, "", None, None)
+            ents = br.load_entities(ids)
+            return br.plan_and_write(ents, set(ents))
+
     def apply_effects(self, effects: dict[str, RuleEffects], *, origin: str = "rules") -> int:
         """Apply decisions made outside a pull (timers, metrics): entity id -> effects.
 
@@ -341,6 +353,7 @@ class _BatchRun:
                                                    .where(t.match_keys.c.key.in_(chunk))):
                 index.setdefault((typ, key), set()).add(eid)
         self._pending_keys: dict[str, set[str]] = {}
+        self._held_refs: set[tuple[str, str]] = self._open_review_refs(parsed)
 
         out = []
         for i, (rec, etype, fields) in enumerate(parsed):
@@ -368,6 +381,7 @@ class _BatchRun:
                                                    f"another {self.system} record", [outcome.entity_id or ""])
                 if outcome.action == "review":
                     self._review(rec, etype, outcome.reason, outcome.candidates)
+                    self._held_refs.add((etype, rec.external_id))
                     continue
                 if outcome.action == "created":
                     eid = self._new_entity(etype)
@@ -380,6 +394,17 @@ class _BatchRun:
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
             out.append((eid, rec, etype, fields, created))
+        return out
+
+    def _open_review_refs(self, parsed: list[tuple[RawRecord, str, dict[str, Any]]]) -> set[tuple[str, str]]:
+        """Records of this system waiting in review that this batch links to."""
+        exts = sorted({ref.external_id for _, _, f in parsed for ref in _refs(f)})
+        out: set[tuple[str, str]] = set()
+        for chunk in _chunks(exts):
+            out.update((typ, ext) for typ, ext in self.conn.execute(
+                select(t.review.c.type, t.review.c.external_id).where(
+                    t.review.c.status == "open", t.review.c.system == self.system,
+                    t.review.c.external_id.in_(chunk))))
         return out
 
     def _stamped(self, rec: RawRecord, etype: str) -> str | None:
@@ -410,6 +435,8 @@ class _BatchRun:
                 if not isinstance(ref, Ref):
                     return ref
                 eid = self.bind_cache.get((target, ref.external_id))
+                if eid is None and (target, ref.external_id) in self._held_refs:
+                    return None      # that record waits for a human: no stand-in entity for it
                 if eid is None and identify.origin_allows(self.ms.identity.get(target), self.system):
                     eid = self._new_entity(target)   # a stub, filled when its own record arrives
                     self._bind(target, ref.external_id, eid)
@@ -679,7 +706,7 @@ class _BatchRun:
                                                 t.outbox.c.payload)
                                          .where(t.outbox.c.status == "pending", t.outbox.c.entity_id.in_(chunk))):
                 pending[(row.entity_id, row.system)] = {"id": row.id, "payload": row.payload}
-        inserts, updates = [], []
+        planned: list[tuple[str, Any, bool, dict[str, Any]]] = []
         for eid in ids:
             ent = ents[eid]
             for em in self.mapper.targets(ent.type):
@@ -691,23 +718,55 @@ class _BatchRun:
                 sh = shadows.get((eid, em.system))
                 shadow = (sh["fields"] if sh else {}) if is_bound else None
                 fields = plan.plan_fields(self.mapper, em, ent.golden, shadow, held.get(eid, set()))
-                if not fields:
-                    continue
-                prev = pending.get((eid, em.system))
-                if prev is not None:
-                    merged = dict(schema.decode(prev["payload"]), **fields)
-                    updates.append(dict(b_id=prev["id"], payload=schema.encode(merged), updated_at=self.now))
-                else:
-                    inserts.append(dict(entity_id=eid, entity_type=ent.type, system=em.system,
-                                        op="update" if is_bound else "create", payload=schema.encode(fields),
-                                        idempotency_key=new_id(), status="pending", attempts=0,
-                                        next_attempt_at=self.now, created_at=self.now, updated_at=self.now))
+                if fields:
+                    planned.append((eid, em, is_bound, fields))
+        arriving = self._link_targets_arriving(planned)
+        dangling: dict[tuple[str, str], set[str]] = {}
+        inserts, updates = [], []
+        for eid, em, is_bound, fields in planned:
+            ent = ents[eid]
+            # a link to an entity the target has not got, and will not get from a write already on
+            # its way, waits: it is planned again when that entity is created there
+            for k, v in list(fields.items()):
+                if v is not None and schema.field_spec(k).type == "ref" and (v, em.system) not in arriving:
+                    del fields[k]
+                    dangling.setdefault((em.system, v), set()).add(eid)
+            if not fields:
+                continue
+            prev = pending.get((eid, em.system))
+            if prev is not None:
+                merged = dict(schema.decode(prev["payload"]), **fields)
+                updates.append(dict(b_id=prev["id"], payload=schema.encode(merged), updated_at=self.now))
+            else:
+                inserts.append(dict(entity_id=eid, entity_type=ent.type, system=em.system,
+                                    op="update" if is_bound else "create", payload=schema.encode(fields),
+                                    idempotency_key=new_id(), status="pending", attempts=0,
+                                    next_attempt_at=self.now, created_at=self.now, updated_at=self.now))
+        for (system, target), waiting in dangling.items():
+            key = f"dangling:{system}:{target}"
+            have = set(self.e.store.kv_get(key, [], conn=self.conn))
+            if not waiting <= have:
+                self.e.store.kv_set(key, sorted(have | waiting), conn=self.conn)
         if inserts:
             self.conn.execute(insert(t.outbox), inserts)
         if updates:
             self.conn.execute(update(t.outbox).where(t.outbox.c.id == bindparam("b_id")).values(
                 payload=bindparam("payload"), updated_at=bindparam("updated_at")), updates)
         return len(inserts) + len(updates)
+
+    def _link_targets_arriving(self, planned: list[tuple[str, Any, bool, dict[str, Any]]]
+                               ) -> set[tuple[str, str]]:
+        """(entity, system) pairs a link may point at: bound there, or a write to it is queued."""
+        out = {(eid, em.system) for eid, em, _b, _f in planned}
+        targets = sorted({v for _e, _m, _b, f in planned for k, v in f.items()
+                          if v is not None and schema.field_spec(k).type == "ref"})
+        for chunk in _chunks(targets):
+            out.update(self.conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
+                                         .where(t.bindings.c.entity_id.in_(chunk))).all())
+            out.update(self.conn.execute(select(t.outbox.c.entity_id, t.outbox.c.system).where(
+                t.outbox.c.entity_id.in_(chunk), t.outbox.c.status.in_(("pending", "sending")))).all())
+        out.update((b["entity_id"], b["system"]) for b in self.new_bindings)
+        return {(str(a), str(b)) for a, b in out}
 
     def _open_conflicts_all(self, ids: list[str]) -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import structlog
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt
@@ -239,7 +239,8 @@ class Pusher:
             if not canon:
                 raise NothingToWrite()
             ext = c.execute(select(t.bindings.c.external_id).where(
-                t.bindings.c.entity_id == eid, t.bindings.c.system == system, t.bindings.c.type == etype)).scalar()
+                t.bindings.c.entity_id == eid, t.bindings.c.system == system, t.bindings.c.type == etype)
+                .order_by(t.bindings.c.created_at).limit(1)).scalar()
             if ext is None and row["op"] == "update":
                 # the entity was planned as an update but its binding is gone: send everything
                 full = schema.decode(c.execute(select(t.entities.c.fields).where(t.entities.c.id == eid)).scalar())
@@ -254,13 +255,16 @@ class Pusher:
         op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind,
                      op="create" if create else "update", entity=etype, entity_id=eid, external_id=ext,
                      fields=fields, external_key=external_key(eid), attempt=row["attempts"])
+        # a link the target cannot take yet (its entity has nothing to send) is left out of the
+        # write and out of the shadow, so it is planned again once that entity is there
+        canon = {k: v for k, v in canon.items() if not (v is not None and translated.get(k) is None)}
         return op, canon
 
     def _ref_translator(self, c: Any, system: str) -> Callable[[str, Any], Any]:
         def fn(target: str, eid: Any) -> Any:
             ext = c.execute(select(t.bindings.c.external_id).where(
                 t.bindings.c.entity_id == eid, t.bindings.c.system == system,
-                t.bindings.c.type == target)).scalar()
+                t.bindings.c.type == target).order_by(t.bindings.c.created_at).limit(1)).scalar()
             if ext is not None:
                 return ext
             tm = self.mapper.push_map(system, target)
@@ -309,6 +313,14 @@ class Pusher:
                                                     source_time=None, observed_at=now, run_id=None))
             conn.execute(update(t.outbox).where(t.outbox.c.id == row["id"]).values(
                 status="done", attempts=row["attempts"] + 1, last_error=None, updated_at=now))
+            if op.op == "create":
+                # entities whose link to this one waited for it are planned again (same transaction)
+                key = f"dangling:{op.system}:{op.entity_id}"
+                waiting = conn.execute(select(t.kv.c.value).where(t.kv.c.key == key)).scalar()
+                if waiting:
+                    conn.execute(delete(t.kv).where(t.kv.c.key == key))
+                    conn.execute(insert(t.kv).values(key=f"replan:{op.system}:{op.entity_id}:{row['id']}",
+                                                     value=waiting, updated_at=now))
         log.info("pushed", system=op.system, op=op.op, kind=op.kind, entity_id=op.entity_id,
                  external_id=result.external_id, op_id=op.op_id)
 

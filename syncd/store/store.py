@@ -207,7 +207,8 @@ class Store:
     def external_id(self, entity_id: str, system: str) -> str | None:
         with self.engine.connect() as c:
             return c.execute(select(t.bindings.c.external_id).where(
-                t.bindings.c.entity_id == entity_id, t.bindings.c.system == system)).scalar()
+                t.bindings.c.entity_id == entity_id, t.bindings.c.system == system)
+                .order_by(t.bindings.c.created_at).limit(1)).scalar()
 
     def count(self, table: str, **where: Any) -> int:
         tbl = t.metadata.tables[table]

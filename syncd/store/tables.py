@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer,
-                        MetaData, String, Table, Text, UniqueConstraint)
+                        MetaData, String, Table, Text)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -36,8 +36,10 @@ bindings = Table(
     Column("external_id", String(128), primary_key=True),
     Column("entity_id", ID, ForeignKey("entities.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", TS, nullable=False),
-    UniqueConstraint("system", "type", "entity_id", name="uq_bindings_entity"),
+    # One entity may have several records in one system only when a person said so (an identify
+    # review resolved as "the same"); the earliest binding is the one writes go to.
     Index("ix_bindings_entity", "entity_id"),
+    Index("ix_bindings_entity_system", "entity_id", "system", "type"),
 )
 
 # Dedup keys of each entity ("phone:+74951234567").

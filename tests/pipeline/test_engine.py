@@ -286,3 +286,29 @@ def test_rejected_record_keeps_its_line_in_quarantine(store: Store) -> None:
     assert c.quarantined == 1 and c.created == 1
     q = store.list_quarantine()[0]
     assert q["reason"].startswith("line 42: ") and q["raw"] == "<Документ>…" and q["external_id"] == "o9"
+
+
+def test_second_record_of_one_system_goes_to_review_then_binds_as_alias(store: Store) -> None:
+    """Two shop accounts of one customer: never merged silently; a person may say they are one."""
+    syncer, remote = make_world(store, systems=("crm", "shop"))
+    remote["crm"].edit("person", "c1", **person(phone="+74951234567"))
+    syncer.until_quiet()                               # the CRM person reaches the shop (a shop user)
+    remote["shop"].edit("person", "s-new", **person(name="Иван", email="IVAN@example.ru", phone=None))
+    remote["shop"].edit("order", "o1", number="77", status="N", total="100", customer_id="s-new")
+    syncer.until_quiet()
+    item = store.list_review()[0]
+    assert item["external_id"] == "s-new" and "already bound" in item["reason"]
+    # the order waits for a person without a stand-in entity being invented for its buyer
+    assert store.count("entities", type="person") == 1
+    eid = store.find_entity("crm", "person", "c1")
+    syncer.engine.resolve_review(item["id"], entity_id=eid)
+    assert store.find_entity("shop", "person", "s-new") == eid
+    primary = store.external_id(eid, "shop")
+    assert primary != "s-new"                         # writes still go to the first shop record
+    remote["shop"].edit("person", "s-new", comment="второй аккаунт")
+    remote["shop"].edit("order", "o1", comment="перечитать")
+    syncer.until_quiet()
+    assert remote["crm"].objects["person"]["c1"]["comment"] == "второй аккаунт"
+    crm_order = next(iter(remote["crm"].objects["order"].values()))
+    assert crm_order["customer_id"] == "c1"
+    assert store.count("entities", type="person") == 1

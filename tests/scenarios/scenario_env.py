@@ -263,7 +263,14 @@ class World:
                 rt.push_all()
             if not (c.created or c.updated or c.pushed or c.planned or t):
                 return
-        raise AssertionError(f"no quiescence after {rounds} passes: {c.as_dict()}")
+        from sqlalchemy import select
+
+        from syncd.store import tables as tb
+        with rt.store.engine.connect() as conn:
+            last = conn.execute(select(tb.outbox.c.system, tb.outbox.c.entity_type, tb.outbox.c.status,
+                                       tb.outbox.c.payload, tb.outbox.c.last_error)
+                                .order_by(tb.outbox.c.id.desc()).limit(3)).all()
+        raise AssertionError(f"no quiescence after {rounds} passes: {c.as_dict()}; last writes: {last}")
 
     # -- look-ups ----------------------------------------------------------------------------------
     def deal_of(self, order: dict[str, Any]) -> dict[str, Any]:
