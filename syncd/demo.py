@@ -115,8 +115,33 @@ def _synced(rt: Any, peers: Peers) -> bool:
         eid = rt.store.find_entity("shop", "order", ext)
         if not eid or not rt.store.external_id(eid, "crm"):
             return False
+    if peers.onec is not None:
+        # S6: every paid shop order is a document in the 1C client's database
+        have = {getattr(d, "number", None) for d in peers.onec.db.orders.values()}
+        for o in snap["orders"]:
+            if o.get("paid") and str(o.get("number")) not in have:
+                return False
     stats = rt.stats()
     return stats["totals"]["outbox_pending"] == 0
+
+
+def summary(rt: Any, peers: Peers) -> list[str]:
+    """What flowed, in words: shop orders as deals with their managers, documents in 1C."""
+    portal = peers.b24.extra["state"].portal()
+    users = {str(u["ID"]): f"{u['NAME']} {u.get('LAST_NAME', '')}".strip() for u in portal.users.values()}
+    lines = []
+    for o in peers.shop.extra["state"].snapshot()["orders"]:
+        eid = rt.store.find_entity("shop", "order", str(o.get("xml_id") or o.get("id")))
+        deal_id = rt.store.external_id(eid, "crm") if eid else None
+        fields = rt.store.entity(eid)["fields"] if eid else {}
+        who = users.get(str(fields.get("order.responsible")), "nobody")
+        lines.append(f"  shop order {o['number']} ({o['total']} руб, {'paid' if o.get('paid') else 'unpaid'}) -> "
+                     f"deal {deal_id or '-'}, stage {fields.get('order.stage', '-')}, manager {who}"
+                     + (", in 1C" if eid and rt.store.external_id(eid, "onec") else ""))
+    if peers.onec is not None:
+        lines.append(f"  1C received {len(peers.onec.db.orders)} order(s) and "
+                     f"{len(peers.onec.db.counterparties)} counterpart(ies)")
+    return lines
 
 
 def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | None = None,
@@ -148,7 +173,7 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
         peers.onec = onec_client
 
         def _onec_loop() -> None:
-            while not peers.onec_stop.wait(5.0):
+            while not peers.onec_stop.wait(3.0):
                 try:
                     onec_client.run_cycle()
                 except Exception as exc:  # noqa: BLE001 - the demo's 1C keeps calling, as 1C does
@@ -183,6 +208,9 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     except KeyboardInterrupt:
         pass
     finally:
+        if until_synced:
+            for line in summary(daemon.rt, peers):
+                _say(line)
         stats = requests.get(url + "/stats", timeout=10).json() if until_synced else None
         daemon.stop()
         peers.stop()

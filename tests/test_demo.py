@@ -16,6 +16,10 @@ def test_demo_until_synced() -> None:
     assert any("status page" in line for line in lines)
     assert any("Bitrix24 portal" in line and "/rest/" in line for line in lines)
     assert any("shop exchange" in line and "1c_exchange.php" in line for line in lines)
+    flowed = [line for line in lines if line.strip().startswith("shop order ")]
+    assert len(flowed) >= 5 and all("-> deal " in line and "deal -," not in line for line in flowed)
+    assert any("manager " in line and "manager nobody" not in line for line in flowed)   # S1 assignment
+    assert any(", in 1C" in line for line in flowed)                                    # S6: paid -> 1C
     stats = json.loads(lines[-1])
     crm, shop = stats["integrations"]["crm"], stats["integrations"]["shop"]
     assert shop["counts"]["created"] >= 5          # seeded orders and their buyers came in

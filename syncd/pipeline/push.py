@@ -339,8 +339,10 @@ class Pusher:
             conn.execute(update(t.outbox).where(t.outbox.c.id == row["id"]).values(
                 status="pending", attempts=attempts, last_error=error, claimed_by=None,
                 next_attempt_at=utcnow() + dt.timedelta(seconds=delay), updated_at=utcnow()))
-        log.warning("push_deferred", system=row["system"], entity_id=row["entity_id"], attempts=attempts,
-                    delay=round(delay, 2), error=error)
+        # waiting for a linked record's create is routine; a failed attempt is worth a warning
+        (log.warning if count_attempt else log.info)(
+            "push_deferred", system=row["system"], entity_id=row["entity_id"], attempts=attempts,
+            delay=round(delay, 2), error=error)
 
     def _dead(self, row: dict[str, Any], error: str) -> None:
         with self.store.begin() as conn:
