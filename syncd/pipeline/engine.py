@@ -728,7 +728,9 @@ class _BatchRun:
             # a link to an entity the target has not got, and will not get from a write already on
             # its way, waits: it is planned again when that entity is created there
             for k, v in list(fields.items()):
-                if v is not None and schema.field_spec(k).type == "ref" and (v, em.system) not in arriving:
+                # (a create keeps its links: the push waits for them, see Pusher._ref_translator)
+                if (is_bound and v is not None and schema.field_spec(k).type == "ref"
+                        and (v, em.system) not in arriving):
                     del fields[k]
                     dangling.setdefault((em.system, v), set()).add(eid)
             if not fields:

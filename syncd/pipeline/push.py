@@ -40,6 +40,7 @@ class PushPolicy:
     max_delay: float = 900.0
     claim_ttl: float = 300.0        # a claim older than this is taken to be from a dead worker
     inline_wait_max: float = 2.0
+    link_wait: float = 600.0        # a new record waits this long for the records it links to
 
 
 class NothingToWrite(Exception):
@@ -245,12 +246,19 @@ class Pusher:
                 # the entity was planned as an update but its binding is gone: send everything
                 full = schema.decode(c.execute(select(t.entities.c.fields).where(t.entities.c.id == eid)).scalar())
                 canon = {k: v for k, v in full.items() if k in self.mapper.pushable_fields(em)} | canon
-            translated = {k: schema.map_refs(k, v, self._ref_translator(c, system)) if schema.has_refs(k) else v
+            created_at = row["created_at"]
+            if created_at.tzinfo is None:
+                created_at = created_at.replace(tzinfo=dt.timezone.utc)
+            waited = (utcnow() - created_at).total_seconds()
+            translate = self._ref_translator(c, system, creating=ext is None, waited=waited)
+            translated = {k: schema.map_refs(k, v, translate) if schema.has_refs(k) else v
                           for k, v in canon.items()}
         create = ext is None
         if create and not em.create:
             raise PermanentError(f"{system} may not receive new {em.kind} records (create = false)",
                                  connector=system)
+        translated = {k: v for k, v in translated.items()
+                      if not (v is None and canon.get(k) is not None and schema.field_spec(k).type == "ref")}
         fields = self.mapper.from_canonical(em, translated, create=create)
         op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind,
                      op="create" if create else "update", entity=etype, entity_id=eid, external_id=ext,
@@ -260,7 +268,14 @@ class Pusher:
         canon = {k: v for k, v in canon.items() if not (v is not None and translated.get(k) is None)}
         return op, canon
 
-    def _ref_translator(self, c: Any, system: str) -> Callable[[str, Any], Any]:
+    def _ref_translator(self, c: Any, system: str, *, creating: bool = False,
+                        waited: float = 0.0) -> Callable[[str, Any], Any]:
+        """External id of a linked entity in `system`, or wait for it, or leave the link out.
+
+        A new record waits for the records it links to (a shop order needs its buyer, a deal its
+        contact), even for one still empty here because its own record has not been pulled yet —
+        up to `link_wait`; after that it goes without the link, which follows once it exists.
+        """
         def fn(target: str, eid: Any) -> Any:
             ext = c.execute(select(t.bindings.c.external_id).where(
                 t.bindings.c.entity_id == eid, t.bindings.c.system == system,
@@ -270,9 +285,9 @@ class Pusher:
             tm = self.mapper.push_map(system, target)
             if tm is not None and tm.create:
                 has_fields = c.execute(select(t.entities.c.fields).where(t.entities.c.id == eid)).scalar()
-                if has_fields and has_fields != "{}":
+                if (has_fields and has_fields != "{}") or (creating and waited < self.policy.link_wait):
                     raise DependencyPending(f"waiting for {target} {eid} to be created in {system}")
-            return None    # the target does not keep this kind: the link is left out
+            return None    # not there and not coming now: the link is left out (planned again later)
         return fn
 
     # -- outcomes -------------------------------------------------------------------------------
@@ -314,6 +329,11 @@ class Pusher:
             conn.execute(update(t.outbox).where(t.outbox.c.id == row["id"]).values(
                 status="done", attempts=row["attempts"] + 1, last_error=None, updated_at=now))
             if op.op == "create":
+                # writes that waited for this create go at once, not at their next backoff tick
+                conn.execute(update(t.outbox).where(
+                    t.outbox.c.status == "pending", t.outbox.c.system == op.system,
+                    t.outbox.c.last_error.like(f"waiting for {op.entity} {op.entity_id} %")).values(
+                    next_attempt_at=now, updated_at=now))
                 # entities whose link to this one waited for it are planned again (same transaction)
                 key = f"dangling:{op.system}:{op.entity_id}"
                 waiting = conn.execute(select(t.kv.c.value).where(t.kv.c.key == key)).scalar()
