@@ -152,28 +152,7 @@ class Engine:
             for eid, eff in effects.items():
                 if eid and eid not in ents:
                     continue
-                if eid and eff.updates:
-                    ent = ents[eid]
-                    upd = {k: schema.normalize(k, v) for k, v in eff.updates.items()}
-                    upd = {k: v for k, v in upd.items() if ent.golden.get(k) != v}
-                    if upd:
-                        ent.golden.update(upd)
-                        for k in upd:
-                            ent.versions[k] = [origin, _iso(br.now), None]
-                        ent.dirty = True
-                        touched.add(eid)
-                        br.changelog.append(dict(entity_id=eid, system=origin, origin=origin,
-                                                 fields=schema.encode(upd), source_version=None, source_time=None,
-                                                 observed_at=br.now, run_id=None))
-                for etype, fields in eff.creates:
-                    neid = new_id()
-                    golden = {k: schema.normalize(k, v) for k, v in fields.items()}
-                    ents[neid] = _Ent(neid, etype, golden, {k: [origin, _iso(br.now), None] for k in golden},
-                                      new=True, dirty=True)
-                    br.changelog.append(dict(entity_id=neid, system=origin, origin=origin,
-                                             fields=schema.encode(golden), source_version=None, source_time=None,
-                                             observed_at=br.now, run_id=None))
-                    touched.add(neid)
+                touched |= br.apply_decided(ents, eid or None, eff, origin)
             br.flush_entities(ents)
             return br.plan_and_write(ents, touched)
 
@@ -666,25 +645,40 @@ class _BatchRun:
                                      eid in self._created, self.conn))
             if not effects:
                 continue
+            touched |= self.apply_decided(ents, eid, effects, "rules")
+
+    def apply_decided(self, ents: dict[str, _Ent], eid: str | None, effects: RuleEffects,
+                      origin: str) -> set[str]:
+        """Field updates and new entities decided by syncd itself (rules, timers, metrics).
+
+        They are changes like any other, with their origin in the change log, so they are planned
+        to the systems and never read back as somebody's edit. Returns the entities touched.
+        """
+        touched: set[str] = set()
+        if eid is not None and effects.updates:
+            ent = ents[eid]
             upd = {k: schema.normalize(k, v) for k, v in effects.updates.items()}
             upd = {k: v for k, v in upd.items() if ent.golden.get(k) != v}
             if upd:
                 ent.golden.update(upd)
                 for k in upd:
-                    ent.versions[k] = ["rules", _iso(self.now), self.run_id]
+                    ent.versions[k] = [origin, self.now_iso, self.run_id]
                 ent.dirty = True
-                self.changelog.append(dict(entity_id=eid, system="rules", origin="rules",
-                                           fields=schema.encode(upd), source_version=None, source_time=None,
-                                           observed_at=self.now, run_id=self.run_id))
-            for etype, fields in effects.creates:
-                neid = new_id()
-                golden = {k: schema.normalize(k, v) for k, v in fields.items()}
-                ents[neid] = _Ent(neid, etype, golden, {k: ["rules", _iso(self.now), self.run_id]
-                                                         for k in golden}, new=True, dirty=True)
-                self.changelog.append(dict(entity_id=neid, system="rules", origin="rules",
-                                           fields=schema.encode(golden), source_version=None,
-                                           source_time=None, observed_at=self.now, run_id=self.run_id))
-                touched.add(neid)
+                touched.add(eid)
+                self._log_change(eid, origin, upd)
+        for etype, fields in effects.creates:
+            neid = new_id()
+            golden = {k: schema.normalize(k, v) for k, v in fields.items()}
+            ents[neid] = _Ent(neid, etype, golden, {k: [origin, self.now_iso, self.run_id] for k in golden},
+                              new=True, dirty=True)
+            self._log_change(neid, origin, golden)
+            touched.add(neid)
+        return touched
+
+    def _log_change(self, eid: str, origin: str, fields: dict[str, Any]) -> None:
+        self.changelog.append(dict(entity_id=eid, system=origin, origin=origin, fields=schema.encode(fields),
+                                   source_version=None, source_time=None, observed_at=self.now,
+                                   run_id=self.run_id))
 
     # -- plan -----------------------------------------------------------------------------------
     def plan_and_write(self, ents: dict[str, _Ent], touched: set[str]) -> int:
