@@ -161,3 +161,29 @@ def test_cml_check_prints_documents_and_fails_on_bad_files(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "syncd.cli", "cml", "check", str(good), str(bad)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "bad.xml" in r.stderr and "line" in r.stderr
+
+
+def test_rules_explain_and_check(tmp_path: Path, names: tuple[str, str]) -> None:
+    crm, shop = names
+    cfg = _cfg(tmp_path, names)
+    (tmp_path / "mappings" / "rules.toml").write_text(f"""
+[rules.defaults.person]
+"person.client_type" = "новый"
+
+[[rules.stages]]
+name = "vip by comment"
+entity = "person"
+when = "person.comment == 'VIP'"
+set = {{ "person.client_type" = "VIP" }}
+field = "person.client_type"
+allow_backwards = true
+""", encoding="utf-8")
+    assert _run("-c", str(cfg), "sync")[0] == 0
+    ext = next(iter(_SYSTEMS[shop].objects["person"]))
+    code, out, _ = _run("-c", str(cfg), "--json", "rules", "explain", f"{shop}:person:{ext}")
+    assert code == 0
+    lines = json.loads(out)
+    assert any("vip by comment" in line and "does not apply" in line for line in lines), lines
+    assert _run("-c", str(cfg), "rules", "explain", "nosuch")[0] == 1
+    code, out, _ = _run("-c", str(cfg), "rules", "check")
+    assert code == 0 and "✓" in out
