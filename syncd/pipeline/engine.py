@@ -299,9 +299,11 @@ class _BatchRun:
     # -- identify -------------------------------------------------------------------------------
     def _load_bindings(self, wanted: set[tuple[str, str]]) -> None:
         exts = sorted({ext for _, ext in wanted})
+        types = sorted({typ for typ, _ in wanted})
         for chunk in _chunks(exts):
+            # system, type, external id: the whole primary key, so an index probe per id
             rows = self.conn.execute(select(t.bindings.c.type, t.bindings.c.external_id, t.bindings.c.entity_id)
-                                     .where(t.bindings.c.system == self.system,
+                                     .where(t.bindings.c.system == self.system, t.bindings.c.type.in_(types),
                                             t.bindings.c.external_id.in_(chunk)))
             for typ, ext, eid in rows:
                 self.bind_cache[(typ, ext)] = eid
@@ -326,10 +328,13 @@ class _BatchRun:
                 rec_keys[i] = identify.keys_for(etype, fields, self.ms.identity.get(etype), self.e.region)
         index: dict[tuple[str, str], set[str]] = {}
         all_keys = sorted({k for ks in rec_keys.values() for k in ks})
+        types = sorted({parsed[i][1] for i in rec_keys})
         for chunk in _chunks(all_keys):
+            # both columns of the primary key's prefix, so this is an index probe, not a scan
             for typ, key, eid in self.conn.execute(select(t.match_keys.c.type, t.match_keys.c.key,
                                                           t.match_keys.c.entity_id)
-                                                   .where(t.match_keys.c.key.in_(chunk))):
+                                                   .where(t.match_keys.c.type.in_(types),
+                                                          t.match_keys.c.key.in_(chunk))):
                 index.setdefault((typ, key), set()).add(eid)
         self._pending_keys: dict[str, set[str]] = {}
         self._held_refs: set[tuple[str, str]] = self._open_review_refs(parsed)
