@@ -114,7 +114,26 @@ class Engine:
                 self.store.set_cursor(conn, system, batch.stream, batch.cursor)
         if batch.ack is not None:
             batch.ack()   # only after the commit: a crash before this re-reads, never loses
+        self._note_growth(len(batch.records))
         return counts
+
+    def _note_growth(self, n: int) -> None:
+        """Refresh PostgreSQL's planner statistics during a big import.
+
+        A backfill can grow the tables tenfold within autovacuum's one-minute nap; on stale
+        statistics the planner takes the look-ups for tiny-table scans and each batch reads the
+        whole table. ANALYZE samples, so running it after every doubling stays cheap.
+        """
+        if not self.store.is_postgres:
+            return
+        self._grown = getattr(self, "_grown", 0) + n
+        self._analyzed_at = getattr(self, "_analyzed_at", 0)
+        if self._grown >= max(5000, self._analyzed_at):
+            with self.store.engine.connect() as c:
+                c = c.execution_options(isolation_level="AUTOCOMMIT")
+                c.exec_driver_sql("ANALYZE entities, bindings, match_keys, shadows, outbox")
+            self._analyzed_at = self._grown * 2
+            log.debug("planner_statistics_refreshed", records=self._grown)
 
     def ingest_in(self, conn: Connection, system: str, records: Sequence[RawRecord | Rejected], *,
                   run_id: str | None = None, stream: str | None = None) -> Counts:
@@ -702,9 +721,10 @@ class _BatchRun:
         pending: dict[tuple[str, str], dict[str, Any]] = {}
         for chunk in _chunks(ids):
             for row in self.conn.execute(select(t.outbox.c.id, t.outbox.c.entity_id, t.outbox.c.system,
-                                                t.outbox.c.payload)
-                                         .where(t.outbox.c.status == "pending", t.outbox.c.entity_id.in_(chunk))):
-                pending[(row.entity_id, row.system)] = {"id": row.id, "payload": row.payload}
+                                                t.outbox.c.payload, t.outbox.c.status)
+                                         .where(t.OPEN_WRITES, t.outbox.c.entity_id.in_(chunk))):
+                if row.status == "pending":
+                    pending[(row.entity_id, row.system)] = {"id": row.id, "payload": row.payload}
         planned: list[tuple[str, Any, bool, dict[str, Any]]] = []
         for eid in ids:
             ent = ents[eid]
@@ -765,7 +785,7 @@ class _BatchRun:
             out.update(self.conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
                                          .where(t.bindings.c.entity_id.in_(chunk))).all())
             out.update(self.conn.execute(select(t.outbox.c.entity_id, t.outbox.c.system).where(
-                t.outbox.c.entity_id.in_(chunk), t.outbox.c.status.in_(("pending", "sending")))).all())
+                t.outbox.c.entity_id.in_(chunk), t.OPEN_WRITES)).all())
         out.update((b["entity_id"], b["system"]) for b in self.new_bindings)
         return {(str(a), str(b)) for a, b in out}
 

@@ -26,7 +26,12 @@ def utcnow() -> dt.datetime:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """32 hex chars, time-ordered (ms timestamp, then random) like UUIDv7.
+
+    Ids made close in time sort together, so index inserts append instead of landing on random
+    pages: at a million rows that is the difference between a cached page and a disk read.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{uuid.uuid4().hex[:20]}"
 
 
 def _aware(v: dt.datetime | None) -> dt.datetime | None:
@@ -115,7 +120,7 @@ class Store:
 
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, system: str, stream: str, instance: str = "") -> str:
-        run_id = new_id()[:16]
+        run_id = new_id()
         with self.begin() as c:
             c.execute(insert(t.runs).values(id=run_id, system=system, stream=stream, started_at=utcnow(),
                                             status="running", counts="{}", instance=instance))

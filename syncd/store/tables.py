@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer,
-                        MetaData, String, Table, Text)
+                        MetaData, String, Table, Text, text)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -141,6 +141,13 @@ outbox = Table(
     Index("ix_outbox_ready", "status", "system", "next_attempt_at"),
     Index("ix_outbox_entity", "entity_id", "system", "status"),
 )
+# Writes still to do, by entity: small whatever the history, so planners always take it.
+# Queries put OPEN_WRITES in their WHERE as the same literal text, so both PostgreSQL and SQLite
+# see that the partial index applies (a bound parameter would hide it from the planner).
+_OPEN = "outbox.status IN ('pending', 'sending')"
+OPEN_WRITES = text(_OPEN)
+Index("ix_outbox_open_entity", outbox.c.entity_id, outbox.c.system,
+      postgresql_where=text("status IN ('pending', 'sending')"), sqlite_where=text("status IN ('pending', 'sending')"))
 
 cursors = Table(
     "cursors", metadata,
