@@ -46,7 +46,7 @@ _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _ANGLE_RE = re.compile(r"<([^<>]*)>")
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def _normalize_email(s: str) -> str | None:
     s = s.strip()
     m = _ANGLE_RE.search(s)  # "Иван Петров <ivan@example.ru>"
@@ -86,7 +86,7 @@ def normalize_email(s: object) -> str | None:
 
 # --- phone --------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=131072)
+@lru_cache(maxsize=16384)
 def _normalize_phone(s: str, region: str) -> str | None:
     try:
         n = phonenumbers.parse(s, region)
@@ -127,7 +127,7 @@ def _clean_code(v: object) -> str:
     return v.strip().translate(_SEP).upper()
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=16384)
 def _inn_kpp_key(inn: str, kpp: str) -> str | None:
     if not is_valid_inn(inn):
         return None
