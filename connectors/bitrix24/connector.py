@@ -42,6 +42,7 @@ from syncd.connector import (
     WriteResult,
 )
 from syncd.errors import BadInput, PermanentError, TransientError
+from syncd.schema import to_datetime
 
 log = structlog.get_logger("syncd.bitrix24")
 
@@ -73,14 +74,10 @@ ADDRESS_LEGAL = 6
 def parse_bx_time(v: Any) -> dt.datetime | None:
     if not v:
         return None
-    s = str(v).strip()
-    if s.endswith("Z"):
-        s = s[:-1] + "+00:00"
     try:
-        d = dt.datetime.fromisoformat(s)
+        return to_datetime(str(v))     # the canonical parser: ISO with Z, naive = UTC
     except ValueError:
         return None
-    return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
 
 
 def utc_version(v: Any) -> str | None:

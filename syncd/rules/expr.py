@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from syncd.schema import to_datetime
+
 __all__ = [
     "And",
     "Cmp",
@@ -406,20 +408,12 @@ def _num(v: Any) -> Decimal | None:
 
 
 def _when(v: Any) -> dt.datetime | None:
-    if isinstance(v, dt.datetime):
-        return v if v.tzinfo else v.replace(tzinfo=dt.UTC)
-    if isinstance(v, dt.date):
-        return dt.datetime(v.year, v.month, v.day, tzinfo=dt.UTC)
-    if isinstance(v, str):
-        s = v.strip()
-        if s.endswith("Z"):
-            s = s[:-1] + "+00:00"
-        try:
-            d = dt.datetime.fromisoformat(s)
-        except ValueError:
-            return None
-        return d if d.tzinfo else d.replace(tzinfo=dt.UTC)
-    return None
+    if not isinstance(v, (dt.datetime, dt.date, str)):
+        return None
+    try:
+        return to_datetime(v)          # the canonical parser: ISO with Z, naive = UTC
+    except ValueError:
+        return None
 
 
 def _coerce(a: Any, b: Any) -> tuple[Any, Any] | None:
