@@ -199,13 +199,11 @@ class Engine:
             ents = br.load_entities([row["entity_id"]])
             ent = ents[row["entity_id"]]
             ent.golden[name] = new_value
-            ent.versions[name] = [winner, _iso(utcnow()), None]
+            ent.versions[name] = [winner, br.now_iso, None]
             ent.dirty = True
             conn.execute(update(t.conflicts).where(t.conflicts.c.id == conflict_id).values(
-                status="resolved", winner=winner, resolved_at=utcnow()))
-            br.changelog.append(dict(entity_id=ent.id, system=winner, origin="review",
-                                     fields=schema.encode({name: new_value}), source_version=None,
-                                     source_time=None, observed_at=utcnow(), run_id=None))
+                status="resolved", winner=winner, resolved_at=br.now))
+            br._log_change(ent.id, "review", {name: new_value}, system=winner)
             br.flush_entities(ents)
             br.plan_and_write(ents, {ent.id})
             return ent.id
@@ -699,8 +697,9 @@ class _BatchRun:
             touched.add(neid)
         return touched
 
-    def _log_change(self, eid: str, origin: str, fields: dict[str, Any]) -> None:
-        self.changelog.append(dict(entity_id=eid, system=origin, origin=origin, fields=schema.encode(fields),
+    def _log_change(self, eid: str, origin: str, fields: dict[str, Any], *, system: str | None = None) -> None:
+        self.changelog.append(dict(entity_id=eid, system=system or origin, origin=origin,
+                                   fields=schema.encode(fields),
                                    source_version=None, source_time=None, observed_at=self.now,
                                    run_id=self.run_id))
 
