@@ -468,7 +468,7 @@ def create_app(runtime: Runtime) -> Starlette:
                 ent = rt.store.entity(entity_id)
                 if ent is None:
                     raise KeyError(f"no entity {entity_id}")
-                with rt.store.engine.connect() as c:
+                with rt.store.read() as c:
                     rtype = c.execute(select(t.review.c.type).where(t.review.c.id == rid)).scalar()
                 if rtype is not None and rtype != ent["type"]:
                     raise ValueError(f"entity {entity_id} is a {ent['type']}, review item {rid} is a {rtype}")

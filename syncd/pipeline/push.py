@@ -232,7 +232,7 @@ class Pusher:
         if em is None:
             raise PermanentError(f"no push mapping for {etype} in {system}", connector=system)
         canon = schema.decode(row["payload"])
-        with self.store.engine.connect() as c:
+        with self.store.read() as c:
             # a field under review is never written anywhere until a human settles it
             held = {f for (f,) in c.execute(select(t.conflicts.c.field).where(
                 t.conflicts.c.entity_id == eid, t.conflicts.c.status == "open"))}
@@ -374,7 +374,7 @@ class Pusher:
 def outbox_sizes(store: Store) -> dict[str, dict[str, int]]:
     from sqlalchemy import func
     out: dict[str, dict[str, int]] = {}
-    with store.engine.connect() as c:
+    with store.read() as c:
         for system, status, n in c.execute(select(t.outbox.c.system, t.outbox.c.status, func.count())
                                            .group_by(t.outbox.c.system, t.outbox.c.status)):
             out.setdefault(system, {})[status] = n

@@ -263,7 +263,7 @@ def explain(rules_cfg: Mapping[str, Any], entity: Mapping[str, Any] | str, *, st
             raise KeyError(f"no entity {entity}")
         entity = found
     if store is not None:
-        with store.engine.connect() as conn:     # read only: never committed
+        with store.read() as conn:     # read only: never committed
             try:
                 return rs.explain(entity, conn=conn)
             finally:

@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
+WRITE = "syncd_write"      # execution option of connections that write (Store.begin)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -44,7 +45,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # writers take the write lock up front (two writers never deadlock upgrading a read
+            # lock); readers (status page, stats, the pusher's look-ups) start a plain deferred
+            # transaction, which in WAL mode never waits for a writer
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
@@ -57,6 +61,6 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with engine.connect() as conn, conn.execution_options(**{WRITE: True}).begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -25,7 +25,7 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
     started_at = started_at or now
     out: dict[str, Any] = {"generated_at": now.isoformat(), "started_at": started_at.isoformat(),
                            "integrations": {}, "totals": {}}
-    with store.engine.connect() as c:
+    with store.read() as c:
         outbox: dict[str, dict[str, int]] = {}
         for system, status, n in c.execute(select(t.outbox.c.system, t.outbox.c.status, func.count())
                                            .group_by(t.outbox.c.system, t.outbox.c.status)):

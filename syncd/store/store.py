@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from syncd.store import tables as t
-from syncd.store.db import make_engine, migrate
+from syncd.store.db import WRITE, make_engine, migrate
 
 
 def utcnow() -> dt.datetime:
@@ -54,11 +54,20 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        """A write transaction (on SQLite it takes the write lock at BEGIN)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction: never takes SQLite's write lock, never commits."""
+        with self.engine.connect() as conn:
             yield conn
 
     def ping(self) -> bool:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return conn.execute(select(1)).scalar() == 1
 
     # -- cursors --------------------------------------------------------------------------------
@@ -66,7 +75,7 @@ class Store:
         q = select(t.cursors.c.value).where(t.cursors.c.system == system, t.cursors.c.stream == stream)
         if conn is not None:
             return conn.execute(q).scalar()
-        with self.engine.connect() as c:
+        with self.read() as c:
             return c.execute(q).scalar()
 
     def set_cursor(self, conn: Connection, system: str, stream: str, value: str | None) -> None:
@@ -82,7 +91,7 @@ class Store:
         if conn is not None:
             raw = conn.execute(q).scalar()
         else:
-            with self.engine.connect() as c:
+            with self.read() as c:
                 raw = c.execute(q).scalar()
         return default if raw is None else json.loads(raw)
 
@@ -136,7 +145,7 @@ class Store:
         q = select(t.runs).order_by(t.runs.c.started_at.desc()).limit(limit)
         if system:
             q = q.where(t.runs.c.system == system)
-        with self.engine.connect() as c:
+        with self.read() as c:
             rows = c.execute(q).mappings().all()
         return [dict(r, counts=json.loads(r["counts"] or "{}"), started_at=_aware(r["started_at"]),
                      finished_at=_aware(r["finished_at"])) for r in rows]
@@ -155,7 +164,7 @@ class Store:
 
     def list_quarantine(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         q = select(t.quarantine).where(t.quarantine.c.status == status).order_by(t.quarantine.c.id.desc()).limit(limit)
-        with self.engine.connect() as c:
+        with self.read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def release_quarantine(self, qid: int) -> bool:
@@ -166,20 +175,20 @@ class Store:
     # -- review (identify) ----------------------------------------------------------------------
     def list_review(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         q = select(t.review).where(t.review.c.status == status).order_by(t.review.c.id).limit(limit)
-        with self.engine.connect() as c:
+        with self.read() as c:
             return [dict(r, record=json.loads(r["record"]), candidates=json.loads(r["candidates"]))
                     for r in c.execute(q).mappings()]
 
     # -- conflicts ------------------------------------------------------------------------------
     def list_conflicts(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         q = select(t.conflicts).where(t.conflicts.c.status == status).order_by(t.conflicts.c.id).limit(limit)
-        with self.engine.connect() as c:
+        with self.read() as c:
             return [dict(r, candidates=json.loads(r["candidates"])) for r in c.execute(q).mappings()]
 
     # -- outbox ---------------------------------------------------------------------------------
     def list_outbox(self, status: str = "dead", limit: int = 100) -> list[dict[str, Any]]:
         q = select(t.outbox).where(t.outbox.c.status == status).order_by(t.outbox.c.id).limit(limit)
-        with self.engine.connect() as c:
+        with self.read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def replay(self, ids: list[int] | None = None) -> int:
@@ -194,7 +203,7 @@ class Store:
     # -- entities -------------------------------------------------------------------------------
     def entity(self, entity_id: str) -> dict[str, Any] | None:
         from syncd.schema import decode
-        with self.engine.connect() as c:
+        with self.read() as c:
             row = c.execute(select(t.entities).where(t.entities.c.id == entity_id)).mappings().first()
             if row is None:
                 return None
@@ -204,13 +213,13 @@ class Store:
                 "versions": json.loads(row["versions"]), "bindings": {s: e for s, e in binds}}
 
     def find_entity(self, system: str, type_: str, external_id: str) -> str | None:
-        with self.engine.connect() as c:
+        with self.read() as c:
             return c.execute(select(t.bindings.c.entity_id).where(
                 t.bindings.c.system == system, t.bindings.c.type == type_,
                 t.bindings.c.external_id == external_id)).scalar()
 
     def external_id(self, entity_id: str, system: str) -> str | None:
-        with self.engine.connect() as c:
+        with self.read() as c:
             return c.execute(select(t.bindings.c.external_id).where(
                 t.bindings.c.entity_id == entity_id, t.bindings.c.system == system)
                 .order_by(t.bindings.c.created_at).limit(1)).scalar()
@@ -220,5 +229,5 @@ class Store:
         q = select(func.count()).select_from(tbl)
         for k, v in where.items():
             q = q.where(tbl.c[k] == v)
-        with self.engine.connect() as c:
+        with self.read() as c:
             return int(c.execute(q).scalar() or 0)
