@@ -264,12 +264,19 @@ def quarantine(ctx: click.Context) -> None:
 @click.argument("qid", type=int)
 @click.pass_context
 def quarantine_release(ctx: click.Context, qid: int) -> None:
-    """Mark a quarantined record as handled (it is re-read from its source on the next change)."""
+    """Take a quarantined record in again (after its cause was fixed); what waited for it follows."""
+    from syncd.errors import BadInput
+
     rt = _runtime(ctx, connect=False)
-    ok = rt.store.release_quarantine(qid)
+    try:
+        outcome = rt.syncer.engine.release_quarantine(qid)
+    except (KeyError, ValueError, BadInput) as exc:
+        rt.close()
+        click.echo(f"quarantine {qid}: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
+        sys.exit(EXIT_FAIL)
     rt.close()
-    click.echo("released" if ok else f"no quarantined record {qid}")
-    sys.exit(EXIT_OK if ok else EXIT_FAIL)
+    click.echo(f"quarantine {qid}: {outcome}")
+    sys.exit(EXIT_OK)
 
 
 @main.group(invoke_without_command=True)

@@ -52,7 +52,7 @@ class PushSettings(_Strict):
     inline_tries: int = Field(3, ge=1)
     base_delay: float = Field(2.0, ge=0)
     max_delay: float = Field(900.0, ge=0)
-    claim_ttl: float = Field(300.0, ge=0)
+    claim_ttl: float = Field(30.0, gt=0)
 
 
 class JobSettings(_Strict):

@@ -34,6 +34,7 @@ class RawRecord:
     deleted: bool = False
     raw: str | bytes | None = None     # kept for quarantine when the record cannot be processed
     stamp: str | None = None           # the external key syncd stamped on it when it created it
+    partial: bool = False              # read before it was complete: what it lacks says nothing
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class Batch:
 
 @dataclass(frozen=True)
 class WriteOp:
+    """One write, decided when the pusher claimed it: what differs between syncd's record and what
+    the target holds (`fields`), and the whole record as the target should hold it (`full`)."""
+
     op_id: str
     system: str
     kind: str
@@ -66,9 +70,13 @@ class WriteOp:
     entity: str                        # canonical entity type
     entity_id: str
     external_id: str | None
-    fields: Mapping[str, Any]          # system field names -> values
+    fields: Mapping[str, Any]          # system field names -> values: what changed (all on create)
     external_key: str                  # stamped on create (ORIGIN_ID, Ид, externalId), looked up first
     attempt: int = 0
+    full: Mapping[str, Any] = field(default_factory=dict)   # every pushable field of the record
+    # records this one links to, for protocols that embed them (a CommerceML order carries its
+    # buyer): the target's id (or key) -> (kind, full fields); filled for `embeds_links` connectors
+    links: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,20 @@ class ConnectorContext(Protocol):
     def state_set(self, key: str, value: Any) -> None: ...
     def ingest(self, batch: Batch) -> Any: ...          # push connectors: store what arrived
     def trigger(self, stream: str) -> None: ...         # webhooks: poll this stream now
+    # download connectors (the peer fetches its writes): claim what is ready, decided now; settle
+    # it when the peer confirms; give it back when it does not
+    def take_writes(self, limit: int | None = None) -> "WriteClaim": ...
+    def settle_writes(self, token: str, results: Mapping[str, "WriteResult | Exception"]) -> Any: ...
+    def release_writes(self, token: str, op_ids: Sequence[str] | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class WriteClaim:
+    """Writes claimed for a peer that downloads them; only this token can settle them."""
+
+    token: str
+    ops: list[WriteOp]
+    blocked: int = 0                   # writes held back (waiting for a record they link to)
 
 
 @runtime_checkable
@@ -130,6 +152,20 @@ class Connector(Protocol):
 
 
 @dataclass(frozen=True)
+class Traits:
+    delivery: str = "push"
+    whole_records: bool = False
+    keys_are_ids: bool = False
+    embeds_links: bool = False
+
+
+def traits(connector: Any) -> Traits:
+    """How a connector takes writes (defaults for connectors not built on BaseConnector)."""
+    return Traits(**{f: getattr(connector, f, getattr(Traits, f)) for f in
+                     ("delivery", "whole_records", "keys_are_ids", "embeds_links")})
+
+
+@dataclass(frozen=True)
 class ConnectorType:
     """Registered under the `syncd.connectors` entry point: settings model and factory."""
 
@@ -145,6 +181,12 @@ class BaseConnector:
     name: str = ""
     streams: Mapping[str, StreamSpec] = {}
     writes: frozenset[str] = frozenset()
+    # How the engine writes to this system (read with `traits(connector)`):
+    delivery: str = "push"             # push: syncd calls write(); download: the peer fetches the
+                                       # writes (1C's `mode=query`) through ConnectorContext.take_writes
+    whole_records: bool = False        # a write sends the whole record (a document), not changed fields
+    keys_are_ids: bool = False         # a record syncd creates there is known by the key it stamped
+    embeds_links: bool = False         # a write carries the records it links to (WriteOp.links)
 
     def describe(self) -> LiveSchema:
         return LiveSchema()

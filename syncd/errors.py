@@ -74,11 +74,7 @@ class PermanentError(ConnectorError):
     """Will not succeed as is (validation 4xx, access denied): goes to dead letters."""
 
 
-class DependencyPending(SyncdError):
-    """A write refers to an entity the target does not know yet; retried once it is bound."""
-
-
 __all__ = [
     "SyncdError", "ConfigError", "MapMismatch", "BadInput", "ProtocolError", "NeedsReview",
-    "ConnectorError", "TransientError", "PermanentError", "DependencyPending",
+    "ConnectorError", "TransientError", "PermanentError",
 ]

@@ -143,6 +143,12 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("document", "company", "ref", "company"), _f("document", "order", "ref", "order"),
         _f("document", "file", "str", doc="file reference (URL or path)"),
     ],
+    "notice": [
+        _f("notice", "system", "str", doc="the system that delivers it (its map's only_when names it)"),
+        _f("notice", "user", "str", doc="the user it is for (that system's user id)"),
+        _f("notice", "text", "text"), _f("notice", "rule", "str", doc="the rule that sent it"),
+        _f("notice", "subject", "str", doc="the entity it is about (syncd id)"),
+    ],
     "task": [
         _f("task", "title", "str"), _f("task", "description", "text"),
         _f("task", "responsible", "str"), _f("task", "deadline", "datetime"),
@@ -424,6 +430,51 @@ def map_refs(name: str, value: Any, fn: Callable[[str, Any], Any]) -> Any:
         return tuple(FrozenDict({k: (fn(ref_members[k], v) if k in ref_members and v is not None else v)
                                  for k, v in el.items()}) for el in value)
     return value
+
+
+# Members of a list field are the same member when these agree (the first one present counts).
+LIST_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "order.items": ("product", "sku", "name"),
+    "company.bank_accounts": ("account",),
+    "company.contacts": ("person",),
+})
+
+
+def is_list(name: str) -> bool:
+    return field_spec(name).type in ("items", "strs")
+
+
+def _member_key(name: str, member: Any) -> Any:
+    if isinstance(member, Mapping):
+        for k in LIST_KEYS.get(name, ()):
+            v = member.get(k)
+            if v not in (None, ""):
+                return (k, str(v).strip().lower())
+        return ("=", member)
+    s = str(member).strip().lower()
+    digits = "".join(c for c in s if c.isdigit())
+    # phones in any spelling are one member: compare their last ten digits
+    if name.endswith(".phones") and len(digits) >= 10:
+        return digits[-10:]
+    return s
+
+
+def merge_lists(name: str, current: Any, incoming: Any) -> Any:
+    """`current` with `incoming`'s members added or updated; nothing removed."""
+    if current is None:
+        return incoming
+    if incoming is None:
+        return current
+    out = list(current)
+    index = {_member_key(name, m): i for i, m in enumerate(out)}
+    for m in incoming:
+        k = _member_key(name, m)
+        if k in index:
+            out[index[k]] = m
+        else:
+            index[k] = len(out)
+            out.append(m)
+    return tuple(out)
 
 
 def has_refs(name: str) -> bool:

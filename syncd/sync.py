@@ -12,7 +12,8 @@ import structlog
 from syncd.connector import Connector
 from syncd.errors import TransientError
 from syncd.mapping import Mapper
-from syncd.pipeline.engine import Counts, Engine, RuleHook
+from syncd.pipeline.counts import Counts
+from syncd.pipeline.engine import Engine, RuleHook
 from syncd.pipeline.push import Pusher, PushPolicy
 from syncd.store import Store
 
@@ -54,12 +55,10 @@ class Syncer:
             counts.failed += 1
             error = f"{type(exc).__name__}: {exc}"
             log.warning("pull_failed", error=error)
-        except Exception as exc:  # noqa: BLE001 - the run is recorded as failed, then re-raised
+        except Exception as exc:  # noqa: BLE001 - one stream failing never stops the others
             counts.failed += 1
             error = f"{type(exc).__name__}: {exc}"
             log.error("pull_crashed", error=error, tb=traceback.format_exc())
-            self.store.finish_run(run_id, counts.as_dict(), error)
-            raise
         finally:
             structlog.contextvars.unbind_contextvars("integration", "stream", "run_id")
         self.store.finish_run(run_id, counts.as_dict(), error)
@@ -68,17 +67,17 @@ class Syncer:
     def push(self, system: str, *, max_rows: int | None = None) -> Counts:
         run_id = self.store.start_run(system, "push", self.worker)
         structlog.contextvars.bind_contextvars(integration=system, stream="push", run_id=run_id)
+        error = None
+        counts = Counts()
         try:
             counts = self.pusher.push(system, max_rows=max_rows)
-            for _ in range(3):   # links that waited for a create just done go out in this run
-                replanned = self.engine.replan_waiting()
-                if not replanned:
-                    break
-                counts.planned += replanned
-                counts.add(self.pusher.push(system, max_rows=max_rows))
+        except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the other systems go on
+            counts.failed += 1
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("push_crashed", error=error, tb=traceback.format_exc())
         finally:
             structlog.contextvars.unbind_contextvars("integration", "stream", "run_id")
-        self.store.finish_run(run_id, counts.as_dict(), None)
+        self.store.finish_run(run_id, counts.as_dict(), error)
         return counts
 
     def pass_once(self, systems: list[str] | None = None) -> Counts:

@@ -26,7 +26,7 @@ def mapping_doc(conflicts: dict[str, Any] | None = None, origin: dict[str, list[
     for s in systems:
         maps.append({"system": s, "kind": "person", "entity": "person", "fields": {
             "person.name": "name", "person.email": "email", "person.phone": "phone",
-            "person.comment": "comment"}})
+            "person.comment": "comment", "person.inn": "inn"}})
         maps.append({"system": s, "kind": "order", "entity": "order", "fields": {
             "order.number": "number", "order.status": {"field": "status", "values": f"status_{s}"},
             "order.total": {"field": "total", "transform": "money"},

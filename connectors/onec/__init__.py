@@ -23,7 +23,7 @@ connector = ConnectorType(
     "onec", OneCSettings, factory,
     "1C:Enterprise 'exchange with a site' (CommerceML 2): serves GET/POST <path>?type=catalog|sale&mode=...; "
     "reads orders (payments, shipments, statuses, requisites), counterparties, catalog and offers; "
-    "queues orders and counterparties for 1C's mode=query")
+    "serves orders and counterparties to 1C's mode=query from the outbox")
 
 __all__ = [
     "COOKIE",

@@ -16,7 +16,6 @@ from syncd.errors import PermanentError
 
 from . import convert
 from .exchange import Exchange
-from .queue import DocQueue
 from .settings import OneCSettings
 
 WRITES = frozenset({"order", "counterparty", "person"})
@@ -44,7 +43,19 @@ def default_spool(name: str, ctx: Any) -> str:
 
 
 class OneCConnector(BaseConnector):
-    """1C:Enterprise through its standard "exchange with a site" (CommerceML 2): syncd is the site."""
+    """1C:Enterprise through its standard "exchange with a site" (CommerceML 2): syncd is the site.
+
+    Writes to 1C are outbox rows like any other write, but 1C fetches them: `mode=query` claims the
+    ready rows (each decided at that moment: the whole document from the golden record), serves
+    them as one XML, and 1C's `success` settles exactly that claim. A query 1C never confirms is
+    given back (or lapses) and served again; a `success` for a claim another instance took over
+    settles nothing (the claim is fenced).
+    """
+
+    delivery = "download"              # 1C downloads its documents at `mode=query`
+    whole_records = True               # a CommerceML document is always the whole record
+    keys_are_ids = True                # a document syncd makes is known to 1C by the Ид syncd gave it
+    embeds_links = True                # an order carries its counterparty
 
     def __init__(self, name: str, settings: OneCSettings, ctx: ConnectorContext) -> None:
         self.name = name
@@ -54,7 +65,6 @@ class OneCConnector(BaseConnector):
         Path(self.spool_dir).mkdir(parents=True, exist_ok=True)
         self.streams = {}
         self.writes = WRITES
-        self.queue = DocQueue(ctx)
         self.exchange = Exchange(self)
 
     # -- connector protocol ---------------------------------------------------------------------
@@ -65,7 +75,7 @@ class OneCConnector(BaseConnector):
         last = self.ctx.state_get("last_exchange")
         when = (dt.datetime.fromtimestamp(last, dt.UTC).isoformat(timespec="seconds")
                 if last else "never")
-        return Health(True, f"{self.queue.size()} documents waiting for 1C; last exchange {when}")
+        return Health(True, f"last exchange {when}")
 
     def describe(self) -> LiveSchema:
         # A CommerceML document carries free-form requisites (ЗначенияРеквизитов): any name a
@@ -73,57 +83,81 @@ class OneCConnector(BaseConnector):
         return LiveSchema()
 
     def write(self, op: WriteOp) -> WriteResult:
-        """Queue the document for 1C's next `mode=query`; it stays pending until 1C's `success`."""
-        if op.kind not in WRITES:
-            raise PermanentError(f"1C exchange cannot send {op.kind!r} documents", connector=self.name,
-                                 op_id=op.op_id)
-        ext = op.external_id or op.external_key
-        fields = jsonable(dict(op.fields))
-        if op.op == "delete":
-            fields = {"ПометкаУдаления": "true"}
-        if op.kind == "order" and op.op == "create":
-            fields.setdefault("Номер", ext)
-        self.queue.put(ext, op.kind, fields, op.op_id)
-        return WriteResult(ext, dict(op.fields))
+        raise PermanentError("1C fetches its documents at mode=query; nothing is pushed to it",
+                             connector=self.name, op_id=op.op_id)
+
+    # -- what 1C knows by Ид (for payments and shipments that name their order) -------------------
+    def remember(self, ext: str, kind: str, number: str | None) -> None:
+        self.ctx.state_set(f"kind:{ext}", kind)
+        if kind == "order" and number:
+            self.ctx.state_set(f"number:{number}", ext)
+
+    def kind_of(self, ext: str) -> str | None:
+        return self.ctx.state_get(f"kind:{ext}")
+
+    def by_number(self, number: str) -> str | None:
+        return self.ctx.state_get(f"number:{number}")
 
     # -- query ----------------------------------------------------------------------------------
-    def render_query(self) -> tuple[bytes, dict[str, int]]:
-        """The orders XML for `mode=query` and the {Ид: rev} it contains."""
-        pending = self.queue.pending()
-        served: dict[str, int] = {}
-        orders = [(e, d) for e, d in pending if d["kind"] == "order"]
+    def render_query(self) -> tuple[bytes, str | None, list[str]]:
+        """The orders XML for `mode=query`: (xml, claim token, op ids served)."""
+        claim = self.ctx.take_writes()
+        ops = {op.op_id: op for op in claim.ops}
+        served: list[str] = []
+        by_ext = {(op.external_id or op.external_key): op for op in claim.ops if op.kind != "order"}
         embedded: set[str] = set()
         buf = io.BytesIO()
         enc = self.settings.encoding
         with CmlWriter(buf, encoding=enc, bom=enc == "utf-8", schema_version=self.settings.version) as w:
-            for ext, doc in orders:
+            for op in claim.ops:
+                if op.kind != "order":
+                    continue
+                ext = op.external_id or op.external_key
+                fields = jsonable(dict(op.full))
                 cps = []
                 for key in ("Контрагент", "Покупатель"):
-                    cid = doc["fields"].get(key)
+                    cid = fields.get(key)
                     if not cid:
                         continue
-                    cdoc = self.queue.get(str(cid))
-                    if cdoc is not None:
-                        cps.append(convert.counterparty_from_fields(str(cid), cdoc["fields"], cdoc["kind"]))
-                        embedded.add(str(cid))
-                        if cdoc["rev"] > cdoc["acked"]:
-                            served[str(cid)] = cdoc["rev"]
-                    else:
-                        cps.append(Counterparty(id=str(cid), role="Покупатель"))
-                el = document_element(convert.order_from_fields(ext, doc["fields"], cps), MOSCOW)
+                    cid = str(cid)
+                    own = by_ext.get(cid)
+                    kind, cfields = (own.kind, dict(own.full)) if own is not None else op.links.get(cid, (None, {}))
+                    if kind is None:
+                        cps.append(Counterparty(id=cid, role="Покупатель"))
+                        continue
+                    cps.append(convert.counterparty_from_fields(cid, jsonable(cfields), kind))
+                    self.remember(cid, kind, None)
+                    if own is not None and cid not in embedded:
+                        embedded.add(cid)
+                        served.append(own.op_id)
+                if op.op == "create":
+                    fields.setdefault("Номер", ext)
+                el = document_element(convert.order_from_fields(ext, fields, cps), MOSCOW)
                 if self.settings.container:
                     with w.section("Контейнер"):
                         w.write(el)
                 else:
                     w.write(el)
-                served[ext] = doc["rev"]
+                self.remember(ext, "order", str(fields.get("Номер") or ext))
+                served.append(op.op_id)
             # counterparties alone: edits of ones 1C already has (S7); new ones wait for their first order
-            loose = [(e, d) for e, d in pending if d["kind"] != "order" and e not in embedded
-                     and (d["acked"] > 0 or self.settings.send_all_counterparties)]
+            loose = [op for op in claim.ops if op.kind != "order" and (op.external_id or op.external_key) not in embedded
+                     and (op.op == "update" or self.settings.send_all_counterparties)]
             if loose:
                 with w.section("Контрагенты"):
-                    for ext, doc in loose:
-                        w.write(counterparty_element(convert.counterparty_from_fields(ext, doc["fields"],
-                                                                                      doc["kind"])))
-                        served[ext] = doc["rev"]
-        return buf.getvalue(), served
+                    for op in loose:
+                        ext = op.external_id or op.external_key
+                        w.write(counterparty_element(convert.counterparty_from_fields(ext, jsonable(dict(op.full)),
+                                                                                      op.kind)))
+                        self.remember(ext, op.kind, None)
+                        served.append(op.op_id)
+        unserved = sorted(set(ops) - set(served))
+        if unserved:
+            # not for this query (a new counterparty waits for its first order): back to the queue
+            self.ctx.release_writes(claim.token, unserved)
+        return buf.getvalue(), claim.token, served
+
+    def confirm_query(self, token: str, served: Sequence[str]) -> Any:
+        """1C's `success`: every document of that query is in 1C."""
+        results = {op_id: WriteResult("") for op_id in served}
+        return self.ctx.settle_writes(token, results)

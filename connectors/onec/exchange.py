@@ -376,9 +376,7 @@ class Exchange:
             if isinstance(obj, Document):
                 return self._document(obj, version)
             if isinstance(obj, Counterparty):
-                rec = convert.counterparty_record(obj, version, self._known_kind)
-                self._observe([rec])
-                return [rec]
+                return [convert.counterparty_record(obj, version, self._known_kind)]
             if isinstance(obj, Product):
                 self._note_product(sess, obj.id)
                 if st["full"]:
@@ -400,21 +398,15 @@ class Exchange:
             base = (doc.base or "").strip()
             order_id = None
             if base:
-                order_id = (base if self.c.queue.get(base) is not None or self.ctx.state_get(f"seen_order:{base}")
-                            else self.c.queue.by_number(base))
+                order_id = base if self.c.kind_of(base) == "order" else self.c.by_number(base)
             if not order_id:
                 return [Rejected(f"{doc.operation} {doc.number or doc.id}: Основание {base!r} is no order "
                                  "known to this exchange", kind="order", external_id=doc.id,
                                  raw=repr(doc)[:2000])]
-            recs: list[RawRecord] = [RawRecord("order", order_id, linked, version=version,
-                                               stamp=order_id if order_id.startswith("syncd-") else None)]
-            self._observe(recs)
-            return list(recs)
+            return [RawRecord("order", order_id, linked, version=version,
+                              stamp=order_id if order_id.startswith("syncd-") else None)]
         cps, order = convert.order_record(doc, version, self._known_kind)
-        self._observe([*cps, order])
-        if doc.number:
-            self.ctx.state_set(f"number:{doc.number}", doc.id)
-        self.ctx.state_set(f"seen_order:{doc.id}", True)
+        self.c.remember(doc.id, "order", doc.number)
         return [*cps, order]
 
     def _note_product(self, sess: dict[str, Any], pid: str) -> None:
@@ -431,24 +423,30 @@ class Exchange:
             return []
 
     def _known_kind(self, ext: str) -> str | None:
-        doc = self.c.queue.get(ext)
-        return doc["kind"] if doc is not None and doc["kind"] in ("counterparty", "person") else None
-
-    def _observe(self, recs: list[RawRecord]) -> None:
-        from .connector import jsonable
-
-        for rec in recs:
-            self.c.queue.observe(rec.external_id, jsonable(dict(rec.fields)))
+        kind = self.c.kind_of(ext)
+        return kind if kind in ("counterparty", "person") else None
 
     def _m_query(self, request: Request, typ: str, sess: dict[str, Any], body: bytes) -> Response:
-        data, served = self.c.render_query()
-        self.c.queue.serve(served)
+        prev = self.ctx.state_get("served")
+        if prev and prev.get("token"):
+            # the previous answer was not confirmed (lost, or 1C asked again): give it back first,
+            # so this answer carries those documents again
+            self.ctx.release_writes(prev["token"])
+        data, token, served = self.c.render_query()
+        self.ctx.state_set("served", {"token": token, "ops": served} if served else {})
+        if not served and token:
+            self.ctx.release_writes(token)
         enc = self.s.encoding
         log.info("onec_query", documents=len(served))
         return Response(data, media_type=f"application/xml; charset={enc}")
 
     def _m_success(self, request: Request, typ: str, sess: dict[str, Any], body: bytes) -> Response:
-        n = self.c.queue.acknowledge()
+        served = self.ctx.state_get("served") or {}
+        n = 0
+        if served.get("token"):
+            counts = self.c.confirm_query(served["token"], served.get("ops") or [])
+            n = getattr(counts, "pushed", 0)
+            self.ctx.state_set("served", {})
         log.info("onec_acknowledged", documents=n)
         if not any(not v.get("finished") for v in sess["imports"].values()):
             sess["finished"] = True

@@ -34,6 +34,7 @@ from starlette.routing import Route as StarletteRoute
 
 from syncd.daemon import page
 from syncd.daemon.runtime import Runtime
+from syncd.errors import BadInput
 from syncd.store import tables as t
 from syncd.store import utcnow
 from syncd.store.stats import COUNT_KEYS
@@ -451,9 +452,13 @@ def create_app(runtime: Runtime) -> Starlette:
         qid = _int(request.path_params["id"])
 
         def act(p: dict[str, Any]) -> dict[str, Any]:
-            if qid is None or not rt.store.release_quarantine(qid):
+            if qid is None:
                 raise KeyError(f"no quarantine item {request.path_params['id']}")
-            return {"released": qid}
+            try:
+                outcome = rt.syncer.engine.release_quarantine(qid)
+            except BadInput as exc:
+                raise ValueError(str(exc)) from None
+            return {"released": qid, "outcome": outcome}
 
         return await admin_action(request, act, lambda r: f"quarantine item {qid} released")
 

@@ -6,14 +6,14 @@ import datetime as dt
 import os
 import socket
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
 from syncd.config import Settings
-from syncd.connector import Batch, Connector, Health
+from syncd.connector import Batch, Connector, Health, WriteClaim
 from syncd.mapping import Mapper, load_mappings
-from syncd.pipeline.engine import Counts
+from syncd.pipeline.counts import Counts
 from syncd.pipeline.push import PushPolicy
 from syncd.registry import connector_type
 from syncd.store import Store, utcnow
@@ -41,6 +41,15 @@ class _Context:
     def trigger(self, stream: str) -> None:
         self.rt.trigger(self.system, stream)
 
+    def take_writes(self, limit: int | None = None) -> WriteClaim:
+        return self.rt.syncer.pusher.take(self.system, limit=limit)
+
+    def settle_writes(self, token: str, results: Mapping[str, Any]) -> Counts:
+        return self.rt.syncer.pusher.settle_download(self.system, token, results)
+
+    def release_writes(self, token: str, op_ids: Sequence[str] | None = None) -> None:
+        self.rt.syncer.pusher.release_download(token, op_ids)
+
     @property
     def store(self) -> Store:
         return self.rt.store
@@ -50,11 +59,38 @@ class _Context:
         return self.rt.mapper
 
 
+def stable_instance(state_dir: str, base_dir: Any = None) -> str:
+    """This installation's name, the same after every restart, so a restarted daemon takes back
+    its own claims at once: kept in `<state_dir>/instance-id` (made on first start)."""
+    path = os.path.join(state_dir, "instance-id")
+    try:
+        with open(path, encoding="utf-8") as f:
+            name = f.read().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    name = f"{socket.gethostname()}-{os.urandom(3).hex()}"
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(name + "\n")
+        return name
+    except FileExistsError:
+        return stable_instance(state_dir, base_dir)
+    except OSError:
+        # no writable state dir (a read-only CLI run): a name stable for this config's place
+        import hashlib
+
+        digest = hashlib.sha1(f"{state_dir}|{base_dir}".encode()).hexdigest()[:6]
+        return f"{socket.gethostname()}-{digest}"
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, connect: bool = True) -> None:
         self.settings = settings
         d = settings.daemon
-        self.instance = d.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = d.instance or stable_instance(d.state_dir, settings.base_dir)
         self.started_at = utcnow()
         self.store = Store(d.database_url)
         self.mapper = Mapper(load_mappings(d.mappings, base=settings.base_dir))

@@ -94,6 +94,10 @@ def validate_set(ms: MappingSet, files: dict[int, str] | None = None) -> None:
                                   file=file, key=key)
             _check_field_map(ms, fm, key, file)
             spec = FIELDS[m.entity][name]
+            if fm.list != "merge" and spec.type not in ("items", "strs"):
+                raise ConfigError(f"{name} is not a list field; `list` does not apply", file=file, key=key)
+            if fm.optional and spec.type != "ref":
+                raise ConfigError(f"{name} is not a link; `optional` does not apply", file=file, key=key)
             if fm.items is not None:
                 if spec.type != "items" or spec.item is None:
                     raise ConfigError(f"{name} is not a list field; `items` does not apply", file=file, key=key)

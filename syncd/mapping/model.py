@@ -24,6 +24,14 @@ class FieldMap(_Strict):
     direction: Direction = "both"
     items: dict[str, "FieldMap"] | None = None  # for `items` fields: member -> system member
     read_only: bool = False                     # owned by another system: pulled edits are conflicts
+    # a link (ref field) the record may be created without: it is written once the linked record
+    # exists there. By default a new record waits for the records it links to.
+    optional: bool = False
+    # a list field (phones, e-mails, bank accounts, order items) read from this system: "merge"
+    # adds its members to what syncd knows and never removes one; "replace" means this system owns
+    # the list, so a member it no longer has is removed everywhere (only when the record it read
+    # is complete: not half-written by syncd at that moment)
+    list: Literal["merge", "replace"] = "merge"
 
 
 class EntityMap(_Strict):

@@ -22,36 +22,15 @@ from syncd import schema
 from syncd.connector import Batch, RawRecord, Rejected
 from syncd.errors import BadInput
 from syncd.mapping import Mapper
-from syncd.pipeline import identify, plan, record, resolve
+from syncd.pipeline import identify, outbox, plan, record, resolve
 from syncd.pipeline.canonical import to_canonical
+from syncd.pipeline.counts import Counts
 from syncd.schema import Ref
 from syncd.store import Store, new_id, utcnow
 from syncd.store import tables as t
 
 log = structlog.get_logger("syncd.engine")
 CHUNK = 400
-
-
-@dataclass
-class Counts:
-    created: int = 0
-    updated: int = 0
-    skipped: int = 0
-    failed: int = 0
-    conflicts: int = 0
-    quarantined: int = 0
-    review: int = 0
-    planned: int = 0
-    pushed: int = 0
-    dead: int = 0
-
-    def add(self, other: "Counts") -> "Counts":
-        for f in dc_fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-        return self
-
-    def as_dict(self) -> dict[str, int]:
-        return {f.name: getattr(self, f.name) for f in dc_fields(self)}
 
 
 @dataclass
@@ -84,6 +63,7 @@ class _Ent:
     versions: dict[str, list[Any]]
     new: bool = False
     dirty: bool = False
+    hold: str | None = None          # review | quarantine | merged (see tables.entities)
 
 
 def _chunks(seq: Sequence[Any], n: int = CHUNK) -> Iterable[Sequence[Any]]:
@@ -139,24 +119,12 @@ class Engine:
                   run_id: str | None = None, stream: str | None = None) -> Counts:
         return _BatchRun(self, conn, system, run_id, stream).run(records)
 
-    def replan(self, entity_ids: Iterable[str]) -> int:
+    def replan(self, entity_ids: Iterable[str], *, origin: str = "replan") -> int:
         """Plan writes for entities again (after a conflict or review is resolved)."""
         with self.store.begin() as conn:
             br = _BatchRun(self, conn, "", None, None)
             ents = br.load_entities(list(entity_ids))
-            return br.plan_and_write(ents, set(ents))
-
-    def replan_waiting(self) -> int:
-        """Plan again the entities whose links waited for an entity now created in a system."""
-        with self.store.begin() as conn:
-            rows = conn.execute(select(t.kv.c.key, t.kv.c.value).where(t.kv.c.key.like("replan:%"))).all()
-            if not rows:
-                return 0
-            ids = sorted({eid for _k, v in rows for eid in json.loads(v)})
-            conn.execute(delete(t.kv).where(t.kv.c.key.in_([k for k, _v in rows])))
-            br = _BatchRun(self, conn, "", None, None)
-            ents = br.load_entities(ids)
-            return br.plan_and_write(ents, set(ents))
+            return br.plan(ents, set(ents), origin=origin)
 
     def apply_effects(self, effects: dict[str, RuleEffects], *, origin: str = "rules") -> int:
         """Apply decisions made outside a pull (timers, metrics): entity id -> effects.
@@ -173,7 +141,7 @@ class Engine:
                     continue
                 touched |= br.apply_decided(ents, eid or None, eff, origin)
             br.flush_entities(ents)
-            return br.plan_and_write(ents, touched)
+            return br.plan(ents, touched, origin=origin)
 
     def resolve_conflict(self, conflict_id: int, *, take: str | None = None, value: Any = None) -> str:
         """Settle a conflict by taking one system's candidate or an explicit value."""
@@ -205,29 +173,22 @@ class Engine:
                 status="resolved", winner=winner, resolved_at=br.now))
             br._log_change(ent.id, "review", {name: new_value}, system=winner)
             br.flush_entities(ents)
-            br.plan_and_write(ents, {ent.id})
+            br.plan(ents, {ent.id}, origin=f"conflict:{conflict_id}")
             return ent.id
 
     def resolve_review(self, review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
-        """Settle an identify review: bind the record to an entity, or create a new one."""
-        with self.store.begin() as conn:
-            row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
-            if row is None:
-                raise KeyError(f"no review item {review_id}")
-            if row["status"] != "open":
-                raise ValueError(f"review item {review_id} is already {row['status']}")
-            rec = json.loads(row["record"])
-            raw = RawRecord(kind=rec["kind"], external_id=row["external_id"], fields=rec["fields"],
-                            version=rec.get("version"))
-            br = _BatchRun(self, conn, row["system"], None, "review")
-            br.forced = {(row["type"], row["external_id"]): entity_id or ("new" if create else None)}
-            br.run([raw])
-            conn.execute(update(t.review).where(t.review.c.id == review_id).values(
-                status="resolved", resolved_at=utcnow()))
-            eid = conn.execute(select(t.bindings.c.entity_id).where(
-                t.bindings.c.system == row["system"], t.bindings.c.type == row["type"],
-                t.bindings.c.external_id == row["external_id"])).scalar()
-            return str(eid)
+        """Settle an identify review: the record is an existing entity, or a new one. Everything
+        that links to the record (and waited for it) is planned again."""
+        from syncd.pipeline import holds
+
+        return holds.resolve_review(self, review_id, entity_id=entity_id, create=create)
+
+    def release_quarantine(self, quarantine_id: int) -> str:
+        """Take a quarantined record in again (after its cause was fixed); raises BadInput when it
+        still cannot be processed. Records that link to it and waited are planned again."""
+        from syncd.pipeline import holds
+
+        return holds.release_quarantine(self, quarantine_id)
 
 
 class _BatchRun:
@@ -249,12 +210,13 @@ class _BatchRun:
     # -- orchestration --------------------------------------------------------------------------
     def run(self, records: Sequence[RawRecord | Rejected]) -> Counts:
         parsed: list[tuple[RawRecord, str, dict[str, Any]]] = []
+        bad: list[_Bad] = []
         for rec in records:
             if isinstance(rec, Rejected):
                 reason = rec.reason
                 if rec.line is not None and f"line {rec.line}" not in reason:
                     reason = f"line {rec.line}: {reason}"
-                self._quarantine(reason, rec.kind, rec.external_id, rec.raw)
+                bad.append(_Bad(reason, rec.kind, rec.external_id, rec.raw, None))
                 continue
             em = self.mapper.entity_map(self.system, rec.kind)
             if em is None or em.direction == "push":
@@ -270,48 +232,107 @@ class _BatchRun:
             try:
                 etype, fields = to_canonical(self.mapper, self.system, rec)
             except BadInput as exc:
-                self._quarantine(f"{self.system} {rec.kind} {rec.external_id}: {exc}", rec.kind,
-                                 rec.external_id, rec.raw if rec.raw is not None else dict(rec.fields))
+                bad.append(_Bad(f"{self.system} {rec.kind} {rec.external_id}: {exc}", rec.kind, rec.external_id,
+                                rec.raw if rec.raw is not None else dict(rec.fields), rec))
                 continue
             parsed.append((rec, etype, fields))
-        if not parsed:
+        held_types = {(self._entity_type(b.kind), b.external_id) for b in bad if b.external_id}
+        wanted = {(et, r.external_id) for r, et, _ in parsed} | {
+            (ref.entity, ref.external_id) for _, _, f in parsed for ref in _refs(f)} | {
+            (et, ext) for et, ext in held_types if et}
+        if not wanted:
             return self.counts
-
-        self._load_bindings({(et, r.external_id) for r, et, _ in parsed} | {
-            (ref.entity, ref.external_id) for _, _, f in parsed for ref in _refs(f)})
+        self._new_ents: dict[str, _Ent] = {}
+        self._load_bindings(wanted)       # type: ignore[arg-type]
+        for b in bad:
+            self._quarantine(b)
+        if not parsed:
+            self.flush_entities(self._new_ents)
+            return self.counts
         resolved = self._identify(parsed)
         ents = self.load_entities([eid for eid, *_ in resolved])
-        ents.update(self._new_ents)   # created in this batch (records and stubs)
+        ents.update(self._new_ents)   # created in this batch (records, stubs, held records)
+        self._refresh_reviews(resolved, ents)
         touched = self._record_and_resolve(resolved, ents)
+        self._release_holds(resolved, ents)
         self._apply_rules(ents, touched)
         self.flush_entities(ents)
         self._write_shadows(self._shadow_rows, None)
-        self.counts.planned += self.plan_and_write(ents, touched)
+        self.counts.planned += self.plan(ents, touched, origin=f"pull:{self.system}")
+        if self._freed:
+            from syncd.pipeline import holds
+
+            for eid in self._freed:            # what linked to it and waited goes on
+                holds.relink(self.e, self.conn, eid, eid, origin=f"released:{self.system}")
         return self.counts
 
-    # -- helpers: quarantine, review ------------------------------------------------------------
-    def _quarantine(self, reason: str, kind: str | None, ext: str | None, raw: Any) -> None:
-        self.e.store.quarantine(self.conn, system=self.system, stream=self.stream, kind=kind,
-                                external_id=ext, reason=reason, raw=raw, run_id=self.run_id)
-        self.counts.quarantined += 1
-        log.warning("quarantined", system=self.system, kind=kind, external_id=ext, reason=reason)
+    def _entity_type(self, kind: str | None) -> str | None:
+        em = self.mapper.entity_map(self.system, kind) if kind else None
+        return em.entity if em is not None and em.direction != "push" else None
 
-    def _review(self, rec: RawRecord, etype: str, reason: str, candidates: list[str]) -> None:
+    # -- helpers: quarantine, review ------------------------------------------------------------
+    def _quarantine(self, b: "_Bad") -> None:
+        """Keep the record whole, with its reason. A record syncd did not know yet is stood for
+        by a held entity, so the records that link to it wait for it instead of going without."""
+        etype = self._entity_type(b.kind)
+        eid = None
+        if etype and b.external_id:
+            eid = self.bind_cache.get((etype, b.external_id))
+            if eid is None:
+                eid = self._new_entity(etype, hold="quarantine")
+                self._bind(etype, b.external_id, eid)
+        record = _record_json(b.record) if b.record is not None else None
+        self.e.store.quarantine(self.conn, system=self.system, stream=self.stream, kind=b.kind,
+                                external_id=b.external_id, reason=b.reason, raw=b.raw, run_id=self.run_id,
+                                record=record, entity_id=eid)
+        self.counts.quarantined += 1
+        log.warning("quarantined", system=self.system, kind=b.kind, external_id=b.external_id, reason=b.reason)
+
+    def _review(self, rec: RawRecord, etype: str, reason: str, candidates: list[str], eid: str) -> None:
         payload = json.dumps({"kind": rec.kind, "fields": _plain(rec.fields), "version": rec.version},
                              ensure_ascii=False, default=str)
-        existing = self.conn.execute(select(t.review.c.id).where(
-            t.review.c.status == "open", t.review.c.system == self.system, t.review.c.type == etype,
-            t.review.c.external_id == rec.external_id)).scalar()
-        if existing:
-            self.conn.execute(update(t.review).where(t.review.c.id == existing).values(
-                record=payload, candidates=json.dumps(candidates), reason=reason))
-        else:
-            self.conn.execute(insert(t.review).values(
-                kind="identify", system=self.system, type=etype, external_id=rec.external_id,
-                record=payload, candidates=json.dumps(candidates), reason=reason, status="open",
-                created_at=self.now))
-            self.counts.review += 1
+        self.conn.execute(insert(t.review).values(
+            kind="identify", system=self.system, type=etype, external_id=rec.external_id,
+            record=payload, candidates=json.dumps(candidates), reason=reason, status="open",
+            created_at=self.now, entity_id=eid))
+        self.counts.review += 1
         log.info("needs_review", system=self.system, type=etype, external_id=rec.external_id, reason=reason)
+
+    def _refresh_reviews(self, resolved: list[tuple[str, RawRecord, str, dict[str, Any], bool]],
+                         ents: dict[str, _Ent]) -> None:
+        """A record waiting in review read again: the review keeps its newest form."""
+        for eid, rec, etype, _f, created in resolved:
+            if ents[eid].hold == "review" and not created:
+                payload = json.dumps({"kind": rec.kind, "fields": _plain(rec.fields), "version": rec.version},
+                                     ensure_ascii=False, default=str)
+                self.conn.execute(update(t.review).where(
+                    t.review.c.status == "open", t.review.c.system == self.system, t.review.c.type == etype,
+                    t.review.c.external_id == rec.external_id).values(record=payload))
+
+    def _release_holds(self, resolved: list[tuple[str, RawRecord, str, dict[str, Any], bool]],
+                       ents: dict[str, _Ent]) -> None:
+        """A quarantined record that now reads fine: its entity is no longer held, its quarantine
+        entries are superseded, and the writes that waited for it look again."""
+        freed = [eid for eid, *_ in resolved if ents[eid].hold == "quarantine"]
+        for eid in freed:
+            ents[eid].hold = None
+            ents[eid].dirty = True
+            self._created.add(eid)              # its first real record: rules run as for a new one
+        self._freed = freed
+        if not self._has_open_quarantine():
+            return
+        by_kind: dict[str, set[str]] = {}
+        for _e, rec, *_ in resolved:
+            by_kind.setdefault(rec.kind, set()).add(rec.external_id)
+        for kind, exts in by_kind.items():
+            for chunk in _chunks(sorted(exts)):
+                self.conn.execute(update(t.quarantine).where(
+                    t.quarantine.c.status == "open", t.quarantine.c.system == self.system,
+                    t.quarantine.c.kind == kind, t.quarantine.c.external_id.in_(chunk)).values(status="superseded"))
+
+    def _has_open_quarantine(self) -> bool:
+        return self.conn.execute(select(t.quarantine.c.id).where(
+            t.quarantine.c.status == "open", t.quarantine.c.system == self.system).limit(1)).first() is not None
 
     # -- identify -------------------------------------------------------------------------------
     def _load_bindings(self, wanted: set[tuple[str, str]]) -> None:
@@ -330,14 +351,13 @@ class _BatchRun:
         self.new_bindings.append(dict(system=self.system, type=etype, external_id=ext, entity_id=eid,
                                       created_at=self.now))
 
-    def _new_entity(self, etype: str) -> str:
+    def _new_entity(self, etype: str, hold: str | None = None) -> str:
         eid = new_id()
-        self._new_ents[eid] = _Ent(eid, etype, {}, {}, new=True, dirty=True)
+        self._new_ents[eid] = _Ent(eid, etype, {}, {}, new=True, dirty=True, hold=hold)
         return eid
 
     def _identify(self, parsed: list[tuple[RawRecord, str, dict[str, Any]]]
                   ) -> list[tuple[str, RawRecord, str, dict[str, Any], bool]]:
-        self._new_ents: dict[str, _Ent] = {}
         # match keys of every record not bound yet, looked up in one go
         rec_keys: dict[int, set[str]] = {}
         for i, (rec, etype, fields) in enumerate(parsed):
@@ -353,8 +373,6 @@ class _BatchRun:
                                                    .where(t.match_keys.c.type.in_(types),
                                                           t.match_keys.c.key.in_(chunk))):
                 index.setdefault((typ, key), set()).add(eid)
-        self._pending_keys: dict[str, set[str]] = {}
-        self._held_refs: set[tuple[str, str]] = self._open_review_refs(parsed)
 
         out = []
         for i, (rec, etype, fields) in enumerate(parsed):
@@ -381,8 +399,12 @@ class _BatchRun:
                         outcome = identify.Outcome(None, "review", "matched entity is already bound to "
                                                    f"another {self.system} record", [outcome.entity_id or ""])
                 if outcome.action == "review":
-                    self._review(rec, etype, outcome.reason, outcome.candidates)
-                    self._held_refs.add((etype, rec.external_id))
+                    # a held entity stands for the record until a person decides: it takes the
+                    # record's fields, is written nowhere, and whatever links to it waits
+                    eid = self._new_entity(etype, hold="review")
+                    self._bind(etype, rec.external_id, eid)
+                    self._review(rec, etype, outcome.reason, outcome.candidates, eid)
+                    out.append((eid, rec, etype, self._resolve_refs(fields), True))
                     continue
                 if outcome.action == "created":
                     eid = self._new_entity(etype)
@@ -395,17 +417,6 @@ class _BatchRun:
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
             out.append((eid, rec, etype, fields, created))
-        return out
-
-    def _open_review_refs(self, parsed: list[tuple[RawRecord, str, dict[str, Any]]]) -> set[tuple[str, str]]:
-        """Records of this system waiting in review that this batch links to."""
-        exts = sorted({ref.external_id for _, _, f in parsed for ref in _refs(f)})
-        out: set[tuple[str, str]] = set()
-        for chunk in _chunks(exts):
-            out.update((typ, ext) for typ, ext in self.conn.execute(
-                select(t.review.c.type, t.review.c.external_id).where(
-                    t.review.c.status == "open", t.review.c.system == self.system,
-                    t.review.c.external_id.in_(chunk))))
         return out
 
     def _stamped(self, rec: RawRecord, etype: str) -> str | None:
@@ -436,8 +447,6 @@ class _BatchRun:
                 if not isinstance(ref, Ref):
                     return ref
                 eid = self.bind_cache.get((target, ref.external_id))
-                if eid is None and (target, ref.external_id) in self._held_refs:
-                    return None      # that record waits for a human: no stand-in entity for it
                 if eid is None and identify.origin_allows(self.ms.identity.get(target), self.system):
                     eid = self._new_entity(target)   # a stub, filled when its own record arrives
                     self._bind(target, ref.external_id, eid)
@@ -458,20 +467,22 @@ class _BatchRun:
         wanted = sorted(set(ids) - set(getattr(self, "_new_ents", {})))
         for chunk in _chunks(wanted):
             for row in self.conn.execute(select(t.entities.c.id, t.entities.c.type, t.entities.c.fields,
-                                                t.entities.c.versions).where(t.entities.c.id.in_(chunk))):
-                out[row.id] = _Ent(row.id, row.type, schema.decode(row.fields), json.loads(row.versions))
+                                                t.entities.c.versions, t.entities.c.hold)
+                                         .where(t.entities.c.id.in_(chunk))):
+                out[row.id] = _Ent(row.id, row.type, schema.decode(row.fields), json.loads(row.versions),
+                                   hold=row.hold)
         return out
 
     def flush_entities(self, ents: dict[str, _Ent]) -> None:
         new = [dict(id=e.id, type=e.type, fields=schema.encode(e.golden), versions=json.dumps(e.versions),
-                    created_at=self.now, updated_at=self.now) for e in ents.values() if e.new]
+                    created_at=self.now, updated_at=self.now, hold=e.hold) for e in ents.values() if e.new]
         upd = [dict(b_id=e.id, fields=schema.encode(e.golden), versions=json.dumps(e.versions),
-                    updated_at=self.now) for e in ents.values() if e.dirty and not e.new]
+                    updated_at=self.now, hold=e.hold) for e in ents.values() if e.dirty and not e.new]
         if new:
             self.conn.execute(insert(t.entities), new)
         if upd:
             self.conn.execute(update(t.entities).where(t.entities.c.id == bindparam("b_id")).values(
-                fields=bindparam("fields"), versions=bindparam("versions"),
+                fields=bindparam("fields"), versions=bindparam("versions"), hold=bindparam("hold"),
                 updated_at=bindparam("updated_at")), upd)
         if self.new_bindings:
             self.conn.execute(insert(t.bindings), self.new_bindings)
@@ -479,8 +490,8 @@ class _BatchRun:
         if self.changelog:
             self.conn.execute(insert(t.changelog), self.changelog)
             self.changelog = []
-        # match keys follow the golden record
-        dirty = [e for e in ents.values() if e.dirty and self.ms.identity.get(e.type)]
+        # match keys follow the golden record (a held entity has none: nothing may match it)
+        dirty = [e for e in ents.values() if e.dirty and not e.hold and self.ms.identity.get(e.type)]
         if dirty:
             old_ids = [e.id for e in dirty if not e.new]
             for chunk in _chunks(old_ids):
@@ -497,7 +508,9 @@ class _BatchRun:
                             ents: dict[str, _Ent]) -> set[str]:
         ids = sorted({r[0] for r in resolved})
         shadows = self._load_shadows(ids, [self.system])
+        in_db = set(shadows)
         held = self._open_conflicts(ids)
+        in_flight = self._writes_in_flight(ids)
         touched: set[str] = set()
         shadow_rows: dict[str, dict[str, Any]] = {}
         self._changed: dict[str, dict[str, Any]] = {}
@@ -514,9 +527,14 @@ class _BatchRun:
             changes = record.diff(sh_fields, fields)
             new_shadow = dict(sh_fields, **fields)
             shadow_rows[eid] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
-                "source_version"), existed=sh is not None)
+                "source_version"), existed=(eid, self.system) in in_db)
+            # a later record of the same entity in this batch (1C's order, then its payment) diffs
+            # against what this one left, not against the shadow the batch started from
+            shadows[(eid, self.system)] = {"fields": new_shadow,
+                                           "source_version": shadow_rows[eid]["source_version"]}
             touched.add(eid)
-            if created:
+            if created or not ent.golden:
+                # a new record, or the first record of an entity known until now only by a link
                 self._created.add(eid)
             if not changes:
                 if not created:
@@ -525,10 +543,15 @@ class _BatchRun:
             self.changelog.append(dict(entity_id=eid, system=self.system, origin="pull",
                                        fields=schema.encode(changes), source_version=rec.version,
                                        source_time=rec.source_time, observed_at=self.now, run_id=self.run_id))
-            applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}))
+            # a record syncd is writing to right now may be read half-written (a company before its
+            # requisites): what it lacks then says nothing
+            complete = not rec.partial and eid not in in_flight
+            applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}), complete=complete)
             if applied:
                 self._changed.setdefault(eid, {}).update(applied)
                 ent.dirty = True
+            if ent.hold:
+                continue             # counted as review / quarantine already
             if created:
                 self.counts.created += 1
             elif applied:
@@ -539,11 +562,16 @@ class _BatchRun:
         return touched
 
     def _resolve_fields(self, ent: _Ent, changes: dict[str, Any], sh_fields: dict[str, Any],
-                        rec: RawRecord, held: dict[str, int]) -> dict[str, Any]:
+                        rec: RawRecord, held: dict[str, int], *, complete: bool = True) -> dict[str, Any]:
         applied: dict[str, Any] = {}
         em = self.mapper.entity_map(self.system, rec.kind)
         for name, value in changes.items():
             current = ent.golden.get(name)
+            fm = em.fields.get(name) if em else None
+            if (current is not None and value is not None and schema.is_list(name)
+                    and not (complete and fm is not None and fm.list == "replace")):
+                # absence is not deletion: a member this system lacks stays, unless it owns the list
+                value = schema.merge_lists(name, current, value)
             if name in held:      # under review: keep the field, add this candidate
                 self._add_candidate(held[name], value, rec.source_time)
                 continue
@@ -552,7 +580,6 @@ class _BatchRun:
             cur_ver = ent.versions.get(name) or [None, None, None]
             cur_system = cur_ver[0]
             rule = resolve.rule_for(self.ms.conflicts, name)
-            fm = em.fields.get(name) if em else None
             if fm is not None and fm.read_only and current is not None:
                 rule = type(rule)(policy="owner", owner=cur_system)
             in_step = name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
@@ -579,6 +606,15 @@ class _BatchRun:
                 ent.versions[name] = [self.system, _iso(rec.source_time) or self.now_iso, self.run_id]
                 applied[name] = value
         return applied
+
+    def _writes_in_flight(self, ids: list[str]) -> set[str]:
+        """Entities a write of ours to this system is being sent for right now."""
+        out: set[str] = set()
+        for chunk in _chunks(ids):
+            out.update(e for (e,) in self.conn.execute(select(t.outbox.c.entity_id).where(
+                t.OPEN_WRITES, t.outbox.c.status == "sending", t.outbox.c.system == self.system,
+                t.outbox.c.entity_id.in_(chunk))))
+        return out
 
     def _owner_value(self, eid: str, owner: str | None, name: str) -> Any:
         if owner is None:
@@ -660,6 +696,8 @@ class _BatchRun:
             return
         for eid in sorted(touched):
             ent = ents[eid]
+            if ent.hold:
+                continue                 # not a record yet: rules wait until it is
             changed = self._changed.get(eid, {})
             if not changed and eid not in self._created:
                 continue
@@ -704,98 +742,33 @@ class _BatchRun:
                                    run_id=self.run_id))
 
     # -- plan -----------------------------------------------------------------------------------
-    def plan_and_write(self, ents: dict[str, _Ent], touched: set[str]) -> int:
-        ids = sorted(e for e in touched if ents[e].golden)
-        if not ids:
-            return 0
-        bound: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(ids):
-            for eid, system in self.conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
-                                                 .where(t.bindings.c.entity_id.in_(chunk))):
-                bound.setdefault(eid, {})[system] = "1"
-        for b in self.new_bindings:
-            bound.setdefault(b["entity_id"], {})[b["system"]] = "1"
-        shadows = self._load_shadows(ids, None)
-        held = self._open_conflicts_all(ids)
-        pending: dict[tuple[str, str], dict[str, Any]] = {}
-        for chunk in _chunks(ids):
-            for row in self.conn.execute(select(t.outbox.c.id, t.outbox.c.entity_id, t.outbox.c.system,
-                                                t.outbox.c.payload, t.outbox.c.status)
-                                         .where(t.OPEN_WRITES, t.outbox.c.entity_id.in_(chunk))):
-                if row.status == "pending":
-                    pending[(row.entity_id, row.system)] = {"id": row.id, "payload": row.payload}
-        planned: list[tuple[str, Any, bool, dict[str, Any]]] = []
-        for eid in ids:
-            ent = ents[eid]
-            for em in self.mapper.targets(ent.type):
-                if not plan.wants(em, ent.golden):
-                    continue
-                is_bound = em.system in bound.get(eid, {})
-                if not is_bound and not em.create:
-                    continue
-                sh = shadows.get((eid, em.system))
-                shadow = (sh["fields"] if sh else {}) if is_bound else None
-                fields = plan.plan_fields(self.mapper, em, ent.golden, shadow, held.get(eid, set()))
-                if fields:
-                    planned.append((eid, em, is_bound, fields))
-        arriving = self._link_targets_arriving(planned)
-        dangling: dict[tuple[str, str], set[str]] = {}
-        inserts, updates = [], []
-        for eid, em, is_bound, fields in planned:
-            ent = ents[eid]
-            # a link to an entity the target has not got, and will not get from a write already on
-            # its way, waits: it is planned again when that entity is created there
-            for k, v in list(fields.items()):
-                # (a create keeps its links: the push waits for them, see Pusher._ref_translator)
-                if (is_bound and v is not None and schema.field_spec(k).type == "ref"
-                        and (v, em.system) not in arriving):
-                    del fields[k]
-                    dangling.setdefault((em.system, v), set()).add(eid)
-            if not fields:
-                continue
-            prev = pending.get((eid, em.system))
-            if prev is not None:
-                merged = dict(schema.decode(prev["payload"]), **fields)
-                updates.append(dict(b_id=prev["id"], payload=schema.encode(merged), updated_at=self.now))
-            else:
-                inserts.append(dict(entity_id=eid, entity_type=ent.type, system=em.system,
-                                    op="update" if is_bound else "create", payload=schema.encode(fields),
-                                    idempotency_key=new_id(), status="pending", attempts=0,
-                                    next_attempt_at=self.now, created_at=self.now, updated_at=self.now))
-        for (system, target), waiting in dangling.items():
-            key = f"dangling:{system}:{target}"
-            have = set(self.e.store.kv_get(key, [], conn=self.conn))
-            if not waiting <= have:
-                self.e.store.kv_set(key, sorted(have | waiting), conn=self.conn)
-        if inserts:
-            self.conn.execute(insert(t.outbox), inserts)
-        if updates:
-            self.conn.execute(update(t.outbox).where(t.outbox.c.id == bindparam("b_id")).values(
-                payload=bindparam("payload"), updated_at=bindparam("updated_at")), updates)
-        return len(inserts) + len(updates)
+    def plan(self, ents: dict[str, _Ent], touched: set[str], *, origin: str) -> int:
+        """Queue (or bump) the writes the touched entities need."""
+        return plan.plan_entities(self.conn, self.mapper, ents, sorted(touched), origin=origin, now=self.now)
 
-    def _link_targets_arriving(self, planned: list[tuple[str, Any, bool, dict[str, Any]]]
-                               ) -> set[tuple[str, str]]:
-        """(entity, system) pairs a link may point at: bound there, or a write to it is queued."""
-        out = {(eid, em.system) for eid, em, _b, _f in planned}
-        targets = sorted({v for _e, _m, _b, f in planned for k, v in f.items()
-                          if v is not None and schema.field_spec(k).type == "ref"})
-        for chunk in _chunks(targets):
-            out.update(self.conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
-                                         .where(t.bindings.c.entity_id.in_(chunk))).all())
-            out.update(self.conn.execute(select(t.outbox.c.entity_id, t.outbox.c.system).where(
-                t.outbox.c.entity_id.in_(chunk), t.OPEN_WRITES)).all())
-        out.update((b["entity_id"], b["system"]) for b in self.new_bindings)
-        return {(str(a), str(b)) for a, b in out}
 
-    def _open_conflicts_all(self, ids: list[str]) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for chunk in _chunks(ids):
-            for eid, name in self.conn.execute(select(t.conflicts.c.entity_id, t.conflicts.c.field)
-                                               .where(t.conflicts.c.status == "open",
-                                                      t.conflicts.c.entity_id.in_(chunk))):
-                out.setdefault(eid, set()).add(name)
-        return out
+@dataclass(frozen=True)
+class _Bad:
+    """A record that goes to quarantine: why, what it is, and all of it."""
+
+    reason: str
+    kind: str | None
+    external_id: str | None
+    raw: Any
+    record: RawRecord | None
+
+
+def _record_json(rec: RawRecord) -> str:
+    """A decoded record as JSON, to take it in again when its quarantine is released."""
+    return json.dumps({"kind": rec.kind, "external_id": rec.external_id, "fields": _plain(rec.fields),
+                       "version": rec.version, "source_time": _iso(rec.source_time), "stamp": rec.stamp},
+                      ensure_ascii=False, default=str)
+
+
+def record_from_json(text: str) -> RawRecord:
+    d = json.loads(text)
+    return RawRecord(d["kind"], d["external_id"], d["fields"], version=d.get("version"),
+                     source_time=_parse_time(d.get("source_time")), stamp=d.get("stamp"))
 
 
 def _refs(fields: dict[str, Any]) -> list[Ref]:

@@ -1,11 +1,25 @@
-"""Stage 6: golden values vs a target's shadow -> the fields to write there (pure)."""
+"""Stage 6: which systems an entity must be brought up to date in -> outbox intents.
+
+The planner decides *whether* a target needs a write (its shadow differs from the golden record);
+*what* the write carries is decided when it is sent (`syncd.pipeline.payload`), so planning twice
+is harmless and several changes coalesce into one queued write.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Collection
+import datetime as dt
+from typing import Any, Collection, Mapping, Protocol, Sequence
 
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from syncd import schema
 from syncd.mapping import Mapper
 from syncd.mapping.model import EntityMap
+from syncd.pipeline import outbox
+from syncd.store import tables as t
+
+CHUNK = 400
 
 
 def wants(em: EntityMap, golden: dict[str, Any]) -> bool:
@@ -33,3 +47,55 @@ def plan_fields(mapper: Mapper, em: EntityMap, golden: dict[str, Any], shadow: d
         elif shadow.get(name) != mapper.roundtrip(em, name, value):
             out[name] = value
     return out
+
+
+class Planned(Protocol):
+    """What the planner reads of an entity (the engine's in-batch record)."""
+
+    id: str
+    type: str
+    golden: dict[str, Any]
+    hold: str | None
+
+
+def intents(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: Sequence[str], *,
+            origin: str) -> list[outbox.Intent]:
+    """The writes these entities need: one intent per target whose shadow differs."""
+    ids = sorted(e for e in ids if ents[e].golden and not ents[e].hold)
+    if not ids:
+        return []
+    bound: dict[str, set[str]] = {}
+    shadows: dict[tuple[str, str], dict[str, Any]] = {}
+    held: dict[str, set[str]] = {}
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i:i + CHUNK]
+        for eid, system in conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system)
+                                        .where(t.bindings.c.entity_id.in_(chunk))):
+            bound.setdefault(eid, set()).add(system)
+        for eid, system, fields in conn.execute(select(t.shadows.c.entity_id, t.shadows.c.system,
+                                                       t.shadows.c.fields).where(t.shadows.c.entity_id.in_(chunk))):
+            shadows[(eid, system)] = schema.decode(fields)
+        for eid, name in conn.execute(select(t.conflicts.c.entity_id, t.conflicts.c.field)
+                                      .where(t.conflicts.c.status == "open", t.conflicts.c.entity_id.in_(chunk))):
+            held.setdefault(eid, set()).add(name)
+    out: list[outbox.Intent] = []
+    for eid in ids:
+        ent = ents[eid]
+        for em in mapper.targets(ent.type):
+            if not wants(em, ent.golden):
+                continue
+            is_bound = em.system in bound.get(eid, ())
+            if not is_bound and not em.create:
+                continue
+            shadow = shadows.get((eid, em.system), {}) if is_bound else None
+            fields = plan_fields(mapper, em, ent.golden, shadow, held.get(eid, set()))
+            if fields:
+                out.append(outbox.Intent(eid, ent.type, em.system, "update" if is_bound else "create", origin,
+                                         fields))
+    return out
+
+
+def plan_entities(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: Sequence[str], *,
+                  origin: str, now: dt.datetime | None = None) -> int:
+    """Queue (or bump) the writes these entities need; returns the writes planned."""
+    return outbox.plan(conn, intents(conn, mapper, ents, ids, origin=origin), now)

@@ -35,7 +35,7 @@ from syncd.rules.stages import (
     drain_pending,
     queue_updates,
 )
-from syncd.rules.timers import Timers, check_timers, deliver_notices, kv_drop, kv_put, queue_notice
+from syncd.rules.timers import Timers, check_timers, kv_drop, kv_put, notice
 from syncd.store import Store
 
 __all__ = ["RuleSet", "RulesConfig", "build_rule_hook", "build_tick", "check", "explain", "parse_rules"]
@@ -97,18 +97,23 @@ class RuleSet:
                 log.info("rule_stage", rule=move.rule, entity_id=inp.entity_id, updates=list(move.updates))
             elif move.updates:
                 log.info("rule_stage_skipped", rule=move.rule, entity_id=inp.entity_id, reason=move.skipped)
+        creates: list[tuple[str, dict[str, Any]]] = []
         if inp.created:
             d = self.cfg.defaults.get(etype)
             if d is not None and d.notify:
                 who = golden.get(f"{etype}.responsible")
-                queue_notice(inp.conn, self._notify_system(etype), who, render(d.notify, ctx),
-                             f"defaults {etype}")
+                if who:
+                    creates.append(notice(self._notify_system(etype), who, render(d.notify, ctx),
+                                          f"defaults {etype}", inp.entity_id))
+                else:
+                    warn(self.store, inp.conn, f"defaults {etype}", f"{etype} {inp.entity_id} has no responsible "
+                         "to notify")
         for rule in self.cross.matched(etype, ctx, inp.changed, inp.created):
             targets = self.cross.targets(rule, ctx, golden, inp.conn)
             if targets:
                 queue_updates(inp.conn, rule.name, targets)
                 log.info("rule_cross", rule=rule.name, entity_id=inp.entity_id, targets=sorted(targets))
-        return RuleEffects(updates=updates) if updates else None
+        return RuleEffects(updates=updates, creates=creates) if (updates or creates) else None
 
     # -- in the scheduler -------------------------------------------------------------------------
     def tick(self, engine: Engine, now: dt.datetime | None = None) -> int:
@@ -133,8 +138,11 @@ class RuleSet:
                 drop += dr
                 warnings += [("timers", x) for x in w]
                 for rule, ctx, who in notices:
-                    queue_notice(conn, rule.notify_system or self._notify_system(rule.entity), who,
-                                 render(rule.notify or "", ctx), rule.name)
+                    if not who:
+                        warnings.append((rule.name, f"{rule.entity} {ctx.entity_id} has no responsible to notify"))
+                        continue
+                    creates.append(notice(rule.notify_system or self._notify_system(rule.entity), who,
+                                          render(rule.notify or "", ctx), rule.name, ctx.entity_id))
             if self.repeat is not None:
                 c, put, w = self.repeat.run(conn, now)
                 creates += c
@@ -152,9 +160,6 @@ class RuleSet:
                 for k, v in markers.items():
                     kv_put(conn, k, v)
                 kv_drop(conn, drop)
-        sent, w = deliver_notices(store, self.connectors)
-        actions += sent
-        warnings += [("notify", x) for x in w]
         for rule, message in warnings:
             warn(store, None, rule, message)
         return actions

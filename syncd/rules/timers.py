@@ -25,7 +25,6 @@ from syncd.store import Store, utcnow
 from syncd.store import tables as t
 
 TIMER_PREFIX = "rules:timer:"
-NOTICE_PREFIX = "rules:notice:"
 
 
 def kv_prefix(conn: Connection, prefix: str) -> dict[str, Any]:
@@ -74,12 +73,19 @@ def responsible_of(ctx: Context, explicit: str | None = None) -> str | None:
     return None
 
 
-def queue_notice(conn: Connection, system: str | None, user: str | None, text: str, rule: str) -> None:
-    """A notice to a user, delivered by the tick through the connector's `notify(user, text)`."""
-    conn.execute(insert(t.kv).values(
-        key=f"{NOTICE_PREFIX}{uuid.uuid4().hex}",
-        value=json.dumps({"system": system, "user": user, "text": text, "rule": rule}, ensure_ascii=False),
-        updated_at=utcnow()))
+def notice(system: str | None, user: str | None, text: str, rule: str, subject: str | None = None
+           ) -> tuple[str, dict[str, Any]]:
+    """A notice to a user, as a new `notice` entity: planned through the outbox to the system
+    whose notice map (only_when notice.system) matches, sent once (its key is looked up or
+    replaces an earlier one with the same tag)."""
+    fields: dict[str, Any] = {"notice.text": text, "notice.rule": rule}
+    if system:
+        fields["notice.system"] = system
+    if user:
+        fields["notice.user"] = str(user)
+    if subject:
+        fields["notice.subject"] = subject
+    return ("notice", fields)
 
 
 class Timers:
@@ -153,34 +159,3 @@ def check_timers(rules: list[TimerRule], systems: Mapping[str, Any]) -> list[str
         if r.notify and r.notify_system and r.notify_system not in systems:
             out.append(f"rules.timers[{i}] ({r.name}): notify_system {r.notify_system!r} is not configured")
     return out
-
-
-def deliver_notices(store: Store, connectors: Mapping[str, Any]) -> tuple[int, list[str]]:
-    """Send queued notices through each connector's `notify(user, text)`; returns (sent, warnings)."""
-    from syncd.errors import TransientError
-
-    with store.begin() as c:
-        items = kv_prefix(c, NOTICE_PREFIX)
-    sent, done, warnings = 0, [], []
-    for key, n in sorted(items.items()):
-        conn = connectors.get(n.get("system") or "")
-        fn = getattr(conn, "notify", None)
-        if fn is None or not n.get("user"):
-            warnings.append(f"notice of {n.get('rule')!r} dropped: "
-                            + ("no responsible to notify" if not n.get("user") else
-                               f"system {n.get('system')!r} cannot send notifications"))
-            done.append(key)
-            continue
-        try:
-            fn(str(n["user"]), n["text"])
-            sent += 1
-            done.append(key)
-        except TransientError:
-            continue          # kept: next tick tries again
-        except Exception as exc:  # noqa: BLE001 - one failing notice does not stop the others
-            warnings.append(f"notice of {n.get('rule')!r} failed: {type(exc).__name__}: {exc}")
-            done.append(key)
-    if done:
-        with store.begin() as c:
-            kv_drop(c, done)
-    return sent, warnings

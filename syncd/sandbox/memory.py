@@ -36,7 +36,11 @@ class MemorySystem:
     versions: dict[tuple[str, str], int] = field(default_factory=dict)
     creates: int = 0
     writes: int = 0
-    faults: list[str] = field(default_factory=list)     # "transient" | "permanent" | "crash_after"
+    # next writes' faults, in order: "transient" (503, nothing written), "permanent" (400),
+    # "lost" (written, then the answer is lost: a timeout), "bug" (an unexpected exception, nothing
+    # written), "crash_after" (written, then the process dies before syncd can commit)
+    faults: list[str] = field(default_factory=list)
+    read_fault: str | None = None                       # every read fails: "transient" | "bug"
     _seq: Any = field(default_factory=lambda: itertools.count(1))
     _lock: Any = field(default_factory=threading.Lock)
 
@@ -69,6 +73,7 @@ class MemorySettings(BaseModel):
     seed: int = 0                 # people created at start, as if typed in by users
     write_delay: float = 0.0      # seconds per write (to have work in flight in tests)
     read_delay: float = 0.0       # seconds per batch read
+    read_fault: str | None = None  # every read fails: "transient" or "bug" (an unexpected error)
     password: str | None = None   # unused; lets tests check that secrets never reach logs
 
 
@@ -86,6 +91,10 @@ class MemoryConnector(BaseConnector):
         return Health(True, f"{sum(len(v) for v in self.system.objects.values())} objects")
 
     def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None) -> Iterator[Batch]:
+        if self.system.read_fault == "transient":
+            raise TransientError("injected: the system does not answer", connector=self.name)
+        if self.system.read_fault == "bug":
+            raise RuntimeError("injected: an unexpected failure while reading")
         kind = stream
         changed = self.system.changed_since(kind, int(cursor or 0))
         for i in range(0, len(changed), self.batch_size):
@@ -109,6 +118,8 @@ class MemoryConnector(BaseConnector):
             raise TransientError("injected 503", connector=self.name, op_id=op.op_id)
         if fault == "permanent":
             raise PermanentError("injected validation error", connector=self.name, op_id=op.op_id)
+        if fault == "bug":
+            raise ValueError("injected: a bug in the connector")
         with s._lock:
             s.writes += 1
             objs = s.objects[op.kind]
@@ -127,6 +138,8 @@ class MemoryConnector(BaseConnector):
             s.versions[(op.kind, ext)] = ver
         if fault == "crash_after":
             raise SimulatedCrash(f"crash after writing {op.kind} {ext}")
+        if fault == "lost":
+            raise TransientError(f"injected: answer lost after writing {op.kind} {ext}", connector=self.name)
         return WriteResult(ext, dict(op.fields), version=str(ver))
 
 
@@ -136,7 +149,7 @@ _SYSTEMS: dict[str, MemorySystem] = {}
 def _factory(name: str, settings: MemorySettings, ctx: Any) -> MemoryConnector:
     system = _SYSTEMS.get(name)
     if system is None:
-        system = _SYSTEMS[name] = MemorySystem(name, tuple(settings.kinds))
+        system = _SYSTEMS[name] = MemorySystem(name, tuple(settings.kinds), read_fault=settings.read_fault)
         for i in range(settings.seed):
             system.edit("person", f"{name}-seed-{i}", name=f"Клиент {i}", email=f"seed{i}@{name}.example.ru")
     return MemoryConnector(name, system, settings.batch_size, write_delay=settings.write_delay,

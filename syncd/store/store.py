@@ -34,6 +34,14 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{uuid.uuid4().hex[:20]}"
 
 
+def _decode_raw(raw: bytes) -> str:
+    """Raw input bytes as text: UTF-8 when they are, else the Windows code page of 1C and Bitrix."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1251", "replace")
+
+
 def _aware(v: dt.datetime | None) -> dt.datetime | None:
     # SQLite hands back naive datetimes; everything we store is UTC.
     if v is not None and v.tzinfo is None:
@@ -153,24 +161,26 @@ class Store:
     # -- quarantine -----------------------------------------------------------------------------
     def quarantine(self, conn: Connection, *, system: str, reason: str, stream: str | None = None,
                    kind: str | None = None, external_id: str | None = None, raw: Any = None,
-                   run_id: str | None = None) -> None:
+                   run_id: str | None = None, record: str | None = None, entity_id: str | None = None) -> int:
+        """Keep a record that could not be processed, whole, with why; returns its id."""
         if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", "replace")
+            raw = _decode_raw(raw)
         elif raw is not None and not isinstance(raw, str):
             raw = json.dumps(raw, ensure_ascii=False, default=str)
-        conn.execute(insert(t.quarantine).values(system=system, stream=stream, kind=kind,
-                                                 external_id=external_id, reason=reason, raw=raw,
-                                                 status="open", created_at=utcnow(), run_id=run_id))
+        res = conn.execute(insert(t.quarantine).values(
+            system=system, stream=stream, kind=kind, external_id=external_id, reason=reason, raw=raw,
+            record=record, entity_id=entity_id, status="open", created_at=utcnow(), run_id=run_id))
+        return int(res.inserted_primary_key[0])
 
     def list_quarantine(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
         q = select(t.quarantine).where(t.quarantine.c.status == status).order_by(t.quarantine.c.id.desc()).limit(limit)
         with self.read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
-    def release_quarantine(self, qid: int) -> bool:
-        with self.begin() as c:
-            return bool(c.execute(update(t.quarantine).where(t.quarantine.c.id == qid)
-                                  .values(status="released")).rowcount)
+    def quarantine_item(self, qid: int) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(select(t.quarantine).where(t.quarantine.c.id == qid)).mappings().first()
+        return dict(row) if row is not None else None
 
     # -- review (identify) ----------------------------------------------------------------------
     def list_review(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
@@ -192,13 +202,11 @@ class Store:
             return [dict(r) for r in c.execute(q).mappings()]
 
     def replay(self, ids: list[int] | None = None) -> int:
-        """Put dead-lettered writes back in the queue (all, or the given ids)."""
-        cond = t.outbox.c.status == "dead"
-        if ids:
-            cond = and_(cond, t.outbox.c.id.in_(ids))
-        with self.begin() as c:
-            return c.execute(update(t.outbox).where(cond).values(
-                status="pending", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())).rowcount
+        """Put dead-lettered writes back in the queue (all, or the given ids); the writes that
+        waited for them look again."""
+        from syncd.pipeline.outbox import replay
+
+        return replay(self, ids)
 
     # -- entities -------------------------------------------------------------------------------
     def entity(self, entity_id: str) -> dict[str, Any] | None:

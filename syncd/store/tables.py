@@ -25,6 +25,11 @@ entities = Table(
     Column("versions", Text, nullable=False, default="{}"),    # {field: [system, source_time, change_id]}
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # a held entity stands for a record syncd cannot take in yet (identify review, quarantine):
+    # records linking to it wait, nothing is written for it, it has no match keys. `merged` is
+    # the tombstone of a held entity a review settled as an existing one (`merged_into`).
+    Column("hold", String(16)),                               # review | quarantine | merged
+    Column("merged_into", ID),
     Index("ix_entities_type", "type"),
 )
 
@@ -103,6 +108,7 @@ review = Table(
     Column("status", String(16), nullable=False),         # open | resolved
     Column("created_at", TS, nullable=False),
     Column("resolved_at", TS),
+    Column("entity_id", ID),                              # the held entity standing for the record
     Index("ix_review_status", "status"),
 )
 
@@ -114,40 +120,55 @@ quarantine = Table(
     Column("kind", String(32)),
     Column("external_id", String(128)),
     Column("reason", Text, nullable=False),
-    Column("raw", Text),
-    Column("status", String(16), nullable=False),         # open | released
+    Column("raw", Text),                                  # the whole input as it arrived
+    Column("record", Text),                               # the decoded record, to ingest again on release
+    Column("entity_id", ID),                              # the held entity standing for the record
+    Column("status", String(16), nullable=False),         # open | released | superseded
     Column("created_at", TS, nullable=False),
     Column("run_id", String(32)),
     Index("ix_quarantine_status", "status", "system"),
 )
 
+# A write to do: bring entity `entity_id` up to date in `system`. The row names what and why,
+# never the field values: the pusher computes them when it claims the row, from the golden record
+# against the target's shadow. One open row per (entity, system): a new change to an entity with
+# a row already queued bumps `gen` instead of adding a row (coalescing by construction).
 outbox = Table(
     "outbox", metadata,
     Column("id", SEQ, primary_key=True, autoincrement=True),
     Column("entity_id", ID, ForeignKey("entities.id", ondelete="CASCADE"), nullable=False),
     Column("entity_type", String(16), nullable=False),
     Column("system", String(64), nullable=False),
-    Column("op", String(8), nullable=False),              # create | update
-    Column("payload", Text, nullable=False),              # canonical fields (schema.encode)
+    Column("op", String(8), nullable=False),              # create | update, as planned (decided at send)
+    Column("origin", String(64)),                         # why: pull:<system>, rules, review, replay…
+    Column("payload", Text, nullable=False),              # fields as planned, then as sent (diagnostics)
     Column("idempotency_key", String(80), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),         # pending | sending | done | dead
+    Column("external_key", String(128)),                  # stamped on the record a create makes
+    Column("status", String(16), nullable=False),         # pending | sending | blocked | done | dead
+    Column("gen", Integer, nullable=False, default=0),    # changes planned into this row
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", TS, nullable=False),
     Column("last_error", Text),
-    Column("claimed_by", String(64)),
+    Column("claimed_by", String(64)),                     # instance holding the claim
+    Column("claim_token", String(32)),                    # fences the claim: only its holder confirms
+    Column("claim_until", TS),                            # deadline, renewed while the write is in flight
     Column("claimed_at", TS),
+    Column("blocked_on", ID),                             # entity this write waits for
+    Column("blocked_why", String(16)),                    # create | held | dead | record
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
     Index("ix_outbox_ready", "status", "system", "next_attempt_at"),
     Index("ix_outbox_entity", "entity_id", "system", "status"),
 )
-# Writes still to do, by entity: small whatever the history, so planners always take it.
-# Queries put OPEN_WRITES in their WHERE as the same literal text, so both PostgreSQL and SQLite
-# see that the partial index applies (a bound parameter would hide it from the planner).
-_OPEN = "outbox.status IN ('pending', 'sending')"
-OPEN_WRITES = text(_OPEN)
-Index("ix_outbox_open_entity", outbox.c.entity_id, outbox.c.system,
-      postgresql_where=text("status IN ('pending', 'sending')"), sqlite_where=text("status IN ('pending', 'sending')"))
+# Statuses of a write still to do. Queries put OPEN_WRITES in their WHERE as the same literal text
+# as the partial indexes' predicate, so both PostgreSQL and SQLite see that the index applies.
+OPEN_STATUSES = ("pending", "sending", "blocked")
+_OPEN = "status IN ('pending', 'sending', 'blocked')"
+OPEN_WRITES = text("outbox." + _OPEN)
+Index("uq_outbox_open", outbox.c.entity_id, outbox.c.system, unique=True,
+      postgresql_where=text(_OPEN), sqlite_where=text(_OPEN))
+Index("ix_outbox_blocked", outbox.c.blocked_on,
+      postgresql_where=text("status = 'blocked'"), sqlite_where=text("status = 'blocked'"))
 
 cursors = Table(
     "cursors", metadata,

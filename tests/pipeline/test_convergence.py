@@ -83,7 +83,7 @@ class ThreeSystems(RuleBasedStateMachine):
 
     def check_quiescent(self) -> None:
         self.syncer.until_quiet(max_passes=12)
-        assert self.store.count("entities", type="person") == len(self.people)
+        assert self.store.count("entities", type="person", hold=None) == len(self.people)
         for email in self.people:
             eid = self.store.find_entity("crm", "person", self._ext("crm", email) or "")
             assert eid, f"{email} never reached the CRM"

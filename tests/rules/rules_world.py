@@ -25,21 +25,22 @@ USERS = {
 
 
 class CrmConnector(MemoryConnector):
-    """A memory CRM that also exposes users/presence and pipelines, and takes notices."""
+    """A memory CRM that also exposes users/presence and pipelines, and takes notices (as writes
+    of kind `notice`, through the outbox)."""
 
     def __init__(self, name: str, system: MemorySystem, users: dict[str, dict[str, Any]] | None = None) -> None:
         super().__init__(name, system)
         self.users = users if users is not None else {k: dict(v) for k, v in USERS.items()}
-        self.notices: list[tuple[str, str]] = []
         self.describes = 0
+
+    @property
+    def notices(self) -> list[tuple[str, str]]:
+        return [(o["user"], o["text"]) for o in self.system.objects.get("notice", {}).values()]
 
     def describe(self) -> LiveSchema:
         self.describes += 1
         return LiveSchema(users={k: dict(v) for k, v in self.users.items()},
                           pipelines={"0": list(STAGES), "1": ["L_NEW", "L_READY", "L_WON"]})
-
-    def notify(self, user: str, text: str) -> None:
-        self.notices.append((user, text))
 
 
 def mapping_doc(rules: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +75,9 @@ def mapping_doc(rules: dict[str, Any]) -> dict[str, Any]:
                 "task.title": "title", "task.responsible": "responsible", "task.deadline": "deadline",
                 "task.order": "order_id", "task.person": "person_id", "task.company": "company_id",
                 "task.rule": "rule"}},
+            {"system": "crm", "kind": "notice", "entity": "notice", "direction": "push",
+             "only_when": {"notice.system": "crm"},
+             "fields": {"notice.user": "user", "notice.text": "text"}},
         ],
         "identity": {"person": {"keys": ["email"]}, "order": {"keys": ["number"]}},
         "conflicts": {"*": {"policy": "newest"}},
@@ -91,7 +95,7 @@ class World:
         validate_set(ms)
         self.mapper = Mapper(ms)
         self.remote = remote or {"shop": MemorySystem("shop", ("person", "order", "lead")),
-                                 "crm": MemorySystem("crm", ("person", "company", "order", "lead", "task"))}
+                                 "crm": MemorySystem("crm", ("person", "company", "order", "lead", "task", "notice"))}
         self.crm = CrmConnector("crm", self.remote["crm"], users)
         self.conns = {"shop": MemoryConnector("shop", self.remote["shop"]), "crm": self.crm}
         self.ruleset = RuleSet(ms.rules, store, self.conns, rng=random.Random(seed))

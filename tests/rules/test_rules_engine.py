@@ -62,9 +62,11 @@ def test_defaults_and_assignment_on_created_order_and_no_echo(store: Store) -> N
     c = w.syncer.pass_once()
     assert (c.planned, c.pushed) == (0, 0)
     assert {s: r.writes for s, r in w.remote.items()} == writes
-    # the notice reaches the responsible through the CRM's own call, on the next tick
-    w.tick(None)
+    # the notice reached the responsible through the outbox, once (a tick sends nothing more)
     assert w.crm.notices == [("3", "Новая сделка Заказ A-1 от 01.11.2026 10:00 из shop.example.ru")]
+    w.tick(None)
+    w.syncer.until_quiet()
+    assert len(w.crm.notices) == 1
 
 
 def test_defaults_do_not_override_values_from_the_source(store: Store) -> None:
@@ -452,4 +454,5 @@ def test_timer_notice_goes_through_the_crm(store: Store) -> None:
     now = dt.datetime.now(dt.UTC)
     assert w.tick(now + dt.timedelta(days=3)) == 1
     assert w.tick(now + dt.timedelta(days=4)) == 0
+    w.syncer.until_quiet()
     assert w.crm.notices == [("3", "Сделка A-1 два дня в стадии NEW")]

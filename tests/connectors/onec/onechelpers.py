@@ -110,6 +110,18 @@ class Ctx:
     def trigger(self, stream: str) -> None:
         return None
 
+    def take_writes(self, limit: int | None = None) -> Any:
+        assert self.syncer is not None
+        return self.syncer.pusher.take(self.system, limit=limit)
+
+    def settle_writes(self, token: str, results: Any) -> Any:
+        assert self.syncer is not None
+        return self.syncer.pusher.settle_download(self.system, token, results)
+
+    def release_writes(self, token: str, op_ids: Any = None) -> None:
+        assert self.syncer is not None
+        self.syncer.pusher.release_download(token, op_ids)
+
 
 def requisites(seed: int = 1) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -184,3 +196,14 @@ def crm_deal(world: World, *, number: str = "D-1001", to_1c: bool = True, seed: 
                    stage="NEW", company_id=f"co-{seed}", to_1c="true" if to_1c else "false",
                    rows=[{"name": "Кружка керамическая 350 мл", "qty": "12", "price": "490.00"}])
     return r
+
+
+def waiting(world: World) -> dict[str, int]:
+    """Writes for 1C still to be confirmed by it, by entity type (open outbox rows of `onec`)."""
+    from sqlalchemy import func, select
+
+    from syncd.store import tables as t
+
+    with world.store.read() as c:
+        return dict(c.execute(select(t.outbox.c.entity_type, func.count()).where(
+            t.outbox.c.system == "onec", t.OPEN_WRITES).group_by(t.outbox.c.entity_type)).all())

@@ -9,7 +9,7 @@ from io import BytesIO
 
 import httpx
 import pytest
-from onechelpers import LOGIN, PASSWORD, World, crm_deal
+from onechelpers import waiting, LOGIN, PASSWORD, World, crm_deal
 
 from connectors.onec import COOKIE, clean_filename
 from connectors.onec.exchange import Refused
@@ -190,23 +190,19 @@ def test_unacknowledged_query_is_served_again_acknowledged_never(world_factory) 
     world.crm.edit("order", "deal-D-1001", total="6000.00")
     world.sync()
     c2._call("sale", "success")
-    assert world.onec.queue.size() == 1
+    assert waiting(world) == {"order": 1}
     out = c2.run_cycle()
     assert out["received"] == 1 and c2.db.order("D-1001").total == 6000
     assert c2.run_cycle()["received"] == 0  # acknowledged: never again
 
 
-def test_write_is_idempotent_per_op_id(world: World) -> None:
-    from syncd.connector import WriteOp
+def test_nothing_is_pushed_to_1c_it_downloads_its_writes(world: World) -> None:
+    from syncd.connector import WriteOp, traits
 
-    op = WriteOp("op-1", "onec", "order", "create", "order", "e1", None, {"Номер": "42", "Сумма": "10.00"},
-                 "syncd-e1")
-    r1 = world.onec.write(op)
-    r2 = world.onec.write(op)
-    assert r1.external_id == r2.external_id == "syncd-e1"
-    assert world.onec.queue.get("syncd-e1")["rev"] == 1 and world.onec.queue.size() == 1
-    with pytest.raises(PermanentError):
-        world.onec.write(WriteOp("op-2", "onec", "task", "create", "task", "t1", None, {}, "syncd-t1"))
+    assert traits(world.onec).delivery == "download"
+    op = WriteOp("op-1", "onec", "order", "create", "order", "e1", None, {"Номер": "42"}, "syncd-e1")
+    with pytest.raises(PermanentError, match="mode=query"):
+        world.onec.write(op)
 
 
 def _drop_mid_chunk(world: World, headers: dict, sessid: str, name: str, data: bytes) -> None:

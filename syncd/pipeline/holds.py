@@ -1,0 +1,174 @@
+"""Holds and their release: identify reviews settled by a person, quarantined records taken in again.
+
+A record syncd cannot take in yet is stood for by a *held* entity (`entities.hold`): an ambiguous
+customer waiting in identify review, a counterparty quarantined for a bad ИНН. Records linking to
+it (an order and its buyer) link to the held entity, and their writes wait (`blocked`) instead of
+going without the link. Settling the hold re-plans every one of them:
+
+- review settled as a new entity: the hold is lifted; the entity is planned like any new record,
+  and the writes that waited for it follow its creation in each system;
+- review settled as an existing entity: the record's bindings move to it, its fields are taken in
+  as a pull from its system would (conflict policies apply), every record linking to the held
+  entity is re-pointed to the existing one, and the writes that waited look again;
+- quarantine released: the stored record is ingested again; if it now passes, the hold is lifted
+  by that ingest, and the writes that waited look again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select, update
+
+from syncd import schema
+from syncd.connector import RawRecord
+from syncd.errors import BadInput
+from syncd.pipeline import outbox
+from syncd.store import utcnow
+from syncd.store import tables as t
+
+if TYPE_CHECKING:
+    from syncd.pipeline.engine import Engine
+
+
+def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
+    from syncd.pipeline.engine import _BatchRun
+
+    if not create and not entity_id:
+        raise ValueError("say which entity the record is (entity_id), or create a new one")
+    with engine.store.begin() as conn:
+        row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
+        if row is None:
+            raise KeyError(f"no review item {review_id}")
+        if row["status"] != "open":
+            raise ValueError(f"review item {review_id} is already {row['status']}")
+        held = row["entity_id"]
+        rec = json.loads(row["record"])
+        raw = RawRecord(kind=rec["kind"], external_id=row["external_id"], fields=rec["fields"],
+                        version=rec.get("version"))
+        now = utcnow()
+        if entity_id is not None:
+            target = conn.execute(select(t.entities.c.type, t.entities.c.hold)
+                                  .where(t.entities.c.id == entity_id)).first()
+            if target is None:
+                raise KeyError(f"no entity {entity_id}")
+            if target.type != row["type"]:
+                raise ValueError(f"entity {entity_id} is a {target.type}, the record is a {row['type']}")
+            if target.hold:
+                raise ValueError(f"entity {entity_id} is itself held ({target.hold})")
+        if held is None:
+            # a review from before held entities: take the record in with the decision forced
+            br = _BatchRun(engine, conn, row["system"], None, "review")
+            br.forced = {(row["type"], row["external_id"]): entity_id or "new"}
+            br.run([raw])
+            result = conn.execute(select(t.bindings.c.entity_id).where(
+                t.bindings.c.system == row["system"], t.bindings.c.type == row["type"],
+                t.bindings.c.external_id == row["external_id"])).scalar()
+        elif create:
+            br = _BatchRun(engine, conn, row["system"], None, "review")
+            ents = br.load_entities([held])
+            ents[held].hold = None
+            ents[held].dirty = True
+            br._log_change(held, "review", {}, system=row["system"])
+            # a new record from now on: its rules run as for any new record (defaults, assignment)
+            br._changed, br._created = {held: dict(ents[held].golden)}, {held}
+            br._apply_rules(ents, {held})
+            br.flush_entities(ents)               # match keys now that it is a record
+            br.plan(ents, {held}, origin=f"review:{review_id}")
+            relink(engine, conn, held, held, origin=f"review:{review_id}")
+            result = held
+        else:
+            assert entity_id is not None
+            _merge(engine, conn, held, entity_id, row["system"], raw, review_id)
+            result = entity_id
+        conn.execute(update(t.review).where(t.review.c.id == review_id).values(
+            status="resolved", resolved_at=now))
+        return str(result)
+
+
+def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: RawRecord, review_id: int) -> None:
+    """The held entity is `into`: move its bindings, take its record in, re-point its links."""
+    from syncd.pipeline.engine import _BatchRun
+
+    now = utcnow()
+    conn.execute(update(t.bindings).where(t.bindings.c.entity_id == held).values(entity_id=into))
+    conn.execute(delete(t.shadows).where(t.shadows.c.entity_id == held))
+    conn.execute(delete(t.match_keys).where(t.match_keys.c.entity_id == held))
+    conn.execute(update(t.entities).where(t.entities.c.id == held).values(
+        hold="merged", merged_into=into, updated_at=now))
+    # the held entity's own queued writes (none should exist) go nowhere
+    conn.execute(update(t.outbox).where(t.outbox.c.entity_id == held, t.OPEN_WRITES,
+                                        t.outbox.c.status != "sending")
+                 .values(status="done", last_error=f"merged into {into} (review {review_id})", updated_at=now))
+    # the record's fields, as a pull from its system (its binding now leads to `into`)
+    _BatchRun(engine, conn, system, None, "review").run([raw])
+    relink(engine, conn, held, into, origin=f"review:{review_id}")
+
+
+def relink(engine: "Engine", conn: Any, old: str, new: str, *, origin: str) -> set[str]:
+    """Records linking to `old` link to `new` from now on (the same id when a hold was lifted):
+    their rules see the link as changed (a company's first order closes its lead deal once the
+    company is real), and the writes that waited for `old` look again. Returns those records.
+
+    Entity ids are unique 32-character strings, so a text search finds every record holding one;
+    a person settling a review waits for it, a pull lifting a quarantine hold is rare.
+    """
+    from syncd.pipeline.engine import _BatchRun
+
+    changes: dict[str, dict[str, Any]] = {}
+    rows = conn.execute(select(t.entities.c.id, t.entities.c.fields).where(
+        t.entities.c.fields.like(f"%{old}%"), t.entities.c.id != old, t.entities.c.hold.is_(None))).all()
+    for eid, text in rows:
+        fields = schema.decode(text)
+        for name, value in fields.items():
+            if value is not None and schema.is_field(name) and schema.has_refs(name):
+                if old in (str(r) for r in schema.refs_of(name, value)):
+                    changes.setdefault(eid, {})[name] = schema.map_refs(
+                        name, value, lambda _t, v: new if v == old else v)
+    br = _BatchRun(engine, conn, "review", None, None)
+    ents = br.load_entities(sorted(changes))
+    if old != new:
+        for eid, upd in changes.items():
+            ents[eid].golden.update(upd)
+            ents[eid].dirty = True
+    br._changed, br._created = changes, set()
+    touched = set(changes)
+    br._apply_rules(ents, touched)
+    br.flush_entities(ents)
+    br.plan(ents, touched, origin=origin)
+    outbox.unblock(conn, [old], now=utcnow())
+    return touched
+
+
+def release_quarantine(engine: "Engine", quarantine_id: int) -> str:
+    """Ingest a quarantined record again. Returns what happened; raises BadInput (nothing
+    changed) when the record still cannot be processed."""
+    from syncd.pipeline.engine import _BatchRun, record_from_json
+
+    with engine.store.begin() as conn:
+        row = conn.execute(select(t.quarantine).where(t.quarantine.c.id == quarantine_id)).mappings().first()
+        if row is None:
+            raise KeyError(f"no quarantine item {quarantine_id}")
+        if row["status"] != "open":
+            raise ValueError(f"quarantine item {quarantine_id} is already {row['status']}")
+        if row["record"] is None:
+            conn.execute(update(t.quarantine).where(t.quarantine.c.id == quarantine_id).values(status="released"))
+            return ("released; its raw input could not be decoded into a record, so it is not taken in "
+                    "again here — the next export of the source brings it again")
+        rec = record_from_json(row["record"])
+        nested = conn.begin_nested()
+        br = _BatchRun(engine, conn, row["system"], row["run_id"], row["stream"])
+        counts = br.run([rec])
+        if counts.quarantined:
+            reason = conn.execute(select(t.quarantine.c.reason).where(t.quarantine.c.id > quarantine_id,
+                                                                       t.quarantine.c.system == row["system"])
+                                  .order_by(t.quarantine.c.id.desc()).limit(1)).scalar()
+            nested.rollback()
+            raise BadInput(f"still cannot be processed: {reason}", record=row["external_id"])
+        nested.commit()
+        conn.execute(update(t.quarantine).where(t.quarantine.c.id == quarantine_id).values(status="released"))
+        return f"taken in again: {counts.created} created, {counts.updated} updated, {counts.planned} writes planned"
+
+
+__all__ = ["resolve_review", "release_quarantine", "relink"]

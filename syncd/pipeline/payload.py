@@ -1,0 +1,314 @@
+"""Stage 8a: what a claimed write sends, decided when it is sent.
+
+For each claimed outbox row: the golden record against the target's shadow gives the fields
+that differ (all fields on create) — so a write never carries a value older than one syncd has
+recorded, and changes queued one after another go out as one write. Links are translated to the
+target's ids; a link the target cannot take yet makes the write wait (`Blocked`), or, where it may,
+go without that link and wait for it afterwards (`Ready.deferred`).
+
+Pure decisions over rows loaded in bulk: one read transaction per claim.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from syncd import schema
+from syncd.connector import Traits, WriteOp
+from syncd.errors import PermanentError
+from syncd.mapping import Mapper
+from syncd.mapping.model import EntityMap
+from syncd.pipeline import outbox, plan
+from syncd.store import tables as t
+
+CHUNK = 400
+
+
+def external_key(entity_id: str) -> str:
+    """The stamp every create carries (ORIGIN_ID, Ид, externalId), looked up before creating."""
+    return f"syncd-{entity_id}"
+
+
+@dataclass(frozen=True)
+class Ready:
+    op: WriteOp
+    sent: dict[str, Any]                           # canonical fields the target holds after the write
+    deferred: tuple[str, str, str] | None = None   # (entity, why, detail) of a link left out for now
+
+
+@dataclass(frozen=True)
+class Nothing:
+    reason: str                                    # nothing to send: the target is in step
+
+
+@dataclass(frozen=True)
+class Blocked:
+    on: str                                        # entity the write waits for
+    why: str                                       # create | held | dead | record
+    detail: str
+    plan: outbox.Intent | None = None              # the write that entity itself needs, if none is queued
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: Exception
+
+
+Outcome = Ready | Nothing | Blocked | Failed
+
+
+@dataclass
+class _Target:
+    """A linked entity as the write to one system sees it."""
+
+    id: str
+    type: str
+    hold: str | None
+    merged_into: str | None
+    golden: dict[str, Any]
+    created_at: dt.datetime | None
+
+
+class _Block(Exception):
+    def __init__(self, on: str, why: str, detail: str, intent: outbox.Intent | None = None) -> None:
+        super().__init__(detail)
+        self.on, self.why, self.detail, self.intent = on, why, detail, intent
+
+
+@dataclass
+class _Loaded:
+    ents: dict[str, _Target] = field(default_factory=dict)
+    binds: dict[tuple[str, str, str], str] = field(default_factory=dict)   # (eid, system, type) -> ext
+    shadows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    held: dict[str, set[str]] = field(default_factory=dict)
+    open: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    dead: set[tuple[str, str]] = field(default_factory=set)
+
+
+def _chunks(seq: Sequence[Any]) -> Any:
+    for i in range(0, len(seq), CHUNK):
+        yield seq[i:i + CHUNK]
+
+
+def _load_entities(conn: Connection, ids: set[str], into: _Loaded) -> None:
+    want = sorted(ids - set(into.ents))
+    for chunk in _chunks(want):
+        for row in conn.execute(select(t.entities.c.id, t.entities.c.type, t.entities.c.fields, t.entities.c.hold,
+                                       t.entities.c.merged_into, t.entities.c.created_at)
+                                .where(t.entities.c.id.in_(chunk))):
+            into.ents[row.id] = _Target(row.id, row.type, row.hold, row.merged_into, schema.decode(row.fields),
+                                        row.created_at)
+
+
+def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
+    for chunk in _chunks(sorted(ids)):
+        rows = conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system, t.bindings.c.type,
+                                   t.bindings.c.external_id)
+                            .where(t.bindings.c.entity_id.in_(chunk))
+                            .order_by(t.bindings.c.created_at.desc()))
+        for eid, system, typ, ext in rows:
+            into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
+
+
+def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> _Loaded:
+    """Everything the decisions for these rows read, in a few set-based queries."""
+    out = _Loaded()
+    eids = {r["entity_id"] for r in rows}
+    _load_entities(conn, eids, out)
+    # linked entities (and what they were merged into)
+    refs: set[str] = set()
+    for e in out.ents.values():
+        for name, value in e.golden.items():
+            if value is not None and schema.is_field(name) and schema.has_refs(name):
+                refs.update(str(r) for r in schema.refs_of(name, value))
+    for _ in range(4):                                # merged chains are short
+        _load_entities(conn, refs, out)
+        nxt = {e.merged_into for e in out.ents.values() if e.merged_into and e.merged_into not in out.ents}
+        if not nxt:
+            break
+        refs = nxt  # type: ignore[assignment]
+    all_ids = set(out.ents)
+    _load_bindings(conn, all_ids, out)
+    for chunk in _chunks(sorted(eids)):
+        for eid, system, fields in conn.execute(select(t.shadows.c.entity_id, t.shadows.c.system,
+                                                       t.shadows.c.fields).where(t.shadows.c.entity_id.in_(chunk))):
+            out.shadows[(eid, system)] = schema.decode(fields)
+        for eid, name in conn.execute(select(t.conflicts.c.entity_id, t.conflicts.c.field)
+                                      .where(t.conflicts.c.status == "open", t.conflicts.c.entity_id.in_(chunk))):
+            out.held.setdefault(eid, set()).add(name)
+    out.open = outbox.open_writes(conn, sorted(all_ids))
+    out.dead = outbox.dead_writes(conn, sorted(all_ids - eids))
+    return out
+
+
+def build(conn: Connection, mapper: Mapper, rows: Sequence[dict[str, Any]], traits: Traits, *,
+          now: dt.datetime, link_wait: float) -> list[Outcome]:
+    """Decide each claimed row's write against what the store holds now."""
+    data = load(conn, rows)
+    return [_decide(mapper, row, data, traits, now=now, link_wait=link_wait) for row in rows]
+
+
+def _resolve(data: _Loaded, tid: str) -> _Target | None:
+    seen = 0
+    target = data.ents.get(tid)
+    while target is not None and target.hold == "merged" and target.merged_into and seen < 8:
+        target = data.ents.get(target.merged_into)
+        seen += 1
+    return target
+
+
+def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, wait_over: bool,
+                origin: str) -> Callable[[str, Any], Any]:
+    """A linked entity's id in `system`; raises _Block when the link cannot be written yet;
+    returns None when it never can (the target does not take that kind of record)."""
+
+    def fn(ttype: str, value: Any) -> Any:
+        target = _resolve(data, str(value))
+        if target is None:
+            return None
+        ext = data.binds.get((target.id, system, ttype))
+        if ext is not None:
+            return ext
+        if target.hold in ("review", "quarantine"):
+            raise _Block(target.id, "held", f"the linked {ttype} {target.id} is held for {target.hold}")
+        tm = mapper.push_map(system, ttype)
+        creatable = tm is not None and tm.create and plan.wants(tm, target.golden)
+        row = data.open.get((target.id, system))
+        if row is not None and row["status"] in ("pending", "sending") and traits.keys_are_ids:
+            return row["external_key"] or external_key(target.id)
+        if row is not None:
+            raise _Block(target.id, "create", f"waiting for {ttype} {target.id} to be created in {system}")
+        if (target.id, system) in data.dead:
+            raise _Block(target.id, "dead", f"the write of the linked {ttype} {target.id} to {system} "
+                                             "is a dead letter (replay it)")
+        if not creatable:
+            return None                        # it will never be there: the link is left out
+        if not target.golden:
+            if wait_over:
+                return None                    # its record never came: go without the link
+            raise _Block(target.id, "record", f"waiting for the linked {ttype} {target.id} to be read "
+                                               "from its system")
+        intent = outbox.Intent(target.id, target.type, system, "create", f"link:{origin}", {})
+        if traits.keys_are_ids:
+            raise _Block(target.id, "create", f"planned {ttype} {target.id} for {system}", intent)
+        raise _Block(target.id, "create", f"waiting for {ttype} {target.id} to be created in {system}", intent)
+
+    return fn
+
+
+def _translate(fields: dict[str, Any], fn: Callable[[str, Any], Any]
+               ) -> tuple[dict[str, Any], dict[str, _Block], set[str]]:
+    """(fields with links translated, field -> its block, fields whose link is left out)."""
+    out: dict[str, Any] = {}
+    blocks: dict[str, _Block] = {}
+    omitted: set[str] = set()
+    for name, value in fields.items():
+        if value is None or not schema.has_refs(name):
+            out[name] = value
+            continue
+        try:
+            mapped = schema.map_refs(name, value, fn)
+        except _Block as b:
+            blocks[name] = b
+            continue
+        if schema.field_spec(name).type == "ref" and mapped is None:
+            omitted.add(name)
+            continue
+        if schema.field_spec(name).type == "items":
+            # a member link the target cannot take is dropped from that member
+            mapped = tuple(schema.FrozenDict({k: v for k, v in el.items() if v is not None}) for el in mapped)
+        out[name] = mapped
+    return out, blocks, omitted
+
+
+def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, *,
+            now: dt.datetime, link_wait: float) -> Outcome:
+    eid, system, etype = row["entity_id"], row["system"], row["entity_type"]
+    ent = data.ents.get(eid)
+    if ent is None:
+        return Nothing("the record is gone")
+    if ent.hold:
+        return Nothing(f"the record is held ({ent.hold})")
+    em = mapper.push_map(system, etype)
+    if em is None:
+        return Failed(PermanentError(f"no push mapping for {etype} in {system}", connector=system))
+    ext = data.binds.get((eid, system, etype))
+    create = ext is None
+    if create and not em.create:
+        return Nothing(f"{system} does not take new {em.kind} records (create = false)")
+    if not plan.wants(em, ent.golden):
+        return Nothing(f"only_when of {system}.{em.kind} does not hold")
+    shadow = data.shadows.get((eid, system), {}) if not create else None
+    held = data.held.get(eid, set())
+    changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)
+    if not changed:
+        return Nothing("the target is in step")
+    whole = plan.plan_fields(mapper, em, ent.golden, None, held) if (traits.whole_records or create) else changed
+    wait_over = row.get("claimed_from") == "blocked" and row.get("blocked_why") == "record"
+    fn = _translator(mapper, data, system, traits, wait_over=wait_over, origin=row.get("origin") or "")
+    full, blocks, omitted = _translate(whole, fn)
+    sent_names = set(whole) if traits.whole_records else set(changed)
+    deferred: _Block | None = None
+    for name, b in blocks.items():
+        fm = em.fields.get(name)
+        optional = fm is not None and fm.optional
+        if create and not optional and name in sent_names:
+            return Blocked(b.on, b.why, b.detail, b.intent)
+        deferred = deferred or b
+    sent_names -= set(blocks) | omitted
+    if not sent_names:
+        assert deferred is not None
+        return Blocked(deferred.on, deferred.why, deferred.detail, deferred.intent)
+    sent = {k: ent.golden[k] for k in sent_names}
+    translated = {k: full[k] for k in sent_names}
+    key = row.get("external_key") or external_key(eid)
+    op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind, op="create" if create else "update",
+                 entity=etype, entity_id=eid, external_id=ext,
+                 fields=mapper.from_canonical(em, translated, create=create), external_key=key,
+                 attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create),
+                 links=_links(mapper, data, system, full, whole, traits) if traits.embeds_links else {})
+    dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
+    return Ready(op, sent, dfr)
+
+
+def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], whole: dict[str, Any],
+           traits: Traits) -> dict[str, tuple[str, dict[str, Any]]]:
+    """The records a document embeds: linked entity's id in the target -> (kind, its fields)."""
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, value in whole.items():
+        if value is None or not schema.has_refs(name) or name not in full:
+            continue
+        spec = schema.field_spec(name)
+        if spec.type != "ref":
+            continue
+        target = _resolve(data, str(value))
+        ext = full[name]
+        if target is None or ext is None:
+            continue
+        tm = mapper.push_map(system, target.type)
+        if tm is None:
+            continue
+        fields = plan.plan_fields(mapper, tm, target.golden, None, set())
+        fields = {k: v for k, v in fields.items() if not schema.has_refs(k)}   # one level deep
+        out[str(ext)] = (tm.kind, mapper.from_canonical(tm, fields, create=False))
+    return out
+
+
+def block_until(why: str, now: dt.datetime, link_wait: float) -> dt.datetime:
+    """When a blocked write is looked at again without being woken: only a wait for a linked
+    record's first appearance ends by itself (after `link_wait`)."""
+    return now + dt.timedelta(seconds=link_wait if why == "record" else 365 * 86400)
+
+
+def sent_payload(sent: dict[str, Any]) -> str:
+    return schema.encode(sent)
+
+
+__all__ = ["Ready", "Nothing", "Blocked", "Failed", "Outcome", "build", "external_key", "block_until",
+           "sent_payload", "json", "EntityMap"]
