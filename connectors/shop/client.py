@@ -258,6 +258,16 @@ class ExchangeClient:
             return self._checked(self._send(method, self._params(sess, typ, mode, params), data=data,
                                             session=sess), mode)
         except SessionLost as exc:
+            if str(exc).startswith("HTTP 40") and not sess.basic:
+                # 401 to the cookie: a site that honours only HTTP Basic; from now on Basic on every request
+                basic = replace(sess, basic=True)
+                a = self._checked(self._send(method, self._params(basic, typ, mode, params), data=data,
+                                             session=basic), mode)
+                with self.lock:
+                    if self.session == sess:
+                        self.session = basic
+                log.info("shop_basic_auth", system=self.system, mode=mode)
+                return a
             if not relogin or session is not None:
                 raise
             log.info("shop_relogin", system=self.system, mode=mode, reason=str(exc))
@@ -266,12 +276,8 @@ class ExchangeClient:
         try:
             a = self._send(method, self._params(sess, typ, mode, params), data=data, session=sess)
         except SessionLost:
-            if sess.basic:
-                raise PermanentError(f"shop: {mode}: HTTP 401 right after a successful checkauth",
-                                     connector=self.system, code="auth") from None
-            # the cookie is not what this site wants: HTTP Basic on every request instead
-            sess = self.session = replace(sess, basic=True)
-            a = self._send(method, self._params(sess, typ, mode, params), data=data, session=sess)
+            raise PermanentError(f"shop: {mode}: HTTP 401 right after a successful checkauth",
+                                 connector=self.system, code="auth") from None
         if a.word == "failure":
             if is_unknown_mode(a.message):
                 raise Unsupported(mode, f"failure \"{a.message[:80]}\"")

@@ -680,14 +680,15 @@ class ShopConnector(BaseConnector):
             more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
             raise PermanentError(f"shop: the {op.kind} document is not valid CommerceML, not sent: {issues[0]}{more}",
                                  connector=self.name, op_id=op.op_id)
-        self._upload(f"orders-{op.op_id}.xml" if op.kind == "order" else f"contragents-{op.op_id}.xml", data, op)
+        self.upload(f"orders-{op.op_id}.xml" if op.kind == "order" else f"contragents-{op.op_id}.xml", data,
+                    op_id=op.op_id, kind=op.kind)
         if op.kind != "order":
             name = counterparty_from_fields(op.kind, ext, fields, known_name=self._names.get(ext)).name
             if name:
                 self._names[ext] = name
         return WriteResult(ext, dict(op.fields))
 
-    def _pieces(self, filename: str, data: bytes, op: WriteOp) -> tuple[list[tuple[int, bytes]], str, str]:
+    def _pieces(self, filename: str, data: bytes, op_id: str | None) -> tuple[list[tuple[int, bytes]], str, str]:
         """(offset, body) POSTs, the name they go under, the name to import. Never splits unless allowed."""
         limit = self.client.file_limit
         if limit is None or len(data) <= limit:
@@ -704,12 +705,15 @@ class ShopConnector(BaseConnector):
         raise PermanentError(
             f"shop: file: the document is {size}, over the shop's file_limit={limit}; not sent in pieces because "
             f"a site that overwrites each piece keeps only the last one (set split_uploads = true for a site that "
-            f"appends them, as 1C-Bitrix does)", connector=self.name, op_id=op.op_id)
+            f"appends them, as 1C-Bitrix does)", connector=self.name, op_id=op_id)
 
-    def _upload(self, filename: str, data: bytes, op: WriteOp) -> None:
-        """init, the file (whole, zipped or in allowed chunks), import until success; one restart with a
-        fresh checkauth if the session is lost. Every refusal is a PermanentError naming step and answer."""
+    def upload(self, filename: str, data: bytes, *, op_id: str | None = None, kind: str = "document",
+               apply: bool = True) -> None:
+        """init, the file (whole, zipped or in allowed chunks), then (`apply`) import until success; one
+        restart with a fresh checkauth if the session is lost. Every refusal is a PermanentError naming
+        the step and the answer."""
         a: Answer | None = None
+        step = "init"
         for attempt in (1, 2):
             try:
                 with self.client.lock:
@@ -718,7 +722,8 @@ class ShopConnector(BaseConnector):
                     sess = self.client.ensure("sale")
                     self.client.init("sale", session=sess)
                     sess = self.client.session or sess
-                    pieces, sent_as, import_as = self._pieces(filename, data, op)
+                    pieces, sent_as, import_as = self._pieces(filename, data, op_id)
+                    step = "file"
                     for off, chunk in pieces:
                         params = {"filename": sent_as}
                         if len(pieces) > 1 and self.settings.chunk_offsets:
@@ -726,7 +731,11 @@ class ShopConnector(BaseConnector):
                         a = self.client.call("sale", "file", method="POST", data=chunk, session=sess, **params)
                         if a.word != "success":
                             raise PermanentError(f"shop: file: {a.word or 'empty answer'} — {a.message or '-'}",
-                                                 connector=self.name, op_id=op.op_id)
+                                                 connector=self.name, op_id=op_id)
+                    if not apply:
+                        self.stats["uploads"] += 1
+                        return
+                    step = "import"
                     for _ in range(self.settings.import_polls):
                         a = self.client.call("sale", "import", session=sess, filename=import_as)
                         if a.word != "progress":
@@ -734,11 +743,11 @@ class ShopConnector(BaseConnector):
                     else:
                         raise TransientError("shop: import: still `progress` after "
                                              f"{self.settings.import_polls} polls", connector=self.name,
-                                             op_id=op.op_id)
+                                             op_id=op_id)
             except SessionLost as exc:
                 if attempt == 2:
-                    raise PermanentError(f"shop: upload refused after a fresh checkauth: failure — {exc}",
-                                         connector=self.name, op_id=op.op_id) from None
+                    raise PermanentError(f"shop: {step}: failure — {exc} (again after a fresh checkauth)",
+                                         connector=self.name, op_id=op_id) from None
                 log.info("shop_upload_restart", system=self.name, reason=str(exc))
                 continue
             except Unsupported as exc:
@@ -746,16 +755,16 @@ class ShopConnector(BaseConnector):
                     self.caps = replace(self.caps, imports=False, import_answer=exc.answer)
                     self.writes = self.caps.writes
                 raise PermanentError(f"shop: {exc.mode}: the site has no such mode ({exc.answer}); "
-                                     f"the {op.kind} was not applied", connector=self.name, op_id=op.op_id) from None
+                                     f"the {kind} was not applied", connector=self.name, op_id=op_id) from None
             self.stats["uploads"] += 1
             assert a is not None
             if a.word != "success":
                 raise PermanentError(f"shop: import: {a.word or 'empty answer'} — {a.message or '-'}",
-                                     connector=self.name, op_id=op.op_id)
+                                     connector=self.name, op_id=op_id)
             low = a.message.lower()
             if "ошиб" in low or "error" in low:
                 raise PermanentError(f"shop: import: success with errors — {a.message}", connector=self.name,
-                                     op_id=op.op_id)
+                                     op_id=op_id)
             return
 
     def close(self) -> None:
