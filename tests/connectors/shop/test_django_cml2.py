@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from cml2_site import Cml2Site, ensure_venv
 from sqlalchemy import select
-from test_shop_connector import make_mapper, settle
+from shop_world import make_mapper, settle
 
 from connectors.shop import ShopConnector, ShopSettings
 from syncd.commerceml import iter_documents

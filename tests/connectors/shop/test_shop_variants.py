@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import select
-from test_shop_connector import MUG, PERSON, TEAPOT, place, settle, shop, world  # noqa: F401 - fixtures
+from shop_world import MUG, PERSON, TEAPOT, place, settle
 
 from connectors.shop import ShopConnector, ShopSettings
 from syncd.commerceml.validate import validate
