@@ -36,7 +36,11 @@ log = structlog.get_logger("syncd.shop")
 
 # `failure` reasons that mean "this site has no such mode", in the wordings seen: Bitrix ("Неизвестная
 # команда"), django-cml2 ("Unknown GET sequence"), generic PHP modules ("unknown mode", "not supported")
-_UNKNOWN_MODE = re.compile(r"unknown|неизвестн|not (?:supported|implemented)|не поддерж|unsupported", re.I)
+# ("Неизвестная ошибка", an unknown *error*, is not one of them)
+_UNKNOWN_MODE = re.compile(
+    r"unknown\s+(?:get\s+sequence|command|mode|request|operation)|неизвестн\w*\s+(?:команд|режим|запрос|операци)"
+    r"|(?:mode|command|режим|команда)\b.{0,40}(?:not\s+(?:supported|implemented)|не\s+поддерж)"
+    r"|unsupported\s+(?:mode|command)", re.I)
 _UNSUPPORTED_HTTP = {404, 405, 501}
 
 
