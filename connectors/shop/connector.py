@@ -8,13 +8,32 @@ batch is committed, so a crash before the commit makes the shop export the same 
 bindings make that re-pull harmless). The cursor is informational only (the shop keeps the export
 point): the latest `Дата изменения` seen.
 
-Writes ``order``, ``user``, ``company``: a CommerceML document written with `syncd.commerceml`
-(windows-1251 by default) is uploaded with `init` + `type=sale&mode=file` in `file_limit` chunks, then
-`mode=import` is repeated while the shop answers `progress`. A create stamps the document's `Ид` with
-the op's external key (``syncd-<entity id>``); the exchange cannot search orders by `Ид`, but the
-shop's import matches documents on `Ид` (Bitrix: XML_ID), so a retried create updates the order it
-created the first time instead of making a second one. Users and companies (S7 requisites edits) go up
-as a root-level `Контрагенты` document, matched the same way.
+Reading is all-or-nothing per document, never per file: a document the reader cannot read is one
+`Rejected` (its whole raw text and line, quarantined) and the rest of the export is read and acked; an
+export that cannot be read at all raises from `read()` and is NOT acknowledged, so the shop keeps it
+open and sends the same orders again. The exchange cannot select by date, so `since` (backfill) drops
+the orders older than it after reading, and says so in the log.
+
+Counterparties are a company or a person by their structure (`is_company`), not by the presence of an
+ИНН: sites leave ИНН/КПП out, or write only `ПолноеНаименование`.
+
+Writes ``order``, ``user``, ``company``: a complete CommerceML document (the whole record when the write
+path hands one over as `WriteOp.full`, the changed fields on top; header elements the schema requires
+filled from the last read of the order, else defaults), validated against syncd's schema before it is
+sent (an invalid one is a PermanentError, never an upload), written with `syncd.commerceml`
+(windows-1251 by default), uploaded with `init` + `type=sale&mode=file`, then `mode=import` is repeated
+while the shop answers `progress`. The file goes up in one piece (zipped when the shop says `zip=yes`
+and that makes it fit `file_limit`); it is split into chunks only with `split_uploads` on, because
+sites differ: 1C-Bitrix appends chunks, others (django-cml2) overwrite the file with each POST. A create
+stamps the document's `Ид` with the op's external key (``syncd-<entity id>``); the exchange cannot
+search orders by `Ид`, but the shop's import matches documents on `Ид` (Bitrix: XML_ID), so a retried
+create updates the order it created the first time instead of making a second one. Users and companies
+(S7 requisites edits) go up as a root-level `Контрагенты` document, matched the same way.
+
+Capabilities: before the first read or write, and at every `health()` (`syncd check`), the connector
+asks for `sale&mode=import` and `sale&mode=info`. A site without import (HTTP 404/405/501 or `failure`
+"unknown command") keeps the files it is sent and applies none: `writes` becomes empty, health says so
+in one line, and a write that still arrives is a PermanentError (a dead letter), never an upload.
 
 No ``products`` stream: Bitrix sites do not export the catalog through this protocol (catalog exchange
 is 1C -> site only); products reach syncd as the lines of orders.
@@ -24,13 +43,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
+import re
+import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import structlog
 
-from connectors.shop.client import Answer, ExchangeClient, Session, SessionLost
+from connectors.shop.client import Answer, ExchangeClient, Session, SessionLost, Unsupported
 from connectors.shop.settings import ShopSettings
 from syncd.commerceml import (
     Address,
@@ -49,6 +73,7 @@ from syncd.commerceml import (
     write_orders,
 )
 from syncd.commerceml import Rejected as CmlRejected
+from syncd.commerceml.validate import validate
 from syncd.commerceml.encoding import MOSCOW, parse_datetime
 from syncd.connector import (
     BaseConnector,
@@ -119,14 +144,53 @@ def _vat(rate: str | None) -> Decimal | None:
 
 # -- wire -> records ------------------------------------------------------------------------------
 
+_LEGAL_FORM = re.compile(
+    r"^\W*(ООО|ОАО|ЗАО|ПАО|НАО|АО|ИП|НКО|ФГУП|ГУП|МУП|ТСЖ|АНО|"
+    r"общество с ограниченной ответственностью|акционерное общество|индивидуальный предприниматель|"
+    r"LLC|LTD|JSC|GmbH|Inc)\b", re.I)
+
+
+def is_company(cp: Counterparty) -> bool:
+    """A legal entity, decided by the structure, not by the presence of an ИНН.
+
+    Company marks: `ОфициальноеНаименование`, `ЮридическийАдрес`, `Представители`, a КПП, an ОГРН, a
+    10-digit ИНН. Person marks: `Фамилия`/`Имя`/`Отчество` with text, `АдресРегистрации`, a 12-digit ИНН
+    alone. With neither (a site that writes only `ПолноеНаименование`), a name that starts with a legal
+    form (ООО, АО, ИП…) is a company. Otherwise a person.
+    """
+    if cp.official_name or cp.kpp or cp.ogrn or cp.representatives or \
+            any(a.kind == "ЮридическийАдрес" for a in cp.addresses) or (cp.inn and len(cp.inn) == 10):
+        return True
+    if cp.last_name or cp.first_name or cp.middle_name or (cp.inn and len(cp.inn) == 12) or \
+            any(a.kind == "АдресРегистрации" for a in cp.addresses):
+        return False
+    return bool(_LEGAL_FORM.match(cp.name or cp.full_name or ""))
+
+
+def counterparty_name(cp: Counterparty) -> str | None:
+    return cp.name or cp.full_name or cp.official_name or \
+        " ".join(x for x in (cp.last_name, cp.first_name, cp.middle_name) if x) or None
+
+
+def buyer_of(doc: Document) -> Counterparty | None:
+    """The buyer among the document's counterparties: role Покупатель first, then any with an Ид.
+
+    Entries without Ид and name (an `<Адрес>` some sites put directly under `<Контрагенты>`) are not
+    counterparties and are skipped.
+    """
+    real = [c for c in doc.counterparties if c.id or counterparty_name(c)]
+    return next((c for c in real if (c.role or "").strip().lower() == "покупатель"), None) or \
+        next((c for c in real if c.id), None) or next(iter(real), None)
+
+
 def counterparty_record(cp: Counterparty) -> RawRecord:
     phones = [c.value for c in cp.contacts if c.type in _PHONE_TYPES and c.value]
-    if cp.is_company:
+    if is_company(cp):
         legal = next((a for a in cp.addresses if a.kind == "ЮридическийАдрес"), None) or \
-            next(iter(cp.addresses), None)
+            next((a for a in cp.addresses if a.presentation), None)
         f: dict[str, Any] = {
-            "Наименование": cp.name, "ОфициальноеНаименование": cp.official_name or cp.full_name,
-            "ИНН": cp.inn, "КПП": cp.kpp, "ОГРН": cp.ogrn, "ОКПО": cp.okpo,
+            "Наименование": counterparty_name(cp), "ОфициальноеНаименование": cp.official_name or cp.full_name,
+            "ИНН": cp.inn or None, "КПП": cp.kpp or None, "ОГРН": cp.ogrn or None, "ОКПО": cp.okpo or None,
             "ЮридическийАдрес": legal.presentation if legal else None,
             "Почта": cp.email, "Телефон": cp.phone, "Телефоны": phones,
             "Контактное лицо": next((r.name for r in cp.representatives if r.name), None),
@@ -139,9 +203,10 @@ def counterparty_record(cp: Counterparty) -> RawRecord:
         kind = "company"
     else:
         addr = next((a for a in cp.addresses if a.presentation), None)
-        f = {"Наименование": cp.name, "ПолноеНаименование": cp.full_name, "Фамилия": cp.last_name,
-             "Имя": cp.first_name, "Отчество": cp.middle_name, "ИНН": cp.inn, "Почта": cp.email,
-             "Телефон": cp.phone, "Телефоны": phones, "Адрес": addr.presentation if addr else None}
+        f = {"Наименование": counterparty_name(cp), "ПолноеНаименование": cp.full_name,
+             "Фамилия": cp.last_name or None, "Имя": cp.first_name or None, "Отчество": cp.middle_name or None,
+             "ИНН": cp.inn or None, "Почта": cp.email, "Телефон": cp.phone, "Телефоны": phones,
+             "Адрес": addr.presentation if addr else None}
         kind = "user"
     assert cp.id is not None
     stamp = cp.id if cp.id.startswith("syncd-") else None
@@ -160,7 +225,8 @@ def item_fields(it: Item) -> dict[str, Any]:
 
 
 def order_record(doc: Document) -> RawRecord:
-    cp = doc.counterparties[0] if doc.counterparties else None
+    cp = buyer_of(doc)
+    company = cp is not None and is_company(cp)
     items = [i for i in doc.items if i.id != DELIVERY_ID]
     delivery = next((i for i in doc.items if i.id == DELIVERY_ID), None)
     paid_sum = _dec(doc.requisite("Сумма оплаты"))
@@ -182,8 +248,8 @@ def order_record(doc: Document) -> RawRecord:
         "Процент оплаты": percent, "Отменен": _flag(doc.requisite("Отменен")),
         "Причина отмены": doc.requisite("Причина отмены"),
         "Контрагент": cp.id if cp else None,
-        "Покупатель": cp.id if cp and not cp.is_company else None,
-        "Организация": cp.id if cp and cp.is_company else None,
+        "Покупатель": cp.id if cp and not company else None,
+        "Организация": cp.id if cp and company else None,
         "Товары": [item_fields(i) for i in items],
         "Стоимость доставки": (delivery.sum if delivery.sum is not None else delivery.price) if delivery else None,
         "Номер отгрузки": doc.shipment_number, "Проведен": _flag(doc.requisite("Проведен")),
@@ -202,45 +268,78 @@ def order_record(doc: Document) -> RawRecord:
                      source_time=changed or doc.date, stamp=doc.id if doc.id.startswith("syncd-") else None)
 
 
-def records_from_export(data: bytes) -> tuple[list[RawRecord | Rejected], dt.datetime | None]:
-    """Parse a `mode=query` answer: buyers, products, orders in dependency order; bad documents rejected."""
-    out: list[RawRecord | Rejected] = []
+@dataclass
+class ExportRead:
+    """What one `mode=query` answer held."""
+
+    records: list[RawRecord | Rejected] = field(default_factory=list)
+    latest: dt.datetime | None = None        # newest change time seen (the informational cursor)
+    orders: int = 0
+    before_since: int = 0                    # orders dropped because they are older than `since`
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)   # order Ид -> header, for writes
+    names: dict[str, str] = field(default_factory=dict)              # counterparty Ид -> name
+
+
+def _document_raw(doc: Document) -> str:
+    """The document as XML again (for quarantine when the connector, not the reader, rejects it)."""
+    from lxml import etree
+
+    from syncd.commerceml import document_element
+    return etree.tostring(document_element(doc), encoding="unicode")
+
+
+def records_from_export(data: bytes, since: dt.datetime | None = None) -> ExportRead:
+    """Parse a `mode=query` answer: buyers, products, orders in dependency order; bad documents rejected.
+
+    Each document the reader cannot read becomes one `Rejected` with its whole raw text and line, and
+    the next ones are read. A file that cannot be read at all raises `ProtocolError` (the caller must
+    not acknowledge it). With `since`, orders whose change time (else date) is older are dropped: the
+    exchange cannot select by date.
+    """
+    out = ExportRead()
     seen: set[tuple[str, str]] = set()
-    latest: dt.datetime | None = None
-    try:
-        for doc in iter_documents(data):
-            if isinstance(doc, CmlRejected):
-                out.append(Rejected(f"line {doc.line}: {doc.reason}", kind="order", external_id=doc.record_id,
-                                    line=doc.line, raw=doc.raw))
-                continue
-            if doc.operation and doc.operation != ORDER_OP:
-                continue          # payment / shipment documents of the Контейнер form: not read (yet)
-            try:
-                recs: list[RawRecord] = []
-                for cp in doc.counterparties[:1]:
-                    if not cp.id:
-                        raise BadInput("<Контрагент> without <Ид>")
-                    recs.append(counterparty_record(cp))
-                for it in doc.items:
-                    if it.id and it.id != DELIVERY_ID:
-                        recs.append(RawRecord("product", it.product_id or it.id,
-                                              {k: v for k, v in item_fields(it).items() if k in PRODUCT_FIELDS}))
-                order = order_record(doc)
-            except (BadInput, AssertionError) as exc:
-                out.append(Rejected(f"order {doc.id}: {exc}", kind="order", external_id=doc.id))
-                continue
-            for r in recs:
-                if (r.kind, r.external_id) not in seen:
-                    seen.add((r.kind, r.external_id))
-                    out.append(r)
-            out.append(order)
-            if order.source_time and (latest is None or order.source_time > latest):
-                latest = order.source_time
-    except ProtocolError as exc:
-        # the rest of the file is unreadable: what was read stays, the tail is one quarantined record
-        out.append(Rejected(f"export unreadable: {exc}", kind="order", line=exc.line,
-                            raw=data[:4096].decode("cp1251", "replace")))
-    return out, latest
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=MOSCOW)
+    for doc in iter_documents(data):
+        if isinstance(doc, CmlRejected):
+            out.records.append(Rejected(f"line {doc.line}: {doc.reason}", kind="order", external_id=doc.record_id,
+                                        line=doc.line, raw=doc.raw))
+            continue
+        if doc.operation and doc.operation != ORDER_OP:
+            continue          # payment / shipment documents of the Контейнер form: not read (yet)
+        try:
+            recs: list[RawRecord] = []
+            cp = buyer_of(doc)
+            if cp is not None:
+                if not cp.id:
+                    raise BadInput("<Контрагент> without <Ид>")
+                recs.append(counterparty_record(cp))
+            for it in doc.items:
+                if it.id and it.id != DELIVERY_ID:
+                    recs.append(RawRecord("product", it.product_id or it.id,
+                                          {k: v for k, v in item_fields(it).items() if k in PRODUCT_FIELDS}))
+            order = order_record(doc)
+        except (BadInput, AssertionError) as exc:
+            out.records.append(Rejected(f"order {doc.id}: {exc}", kind="order", external_id=doc.id,
+                                        raw=_document_raw(doc)))
+            continue
+        when = order.source_time or doc.date
+        if since is not None and when is not None and when < since:
+            out.before_since += 1
+            continue
+        out.orders += 1
+        for r in recs:
+            if (r.kind, r.external_id) not in seen:
+                seen.add((r.kind, r.external_id))
+                out.records.append(r)
+        out.records.append(order)
+        if cp is not None and cp.id and counterparty_name(cp):
+            out.names[cp.id] = counterparty_name(cp) or ""
+        out.heads[str(doc.id)] = {"Номер": doc.number, "Дата": doc.date, "Валюта": doc.currency,
+                                  "Сумма": doc.total, "Контрагент": cp.id if cp else None}
+        if order.source_time and (out.latest is None or order.source_time > out.latest):
+            out.latest = order.source_time
+    return out
 
 
 # -- records -> wire ------------------------------------------------------------------------------
@@ -266,7 +365,9 @@ def _b(v: Any) -> str | None:
     return "true" if v else "false"
 
 
-def counterparty_from_fields(kind: str, ext: str, f: Mapping[str, Any]) -> Counterparty:
+def counterparty_from_fields(kind: str, ext: str, f: Mapping[str, Any], *, known_name: str | None = None
+                             ) -> Counterparty:
+    """A root-level `Контрагент` for a user/company write; `Наименование` (required) always filled."""
     contacts = []
     if f.get("Почта"):
         contacts.append(Contact("Почта", str(f["Почта"])))
@@ -281,12 +382,13 @@ def counterparty_from_fields(kind: str, ext: str, f: Mapping[str, Any]) -> Count
         addr = (Address("ЮридическийАдрес", str(f["ЮридическийАдрес"])),) if f.get("ЮридическийАдрес") else ()
         reps = (Representative("Контактное лицо", None, str(f["Контактное лицо"])),) \
             if f.get("Контактное лицо") else ()
-        return Counterparty(ext, name=_s(f.get("Наименование")), official_name=_s(f.get("ОфициальноеНаименование")),
+        name = _s(f.get("Наименование")) or _s(f.get("ОфициальноеНаименование")) or known_name or ext
+        return Counterparty(ext, name=name, official_name=_s(f.get("ОфициальноеНаименование")),
                             role="Покупатель", inn=_s(f.get("ИНН")), kpp=_s(f.get("КПП")), okpo=_s(f.get("ОКПО")),
                             ogrn=_s(f.get("ОГРН")), addresses=addr, contacts=tuple(contacts),
                             bank_accounts=accounts, representatives=reps)
     name = _s(f.get("Наименование")) or " ".join(
-        str(f[k]) for k in ("Фамилия", "Имя", "Отчество") if f.get(k)) or None
+        str(f[k]) for k in ("Фамилия", "Имя", "Отчество") if f.get(k)) or known_name or ext
     addr = (Address("АдресРегистрации", str(f["Адрес"])),) if f.get("Адрес") else ()
     return Counterparty(ext, name=name, full_name=_s(f.get("ПолноеНаименование")) or name, role="Покупатель",
                         last_name=_s(f.get("Фамилия")), first_name=_s(f.get("Имя")),
@@ -304,7 +406,7 @@ def _item_from_fields(row: Mapping[str, Any]) -> Item:
         total = (qty * price - (disc or 0)).quantize(Decimal("0.01"))
     rate = _d(row.get("СтавкаНДС"))
     kind = _s(row.get("ВидНоменклатуры")) or "Товар"
-    return Item(pid, name=name, unit=Unit("796", _s(row.get("Единица")) or "шт", "Штука", "PCE"), price=price,
+    return Item(pid, name=name or pid, unit=Unit("796", _s(row.get("Единица")) or "шт", "Штука", "PCE"), price=price,
                 quantity=qty, sum=total,
                 discounts=(Discount("Скидка", disc, None, True),) if disc else (),
                 taxes=(Tax("НДС", format(rate.normalize(), "f"), True, None),) if rate is not None else (),
@@ -317,16 +419,28 @@ _DOC_REQS = ("Статус заказа", "Заказ оплачен", "Дата
 _BOOL_REQS = {"Заказ оплачен", "Отменен", "Проведен", "Доставка разрешена"}
 
 
-def order_document(doc_id: str, f: Mapping[str, Any], *, create: bool) -> Document:
+def order_document(doc_id: str, f: Mapping[str, Any], *, create: bool,
+                   head: Mapping[str, Any] | None = None, names: Mapping[str, str] | None = None) -> Document:
+    """A complete order document from whatever fields the write has.
+
+    `f` is the whole record when the write path gives one, else only the changed fields; the header
+    elements CommerceML requires (Номер, Дата, ХозОперация, Роль, Валюта, Курс, Сумма, Контрагенты)
+    come from `f`, else from what the last read of this order said (`head`), else defaults.
+    """
+    head = head or {}
+    names = names or {}
     items = [_item_from_fields(r) for r in f.get("Товары") or ()] if f.get("Товары") is not None else []
     delivery = _d(f.get("Стоимость доставки"))
     if delivery and items:
         items.append(Item(DELIVERY_ID, name="Доставка заказа", unit=Unit("796", "шт", "Штука", "PCE"),
                           price=delivery, quantity=Decimal(1), sum=delivery,
                           requisites=(("ВидНоменклатуры", "Услуга"), ("ТипНоменклатуры", "Услуга"))))
-    total = _d(f.get("Сумма"))
     if items:
         total = sum((i.sum or Decimal(0) for i in items), Decimal(0))
+    else:
+        total = _d(f.get("Сумма"))
+        if total is None:
+            total = head.get("Сумма") if head.get("Сумма") is not None else Decimal(0)
     reqs = []
     for name in _DOC_REQS:
         if name in f and f[name] is not None:
@@ -336,21 +450,69 @@ def order_document(doc_id: str, f: Mapping[str, Any], *, create: bool) -> Docume
             elif isinstance(v, dt.datetime):
                 v = v.astimezone(MOSCOW).strftime("%Y-%m-%d %H:%M:%S")
             reqs.append((name, str(v)))
-    buyer = f.get("Покупатель") or f.get("Организация") or f.get("Контрагент")
-    cps = (Counterparty(str(buyer), role="Покупатель"),) if buyer else ()
+    buyer = _s(f.get("Покупатель")) or _s(f.get("Организация")) or _s(f.get("Контрагент")) or \
+        _s(head.get("Контрагент"))
+    cps = (Counterparty(buyer, name=names.get(buyer) or buyer, role="Покупатель"),) if buyer else ()
     when = f.get("Дата")
     if isinstance(when, str):
         when = _when(when)
-    if create and when is None:
-        when = dt.datetime.now(MOSCOW)
-    cur = _s(f.get("Валюта"))
-    return Document(doc_id, number=_s(f.get("Номер")), date=when, operation=ORDER_OP, role="Продавец",
-                    currency=("руб" if cur in (None, "RUB") and (create or cur) else cur),
-                    rate=Decimal(1) if create else None, total=total, comment=_s(f.get("Комментарий")),
-                    counterparties=cps, items=tuple(items), requisites=tuple(reqs))
+    if when is None:
+        when = head.get("Дата") or dt.datetime.now(MOSCOW)
+    cur = _s(f.get("Валюта")) or _s(head.get("Валюта"))
+    currency = "руб" if cur is None or cur.strip().lower() in _RUB else cur
+    return Document(doc_id, number=_s(f.get("Номер")) or _s(head.get("Номер")) or doc_id, date=when,
+                    operation=ORDER_OP, role="Продавец", currency=currency, rate=Decimal(1), total=total,
+                    comment=_s(f.get("Комментарий")), counterparties=cps, items=tuple(items),
+                    requisites=tuple(reqs))
+
+
+def zip_one(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, data)
+    return buf.getvalue()
+
+
+# -- what the site can do -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the shop answered when asked (at `syncd check` and before the first read or write)."""
+
+    session: str                        # how checkauth handed out the session
+    zip: bool
+    file_limit: int | None
+    version: str | None
+    imports: bool = True                # sale&mode=import exists: uploaded documents are applied
+    import_answer: str = ""
+    info: bool = True                   # sale&mode=info exists
+    info_answer: str = ""
+
+    @property
+    def writes(self) -> frozenset[str]:
+        return WRITES if self.imports else frozenset()
+
+    def limits(self) -> list[str]:
+        """One line per thing the site cannot do."""
+        out = []
+        if not self.imports:
+            out.append(f"this shop stores uploaded order files but does not import them "
+                       f"(sale&mode=import: {self.import_answer}): syncd reads its orders and writes nothing there")
+        if not self.info:
+            out.append(f"no sale&mode=info ({self.info_answer}): copy its order statuses into the mapping by hand")
+        return out
+
+    def describe(self) -> str:
+        limit = "none" if self.file_limit is None else str(self.file_limit)
+        parts = [f"checkauth ok ({self.session}); init: zip={'yes' if self.zip else 'no'}, file_limit={limit}"
+                 + (f", version={self.version}" if self.version else "")]
+        return "; ".join(parts + self.limits())
 
 
 # -- the connector --------------------------------------------------------------------------------
+
+_HEADS_MAX = 50_000        # order headers / counterparty names remembered from reads, for complete uploads
+
 
 class ShopConnector(BaseConnector):
     def __init__(self, name: str, settings: ShopSettings, ctx: Any = None) -> None:
@@ -360,19 +522,53 @@ class ShopConnector(BaseConnector):
         self.client = ExchangeClient(settings, name)
         self.streams = dict(STREAMS)
         self.writes = WRITES
-        self.stats: dict[str, int] = {"queries": 0, "acks": 0, "ack_errors": 0, "uploads": 0}
+        self.caps: Capabilities | None = None
+        self.stats: dict[str, int] = {"queries": 0, "acks": 0, "ack_errors": 0, "uploads": 0, "unreadable": 0}
+        self._heads: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._names: OrderedDict[str, str] = OrderedDict()
 
-    # -- health / describe ---------------------------------------------------------------------
+    # -- health / capabilities -----------------------------------------------------------------
+    def probe(self) -> Capabilities:
+        """checkauth + init, then ask for sale&mode=import (with a file never sent) and sale&mode=info.
+
+        A site that has the mode answers something (`failure` "file not found" included); one that does
+        not answers HTTP 404/405/501 or `failure` "unknown command". Sets `writes` from the result.
+        """
+        with self.client.lock:
+            sess = self.client.login("sale")
+            self.client.init("sale", session=sess)
+            sess = self.client.session or sess
+            imports, import_answer = self._has_mode(sess, "import", filename="syncd-probe.xml")
+            info, info_answer = self._has_mode(sess, "info")
+        caps = Capabilities(sess.describe(), self.client.zip, self.client.file_limit, self.client.server_version,
+                            imports, import_answer, info, info_answer)
+        self.caps = caps
+        self.writes = caps.writes
+        for line in caps.limits():
+            log.warning("shop_limit", system=self.name, limit=line)
+        return caps
+
+    def _has_mode(self, sess: Session, mode: str, **params: Any) -> tuple[bool, str]:
+        try:
+            a = self.client.call("sale", mode, session=sess, relogin=False, **params)
+        except Unsupported as exc:
+            return False, exc.answer
+        except SessionLost as exc:
+            return True, f"failure \"{str(exc)[:80]}\""
+        return True, a.word or "data"
+
+    def capabilities(self) -> Capabilities:
+        with self.client.lock:
+            return self.caps or self.probe()
+
     def health(self) -> Health:
         try:
-            self.client.login("sale")
-            self.client.init("sale")
+            caps = self.probe()
         except PermanentError as exc:
             return Health(False, str(exc))
-        except (TransientError, SessionLost) as exc:
-            return Health(False, f"unreachable: {exc}")
-        return Health(True, f"checkauth ok; file_limit={self.client.file_limit}, "
-                            f"version={self.client.server_version or '-'}")
+        except (TransientError, SessionLost, Unsupported) as exc:
+            return Health(False, str(exc))
+        return Health(True, caps.describe())
 
     def describe(self) -> LiveSchema:
         return LiveSchema(kinds={"order": set(ORDER_FIELDS), "user": set(USER_FIELDS) | {"Ид"},
@@ -382,34 +578,65 @@ class ShopConnector(BaseConnector):
     def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None) -> Iterator[Batch]:
         if stream != "orders":
             raise PermanentError(f"shop has no stream {stream!r}", connector=self.name)
-        with self.client.lock:
-            self.client.init("sale")
-            sess = self.client.ensure("sale")
-            a = self.client.call("sale", "query", session=sess)
+        self.capabilities()
+        try:
+            with self.client.lock:
+                self.client.init("sale")
+                sess = self.client.ensure("sale")
+                a = self.client.call("sale", "query", session=sess)
+        except SessionLost as exc:
+            self.client.session = None
+            raise TransientError(f"shop: query: the site refused the session ({exc}); logging in again next time",
+                                 connector=self.name) from None
+        except Unsupported as exc:
+            raise PermanentError(f"shop: query: the site has no sale&mode=query ({exc.answer})",
+                                 connector=self.name) from None
         if a.word:     # a status line instead of XML
-            raise TransientError(f"shop: query answered {a.word}: {a.message}", connector=self.name)
+            raise TransientError(f"shop: query: answered {a.word} — {a.message or 'no reason given'}",
+                                 connector=self.name)
         self.stats["queries"] += 1
-        records, latest = records_from_export(a.body)
+        try:
+            got = records_from_export(a.body, since=since)
+        except ProtocolError as exc:
+            # not one record can be trusted: no `success`, so the shop keeps the export open
+            self.stats["unreadable"] += 1
+            log.error("shop_export_unreadable", system=self.name, reason=str(exc), bytes=len(a.body))
+            raise TransientError(f"shop: query: the export cannot be read ({exc}); not acknowledged, the shop "
+                                 f"will send the same orders again", connector=self.name) from None
+        self._remember(got)
         if since is not None:
-            log.info("shop_backfill_note", system=self.name,
-                     note="the shop exports what changed since its last committed success; `since` is not sent")
-        new_cursor = latest.isoformat() if latest else cursor
-        if not records:
-            # nothing changed: still commit the point so the shop does not keep the selection open
+            log.info("shop_backfill_filter", system=self.name, since=since.isoformat(), kept=got.orders,
+                     dropped=got.before_since,
+                     note="the exchange cannot select by date: orders older than `since` are dropped after reading")
+        new_cursor = got.latest.isoformat() if got.latest else cursor
+        if not got.records:
+            # nothing (or nothing in the period): still commit the point so the shop closes the selection
             self._ack(sess)
             return
-        yield Batch("orders", records, cursor=new_cursor, ack=lambda: self._ack(sess))
+        yield Batch("orders", got.records, cursor=new_cursor, ack=lambda: self._ack(sess))
+
+    def _remember(self, got: ExportRead) -> None:
+        for k, v in got.heads.items():
+            self._heads[k] = v
+            self._heads.move_to_end(k)
+        for k, n in got.names.items():
+            self._names[k] = n
+            self._names.move_to_end(k)
+        while len(self._heads) > _HEADS_MAX:
+            self._heads.popitem(last=False)
+        while len(self._names) > _HEADS_MAX:
+            self._names.popitem(last=False)
 
     def _ack(self, sess: Session) -> None:
         """`mode=success` in the session that ran the query (after the engine's commit)."""
         try:
             a = self.client.call("sale", "success", session=sess, relogin=False)
-        except SessionLost as exc:
+        except Unsupported as exc:
             self.stats["ack_errors"] += 1
-            log.warning("shop_ack_failed", system=self.name, reason=str(exc),
-                        note="the shop will export the same orders again")
+            log.warning("shop_ack_unsupported", system=self.name, answer=exc.answer,
+                        note="the shop has no mode=success: it decides alone what it exports again")
             return
-        except TransientError as exc:
+        except (SessionLost, TransientError) as exc:
             self.stats["ack_errors"] += 1
             log.warning("shop_ack_failed", system=self.name, reason=str(exc),
                         note="the shop will export the same orders again")
@@ -428,20 +655,65 @@ class ShopConnector(BaseConnector):
         if op.op == "delete":
             raise PermanentError("shop: deleting through the exchange is not supported", connector=self.name,
                                  op_id=op.op_id)
+        caps = self.capabilities()
+        if not caps.imports:
+            raise PermanentError(f"shop: {caps.limits()[0]}; this {op.kind} update was not sent",
+                                 connector=self.name, op_id=op.op_id)
         ext = op.external_id if op.op == "update" and op.external_id else op.external_key
-        import io
+        # the whole record when the write path gives one (WriteOp.full), the changed fields on top
+        fields = {**(getattr(op, "full", None) or op.fields), **op.fields}
         buf = io.BytesIO()
         opts = {"encoding": self.settings.encoding, "schema_version": self.settings.version}
-        if op.kind == "order":
-            write_orders(buf, [order_document(ext, op.fields, create=op.op == "create")], **opts)
-        else:
-            write_counterparties(buf, [counterparty_from_fields(op.kind, ext, op.fields)], **opts)
-        self._upload(f"orders-{op.op_id}.xml" if op.kind == "order" else f"contragents-{op.op_id}.xml",
-                     buf.getvalue(), op)
+        try:
+            if op.kind == "order":
+                write_orders(buf, [order_document(ext, fields, create=op.op == "create", head=self._heads.get(ext),
+                                                  names=self._names)], **opts)
+            else:
+                write_counterparties(buf, [counterparty_from_fields(op.kind, ext, fields,
+                                                                    known_name=self._names.get(ext))], **opts)
+        except BadInput as exc:
+            raise PermanentError(f"shop: the {op.kind} cannot be written as CommerceML: {exc}",
+                                 connector=self.name, op_id=op.op_id) from None
+        data = buf.getvalue()
+        issues = validate(data)
+        if issues:
+            more = f" (+{len(issues) - 1} more)" if len(issues) > 1 else ""
+            raise PermanentError(f"shop: the {op.kind} document is not valid CommerceML, not sent: {issues[0]}{more}",
+                                 connector=self.name, op_id=op.op_id)
+        self.upload(f"orders-{op.op_id}.xml" if op.kind == "order" else f"contragents-{op.op_id}.xml", data,
+                    op_id=op.op_id, kind=op.kind)
+        if op.kind != "order":
+            name = counterparty_from_fields(op.kind, ext, fields, known_name=self._names.get(ext)).name
+            if name:
+                self._names[ext] = name
         return WriteResult(ext, dict(op.fields))
 
-    def _upload(self, filename: str, data: bytes, op: WriteOp) -> None:
-        """init, file chunks, import until success; one restart with a fresh checkauth if the session is lost."""
+    def _pieces(self, filename: str, data: bytes, op_id: str | None) -> tuple[list[tuple[int, bytes]], str, str]:
+        """(offset, body) POSTs, the name they go under, the name to import. Never splits unless allowed."""
+        limit = self.client.file_limit
+        if limit is None or len(data) <= limit:
+            return [(0, data)], filename, filename
+        payload, sent_as, zipped = data, filename, None
+        if self.client.zip:
+            zipped = zip_one(filename, data)
+            payload, sent_as = zipped, filename.rsplit(".", 1)[0] + ".zip"
+            if len(zipped) <= limit:
+                return [(0, zipped)], sent_as, filename
+        if self.settings.split_uploads:
+            return [(off, payload[off:off + limit]) for off in range(0, len(payload), limit)], sent_as, filename
+        size = f"{len(data)} bytes" + (f" ({len(zipped)} zipped)" if zipped is not None else "")
+        raise PermanentError(
+            f"shop: file: the document is {size}, over the shop's file_limit={limit}; not sent in pieces because "
+            f"a site that overwrites each piece keeps only the last one (set split_uploads = true for a site that "
+            f"appends them, as 1C-Bitrix does)", connector=self.name, op_id=op_id)
+
+    def upload(self, filename: str, data: bytes, *, op_id: str | None = None, kind: str = "document",
+               apply: bool = True) -> None:
+        """init, the file (whole, zipped or in allowed chunks), then (`apply`) import until success; one
+        restart with a fresh checkauth if the session is lost. Every refusal is a PermanentError naming
+        the step and the answer."""
+        a: Answer | None = None
+        step = "init"
         for attempt in (1, 2):
             try:
                 with self.client.lock:
@@ -450,33 +722,49 @@ class ShopConnector(BaseConnector):
                     sess = self.client.ensure("sale")
                     self.client.init("sale", session=sess)
                     sess = self.client.session or sess
-                    limit = self.client.file_limit
-                    for off in range(0, len(data), limit):
-                        chunk = data[off:off + limit]
-                        params = {"filename": filename}
-                        if self.settings.chunk_offsets:
+                    pieces, sent_as, import_as = self._pieces(filename, data, op_id)
+                    step = "file"
+                    for off, chunk in pieces:
+                        params = {"filename": sent_as}
+                        if len(pieces) > 1 and self.settings.chunk_offsets:
                             params["offset"] = str(off)
                         a = self.client.call("sale", "file", method="POST", data=chunk, session=sess, **params)
                         if a.word != "success":
-                            raise PermanentError(f"shop: file: {a.word}: {a.message}", connector=self.name,
-                                                 op_id=op.op_id)
+                            raise PermanentError(f"shop: file: {a.word or 'empty answer'} — {a.message or '-'}",
+                                                 connector=self.name, op_id=op_id)
+                    if not apply:
+                        self.stats["uploads"] += 1
+                        return
+                    step = "import"
                     for _ in range(self.settings.import_polls):
-                        a = self.client.call("sale", "import", session=sess, filename=filename)
+                        a = self.client.call("sale", "import", session=sess, filename=import_as)
                         if a.word != "progress":
                             break
                     else:
-                        raise TransientError("shop: import still in progress", connector=self.name, op_id=op.op_id)
+                        raise TransientError("shop: import: still `progress` after "
+                                             f"{self.settings.import_polls} polls", connector=self.name,
+                                             op_id=op_id)
             except SessionLost as exc:
                 if attempt == 2:
-                    raise PermanentError(f"shop: upload refused: {exc}", connector=self.name,
-                                         op_id=op.op_id) from None
+                    raise PermanentError(f"shop: {step}: failure — {exc} (again after a fresh checkauth)",
+                                         connector=self.name, op_id=op_id) from None
                 log.info("shop_upload_restart", system=self.name, reason=str(exc))
                 continue
+            except Unsupported as exc:
+                if exc.mode == "import" and self.caps is not None:
+                    self.caps = replace(self.caps, imports=False, import_answer=exc.answer)
+                    self.writes = self.caps.writes
+                raise PermanentError(f"shop: {exc.mode}: the site has no such mode ({exc.answer}); "
+                                     f"the {kind} was not applied", connector=self.name, op_id=op_id) from None
             self.stats["uploads"] += 1
+            assert a is not None
             if a.word != "success":
-                raise PermanentError(f"shop: import: {a.word}: {a.message}", connector=self.name, op_id=op.op_id)
-            if "ошиб" in a.message.lower():
-                raise PermanentError(f"shop: import: {a.message}", connector=self.name, op_id=op.op_id)
+                raise PermanentError(f"shop: import: {a.word or 'empty answer'} — {a.message or '-'}",
+                                     connector=self.name, op_id=op_id)
+            low = a.message.lower()
+            if "ошиб" in low or "error" in low:
+                raise PermanentError(f"shop: import: success with errors — {a.message}", connector=self.name,
+                                     op_id=op_id)
             return
 
     def close(self) -> None:

@@ -18,6 +18,9 @@ class ShopSettings(BaseModel):
                                                # through this protocol, so it stays off (see README of
                                                # the connector); products come with the order items
     import_polls: int = Field(100, ge=1)       # `mode=import` repeats at most this many `progress` answers
+    split_uploads: bool = False                # a document over the shop's file_limit may go up in
+                                               # chunks: only for sites that append them (1C-Bitrix);
+                                               # off, it goes whole or zipped, or is refused
     chunk_offsets: bool = True                 # send `offset=` with each file chunk (sandbox idempotency
                                                # extension; real Bitrix ignores it)
 

@@ -172,3 +172,89 @@ def test_sale_info_and_catalog_import(shop: dict) -> None:
     c2, s2, _ = _login(url)
     r = requests.get(url, params={"type": "sale", "mode": "info", "sessid": s2}, cookies=c2)
     assert "Принят".encode("cp1251") in r.content
+
+
+# ---- other sites: the Peer knobs on the wire ---------------------------------------------------------
+
+def _peer(shop: dict, **knobs: object) -> None:
+    r = requests.patch(f"{shop['base']}/_sandbox/peer", json=knobs)
+    assert r.status_code == 200, r.text
+
+
+def test_peer_session_forms(shop: dict) -> None:
+    url = shop["url"]
+    _peer(shop, session="cookie")
+    r = requests.get(url, params={"type": "sale", "mode": "checkauth"}, auth=AUTH)
+    assert _lines(r) == ["success", ""] and r.cookies.get("PHPSESSID")
+    init = requests.get(url, params={"type": "sale", "mode": "init", "version": "2.08"},
+                        cookies={"PHPSESSID": r.cookies["PHPSESSID"]})
+    assert _lines(init) == ["zip=no", "file_limit=204800", ""]          # no sessid, no version
+    _peer(shop, session="body")
+    r = requests.get(url, params={"type": "sale", "mode": "checkauth"}, auth=AUTH)
+    assert _lines(r)[:2] == ["success", "PHPSESSID"] and "set-cookie" not in r.headers
+    _peer(shop, session="basic")
+    r = requests.get(url, params={"type": "sale", "mode": "checkauth"}, auth=AUTH)
+    assert _lines(r) == ["success", ""] and "set-cookie" not in r.headers
+    assert requests.get(url, params={"type": "sale", "mode": "init"}).status_code == 401
+    assert requests.get(url, params={"type": "sale", "mode": "query"}, auth=AUTH).content.startswith(b"<?xml")
+    assert requests.get(url, params={"type": "sale", "mode": "checkauth"}, auth=("1c_exchange", "x")).status_code == 401
+
+
+def test_peer_init_minimal_never_checks_sessid(shop: dict) -> None:
+    url = shop["url"]
+    _peer(shop, init_minimal=True)
+    cookies = {"PHPSESSID": _lines(requests.get(url, params={"type": "sale", "mode": "checkauth"}, auth=AUTH))[2]}
+    r = requests.get(url, params={"type": "sale", "mode": "init", "version": "2.08"}, cookies=cookies)
+    assert _lines(r) == ["zip=no", "file_limit=204800", ""]
+    r = requests.get(url, params={"type": "sale", "mode": "init", "sessid": "0" * 32}, cookies=cookies)
+    assert _lines(r)[0] == "zip=no"
+
+
+def test_peer_missing_modes_are_404_and_export_shape(shop: dict) -> None:
+    url = shop["url"]
+    _peer(shop, missing_modes=["import", "info"], query_content_type="text/xml", schema_version="2.03",
+          address="beside", company_inn="comment")
+    cookies, sessid, _ = _login(url)
+    p = {"type": "sale", "sessid": sessid}
+    assert requests.get(url, params={**p, "mode": "import", "filename": "a.xml"}, cookies=cookies).status_code == 404
+    assert requests.get(url, params={**p, "mode": "info"}, cookies=cookies).status_code == 404
+    r = requests.get(url, params={**p, "mode": "query"}, cookies=cookies)
+    assert r.headers["content-type"] == "text/xml"
+    assert r.content.startswith(b"<?xml version='1.0' encoding='windows-1251'?>")
+    text = r.content.decode("cp1251")
+    assert 'ВерсияСхемы="2.03"' in text and "xmlns" not in text
+    assert "</Контрагент>\n          <Адрес>" in text or "</Контрагент><Адрес>" in text.replace("\n", "").replace(" ", "")
+    assert requests.patch(f"{shop['base']}/_sandbox/peer", json={"session": "nonsense"}).status_code == 400
+    assert requests.patch(f"{shop['base']}/_sandbox/peer", json={"nope": 1}).status_code == 400
+
+
+def test_peer_file_overwrite_and_zip_import(shop: dict) -> None:
+    import io
+    import zipfile
+
+    url, st = shop["url"], shop["state"]
+    _peer(shop, file_writes="overwrite")
+    cookies, sessid, _ = _login(url)
+    p = {"type": "sale", "sessid": sessid}
+    requests.get(url, params={**p, "mode": "init", "version": "2.08"}, cookies=cookies)
+    for part in (b"first", b"second"):
+        requests.post(url, params={**p, "mode": "file", "filename": "a.xml"}, data=part, cookies=cookies)
+    (sess,) = [s for s in st.sessions.values() if s.sessid == sessid]
+    assert bytes(sess.files["sale:a.xml"]) == b"second"                # the last POST only
+    order = next(iter(st.orders.values()))
+    xml = f"""<?xml version="1.0" encoding="UTF-8"?>
+<КоммерческаяИнформация ВерсияСхемы="2.08" ДатаФормирования="2026-11-24T10:00:00">
+<Документ><Ид>{order.xml_id}</Ид><Номер>{order.number}</Номер><ХозОперация>Заказ товара</ХозОперация>
+<Комментарий>Из архива</Комментарий></Документ></КоммерческаяИнформация>""".encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("orders.xml", xml)
+    requests.post(url, params={**p, "mode": "file", "filename": "orders.zip"}, data=buf.getvalue(), cookies=cookies)
+    answers = []
+    for _ in range(6):
+        r = requests.get(url, params={**p, "mode": "import", "filename": "orders.xml"}, cookies=cookies)
+        answers.append(_lines(r)[0])
+        if answers[-1] != "progress":
+            break
+    assert answers == ["progress", "progress", "progress", "success"]    # unzip, then the import steps
+    assert order.comment == "Из архива"

@@ -42,6 +42,19 @@ lines joined by ``\\n``, no BOM:
 - ``type=sale&mode=info`` -> XML of statuses, pay systems, delivery services;
   ``type=catalog&mode=deactivate&timestamp=…`` and ``mode=complete`` -> ``success``.
 
+Other sites (``/_sandbox/peer``, `state.Peer`): the same shop can behave like other CommerceML
+implementations, one knob per habit — ``session`` (``bitrix``: cookie in the body and Set-Cookie plus
+``sessid``; ``body``: body only; ``cookie``: Set-Cookie only, the body just ``success``; ``basic``: no
+session, HTTP Basic on every request; ``basic-cookie``: a cookie is handed out but only Basic is
+honoured), ``init_minimal`` (init answers ``zip=``/``file_limit=`` only, sessid never checked),
+``query_content_type`` / ``export_encoding`` / ``schema_version`` / ``xmlns`` (how the export is labelled
+and written), ``address`` (``bitrix`` | ``plain`` ``<Адрес>`` | ``beside``: directly under
+``<Контрагенты>``), ``company_inn`` (``comment``: no ИНН/КПП elements, the ИНН in an XML comment),
+``missing_modes`` (answered HTTP 404), ``file_writes`` (``overwrite``: each ``mode=file`` POST replaces
+the file, as django-cml2 does), ``export_prefix`` (a PHP warning before the XML: the export cannot be
+read at all). With ``zip`` on (``PATCH /_sandbox/settings``) an uploaded zip is unpacked at ``import``
+(one ``progress``), as Bitrix does.
+
 Export extras (not in Bitrix, documented as sandbox choices): requisite ``Сумма оплаты`` (paid so far,
 for partial payments), ``Дата изменения``; statuses N/P/G/S/D/F/C (names in ``state.STATUSES``).
 
@@ -63,14 +76,16 @@ Control API (JSON; what customers and the admin do in the browser, plus faults):
                                                 delivery_price, delivery_address
     POST   /_sandbox/orders/<id>/pay {"amount"?}     pay fully (no amount) or partly
     POST   /_sandbox/orders/<id>/status {"status"}   change status (N P G S D F C)
-    POST   /_sandbox/orders/<id>/break {"what": "date"|"sum"}   export this order malformed (plugin bug)
+    POST   /_sandbox/orders/<id>/break {"what": "date"|"sum"|"byte"}   export this order malformed (plugin
+                                                bug; "byte": a vertical tab, which XML forbids, in the comment)
     GET    /_sandbox/users | POST /_sandbox/users    buyers; register one
     GET    /_sandbox/users/<id> | PATCH /_sandbox/users/<id>   the user edits profile / requisites
     GET    /_sandbox/products | POST /_sandbox/products {"xml_id", "name", "price", "sku"?}
     GET|PATCH /_sandbox/faults                  latency, error_rate (503 HTML), failure_rate (`failure`),
                                                 drop_rate (connection dropped), fail_next, failure_next,
                                                 drop_next, modes (limit to these modes), seed
-    GET|PATCH /_sandbox/settings                login, password, file_limit, import_steps
+    GET|PATCH /_sandbox/settings                login, password, file_limit, import_steps, zip
+    GET|PATCH /_sandbox/peer                    how this site differs from Bitrix (see "Other sites")
     GET    /_sandbox/log[?since=n]              exchange request log: n, ts, type, mode, filename, http,
                                                 answer (first line), cookie_ok, sessid_sent, exported, fault
     DELETE /_sandbox/log

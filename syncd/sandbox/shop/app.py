@@ -128,16 +128,31 @@ class Exchange:
         st = self.st
         if typ not in ("sale", "catalog"):
             return text("failure", "Неизвестный тип обмена")
+        peer = st.peer
+        if mode in peer.missing_modes:
+            entry["missing_mode"] = True
+            return Response(b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>",
+                            404, headers={"Content-Type": "text/html"})
         if mode == "checkauth":
             return self._checkauth(request, typ, entry)
-        sess = st.sessions.get(request.cookies.get(COOKIE, ""))
+        if peer.session in ("basic", "basic-cookie"):
+            # no session at all: every request carries HTTP Basic; one exchange state per login
+            login = self._basic_login(request)
+            if login is None:
+                entry["auth"] = "denied"
+                return Response(b"", 401, headers={"WWW-Authenticate": 'Basic realm="1c"'})
+            sess = st.basic_session(login)
+        else:
+            sess = st.sessions.get(request.cookies.get(COOKIE, ""))
         entry["cookie_ok"] = sess is not None
         if typ == "sale" and mode == "success" and sess is None:
             # the one place Bitrix answers `error` (not `failure`): the cookie is not the stored session
             return text("error")
         if sess is None:
             return text("failure", "Ошибка авторизации: сессия не найдена, выполните checkauth")
-        if "sessid" in q:
+        if peer.session != "bitrix" or peer.init_minimal:
+            pass                              # sites without sessid never check it
+        elif "sessid" in q:
             if q["sessid"] != sess.sessid:
                 return text("failure", "Ошибка проверки источника (source check)")
             with st.lock:
@@ -150,7 +165,7 @@ class Exchange:
         return handler(sess, q, body, typ, entry)
 
     # ---- modes ------------------------------------------------------------------------------------
-    def _checkauth(self, request: Request, typ: str, entry: dict[str, Any]) -> Response:
+    def _basic_login(self, request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         login = password = ""
         if auth.lower().startswith("basic "):
@@ -158,15 +173,33 @@ class Exchange:
                 login, _, password = base64.b64decode(auth[6:]).decode("utf-8").partition(":")
             except (ValueError, UnicodeDecodeError):
                 login = ""
-        if not login or not self.st.check_password(login, password):
+        return login if login and self.st.check_password(login, password) else None
+
+    def _checkauth(self, request: Request, typ: str, entry: dict[str, Any]) -> Response:
+        login = self._basic_login(request)
+        if login is None:
             entry["auth"] = "denied"
+            if self.st.peer.session in ("basic", "basic-cookie"):
+                return Response(b"", 401, headers={"WWW-Authenticate": 'Basic realm="1c"'})
             return text("failure", "Неверный логин или пароль")
-        s = self.st.new_session(login)
         entry["auth"] = "ok"
-        lines = ["success", COOKIE, s.cookie, f"sessid={s.sessid}"]
+        how = self.st.peer.session
+        if how == "basic":
+            self.st.basic_session(login)
+            return text("success")
+        if how == "basic-cookie":            # a cookie is handed out, but only HTTP Basic is honoured
+            self.st.basic_session(login)
+            return text("success", COOKIE, "ignored", headers={"Set-Cookie": f"{COOKIE}=ignored; path=/"})
+        s = self.st.new_session(login)
+        cookie = {"Set-Cookie": f"{COOKIE}={s.cookie}; path=/; HttpOnly"}
+        if how == "cookie":
+            return text("success", headers=cookie)
+        lines = ["success", COOKIE, s.cookie]
+        if not self.st.peer.init_minimal:
+            lines.append(f"sessid={s.sessid}")
         if typ == "catalog":
             lines.append(f"timestamp={int(time.time())}")
-        return text(*lines, headers={"Set-Cookie": f"{COOKIE}={s.cookie}; path=/; HttpOnly"})
+        return text(*lines, headers=cookie if how == "bitrix" else None)
 
     def _any_init(self, sess: Any, q: dict[str, str], body: bytes, typ: str, entry: dict[str, Any]) -> Response:
         st = self.st
@@ -179,15 +212,16 @@ class Exchange:
             else:
                 sess.version.pop(typ, None)
         lines = [f"zip={'yes' if st.zip else 'no'}", f"file_limit={st.file_limit}"]
-        if q.get("version"):
+        if q.get("version") and st.peer.session in ("bitrix", "body") and not st.peer.init_minimal:
             lines += [f"sessid={sess.sessid}", "version=2.09"]
         return text(*lines)
 
     def _sale_query(self, sess: Any, q: dict[str, str], body: bytes, typ: str, entry: dict[str, Any]) -> Response:
-        xml = self.st.export_orders(sess, encoding="windows-1251")
+        enc = self.st.peer.export_encoding
+        xml = self.st.export_orders(sess, encoding=enc)
         entry["answer"] = "<xml>"
-        entry["exported"] = xml.count("<Документ>".encode("cp1251"))
-        return Response(xml, headers={"Content-Type": "application/xml; charset=windows-1251"})
+        entry["exported"] = xml.count("<Документ>".encode(enc)) + xml.count("<Документ ".encode(enc))
+        return Response(xml, headers={"Content-Type": self.st.peer.query_content_type})
 
     def _sale_success(self, sess: Any, q: dict[str, str], body: bytes, typ: str, entry: dict[str, Any]) -> Response:
         self.st.commit_export(sess)
@@ -200,6 +234,10 @@ class Exchange:
         key = f"{typ}:{name}"
         st = self.st
         with st.lock:
+            if st.peer.file_writes == "overwrite":     # each POST replaces the file (django-cml2: "wb")
+                sess.files[key] = bytearray(body)
+                entry["file_size"] = len(body)
+                return text("success")
             buf = sess.files.setdefault(key, bytearray())
             if "offset" in q:              # sandbox extension: idempotent chunk retries
                 try:
@@ -227,6 +265,8 @@ class Exchange:
         key = f"{typ}:{name}"
         st = self.st
         with st.lock:
+            if key not in sess.files and self._unzip(sess, typ):
+                return text("progress", "Распаковка архива")
             if key not in sess.files:
                 return text("failure", f"Файл {name} не найден")
             step = sess.import_steps.get(key, 0) + 1
@@ -236,6 +276,27 @@ class Exchange:
         with st.lock:
             sess.import_steps.pop(key, None)
         return self._do_import(sess, key, typ, entry)
+
+    def _unzip(self, sess: Any, typ: str) -> bool:
+        """Unpack the zip files 1C sent (zip=yes) into the exchange folder, as Bitrix does on import."""
+        import io
+        import zipfile
+        done = False
+        for key in [k for k, v in sess.files.items() if k.startswith(typ + ":") and bytes(v[:4]) == b"PK\x03\x04"]:
+            try:
+                with zipfile.ZipFile(io.BytesIO(bytes(sess.files[key]))) as z:
+                    members = [m for m in z.infolist() if not m.is_dir()]
+                    if sum(m.file_size for m in members) > 64 * 1024 * 1024:
+                        continue                  # left in place: the import answers "not found"
+                    for m in members:
+                        name = _clean_filename(m.filename)
+                        if name is not None:
+                            sess.files[f"{typ}:{name}"] = bytearray(z.read(m))
+            except zipfile.BadZipFile:
+                continue
+            del sess.files[key]
+            done = True
+        return done
 
     def _do_import(self, sess: Any, key: str, typ: str, entry: dict[str, Any] | None = None) -> Response:
         from syncd.sandbox.shop.xml import import_catalog, import_orders
@@ -357,10 +418,14 @@ class Control:
                                   "import_steps": st.import_steps, "exchange_path": EXCHANGE_PATH})
                 case ("PATCH", ["settings"]):
                     with st.lock:
-                        for k in ("login", "password", "file_limit", "import_steps"):
+                        for k in ("login", "password", "file_limit", "import_steps", "zip"):
                             if k in data:
                                 setattr(st, k, data[k])
                     return _json({"ok": True})
+                case ("GET", ["peer"]):
+                    return _json(vars(st.peer))
+                case ("PATCH", ["peer"]):
+                    return _json(vars(st.set_peer(**data)))
                 case ("GET", ["log"]):
                     since = int(request.query_params.get("since", 0))
                     with st.lock:

@@ -164,7 +164,7 @@ class Order:
     seq: int = 0
     updated_at: dt.datetime | None = None
     updated_1c: bool = False              # last change came from an exchange import (not exported)
-    broken: str = ""                      # control API: export this order malformed ("date"|"sum")
+    broken: str = ""                      # control API: export this order malformed ("date"|"sum"|"byte")
 
     @property
     def total(self) -> Decimal:
@@ -206,6 +206,34 @@ class Faults:
 
 
 @dataclass
+class Peer:
+    """How this shop's exchange differs from 1C-Bitrix: the habits of other CommerceML sites
+    (django-cml2, PHP modules), one knob each. Control API: ``PATCH /_sandbox/peer``."""
+
+    # checkauth: bitrix = cookie in the body (lines 2-3) + sessid line + Set-Cookie; body = the body
+    # only (no Set-Cookie); cookie = Set-Cookie only, the body is just `success`; basic = no session at
+    # all, every request must carry HTTP Basic; basic-cookie = a cookie is handed out but only HTTP Basic
+    # is honoured
+    session: str = "bitrix"
+    init_minimal: bool = False              # init answers zip= and file_limit= only; sessid never checked
+    query_content_type: str = "application/xml; charset=windows-1251"   # e.g. "text/xml" (no charset)
+    export_encoding: str = "windows-1251"
+    schema_version: str | None = None       # ВерсияСхемы of exports (default: version sent at init, 2.08)
+    xmlns: bool = False                     # root in urn:1C.ru:commerceml_2
+    # where a buyer's address goes: bitrix = АдресРегистрации / ЮридическийАдрес; plain = <Адрес> in the
+    # Контрагент; beside = <Адрес> directly under <Контрагенты>, next to the Контрагент
+    address: str = "bitrix"
+    company_inn: str = "element"            # element | comment: no ИНН/КПП elements, ИНН in an XML comment
+    missing_modes: list[str] = field(default_factory=list)   # modes answered HTTP 404 (import, info…)
+    file_writes: str = "append"             # append (Bitrix, fopen "ab") | overwrite (each POST replaces)
+    export_prefix: str = ""                 # text before the XML (a PHP warning): export unreadable
+
+
+PEER_CHOICES = {"session": {"bitrix", "body", "cookie", "basic", "basic-cookie"}, "address": {"bitrix", "plain", "beside"},
+                "company_inn": {"element", "comment"}, "file_writes": {"append", "overwrite"}}
+
+
+@dataclass
 class Session:
     cookie: str
     sessid: str
@@ -228,6 +256,7 @@ class ShopState:
         self.file_limit, self.zip, self.import_steps, self.site = file_limit, zip, import_steps, site
         self.rng = random.Random(rng_seed)
         self.faults = Faults()
+        self.peer = Peer()
         self.users: dict[int, User] = {}
         self.products: dict[str, Product] = {}
         self.orders: dict[int, Order] = {}
@@ -254,6 +283,25 @@ class ShopState:
                         time.time())
             self.sessions[s.cookie] = s
             return s
+
+    def basic_session(self, login: str) -> Session:
+        """The exchange state of a site without sessions (Peer.session = "basic"): one per login."""
+        with self.lock:
+            key = f"basic:{login}"
+            s = self.sessions.get(key)
+            if s is None:
+                s = self.sessions[key] = Session(key, "", login, time.time())
+            return s
+
+    def set_peer(self, **kw: Any) -> Peer:
+        with self.lock:
+            for k, v in kw.items():
+                if not hasattr(self.peer, k):
+                    raise ShopError(f"unknown peer knob {k!r}")
+                if k in PEER_CHOICES and v not in PEER_CHOICES[k]:
+                    raise ShopError(f"{k} must be one of {', '.join(sorted(PEER_CHOICES[k]))}")
+                setattr(self.peer, k, v)
+            return self.peer
 
     def log_request(self, entry: dict[str, Any]) -> None:
         with self.lock:
@@ -446,7 +494,8 @@ class ShopState:
                             key=lambda o: o.seq)
             sess.pending_point = max((o.seq for o in self.orders.values()), default=self.export_point)
             from syncd.sandbox.shop.xml import orders_document
-            return orders_document(self, chosen, encoding=encoding, version=sess.version.get("sale") or "2.08")
+            version = self.peer.schema_version or sess.version.get("sale") or "2.08"
+            return orders_document(self, chosen, encoding=encoding, version=version)
 
     def commit_export(self, sess: Session) -> None:
         with self.lock:
@@ -477,6 +526,7 @@ __all__ = [
     "TZ",
     "BankAccount",
     "Faults",
+    "Peer",
     "Item",
     "Order",
     "Product",

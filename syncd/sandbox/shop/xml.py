@@ -22,6 +22,7 @@ from syncd.sandbox.shop.state import (
     BankAccount,
     Item,
     Order,
+    Peer,
     ShopState,
     User,
     fmt,
@@ -30,6 +31,8 @@ from syncd.sandbox.shop.state import (
 )
 
 ROOT = "КоммерческаяИнформация"
+CML_NS = "urn:1C.ru:commerceml_2"
+BAD_BYTE_MARK = "@@sandbox-bad-byte@@"           # replaced by a raw 0x0B after serialisation
 
 
 def _sub(parent: Any, tag: str, text: Any = None, **attrs: str) -> Any:
@@ -49,19 +52,34 @@ def _bool(v: bool) -> str:
     return "true" if v else "false"
 
 
-def _counterparty(parent: Any, u: User) -> None:
+def _address(parent: Any, cp: Any, kind: str, text: str, peer: Peer) -> None:
+    """The buyer's address where this peer writes it (see `Peer.address`)."""
+    if not text:
+        return
+    if peer.address == "bitrix":
+        a = _sub(cp, kind)
+    elif peer.address == "plain":
+        a = _sub(cp, "Адрес")
+    else:                                   # beside: directly under <Контрагенты>, after the Контрагент
+        a = _sub(parent, "Адрес")
+    _sub(a, "Представление", text)
+
+
+def _counterparty(parent: Any, u: User, peer: Peer | None = None) -> None:
+    peer = peer or Peer()
     cp = _sub(parent, "Контрагент")
     _sub(cp, "Ид", u.cml_id)
     if u.kind == "company":
         _sub(cp, "Наименование", u.company_name)
         _sub(cp, "ОфициальноеНаименование", u.full_name or u.company_name)
         _sub(cp, "Роль", "Покупатель")
-        if u.legal_address:
-            a = _sub(cp, "ЮридическийАдрес")
-            _sub(a, "Представление", u.legal_address)
-        _sub(cp, "ИНН", u.inn)
-        if u.kpp:
-            _sub(cp, "КПП", u.kpp)
+        _address(parent, cp, "ЮридическийАдрес", u.legal_address, peer)
+        if peer.company_inn == "comment":
+            cp.append(etree.Comment(f" ИНН {u.inn}" + (f", КПП {u.kpp} " if u.kpp else " ")))
+        else:
+            _sub(cp, "ИНН", u.inn)
+            if u.kpp:
+                _sub(cp, "КПП", u.kpp)
         if u.ogrn:
             _sub(cp, "ОГРН", u.ogrn)
         if u.okpo:
@@ -92,9 +110,7 @@ def _counterparty(parent: Any, u: User) -> None:
             _sub(cp, "Отчество", u.middle_name)
         if u.inn:
             _sub(cp, "ИНН", u.inn)
-        if u.address:
-            a = _sub(cp, "АдресРегистрации")
-            _sub(a, "Представление", u.address)
+        _address(parent, cp, "АдресРегистрации", u.address, peer)
     contacts = [("Почта", u.email), ("ТелефонРабочий", u.phone)]
     if any(v for _, v in contacts):
         cs = _sub(cp, "Контакты")
@@ -151,11 +167,11 @@ def _document(root: Any, st: ShopState, o: Order) -> None:
     _sub(d, "Курс", "1")
     _sub(d, "Сумма", "12 тыс." if o.broken == "sum" else fmt(o.total))
     _sub(d, "НомерВерсии", str(o.version))
-    if o.comment:
-        _sub(d, "Комментарий", o.comment)
+    if o.comment or o.broken == "byte":
+        _sub(d, "Комментарий", (o.comment or "") + (BAD_BYTE_MARK if o.broken == "byte" else ""))
     u = st.users.get(o.user_id)
     if u is not None:
-        _counterparty(_sub(d, "Контрагенты"), u)
+        _counterparty(_sub(d, "Контрагенты"), u, st.peer)
     goods = _sub(d, "Товары")
     for it in o.items:
         _item(goods, it)
@@ -197,10 +213,19 @@ def _document(root: Any, st: ShopState, o: Order) -> None:
 
 def orders_document(st: ShopState, orders: list[Order], *, encoding: str = "windows-1251",
                     version: str = "2.08") -> bytes:
-    root = etree.Element(ROOT, {"ВерсияСхемы": version, "ДатаФормирования": now().strftime("%Y-%m-%dT%H:%M:%S")})
+    """The export. Peer knobs: root namespace, a text before the XML; an order broken with "byte" gets a
+    vertical tab (a character XML forbids, pasted from a spreadsheet) in its comment."""
+    attrs = {"ВерсияСхемы": version, "ДатаФормирования": now().strftime("%Y-%m-%dT%H:%M:%S")}
+    root = etree.Element(ROOT, attrs, nsmap={None: CML_NS}) if st.peer.xmlns else etree.Element(ROOT, attrs)
     for o in orders:
         _document(root, st, o)
-    return etree.tostring(root, encoding=encoding, xml_declaration=True, pretty_print=True)
+    if st.peer.xmlns:
+        for el in root.iter():
+            if isinstance(el.tag, str) and not el.tag.startswith("{"):
+                el.tag = f"{{{CML_NS}}}{el.tag}"
+    data = etree.tostring(root, encoding=encoding, xml_declaration=True, pretty_print=True)
+    data = data.replace(BAD_BYTE_MARK.encode(encoding), b"\x0b")
+    return st.peer.export_prefix.encode(encoding, "replace") + data
 
 
 def info_document(encoding: str = "windows-1251") -> bytes:
@@ -294,7 +319,11 @@ def _apply_document(st: ShopState, doc: Any) -> str:
     o = st.find_order(doc.id)
     buyer = None
     if doc.counterparties:
-        buyer = _upsert_counterparty(st, doc.counterparties[0])
+        # a buyer inside an order only binds it (or registers a new one); requisites edits of a known
+        # buyer come as a root-level Контрагенты document
+        cp = doc.counterparties[0]
+        buyer = st.find_user(cp.id, cp.inn if cp.inn and len(cp.inn) == 10 else None, cp.kpp, cp.email) \
+            or _upsert_counterparty(st, cp)
     created = o is None
     if o is None:
         if buyer is None:
