@@ -145,9 +145,16 @@ def _progress_sync(ctx: click.Context, integration: str | None, since: dt.dateti
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} records"),
                   TimeElapsedColumn(), console=console, disable=ctx.obj["json"] or not console.is_terminal) as prog:
         task = prog.add_task("syncing" if since is None else f"backfill since {since:%Y-%m-%d}", total=None)
+        started = dt.datetime.now(dt.timezone.utc)
         counts = rt.sync_once(systems, since=since, progress=lambda n: prog.advance(task, n))
     data = counts.as_dict()
+    # a stream that failed is named with its reason; the others ran all the same
+    failed = [r for r in rt.store.recent_runs(200) if r["status"] == "failed" and r["started_at"] >= started]
     rt.close()
+    for r in reversed(failed):
+        click.echo(f"failed: {r['system']}/{r['stream']}: {r['error']}", err=True)
+    if ctx.obj["json"]:
+        data["failures"] = [{"system": r["system"], "stream": r["stream"], "error": r["error"]} for r in failed]
     _emit(ctx, data, lambda d: click.echo("  ".join(f"{k}={v}" for k, v in d.items())))
     sys.exit(EXIT_FAIL if data["failed"] or data["dead"] else EXIT_OK)
 

@@ -187,3 +187,22 @@ allow_backwards = true
     assert _run("-c", str(cfg), "rules", "explain", "nosuch")[0] == 1
     code, out, _ = _run("-c", str(cfg), "rules", "check")
     assert code == 0 and "✓" in out
+
+
+def test_one_failing_stream_does_not_stop_the_others(tmp_path: Path, names: tuple[str, str]) -> None:
+    """Core issue, defect 10: a stream that fails is counted and named; the others are synced;
+    the command exits 1 without a traceback."""
+    crm, shop = names
+    broken = f"broken{uuid.uuid4().hex[:6]}"
+    cfg = write_config(tmp_path, systems={crm: {"type": "memory"}, shop: {"type": "memory", "seed": 3},
+                                          broken: {"type": "memory", "read_fault": "bug"}})
+    r = CliRunner().invoke(main, ["-c", str(cfg), "--json", "sync"], catch_exceptions=True)
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    assert r.exit_code == 1
+    # no crash: no line of the output is a Python traceback (logs may carry one, escaped, as data)
+    assert not any(line.startswith("Traceback") for line in (r.stdout + r.stderr).splitlines())
+    assert f"failed: {broken}/person: RuntimeError: injected" in r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["failed"] >= 1 and summary["created"] >= 3
+    assert {f["system"] for f in summary["failures"]} == {broken}
+    assert len(_SYSTEMS[crm].objects["person"]) == 3, "the healthy systems were synced all the same"

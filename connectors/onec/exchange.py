@@ -316,6 +316,13 @@ class Exchange:
                 return "progress", f"{target}: {st['done']} records read"
         total = sum(sess["imports"][t]["records"] for t in targets)
         bad = sum(sess["imports"][t]["quarantined"] for t in targets)
+        unreadable = [sess["imports"][t]["unreadable"] for t in targets if sess["imports"][t].get("unreadable")]
+        if unreadable or bad:
+            # acknowledge only what was taken in whole: 1C shows this answer to its user
+            why = unreadable or [r for t in targets for r in sess["imports"][t].get("reasons", [])]
+            raise Refused(("; ".join(unreadable) if unreadable else
+                           f"{bad} of {total} records could not be processed (kept in syncd's quarantine): "
+                           + "; ".join(why[:3])))
         if all(v.get("finished") for v in sess["imports"].values()) and all(
                 f in sess["imports"] or sess["unzipped"].get(f) for f in sess["files"]
                 if not f.lower().endswith((".jpg", ".jpeg", ".png", ".gif", ".webp"))):
@@ -353,13 +360,15 @@ class Exchange:
             else:
                 st["finished"] = True
         except ProtocolError as exc:
-            records.append(Rejected(f"{target}: {exc}",  # str(exc) starts with "line N" when known
-                                    kind="file", line=getattr(exc, "line", None)))
+            # the rest of the file cannot be read: what was read is taken in, the file is refused
+            st["unreadable"] = f"{target}: {exc}"       # str(exc) starts with "line N" when known
             st["finished"] = True
         if records:
             counts = self.ctx.ingest(Batch(f"import:{typ}", records))
             st["records"] += len(records)
             st["quarantined"] += getattr(counts, "quarantined", 0)
+            st.setdefault("reasons", []).extend(r.reason for r in records if isinstance(r, Rejected))
+            st["reasons"] = st["reasons"][:5]
         st["done"] = pos + n
         if not st["finished"]:
             self._iters[key] = (it, st["done"])

@@ -342,3 +342,37 @@ def test_crash_mid_upload_then_a_fresh_exchange_starts_clean(world_factory) -> N
     spool = world.tmp / "spool"
     assert len([p for p in spool.iterdir() if p.is_dir()]) == 1     # the broken exchange's folder is gone
     assert not list(spool.glob("**/orders.xml"))
+
+
+# -- acks never ahead of the data (core issue, defect 6) ------------------------------------------
+
+def _upload_and_import(world: World, data: bytes, name: str = "orders.xml") -> list[str]:
+    h, s = _session(world)
+    _call(world, h, s, "sale", "init", version="2.08")
+    assert _call(world, h, s, "sale", "file", body=data, filename=name)[0] == "success"
+    while True:
+        lines = _call(world, h, s, "sale", "import", filename=name)
+        if lines[0] != "progress":
+            return lines
+
+
+def test_an_unreadable_upload_is_answered_failure_with_the_reason(world: World) -> None:
+    data = ('<?xml version="1.0" encoding="UTF-8"?>\n<КоммерческаяИнформация ВерсияСхемы="2.08">\n'
+            '<Документ><Ид>x1</Ид><Номер>1</Номер>\n<Сумма>10</Сумма></Док').encode()
+    lines = _upload_and_import(world, data)
+    assert lines[0] == "failure", lines
+    assert "orders.xml" in lines[1] and "line" in lines[1]
+
+
+def test_a_record_that_cannot_be_processed_makes_the_answer_failure(world: World) -> None:
+    from onechelpers import requisites
+
+    r = requisites(3)
+    c = world.client()
+    # a counterparty with an ИНН that fails its checksum, typed into 1C
+    c.new_counterparty('ООО "Опечатка"', inn=r["inn"][:-1] + str((int(r["inn"][-1]) + 1) % 10), kpp=r["kpp"])
+    with pytest.raises(OneCExchangeError) as e:
+        c.run_cycle()
+    assert e.value.status == "failure" and "could not be processed" in e.value.reason
+    (q,) = world.store.list_quarantine()
+    assert q["system"] == "onec" and "ИНН" in q["reason"]
