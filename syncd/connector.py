@@ -157,12 +157,13 @@ class Traits:
     whole_records: bool = False
     keys_are_ids: bool = False
     embeds_links: bool = False
+    embedded_kinds: frozenset[str] = frozenset()
 
 
 def traits(connector: Any) -> Traits:
     """How a connector takes writes (defaults for connectors not built on BaseConnector)."""
     return Traits(**{f: getattr(connector, f, getattr(Traits, f)) for f in
-                     ("delivery", "whole_records", "keys_are_ids", "embeds_links")})
+                     ("delivery", "whole_records", "keys_are_ids", "embeds_links", "embedded_kinds")})
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,9 @@ class BaseConnector:
     whole_records: bool = False        # a write sends the whole record (a document), not changed fields
     keys_are_ids: bool = False         # a record syncd creates there is known by the key it stamped
     embeds_links: bool = False         # a write carries the records it links to (WriteOp.links)
+    # kinds created there only inside another record (1C gets a new counterparty inside its first
+    # order): a create of one alone is not sent; the record that embeds it creates it there
+    embedded_kinds: frozenset[str] = frozenset()
 
     def describe(self) -> LiveSchema:
         return LiveSchema()

@@ -65,6 +65,8 @@ class OneCConnector(BaseConnector):
         Path(self.spool_dir).mkdir(parents=True, exist_ok=True)
         self.streams = {}
         self.writes = WRITES
+        # a new customer reaches 1C inside its first order, unless told to send every one
+        self.embedded_kinds = frozenset() if settings.send_all_counterparties else frozenset({"counterparty", "person"})
         self.exchange = Exchange(self)
 
     # -- connector protocol ---------------------------------------------------------------------
@@ -102,7 +104,6 @@ class OneCConnector(BaseConnector):
     def render_query(self) -> tuple[bytes, str | None, list[str]]:
         """The orders XML for `mode=query`: (xml, claim token, op ids served)."""
         claim = self.ctx.take_writes()
-        ops = {op.op_id: op for op in claim.ops}
         served: list[str] = []
         by_ext = {(op.external_id or op.external_key): op for op in claim.ops if op.kind != "order"}
         embedded: set[str] = set()
@@ -140,9 +141,9 @@ class OneCConnector(BaseConnector):
                     w.write(el)
                 self.remember(ext, "order", str(fields.get("Номер") or ext))
                 served.append(op.op_id)
-            # counterparties alone: edits of ones 1C already has (S7); new ones wait for their first order
-            loose = [op for op in claim.ops if op.kind != "order" and (op.external_id or op.external_key) not in embedded
-                     and (op.op == "update" or self.settings.send_all_counterparties)]
+            # counterparties alone: edits of ones 1C already has (S7); new ones travel in their first
+            # order (their creates are not even claimed, see embedded_kinds)
+            loose = [op for op in claim.ops if op.kind != "order" and (op.external_id or op.external_key) not in embedded]
             if loose:
                 with w.section("Контрагенты"):
                     for op in loose:
@@ -151,10 +152,6 @@ class OneCConnector(BaseConnector):
                                                                                       op.kind)))
                         self.remember(ext, op.kind, None)
                         served.append(op.op_id)
-        unserved = sorted(set(ops) - set(served))
-        if unserved:
-            # not for this query (a new counterparty waits for its first order): back to the queue
-            self.ctx.release_writes(claim.token, unserved)
         return buf.getvalue(), claim.token, served
 
     def confirm_query(self, token: str, served: Sequence[str]) -> Any:

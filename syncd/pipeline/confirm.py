@@ -95,10 +95,30 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
         # the record changed while the write was in flight: the row goes again, decided anew
         status = "pending"
         outbox.settle(conn, row["id"], status=status, last_error=None, next_attempt_at=now, **common)
+    for e in ready.embedded:
+        _bind_embedded(conn, mapper, op.system, e, now)
     if op.op == "create":
         # writes that waited for this record here look again now
         outbox.unblock(conn, [op.entity_id], system=op.system, now=now)
     return status
+
+
+def _bind_embedded(conn: Connection, mapper: Mapper, system: str, e: Any, now: dt.datetime) -> None:
+    """A linked record the write created inside itself: bound there, with what it was sent."""
+    if conn.execute(select(t.bindings.c.entity_id).where(t.bindings.c.system == system, t.bindings.c.type == e.entity_type,
+                                                          t.bindings.c.external_id == e.external_id)).first():
+        return
+    if conn.execute(select(t.bindings.c.external_id).where(t.bindings.c.entity_id == e.entity_id,
+                                                            t.bindings.c.system == system)).first():
+        return
+    conn.execute(insert(t.bindings).values(system=system, type=e.entity_type, external_id=e.external_id,
+                                           entity_id=e.entity_id, created_at=now))
+    em = mapper.push_map(system, e.entity_type)
+    fields = {k: mapper.roundtrip(em, k, v) for k, v in e.sent.items()} if em is not None else dict(e.sent)
+    if conn.execute(select(t.shadows.c.entity_id).where(t.shadows.c.entity_id == e.entity_id,
+                                                         t.shadows.c.system == system)).first() is None:
+        conn.execute(insert(t.shadows).values(entity_id=e.entity_id, system=system, fields=schema.encode(fields),
+                                              fingerprint="", source_version=None, updated_at=now))
 
 
 def _in_step(conn: Connection, mapper: Mapper, em: Any, eid: str, shadow: dict[str, Any]) -> bool:

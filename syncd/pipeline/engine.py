@@ -203,6 +203,7 @@ class _BatchRun:
         self.now_iso = self.now.isoformat()
         self.counts = Counts()
         self.bind_cache: dict[tuple[str, str], str] = {}
+        self.aliases: set[tuple[str, str]] = set()        # (type, external id) of alias records
         self.new_bindings: list[dict[str, Any]] = []
         self.changelog: list[dict[str, Any]] = []
         self.forced: dict[tuple[str, str], str | None] = {}
@@ -340,11 +341,14 @@ class _BatchRun:
         types = sorted({typ for typ, _ in wanted})
         for chunk in _chunks(exts):
             # system, type, external id: the whole primary key, so an index probe per id
-            rows = self.conn.execute(select(t.bindings.c.type, t.bindings.c.external_id, t.bindings.c.entity_id)
+            rows = self.conn.execute(select(t.bindings.c.type, t.bindings.c.external_id, t.bindings.c.entity_id,
+                                            t.bindings.c.alias)
                                      .where(t.bindings.c.system == self.system, t.bindings.c.type.in_(types),
                                             t.bindings.c.external_id.in_(chunk)))
-            for typ, ext, eid in rows:
+            for typ, ext, eid, alias in rows:
                 self.bind_cache[(typ, ext)] = eid
+                if alias:
+                    self.aliases.add((typ, ext))
 
     def _bind(self, etype: str, ext: str, eid: str) -> None:
         self.bind_cache[(etype, ext)] = eid
@@ -507,7 +511,8 @@ class _BatchRun:
     def _record_and_resolve(self, resolved: list[tuple[str, RawRecord, str, dict[str, Any], bool]],
                             ents: dict[str, _Ent]) -> set[str]:
         ids = sorted({r[0] for r in resolved})
-        shadows = self._load_shadows(ids, [self.system])
+        keys = self._shadow_keys(resolved)
+        shadows = self._load_shadows(ids, sorted(set(keys.values()) | {self.system}))
         in_db = set(shadows)
         held = self._open_conflicts(ids)
         in_flight = self._writes_in_flight(ids)
@@ -517,7 +522,8 @@ class _BatchRun:
         self._created: set[str] = set()
         for eid, rec, etype, fields, created in resolved:
             ent = ents[eid]
-            sh = shadows.get((eid, self.system))
+            skey = keys.get((eid, rec.external_id), self.system)
+            sh = shadows.get((eid, skey))
             sh_fields = sh["fields"] if sh else {}
             if sh and resolve.is_stale(rec.version, sh["source_version"]):
                 self.counts.skipped += 1
@@ -526,12 +532,12 @@ class _BatchRun:
                 continue
             changes = record.diff(sh_fields, fields)
             new_shadow = dict(sh_fields, **fields)
-            shadow_rows[eid] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
-                "source_version"), existed=(eid, self.system) in in_db)
+            shadow_rows[(eid, skey)] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
+                "source_version"), existed=(eid, skey) in in_db)
             # a later record of the same entity in this batch (1C's order, then its payment) diffs
             # against what this one left, not against the shadow the batch started from
-            shadows[(eid, self.system)] = {"fields": new_shadow,
-                                           "source_version": shadow_rows[eid]["source_version"]}
+            shadows[(eid, skey)] = {"fields": new_shadow,
+                                    "source_version": shadow_rows[(eid, skey)]["source_version"]}
             touched.add(eid)
             if created or not ent.golden:
                 # a new record, or the first record of an entity known until now only by a link
@@ -658,6 +664,14 @@ class _BatchRun:
         return out
 
     # -- shadows --------------------------------------------------------------------------------
+    def _shadow_keys(self, resolved: list[tuple[str, RawRecord, str, dict[str, Any], bool]]
+                     ) -> dict[tuple[str, str], str]:
+        """The shadow each record diffs against: its system's, or — for a second record of one
+        entity in one system (an alias a person settled in review) — one of its own, so the two
+        records never pass for each other (writes go to the first record only)."""
+        return {(eid, rec.external_id): alias_shadow(self.system, rec.external_id)
+                for eid, rec, etype, *_ in resolved if (etype, rec.external_id) in self.aliases}
+
     def _load_shadows(self, ids: list[str], systems: list[str] | None) -> dict[tuple[str, str], dict[str, Any]]:
         out = {}
         for chunk in _chunks(ids):
@@ -669,10 +683,9 @@ class _BatchRun:
                 out[(eid, system)] = {"fields": schema.decode(fields), "source_version": sv}
         return out
 
-    def _write_shadows(self, rows: dict[str, dict[str, Any]], _old: Any, system: str | None = None) -> None:
-        system = system or self.system
+    def _write_shadows(self, rows: dict[tuple[str, str], dict[str, Any]], _old: Any) -> None:
         ins, upd = [], []
-        for eid, r in rows.items():
+        for (eid, system), r in rows.items():
             text = schema.encode(r["fields"])
             row = dict(fields=text, fingerprint=_fingerprint(text), source_version=r["source_version"],
                        updated_at=self.now)
@@ -769,6 +782,11 @@ def record_from_json(text: str) -> RawRecord:
     d = json.loads(text)
     return RawRecord(d["kind"], d["external_id"], d["fields"], version=d.get("version"),
                      source_time=_parse_time(d.get("source_time")), stamp=d.get("stamp"))
+
+
+def alias_shadow(system: str, external_id: str) -> str:
+    """The shadow key of a second record of one entity in one system (never a write target)."""
+    return f"{system}@{external_id}"[:64]
 
 
 def _refs(fields: dict[str, Any]) -> list[Ref]:

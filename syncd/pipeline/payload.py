@@ -12,7 +12,6 @@ Pure decisions over rows loaded in bulk: one read transaction per claim.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -23,7 +22,6 @@ from syncd import schema
 from syncd.connector import Traits, WriteOp
 from syncd.errors import PermanentError
 from syncd.mapping import Mapper
-from syncd.mapping.model import EntityMap
 from syncd.pipeline import outbox, plan
 from syncd.store import tables as t
 
@@ -36,10 +34,21 @@ def external_key(entity_id: str) -> str:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """A linked record created in the target inside this write (a new customer inside its order)."""
+
+    entity_id: str
+    entity_type: str
+    external_id: str
+    sent: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Ready:
     op: WriteOp
     sent: dict[str, Any]                           # canonical fields the target holds after the write
     deferred: tuple[str, str, str] | None = None   # (entity, why, detail) of a link left out for now
+    embedded: tuple[Embedded, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
     for chunk in _chunks(sorted(ids)):
         rows = conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system, t.bindings.c.type,
                                    t.bindings.c.external_id)
-                            .where(t.bindings.c.entity_id.in_(chunk))
+                            .where(t.bindings.c.entity_id.in_(chunk), t.bindings.c.alias.is_(False))
                             .order_by(t.bindings.c.created_at.desc()))
         for eid, system, typ, ext in rows:
             into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
@@ -179,6 +188,9 @@ def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, w
             raise _Block(target.id, "held", f"the linked {ttype} {target.id} is held for {target.hold}")
         tm = mapper.push_map(system, ttype)
         creatable = tm is not None and tm.create and plan.wants(tm, target.golden)
+        if (creatable and target.golden and traits.keys_are_ids and traits.embeds_links and tm is not None
+                and tm.kind in traits.embedded_kinds):
+            return external_key(target.id)     # it travels inside this record and is created with it
         row = data.open.get((target.id, system))
         if row is not None and row["status"] in ("pending", "sending") and traits.keys_are_ids:
             return row["external_key"] or external_key(target.id)
@@ -242,6 +254,8 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
     create = ext is None
     if create and not em.create:
         return Nothing(f"{system} does not take new {em.kind} records (create = false)")
+    if create and em.kind in traits.embedded_kinds:
+        return Nothing(f"a new {em.kind} reaches {system} inside the first record that links to it")
     if not plan.wants(em, ent.golden):
         return Nothing(f"only_when of {system}.{em.kind} does not hold")
     shadow = data.shadows.get((eid, system), {}) if not create else None
@@ -268,24 +282,23 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
     sent = {k: ent.golden[k] for k in sent_names}
     translated = {k: full[k] for k in sent_names}
     key = row.get("external_key") or external_key(eid)
+    links, embedded = _links(mapper, data, system, full, whole) if traits.embeds_links else ({}, ())
     op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind, op="create" if create else "update",
                  entity=etype, entity_id=eid, external_id=ext,
                  fields=mapper.from_canonical(em, translated, create=create), external_key=key,
-                 attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create),
-                 links=_links(mapper, data, system, full, whole, traits) if traits.embeds_links else {})
+                 attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create), links=links)
     dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
-    return Ready(op, sent, dfr)
+    return Ready(op, sent, dfr, embedded)
 
 
-def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], whole: dict[str, Any],
-           traits: Traits) -> dict[str, tuple[str, dict[str, Any]]]:
-    """The records a document embeds: linked entity's id in the target -> (kind, its fields)."""
+def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], whole: dict[str, Any]
+           ) -> tuple[dict[str, tuple[str, dict[str, Any]]], tuple[Embedded, ...]]:
+    """The records a document embeds: linked entity's id in the target -> (kind, its fields); and
+    those of them the target does not have yet (created there by this write)."""
     out: dict[str, tuple[str, dict[str, Any]]] = {}
+    new: list[Embedded] = []
     for name, value in whole.items():
-        if value is None or not schema.has_refs(name) or name not in full:
-            continue
-        spec = schema.field_spec(name)
-        if spec.type != "ref":
+        if value is None or name not in full or schema.field_spec(name).type != "ref":
             continue
         target = _resolve(data, str(value))
         ext = full[name]
@@ -297,7 +310,9 @@ def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], who
         fields = plan.plan_fields(mapper, tm, target.golden, None, set())
         fields = {k: v for k, v in fields.items() if not schema.has_refs(k)}   # one level deep
         out[str(ext)] = (tm.kind, mapper.from_canonical(tm, fields, create=False))
-    return out
+        if (target.id, system, target.type) not in data.binds:
+            new.append(Embedded(target.id, target.type, str(ext), fields))
+    return out, tuple(new)
 
 
 def block_until(why: str, now: dt.datetime, link_wait: float) -> dt.datetime:
@@ -306,9 +321,5 @@ def block_until(why: str, now: dt.datetime, link_wait: float) -> dt.datetime:
     return now + dt.timedelta(seconds=link_wait if why == "record" else 365 * 86400)
 
 
-def sent_payload(sent: dict[str, Any]) -> str:
-    return schema.encode(sent)
-
-
-__all__ = ["Ready", "Nothing", "Blocked", "Failed", "Outcome", "build", "external_key", "block_until",
-           "sent_payload", "json", "EntityMap"]
+__all__ = ["Ready", "Embedded", "Nothing", "Blocked", "Failed", "Outcome", "build", "external_key",
+           "block_until"]

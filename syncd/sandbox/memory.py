@@ -24,6 +24,16 @@ from syncd.errors import PermanentError, TransientError
 STAMP = "_stamp"
 
 
+# One clock for every in-memory system, as if they shared a wall clock: a `timed` system reports
+# when each record last changed, so the `newest` policy can compare edits made in two systems.
+_CLOCK = itertools.count(1)
+_EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def _tick() -> dt.datetime:
+    return _EPOCH + dt.timedelta(milliseconds=next(_CLOCK))
+
+
 class SimulatedCrash(BaseException):
     """Raised after a remote write succeeded, before syncd could commit: the process 'dies'."""
 
@@ -41,6 +51,8 @@ class MemorySystem:
     # written), "crash_after" (written, then the process dies before syncd can commit)
     faults: list[str] = field(default_factory=list)
     read_fault: str | None = None                       # every read fails: "transient" | "bug"
+    timed: bool = False                                 # records carry their change time (source_time)
+    times: dict[tuple[str, str], dt.datetime] = field(default_factory=dict)
     _seq: Any = field(default_factory=lambda: itertools.count(1))
     _lock: Any = field(default_factory=threading.Lock)
 
@@ -55,6 +67,7 @@ class MemorySystem:
             obj = self.objects[kind].setdefault(ext, {})
             obj.update(fields)
             self.versions[(kind, ext)] = next(self._seq)
+            self.times[(kind, ext)] = _tick()
             return ext
 
     def new_id(self, kind: str) -> str:
@@ -103,7 +116,8 @@ class MemoryConnector(BaseConnector):
             for ver, ext in chunk:
                 obj = dict(self.system.objects[kind][ext])
                 stamp = obj.pop(STAMP, None)
-                recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp))
+                when = self.system.times.get((kind, ext)) if self.system.timed else None
+                recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp, source_time=when))
             if self.read_delay:
                 time.sleep(self.read_delay)
             yield Batch(stream, recs, cursor=str(chunk[-1][0]))
@@ -136,6 +150,7 @@ class MemoryConnector(BaseConnector):
             objs[ext].update(op.fields)
             ver = next(s._seq)
             s.versions[(op.kind, ext)] = ver
+            s.times[(op.kind, ext)] = _tick()
         if fault == "crash_after":
             raise SimulatedCrash(f"crash after writing {op.kind} {ext}")
         if fault == "lost":

@@ -229,7 +229,7 @@ class Store:
     def external_id(self, entity_id: str, system: str) -> str | None:
         with self.read() as c:
             return c.execute(select(t.bindings.c.external_id).where(
-                t.bindings.c.entity_id == entity_id, t.bindings.c.system == system)
+                t.bindings.c.entity_id == entity_id, t.bindings.c.system == system, t.bindings.c.alias.is_(False))
                 .order_by(t.bindings.c.created_at).limit(1)).scalar()
 
     def count(self, table: str, **where: Any) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (BigInteger, Column, DateTime, Float, ForeignKey, Index, Integer,
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
                         MetaData, String, Table, Text, text)
 
 metadata = MetaData(naming_convention={
@@ -42,7 +42,9 @@ bindings = Table(
     Column("entity_id", ID, ForeignKey("entities.id", ondelete="CASCADE"), nullable=False),
     Column("created_at", TS, nullable=False),
     # One entity may have several records in one system only when a person said so (an identify
-    # review resolved as "the same"); the earliest binding is the one writes go to.
+    # review resolved as "the same"); the earliest binding is the one writes go to, the others are
+    # aliases: their edits reach the golden record, each against a shadow of its own.
+    Column("alias", Boolean, nullable=False, default=False),
     Index("ix_bindings_entity", "entity_id"),
     Index("ix_bindings_entity_system", "entity_id", "system", "type"),
 )

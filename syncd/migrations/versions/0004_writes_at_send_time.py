@@ -41,6 +41,8 @@ def upgrade() -> None:
         b.add_column(sa.Column("claim_until", sa.DateTime(timezone=True)))
         b.add_column(sa.Column("blocked_on", sa.String(32)))
         b.add_column(sa.Column("blocked_why", sa.String(16)))
+    with op.batch_alter_table("bindings") as b:
+        b.add_column(sa.Column("alias", sa.Boolean(), nullable=False, server_default=sa.false()))
     with op.batch_alter_table("entities") as b:
         b.add_column(sa.Column("hold", sa.String(16)))
         b.add_column(sa.Column("merged_into", sa.String(32)))
@@ -51,6 +53,11 @@ def upgrade() -> None:
         b.add_column(sa.Column("entity_id", sa.String(32)))
 
     conn = op.get_bind()
+    # a second record of one entity in one system (settled by review before this revision)
+    conn.execute(sa.text(
+        "UPDATE bindings SET alias = :t WHERE EXISTS (SELECT 1 FROM bindings b2 WHERE b2.entity_id = "
+        "bindings.entity_id AND b2.system = bindings.system AND b2.created_at < bindings.created_at)"),
+        {"t": True})
     conn.execute(sa.text(
         "UPDATE outbox SET status = 'done', last_error = 'coalesced into an earlier write (migration 0004)' "
         "WHERE status IN ('pending', 'sending') AND id > (SELECT MIN(o2.id) FROM outbox o2 "
@@ -111,6 +118,8 @@ def downgrade() -> None:
     with op.batch_alter_table("entities") as b:
         b.drop_column("merged_into")
         b.drop_column("hold")
+    with op.batch_alter_table("bindings") as b:
+        b.drop_column("alias")
     with op.batch_alter_table("outbox") as b:
         for c in ("blocked_why", "blocked_on", "claim_until", "claim_token", "gen", "external_key", "origin"):
             b.drop_column(c)

@@ -15,7 +15,7 @@ def test_deal_marked_for_1c_reaches_1c_with_its_counterparty(world: World) -> No
     r = crm_deal(world)
     crm_deal(world, number="D-2002", to_1c=False, seed=2)
     world.sync()
-    # every CRM company is queued, but only the marked deal; a company goes to 1C with its first order
+    # queued for 1C: both companies and the marked deal (a new company goes inside its first order)
     assert waiting(world) == {"company": 2, "order": 1}
     c = world.client()
     out = c.run_cycle()
@@ -32,8 +32,10 @@ def test_deal_marked_for_1c_reaches_1c_with_its_counterparty(world: World) -> No
     assert cp.bank_accounts[0].number == r["account"] and cp.bank_accounts[0].bank.bic == r["bik"]
     assert c.db.counterparty(r["inn"]).name == 'ООО "Ромашка-1"'
     assert len(c.db.counterparties) == 1              # the other deal's company waits for an order
-    # acknowledged: never served again; the other company still waits for its first order
-    assert waiting(world) == {"company": 1}
+    # acknowledged: never served again; the company is now known to 1C (bound by the order's Ид)
+    assert waiting(world) == {}
+    co = world.store.find_entity("crm", "company", "co-1")
+    assert world.store.external_id(co, "onec") == cp.id
     assert c.run_cycle()["received"] == 0
     assert world.onec.health().ok and "last exchange" in world.onec.health().detail
 
@@ -169,7 +171,7 @@ def test_query_and_upload_files_validate_against_the_schema(world: World) -> Non
     crm_deal(world)
     world.sync()
     data, token, served = world.onec.render_query()
-    assert len(served) == 2
+    assert len(served) == 1                      # the order, its new company inside it
     world.ctx.release_writes(token)              # not confirmed: the 1C client below gets them again
     assert data.startswith(b'<?xml version="1.0" encoding="windows-1251"?>')
     assert validate(data) == []

@@ -286,7 +286,11 @@ def test_bad_documents_are_quarantined_with_lines_the_rest_goes_on(world: World)
     c.checkauth("sale")
     c.init("sale")
     c.upload_chunk("sale", "orders.xml", xml)
-    assert c.import_file("sale", "orders.xml")[0] == "success"
+    # the good document is taken in; 1C is told the file was not taken in whole, with the reasons
+    with pytest.raises(OneCExchangeError) as e:
+        c.import_file("sale", "orders.xml")
+    assert e.value.status == "failure" and "2 of 3 records could not be processed" in e.value.reason
+    assert "line 5" in e.value.reason and "НЕТ-ТАКОГО" in e.value.reason
     q = world.store.list_quarantine()
     bad = next(x for x in q if x["external_id"] == "bad-1")
     assert bad["reason"].startswith("line 5: ") and "Сумма" in bad["reason"]
