@@ -50,7 +50,7 @@ class MappingOrigins:
     def file_of(self, key: str) -> str | None:
         """The file of a mapping key as check_live names it: "maps[3](crm.deal)…", "values.x.y"."""
         if key.startswith("maps["):
-            i = int(key[5:key.index("]")])
+            i = int(key[5 : key.index("]")])
             return self.maps[i] if i < len(self.maps) else None
         if key.startswith("values."):
             return self.values.get(key.split(".")[1])
@@ -67,39 +67,64 @@ def check_jobs(settings: Settings, connectors: dict[str, Any]) -> list[Finding]:
         conn = connectors.get(job.system)
         if conn is not None and job.stream not in conn.streams:
             have = ", ".join(conn.streams) or "none: its peer calls syncd"
-            out.append(Finding("jobs", False, f"{settings.path}: jobs[{i}].stream: system {job.system!r} has no "
-                                              f"stream {job.stream!r} (streams: {have})"))
+            out.append(
+                Finding(
+                    "jobs",
+                    False,
+                    f"{settings.path}: jobs[{i}].stream: system {job.system!r} has no "
+                    f"stream {job.stream!r} (streams: {have})",
+                )
+            )
     return out
 
 
-def check_map_targets(settings: Settings, mapper: Any, connectors: dict[str, Any],
-                      origins: MappingOrigins) -> list[Finding]:
+def check_map_targets(
+    settings: Settings, mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
+) -> list[Finding]:
     """Maps for unconfigured systems, or for kinds the system's connector cannot write or read."""
     out = []
     for i, em in enumerate(mapper.ms.maps):
         file = origins.maps[i] if i < len(origins.maps) else None
         key = f"maps[{i}]({em.system}.{em.kind})"
         if em.system not in settings.systems:
-            out.append(Finding("mappings", False, f"{_where(file, key + '.system')}: no system named {em.system!r} "
-                                                  f"in {settings.path} [systems] "
-                                                  f"(configured: {', '.join(settings.systems) or 'none'})"))
+            out.append(
+                Finding(
+                    "mappings",
+                    False,
+                    f"{_where(file, key + '.system')}: no system named {em.system!r} "
+                    f"in {settings.path} [systems] "
+                    f"(configured: {', '.join(settings.systems) or 'none'})",
+                )
+            )
             continue
         conn = connectors.get(em.system)
         if conn is None:
             continue
         ctype = settings.systems[em.system].type
         if em.direction in ("push", "both") and em.kind not in conn.writes:
-            out.append(Finding("mappings", False, f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
-                                                  f"cannot write {em.kind!r} (it writes: "
-                                                  f"{', '.join(sorted(conn.writes)) or 'nothing'})"))
+            out.append(
+                Finding(
+                    "mappings",
+                    False,
+                    f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
+                    f"cannot write {em.kind!r} (it writes: "
+                    f"{', '.join(sorted(conn.writes)) or 'nothing'})",
+                )
+            )
             continue
         if em.direction in ("pull", "both") and conn.streams:
             readable = {k for spec in conn.streams.values() for k in spec.kinds}
             if em.kind not in readable:
-                out.append(Finding("mappings", False, f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
-                                                      f"reads no {em.kind!r} (its streams yield: "
-                                                      f"{', '.join(sorted(readable))}); set direction = \"push\" "
-                                                      f"or fix the kind"))
+                out.append(
+                    Finding(
+                        "mappings",
+                        False,
+                        f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
+                        f"reads no {em.kind!r} (its streams yield: "
+                        f'{", ".join(sorted(readable))}); set direction = "push" '
+                        f"or fix the kind",
+                    )
+                )
     return out
 
 

@@ -86,8 +86,8 @@ def _require_database(settings: Any, create: bool) -> None:
         _fail_database(f"{path} is not a file")
     if not path.exists():
         if not create:
-            _fail_database(f"{path} does not exist (check database_url in {settings.path}; `syncd run` creates "
-                           f"it on first start, `syncd sync --create` by hand)")
+            _fail_database(f"{path} does not exist (check database_url in {settings.path}; `syncd run` "
+                           f"creates it on first start, `syncd sync --create` by hand)")
         problem = creatable(path)
         if problem:
             _fail_database(f"cannot create {path}: {problem}")
@@ -150,7 +150,8 @@ def _with_json_option(cmd: click.Command) -> None:
               help="read NAME=value lines into the environment first (the unit's EnvironmentFile)")
 @click.version_option(package_name="syncd")
 @click.pass_context
-def main(ctx: click.Context, config: str, as_json: bool, log_format: str | None, env_file: str | None) -> None:
+def main(ctx: click.Context, config: str, as_json: bool, log_format: str | None,
+         env_file: str | None) -> None:
     """syncd keeps an online shop, 1C and a CRM in step."""
     ctx.ensure_object(dict)
     ctx.obj.update(config=config, json=as_json, log_format=log_format)
@@ -229,9 +230,10 @@ def check(ctx: click.Context) -> None:
     if db_file is not None and not db_file.exists():
         # not created yet: check everything else against a scratch database, say whether it can be
         problem = checks.creatable(db_file)
-        findings.append(checks.Finding("database", problem is None,
-                                       f"{db_file} does not exist yet; `syncd run` creates it" if problem is None
-                                       else f"{db_file} cannot be created: {problem}"))
+        findings.append(checks.Finding(
+            "database", problem is None,
+            f"{db_file} does not exist yet; `syncd run` creates it" if problem is None
+            else f"{db_file} cannot be created: {problem}"))
         scratch = tempfile.mkdtemp(prefix="syncd-check-")
         settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
             update={"database_url": f"sqlite:///{scratch}/check.db"})})
@@ -296,7 +298,8 @@ def _push_with_progress(rt: Any, bars: Any, systems: list[str]) -> Any:
     return total
 
 
-def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None, create: bool) -> None:
+def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None,
+                   create: bool) -> None:
     from syncd.pipeline.engine import Counts
     from syncd.progress import SyncProgress
 
@@ -395,7 +398,8 @@ def stats(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.option("--days", type=float, default=None, help="purge what is older than this (default: retention_days)")
+@click.option("--days", type=float, default=None,
+              help="purge what is older than this (default: retention_days)")
 @click.pass_context
 def purge(ctx: click.Context, days: float | None) -> None:
     """Purge old done writes, runs and change log (retention_days).
@@ -577,7 +581,8 @@ def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool, no_push: b
 @click.option("--group", default=None, help="group that may read the config (the unit's SupplementaryGroups)")
 @click.option("--force", is_flag=True, help="overwrite config.toml, mappings and the unit (never env)")
 @click.pass_context
-def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group: str | None, force: bool) -> None:
+def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group: str | None,
+         force: bool) -> None:
     """Write a config, mappings, env template and unit into a folder.
 
     DIRECTORY gets config.toml (commented), mappings/, env (secrets, mode 0600) and syncd.service.
@@ -601,8 +606,9 @@ def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group
         for p in d["kept"]:
             click.echo(f"kept  {p} (holds your secrets; not overwritten)")
         cfg = Path(d["directory"]) / "config.toml"
-        click.echo(f"next: fill in {Path(d['directory']) / 'env'} ({', '.join(d['secrets'])}) and the URLs in "
-                   f"{cfg}, then `syncd -c {cfg} check`")
+        env = Path(d["directory"]) / "env"
+        click.echo(f"next: fill in {env} ({', '.join(d['secrets'])}) and the URLs in {cfg}, "
+                   f"then `syncd -c {cfg} --env-file {env} check`")
 
     _emit(ctx, data, text)
 

@@ -29,7 +29,7 @@ from syncd.resources import CONFIG_EXAMPLE, UNIT, data_path, mapping_files
 # connector type -> (system name used by the example config and mappings, mapping files it needs)
 SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "shop": ("shop", ("shop.toml",)),
-    "bitrix24": ("crm", ("bitrix24.toml", "rules.toml")),   # the rules assign the CRM's managers
+    "bitrix24": ("crm", ("bitrix24.toml", "rules.toml")),  # the rules assign the CRM's managers
     "onec": ("onec", ("onec.toml",)),
 }
 DEFAULT_STATE_DIR = "/var/lib/syncd"
@@ -38,7 +38,7 @@ DEFAULT_STATE_DIR = "/var/lib/syncd"
 SECRET_HELP = {
     "SYNCD_ADMIN_TOKEN": "token for the admin actions (status page login, Bearer header); generated",
     "SHOP_PASSWORD": "password of the shop user `login` of [systems.shop] (allowed to exchange)",
-    "B24_WEBHOOK_URL": "Bitrix24 inbound webhook, https://PORTAL/rest/USER_ID/CODE/ (scopes crm, task, user, im)",
+    "B24_WEBHOOK_URL": "Bitrix24 inbound webhook https://PORTAL/rest/USER_ID/CODE/ (scopes crm task user im)",
     "B24_APP_TOKEN": "application_token of the Bitrix24 outbound webhook (verifies posted events)",
     "ONEC_PASSWORD": "password 1C uses for the exchange (login `onec` of [systems.onec]); choose one",
 }
@@ -62,8 +62,10 @@ def parse_systems(text: str) -> list[str]:
     names = [s.strip() for s in text.split(",") if s.strip()]
     unknown = [s for s in names if s not in SYSTEM_TYPES]
     if unknown or not names:
-        raise InitError(f"unknown system type(s) {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {', '.join(SYSTEM_TYPES)}")
+        raise InitError(
+            f"unknown system type(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(SYSTEM_TYPES)}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -113,10 +115,14 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
     if n != 1:
         raise InitError("config.example.toml has no `mappings = [...]` line to fill in")
     state = f"${{STATE_DIRECTORY:-{state_dir}}}"
-    text = re.sub(r'(?m)^database_url = ".*"$', lambda _m: f'database_url = "sqlite:///{state}/syncd.db"', text)
+    text = re.sub(
+        r'(?m)^database_url = ".*"$', lambda _m: f'database_url = "sqlite:///{state}/syncd.db"', text
+    )
     text = re.sub(r'(?m)^state_dir = ".*"$', lambda _m: f'state_dir = "{state}"', text)
-    header = (f"# written by `syncd init` for: {', '.join(types)}. Secrets go to the `env` file beside\n"
-              f"# this one; `syncd check -c {{this file}}` tells what is still wrong.\n")
+    header = (
+        f"# written by `syncd init` for: {', '.join(types)}. Secrets go to the `env` file beside\n"
+        f"# this one; `syncd check -c {{this file}}` tells what is still wrong.\n"
+    )
     return header + text
 
 
@@ -124,9 +130,12 @@ def env_text(config: str, admin_token: str | None = None) -> tuple[str, list[str
     """The env file for the secrets `config` reads as ${NAME} (those without a default)."""
     names = [m.group(1) for m in _ENV_REF.finditer(_uncommented(config)) if m.group(2) is None]
     names = [n for n in dict.fromkeys(names) if n not in _NOT_SECRETS]
-    lines = ["# syncd secrets, one NAME=value per line (no quotes, no comments after a value).",
-             "# config.toml reads each as ${NAME}. systemd reads this file as root (EnvironmentFile=)",
-             "# before the daemon starts; keep it mode 0600. Fill in every value, then uncomment it.", ""]
+    lines = [
+        "# syncd secrets, one NAME=value per line (no quotes, no comments after a value).",
+        "# config.toml reads each as ${NAME}. systemd reads this file as root (EnvironmentFile=)",
+        "# before the daemon starts; keep it mode 0600. Fill in every value, then uncomment it.",
+        "",
+    ]
     for name in names:
         lines.append(f"# {SECRET_HELP.get(name, 'referenced by config.toml')}")
         if name == "SYNCD_ADMIN_TOKEN":
@@ -147,8 +156,11 @@ def unit_text(directory: Path, executable: str | None = None, group: str | None 
     if group and not group.isdigit():
         unit = re.sub(r"(?m)^SupplementaryGroups=\S+", lambda _m: f"SupplementaryGroups={group}", unit)
     exe = executable or _syncd_executable()
-    unit = re.sub(r"(?m)^ExecStart=\S+ --config \S+", lambda _m: f"ExecStart={exe} --config {directory}/config.toml",
-                  unit)
+    unit = re.sub(
+        r"(?m)^ExecStart=\S+ --config \S+",
+        lambda _m: f"ExecStart={exe} --config {directory}/config.toml",
+        unit,
+    )
     unit = re.sub(r"(?m)^EnvironmentFile=-?\S+", lambda _m: f"EnvironmentFile=-{directory}/env", unit)
     unit = re.sub(r"(?m)^WorkingDirectory=\S+", lambda _m: f"WorkingDirectory={directory}", unit)
     return unit
@@ -163,7 +175,7 @@ def _write(path: Path, text: str, mode: int, gid: int | None, written: list[Path
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
-    os.chmod(path, mode)            # O_CREAT's mode passes the umask; this one does not
+    os.chmod(path, mode)  # O_CREAT's mode passes the umask; this one does not
     if gid is not None:
         os.chown(path, -1, gid)
     written.append(path)
@@ -182,8 +194,15 @@ def _group_id(group: str | None) -> int | None:
         raise InitError(f"no group named {group!r} (create it: groupadd --system {group})") from None
 
 
-def init_directory(directory: str | Path, types: list[str], *, state_dir: str = DEFAULT_STATE_DIR,
-                   group: str | None = None, force: bool = False, executable: str | None = None) -> InitResult:
+def init_directory(
+    directory: str | Path,
+    types: list[str],
+    *,
+    state_dir: str = DEFAULT_STATE_DIR,
+    group: str | None = None,
+    force: bool = False,
+    executable: str | None = None,
+) -> InitResult:
     d = Path(directory).absolute()
     gid = _group_id(group)
     if (d / "config.toml").exists() and not force:
@@ -207,8 +226,8 @@ def init_directory(directory: str | Path, types: list[str], *, state_dir: str = 
         _write(maps / name, shipped[name].read_text(encoding="utf-8"), readable, gid, res.written)
     env, res.secrets = env_text(config)
     if (d / "env").exists():
-        res.kept.append(d / "env")          # it holds the secrets someone filled in: never overwritten
+        res.kept.append(d / "env")  # it holds the secrets someone filled in: never overwritten
     else:
-        _write(d / "env", env, 0o600, None, res.written)     # root's alone: systemd reads it, not the daemon
+        _write(d / "env", env, 0o600, None, res.written)  # root's alone: systemd reads it, not the daemon
     _write(d / "syncd.service", unit_text(d, executable, group), 0o644, None, res.written)
     return res

@@ -16,8 +16,15 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Protocol
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class Advance(Protocol):
@@ -45,9 +52,17 @@ class SyncProgress:
         self.console = console or Console(stderr=True)
         self.enabled = enabled and self.console.is_terminal
         self.poll = poll
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=self.console, disable=not self.enabled, transient=False)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[unit]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.enabled,
+            transient=False,
+        )
 
     def __enter__(self) -> SyncProgress:
         self.progress.__enter__()

@@ -32,6 +32,7 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 
 # -- reading the models ---------------------------------------------------------------------------
 
+
 def source_comments(cls: type) -> dict[str, str]:
     """Field name -> the comment on its line(s), or the comment lines right above it."""
     try:
@@ -39,7 +40,7 @@ def source_comments(cls: type) -> dict[str, str]:
     except (OSError, TypeError):
         return {}
     lines = src.splitlines()
-    comments: dict[int, tuple[int, str, bool]] = {}       # row -> (col, text, alone on its line)
+    comments: dict[int, tuple[int, str, bool]] = {}  # row -> (col, text, alone on its line)
     for tok in tokenize.generate_tokens(io.StringIO(src).readline):
         if tok.type == tokenize.COMMENT:
             row, col = tok.start
@@ -151,7 +152,9 @@ def model_keys(model: type[BaseModel]) -> list[Key]:
         if info.exclude:
             continue
         key = info.alias or name
-        out.append(Key(key, type_name(info.annotation), _default(info), info.description or notes.get(name, "")))
+        out.append(
+            Key(key, type_name(info.annotation), _default(info), info.description or notes.get(name, ""))
+        )
     return out
 
 
@@ -176,6 +179,7 @@ def nested_models(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 # -- writing ------------------------------------------------------------------------------------
 
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -189,7 +193,7 @@ def table(keys: Iterable[Key]) -> list[str]:
 
 def model_section(title: str, model: type[BaseModel], level: int = 3, intro: str = "") -> list[str]:
     out = [f"{'#' * level} {title}", f'<a id="{_anchor(model)}"></a>', ""]
-    doc = inspect.cleandoc(model.__dict__.get("__doc__") or "")     # its own, not a base class's
+    doc = inspect.cleandoc(model.__dict__.get("__doc__") or "")  # its own, not a base class's
     if doc:
         out += [" ".join(doc.split()), ""]
     if intro:
@@ -206,9 +210,19 @@ def own_models() -> list[type[BaseModel]]:
     from syncd import config
     from syncd.mapping import model
 
-    return [config.Settings, config.DaemonSettings, config.PushSettings, config.JobSettings,
-            config.SystemSettings, model.MappingSet, model.EntityMap, model.FieldMap, model.ValueMap,
-            model.IdentityRule, model.ConflictRule]
+    return [
+        config.Settings,
+        config.DaemonSettings,
+        config.PushSettings,
+        config.JobSettings,
+        config.SystemSettings,
+        model.MappingSet,
+        model.EntityMap,
+        model.FieldMap,
+        model.ValueMap,
+        model.IdentityRule,
+        model.ConflictRule,
+    ]
 
 
 def render() -> str:
@@ -218,48 +232,94 @@ def render() -> str:
     from syncd.registry import BUILTIN, connector_type
     from syncd.rules.config import ALIASES, RulesConfig
 
-    out = ["# syncd reference", "",
-           "Generated from the code by `python -m syncd.reference` (`make reference`); a test fails when "
-           "this file and the code disagree. Prose and examples: `config.example.toml`, `mappings/*.toml`, "
-           "the [README](../README.md).", "",
-           "- [config.toml](#configtoml)", "- [Mapping files](#mapping-files)", "- [Transforms](#transforms)",
-           "- [Rules](#rules)", "- [Canonical fields](#canonical-fields)", ""]
+    out = [
+        "# syncd reference",
+        "",
+        "Generated from the code by `python -m syncd.reference` (`make reference`); a test fails when "
+        "this file and the code disagree. Prose and examples: `config.example.toml`, `mappings/*.toml`, "
+        "the [README](../README.md).",
+        "",
+        "- [config.toml](#configtoml)",
+        "- [Mapping files](#mapping-files)",
+        "- [Transforms](#transforms)",
+        "- [Rules](#rules)",
+        "- [Canonical fields](#canonical-fields)",
+        "",
+    ]
 
-    out += ["## config.toml", "",
-            "Strings may read the environment: `${NAME}` or `${NAME:-default}`; every value read that way "
-            "is masked in logs, errors and pages. An unknown key or a bad value stops the daemon at start "
-            "naming the file, the key and the reason.", ""]
+    out += [
+        "## config.toml",
+        "",
+        "Strings may read the environment: `${NAME}` or `${NAME:-default}`; every value read that way "
+        "is masked in logs, errors and pages. An unknown key or a bad value stops the daemon at start "
+        "naming the file, the key and the reason.",
+        "",
+    ]
     out += model_section("Top level", config.Settings)
     out += model_section("[daemon]", config.DaemonSettings)
     out += model_section("[push]", config.PushSettings)
-    out += model_section("[[jobs]]", config.JobSettings, intro="Streams without a job run at their "
-                         "connector's default interval; webhooks run a stream at once.")
-    out += model_section("[systems.NAME]", config.SystemSettings,
-                         intro="The other keys of the table are those of the connector type:")
+    out += model_section(
+        "[[jobs]]",
+        config.JobSettings,
+        intro="Streams without a job run at their "
+        "connector's default interval; webhooks run a stream at once.",
+    )
+    out += model_section(
+        "[systems.NAME]",
+        config.SystemSettings,
+        intro="The other keys of the table are those of the connector type:",
+    )
     for name in sorted(BUILTIN):
         ctype = connector_type(name)
-        out += model_section(f'type = "{name}"', ctype.settings, level=4,
-                             intro=ctype.doc[:1].upper() + ctype.doc[1:] + "." if ctype.doc else "")
+        out += model_section(
+            f'type = "{name}"',
+            ctype.settings,
+            level=4,
+            intro=ctype.doc[:1].upper() + ctype.doc[1:] + "." if ctype.doc else "",
+        )
 
-    out += ["## Mapping files", "",
-            "Every file named by `[daemon] mappings` holds any of these sections; they are merged (a "
-            "value map, identity or conflict rule, or rules part may be defined once across all files). "
-            "An empty or unreadable file, or a glob matching nothing, is an error.", ""]
+    out += [
+        "## Mapping files",
+        "",
+        "Every file named by `[daemon] mappings` holds any of these sections; they are merged (a "
+        "value map, identity or conflict rule, or rules part may be defined once across all files). "
+        "An empty or unreadable file, or a glob matching nothing, is an error.",
+        "",
+    ]
     out += model_section("Top level", model.MappingSet)
     out += model_section("[[maps]]", model.EntityMap)
-    out += model_section("[maps.fields]", model.FieldMap, intro=(
-        'Keys are canonical fields (`"order.total"`). A plain string is the system field with '
-        'the defaults below: `"order.comment" = "COMMENTS"`. For list fields (`order.items`), `items` '
-        "maps each member."))
-    out += model_section("[values.NAME]", model.ValueMap, intro=(
-        "A plain table is the `map` alone: `[values.stage]` `new = \"NEW\"`. The reverse map (system "
-        "→ canonical) is derived; the first canonical value of a system value wins."))
+    out += model_section(
+        "[maps.fields]",
+        model.FieldMap,
+        intro=(
+            'Keys are canonical fields (`"order.total"`). A plain string is the system field with '
+            'the defaults below: `"order.comment" = "COMMENTS"`. For list fields (`order.items`), `items` '
+            "maps each member."
+        ),
+    )
+    out += model_section(
+        "[values.NAME]",
+        model.ValueMap,
+        intro=(
+            'A plain table is the `map` alone: `[values.stage]` `new = "NEW"`. The reverse map (system '
+            "→ canonical) is derived; the first canonical value of a system value wins."
+        ),
+    )
     out += model_section("[identity.TYPE]", model.IdentityRule)
-    out += model_section('[conflicts."FIELD"]', model.ConflictRule,
-                         intro='FIELD is a canonical field, `"entity.*"` or `"*"` (the fallback).')
+    out += model_section(
+        '[conflicts."FIELD"]',
+        model.ConflictRule,
+        intro='FIELD is a canonical field, `"entity.*"` or `"*"` (the fallback).',
+    )
 
-    out += ["## Transforms", "", "Named in a field map's `transform`; no expression is ever evaluated.", "",
-            "| transform | what |", "|---|---|"]
+    out += [
+        "## Transforms",
+        "",
+        "Named in a field map's `transform`; no expression is ever evaluated.",
+        "",
+        "| transform | what |",
+        "|---|---|",
+    ]
     out += [f"| `{name}` | {_cell(t.doc)} |" for name, t in TRANSFORMS.items()] + [""]
 
     out += ["## Rules", "", "The `[rules]` section of the mapping files (syncd.rules).", ""]
@@ -269,15 +329,21 @@ def render() -> str:
     out += ["Conditions read canonical fields and these aliases:", "", "| path | what |", "|---|---|"]
     out += [f"| `{k}` | {_cell(v)} |" for k, v in ALIASES.items()] + [""]
 
-    out += ["## Canonical fields", "",
-            "The left side of every field map, what rules read and write (syncd.schema).", ""]
+    out += [
+        "## Canonical fields",
+        "",
+        "The left side of every field map, what rules read and write (syncd.schema).",
+        "",
+    ]
     for entity, fields in schema.FIELDS.items():
         out += [f"### {entity}", "", "| field | type | what |", "|---|---|---|"]
         for name, spec in fields.items():
             kind = spec.type + (f" → {spec.ref}" if spec.ref else "")
             if spec.item:
-                members = ", ".join(f"`{m}`" + (f" ({s.type}" + (f" → {s.ref}" if s.ref else "") + ")")
-                                    for m, s in spec.item.items())
+                members = ", ".join(
+                    f"`{m}`" + (f" ({s.type}" + (f" → {s.ref}" if s.ref else "") + ")")
+                    for m, s in spec.item.items()
+                )
                 kind += f" of {{{members}}}"
             out.append(f"| `{name}` | {_cell(kind)} | {_cell(spec.doc)} |")
         out.append("")

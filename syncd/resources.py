@@ -23,8 +23,10 @@ def data_path(name: str) -> Path:
         p = base / name
         if p.exists():
             return p
-    raise FileNotFoundError(f"{name} is not shipped with this installation of syncd "
-                            f"(looked in {', '.join(str(b) for b in _PLACES)})")
+    raise FileNotFoundError(
+        f"{name} is not shipped with this installation of syncd "
+        f"(looked in {', '.join(str(b) for b in _PLACES)})"
+    )
 
 
 def mapping_files() -> dict[str, Path]:

@@ -24,12 +24,12 @@ def test_read_bar_counts_and_takes_a_total_when_known() -> None:
     bars, _ = _bars()
     with bars:
         bar = bars.reading("shop", "orders")
-        bar(10)                                  # today's runtime: progress(len(batch))
+        bar(10)  # today's runtime: progress(len(batch))
         task = bars.progress.tasks[0]
         assert task.completed == 10 and task.total is None
-        bar(15, total=100)                       # a connector that knows the size
+        bar(15, total=100)  # a connector that knows the size
         assert task.completed == 25 and task.total == 100
-        bar(90)                                  # more than announced: the total follows
+        bar(90)  # more than announced: the total follows
         bar(0, total=50)
         assert task.completed == 115 and task.total == 115
 
@@ -39,7 +39,7 @@ def test_write_bar_follows_the_pending_count() -> None:
     pending = [5]
     with bars:
         with bars.writing("crm", lambda: pending[0]):
-            for left in (4, 2, 3, 0):            # 3: a create unblocked a waiting link
+            for left in (4, 2, 3, 0):  # 3: a create unblocked a waiting link
                 pending[0] = left
                 time.sleep(0.05)
         task = bars.progress.tasks[0]
@@ -79,9 +79,15 @@ def test_sync_command_gives_each_stream_its_bar(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(progress.SyncProgress, "reading", reading)
     monkeypatch.setattr(progress.SyncProgress, "writing", writing)
     tag = uuid.uuid4().hex[:6]
-    a, b = f"src{tag}", f"dst{tag}"            # memory systems live as long as the process
+    a, b = f"src{tag}", f"dst{tag}"  # memory systems live as long as the process
     cfg = write_config(tmp_path, systems={a: {"type": "memory", "seed": 4}, b: {"type": "memory"}})
     r = CliRunner().invoke(main, ["-c", str(cfg), "sync", "--create"], catch_exceptions=False)
     assert r.exit_code == 0
-    assert seen == [f"read {a} person", f"read {a} order", f"read {b} person", f"read {b} order", f"write {a} 0",
-                    f"write {b} 4"]
+    assert seen == [
+        f"read {a} person",
+        f"read {a} order",
+        f"read {b} person",
+        f"read {b} order",
+        f"write {a} 0",
+        f"write {b} 4",
+    ]

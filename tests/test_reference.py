@@ -11,8 +11,9 @@ from syncd.rules.config import RulesConfig
 
 def test_committed_reference_is_the_generated_one() -> None:
     assert reference.DOC.exists(), "docs/reference.md is missing: run `make reference`"
-    assert reference.DOC.read_text(encoding="utf-8") == reference.render(), \
+    assert reference.DOC.read_text(encoding="utf-8") == reference.render(), (
         "docs/reference.md is out of date: run `make reference` (python -m syncd.reference)"
+    )
     assert reference.main(["--check"]) == 0
 
 
@@ -35,7 +36,7 @@ def test_a_new_key_changes_the_reference() -> None:
     class Probe(BaseModel):
         """A model someone extends."""
 
-        known: int = 1        # documented on its line
+        known: int = 1  # documented on its line
         # documented above it
         above: str = "x"
         bare: bool = False

@@ -150,7 +150,8 @@ def mapping_files(patterns: Iterable[str | Path], base: Path | None = None) -> l
         matched = sorted(Path(x) for x in glob.glob(str(p)))
         if not matched:
             # a glob that matches nothing is as wrong as a missing file: the daemon would run unmapped
-            reason = "no mapping file matches" if any(c in str(pat) for c in "*?[") else "mapping file not found"
+            glob_ = any(c in str(pat) for c in "*?[")
+            reason = "no mapping file matches" if glob_ else "mapping file not found"
             raise ConfigError(reason, file=str(p))
         files.extend(matched)
     return files
@@ -176,7 +177,8 @@ def read_mapping_file(f: Path) -> MappingSet:
     return parse_mapping_doc(doc, str(f))
 
 
-def load_mapping_sources(patterns: Iterable[str | Path], base: Path | None = None) -> list[tuple[str, MappingSet]]:
+def load_mapping_sources(patterns: Iterable[str | Path],
+                         base: Path | None = None) -> list[tuple[str, MappingSet]]:
     """Each mapping file with what it holds, before merging (to say which file a key came from)."""
     return [(str(f), read_mapping_file(f)) for f in mapping_files(patterns, base)]
 

@@ -32,7 +32,7 @@ from syncd.store import tables as t
 from syncd.store.store import Store, utcnow
 
 BATCH = 5000
-PAUSE = 0.05        # seconds between batches: room for the sync jobs' transactions
+PAUSE = 0.05  # seconds between batches: room for the sync jobs' transactions
 
 
 @dataclass
@@ -46,9 +46,15 @@ class Purged:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"outbox": self.outbox, "runs": self.runs, "changelog": self.changelog, "batches": self.batches,
-                "cutoff": self.cutoff.isoformat() if self.cutoff else None, "stopped": self.stopped,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "outbox": self.outbox,
+            "runs": self.runs,
+            "changelog": self.changelog,
+            "batches": self.batches,
+            "cutoff": self.cutoff.isoformat() if self.cutoff else None,
+            "stopped": self.stopped,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def _latest_runs(store: Store) -> list[str]:
@@ -56,10 +62,19 @@ def _latest_runs(store: Store) -> list[str]:
     r = t.runs.c
     keep = []
     with store.read() as c:
-        latest = c.execute(select(r.system, r.stream, func.max(r.started_at)).group_by(r.system, r.stream)).all()
+        latest = c.execute(
+            select(r.system, r.stream, func.max(r.started_at)).group_by(r.system, r.stream)
+        ).all()
         for system, stream, started in latest:
-            keep += c.execute(select(r.id).where(r.system == system, r.stream == stream, r.started_at == started)
-                              .limit(1)).scalars().all()
+            keep += (
+                c.execute(
+                    select(r.id)
+                    .where(r.system == system, r.stream == stream, r.started_at == started)
+                    .limit(1)
+                )
+                .scalars()
+                .all()
+            )
     return keep
 
 
@@ -75,9 +90,16 @@ def _targets(store: Store, cutoff: dt.datetime) -> list[tuple[str, Any, Any, Col
     ]
 
 
-def purge(store: Store, older_than: dt.timedelta, *, batch: int = BATCH, pause: float = PAUSE,
-          stop: threading.Event | None = None, now: dt.datetime | None = None,
-          on_batch: Callable[[str, int], None] | None = None) -> Purged:
+def purge(
+    store: Store,
+    older_than: dt.timedelta,
+    *,
+    batch: int = BATCH,
+    pause: float = PAUSE,
+    stop: threading.Event | None = None,
+    now: dt.datetime | None = None,
+    on_batch: Callable[[str, int], None] | None = None,
+) -> Purged:
     """Delete what is older than `older_than`, `batch` rows per transaction; returns the counts.
 
     `on_batch(table, rows)` is called after each committed batch, outside any transaction.
@@ -128,5 +150,10 @@ def database_size(store: Store) -> dict[str, Any]:
     wal = Path(db + "-wal")
     size = main.stat().st_size if main.exists() else 0
     wal_size = wal.stat().st_size if wal.exists() else 0
-    return {"backend": "sqlite", "size_bytes": size + wal_size, "file_bytes": size, "wal_bytes": wal_size,
-            "path": str(main)}
+    return {
+        "backend": "sqlite",
+        "size_bytes": size + wal_size,
+        "file_bytes": size,
+        "wal_bytes": wal_size,
+        "path": str(main),
+    }

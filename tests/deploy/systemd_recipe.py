@@ -80,8 +80,9 @@ class Started:
 
     def as_service_user(self, *cmd: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run a command with the daemon's identity (same uid, groups, no capabilities)."""
-        return subprocess.run([*self.identity, *cmd], capture_output=True, text=True, timeout=60, cwd=cwd,
-                              env=self.env)
+        return subprocess.run(
+            [*self.identity, *cmd], capture_output=True, text=True, timeout=60, cwd=cwd, env=self.env
+        )
 
     def stop(self, timeout: float = 60) -> int:
         if self.proc.poll() is None:
@@ -101,8 +102,9 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def verify_unit(unit: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=120
+    )
 
 
 def start_like_systemd(unit: Unit, root: Path, user: str = "nobody", ready_timeout: float = 60) -> Started:
@@ -123,21 +125,34 @@ def start_like_systemd(unit: Unit, root: Path, user: str = "nobody", ready_timeo
     sock_path = run_dir / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
-    os.chmod(sock_path, 0o777)            # systemd's notify socket accepts the service's datagrams too
+    os.chmod(sock_path, 0o777)  # systemd's notify socket accepts the service's datagrams too
     sock.settimeout(0.5)
     env["NOTIFY_SOCKET"] = str(sock_path)
-    identity = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
-                f"--groups={','.join(groups)}" if groups else "--clear-groups",
-                "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
+    identity = [
+        "setpriv",
+        f"--reuid={pw.pw_uid}",
+        f"--regid={pw.pw_gid}",
+        f"--groups={','.join(groups)}" if groups else "--clear-groups",
+        "--no-new-privs",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
     umask = int(svc.get("UMask", "0022"), 8)
-    journal = (run_dir / "journal.log").open("w")        # what journald would keep
-    proc = subprocess.Popen([*identity, *shlex.split(svc["ExecStart"])], cwd=svc.get("WorkingDirectory", "/"),
-                            env=env, stdout=journal, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=lambda: os.umask(umask))
+    journal = (run_dir / "journal.log").open("w")  # what journald would keep
+    proc = subprocess.Popen(
+        [*identity, *shlex.split(svc["ExecStart"])],
+        cwd=svc.get("WorkingDirectory", "/"),
+        env=env,
+        stdout=journal,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: os.umask(umask),
+    )
     journal.close()
     started = Started(proc, env, identity, state, run_dir / "journal.log")
 
-    def listen() -> None:        # systemd's side of the notify socket, for the daemon's whole life
+    def listen() -> None:  # systemd's side of the notify socket, for the daemon's whole life
         with sock:
             while proc.poll() is None:
                 try:
@@ -154,8 +169,9 @@ def start_like_systemd(unit: Unit, root: Path, user: str = "nobody", ready_timeo
     return started
 
 
-def run_recipe(root: Path, wheel: Path, edit: Callable[[Path, str], None],
-               log: Callable[[str], None] = print) -> tuple[Unit, str]:
+def run_recipe(
+    root: Path, wheel: Path, edit: Callable[[Path, str], None], log: Callable[[str], None] = print
+) -> tuple[Unit, str]:
     """Perform the recipe up to (not including) starting the service; returns the installed unit."""
     group = f"syncd-t{uuid.uuid4().hex[:6]}"
     installed: Path | None = None
@@ -163,7 +179,11 @@ def run_recipe(root: Path, wheel: Path, edit: Callable[[Path, str], None],
     for line in recipe_lines():
         cmd = re.sub(r"(?<![\w.])/(opt|etc)/", lambda m: f"{root}/{m.group(1)}/", line)
         if re.search(r"\bgroupadd\b|--group syncd\b", cmd):
-            cmd = re.sub(r"\bsyncd$", group, cmd) if "groupadd" in cmd else cmd.replace("--group syncd", f"--group {group}")
+            cmd = (
+                re.sub(r"\bsyncd$", group, cmd)
+                if "groupadd" in cmd
+                else cmd.replace("--group syncd", f"--group {group}")
+            )
         log(f"$ {line}")
         if re.match(r"\S*python3 -m venv ", cmd):
             cmd = cmd.replace("python3", shlex.quote(getattr(sys, "_base_executable", sys.executable)), 1)
@@ -174,14 +194,23 @@ def run_recipe(root: Path, wheel: Path, edit: Callable[[Path, str], None],
             edit(root, group)
             continue
         elif cmd.startswith("systemctl "):
-            continue            # the caller verifies and starts the unit the way systemd would
+            continue  # the caller verifies and starts the unit the way systemd would
         elif cmd.startswith("install ") and "/etc/systemd/system/" in cmd:
             (root / "etc" / "systemd" / "system").mkdir(parents=True, exist_ok=True)
             installed = Path(cmd.split()[-1])
-        r = subprocess.run(cmd, shell=True, cwd=wheel_dir, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, SYNCD_CONFIG=""))
+        r = subprocess.run(
+            cmd,
+            shell=True,
+            cwd=wheel_dir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, SYNCD_CONFIG=""),
+        )
         if r.returncode != 0:
-            raise AssertionError(f"recipe line failed ({r.returncode}): {line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+            raise AssertionError(
+                f"recipe line failed ({r.returncode}): {line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+            )
         if r.stdout.strip():
             log(r.stdout.rstrip())
     assert installed is not None, "the recipe installs no unit"
@@ -193,7 +222,7 @@ def remove_group(group: str) -> None:
         subprocess.run(["groupdel", group], capture_output=True, timeout=60)
 
 
-def main() -> int:   # pragma: no cover - the test drives run_recipe itself
+def main() -> int:  # pragma: no cover - the test drives run_recipe itself
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

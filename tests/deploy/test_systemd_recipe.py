@@ -61,20 +61,25 @@ def test_readme_recipe_into_a_temporary_root(root: Path, peers: object, syncd_wh
     from syncd.sandbox.server import free_port
 
     port = free_port()
-    b24 = peers.b24.extra["state"].portal().info()     # type: ignore[attr-defined]
-    shop = peers.shop.extra                             # type: ignore[attr-defined]
+    b24 = peers.b24.extra["state"].portal().info()  # type: ignore[attr-defined]
+    shop = peers.shop.extra  # type: ignore[attr-defined]
 
     def edit(r: Path, _group: str) -> None:
         """What the operator types into env and config.toml."""
         etc = r / "etc" / "syncd"
         env = (etc / "env").read_text(encoding="utf-8")
-        for name, value in {"SHOP_PASSWORD": shop["password"], "B24_WEBHOOK_URL": peers.b24_webhook,  # type: ignore[attr-defined]
-                            "B24_APP_TOKEN": b24.get("application_token", "none"),
-                            "ONEC_PASSWORD": "1c-exchange-pass"}.items():
+        for name, value in {
+            "SHOP_PASSWORD": shop["password"],
+            "B24_WEBHOOK_URL": peers.b24_webhook,  # type: ignore[attr-defined]
+            "B24_APP_TOKEN": b24.get("application_token", "none"),
+            "ONEC_PASSWORD": "1c-exchange-pass",
+        }.items():
             env = env.replace(f"# {name}=", f"{name}={value}")
         (etc / "env").write_text(env, encoding="utf-8")
         cfg = (etc / "config.toml").read_text(encoding="utf-8")
-        cfg = cfg.replace('url = "https://shop.example.ru/bitrix/admin/1c_exchange.php"', f'url = "{shop["exchange_url"]}"')
+        cfg = cfg.replace(
+            'url = "https://shop.example.ru/bitrix/admin/1c_exchange.php"', f'url = "{shop["exchange_url"]}"'
+        )
         cfg = re.sub(r'(?m)^login = "syncd"', f'login = "{shop["login"]}"', cfg)
         cfg = cfg.replace('listen = "127.0.0.1:8787"', f'listen = "127.0.0.1:{port}"')
         (etc / "config.toml").write_text(cfg, encoding="utf-8")
@@ -85,7 +90,10 @@ def test_readme_recipe_into_a_temporary_root(root: Path, peers: object, syncd_wh
         etc = root / "etc" / "syncd"
         gid = grp.getgrnam(group).gr_gid
         assert (etc.stat().st_mode & 0o777, etc.stat().st_gid) == (0o750, gid)
-        assert ((etc / "config.toml").stat().st_mode & 0o777, (etc / "config.toml").stat().st_gid) == (0o640, gid)
+        assert ((etc / "config.toml").stat().st_mode & 0o777, (etc / "config.toml").stat().st_gid) == (
+            0o640,
+            gid,
+        )
         assert ((etc / "env").stat().st_mode & 0o777, (etc / "env").stat().st_uid) == (0o600, 0)
 
         svc = unit.service
@@ -96,8 +104,10 @@ def test_readme_recipe_into_a_temporary_root(root: Path, peers: object, syncd_wh
 
         started = start_like_systemd(unit, root)
         try:
-            assert any(m.startswith("READY=1") for m in started.notify), (started.proc.poll(),
-                                                                           started.output()[-3000:])
+            assert any(m.startswith("READY=1") for m in started.notify), (
+                started.proc.poll(),
+                started.output()[-3000:],
+            )
             health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()
             assert health["db"] is True
             db = started.state_dir / "syncd.db"

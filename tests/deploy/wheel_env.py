@@ -25,8 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def build_wheel(dist_dir: Path) -> Path:
     """Build syncd as a release would: an sdist, then the wheel from it (setuptools from this venv)."""
     dist_dir.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist_dir), str(ROOT)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist_dir), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     wheels = sorted(dist_dir.glob("syncd-*.whl"))
     assert wheels, r.stdout[-2000:]
@@ -37,8 +41,11 @@ def wheel_requirements(wheel: Path) -> list[Requirement]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
         text = z.read(meta).decode("utf-8")
-    return [Requirement(line.split(":", 1)[1].strip()) for line in text.splitlines()
-            if line.startswith("Requires-Dist:")]
+    return [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
 
 
 def _applies(req: Requirement, extras: set[str]) -> bool:
@@ -70,15 +77,23 @@ def closure(reqs: list[Requirement], extras: set[str] = frozenset()) -> dict[str
 
 def make_venv(path: Path, wheel: Path, *, with_pip: bool = False) -> Path:
     """A venv at `path` with the wheel installed and exactly its dependency closure linked in."""
-    subprocess.run([sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(path)],
+        check=True,
+        timeout=300,
+    )
     install_offline(path / "bin" / "python", wheel)
     return path
 
 
 def site_packages(python: Path) -> Path:
-    out = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
     return Path(out)
 
 
@@ -88,8 +103,24 @@ def install_offline(python: Path, wheel: Path, *, copy: bool = False) -> None:
     copy: copy the dependencies instead of linking them (a venv another user must read, whatever
     the permissions along the path of the test environment).
     """
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                        "--disable-pip-version-check", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--disable-pip-version-check",
+            "-q",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     target = site_packages(python)
     for dist in closure(wheel_requirements(wheel)).values():
@@ -105,6 +136,10 @@ def install_offline(python: Path, wheel: Path, *, copy: bool = False) -> None:
                 shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
             else:
                 shutil.copy2(src, dst)
-    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "check", "--disable-pip-version-check"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "check", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, "the wheel's dependencies are not satisfied:\n" + r.stdout + r.stderr

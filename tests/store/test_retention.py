@@ -21,15 +21,34 @@ RECENT = NOW - dt.timedelta(days=10)
 
 def _entity(c: Any) -> str:
     eid = new_id()
-    c.execute(insert(t.entities).values(id=eid, type="person", fields="{}", versions="{}", created_at=OLD,
-                                        updated_at=OLD))
+    c.execute(
+        insert(t.entities).values(
+            id=eid, type="person", fields="{}", versions="{}", created_at=OLD, updated_at=OLD
+        )
+    )
     return eid
 
 
 def _outbox(c: Any, eid: str, status: str, when: dt.datetime, n: int = 1) -> None:
-    c.execute(insert(t.outbox), [dict(entity_id=eid, entity_type="person", system="crm", op="update",
-                                      payload="{}", idempotency_key=new_id(), status=status, attempts=0,
-                                      next_attempt_at=when, created_at=when, updated_at=when) for _ in range(n)])
+    c.execute(
+        insert(t.outbox),
+        [
+            dict(
+                entity_id=eid,
+                entity_type="person",
+                system="crm",
+                op="update",
+                payload="{}",
+                idempotency_key=new_id(),
+                status=status,
+                attempts=0,
+                next_attempt_at=when,
+                created_at=when,
+                updated_at=when,
+            )
+            for _ in range(n)
+        ],
+    )
 
 
 def _runs(c: Any, system: str, stream: str, when: dt.datetime, n: int) -> list[str]:
@@ -37,14 +56,25 @@ def _runs(c: Any, system: str, stream: str, when: dt.datetime, n: int) -> list[s
     for i in range(n):
         rid = new_id()
         ids.append(rid)
-        c.execute(insert(t.runs).values(id=rid, system=system, stream=stream, started_at=when + dt.timedelta(seconds=i),
-                                        finished_at=when + dt.timedelta(seconds=i), status="ok", counts="{}"))
+        c.execute(
+            insert(t.runs).values(
+                id=rid,
+                system=system,
+                stream=stream,
+                started_at=when + dt.timedelta(seconds=i),
+                finished_at=when + dt.timedelta(seconds=i),
+                status="ok",
+                counts="{}",
+            )
+        )
     return ids
 
 
 def _changes(c: Any, eid: str, when: dt.datetime, n: int) -> None:
-    c.execute(insert(t.changelog), [dict(entity_id=eid, system="shop", origin="pull", fields="{}", observed_at=when)
-                                    for _ in range(n)])
+    c.execute(
+        insert(t.changelog),
+        [dict(entity_id=eid, system="shop", origin="pull", fields="{}", observed_at=when) for _ in range(n)],
+    )
 
 
 def _seed(store: Store) -> dict[str, Any]:
@@ -52,11 +82,11 @@ def _seed(store: Store) -> dict[str, Any]:
         eid = _entity(c)
         _outbox(c, eid, "done", OLD, 25)
         _outbox(c, eid, "done", RECENT, 3)
-        _outbox(c, eid, "dead", OLD, 2)          # a dead letter waits for a person, however old
-        _outbox(c, eid, "pending", OLD, 1)       # so does a write still to do
+        _outbox(c, eid, "dead", OLD, 2)  # a dead letter waits for a person, however old
+        _outbox(c, eid, "pending", OLD, 1)  # so does a write still to do
         old_runs = _runs(c, "shop", "orders", OLD, 12)
         _runs(c, "shop", "orders", RECENT, 2)
-        only_old = _runs(c, "crm", "deals", OLD, 3)      # a stream that stopped running long ago
+        only_old = _runs(c, "crm", "deals", OLD, 3)  # a stream that stopped running long ago
         _changes(c, eid, OLD, 30)
         _changes(c, eid, RECENT, 4)
     return {"entity": eid, "old_runs": old_runs, "crm_latest": only_old[-1]}
@@ -70,7 +100,9 @@ def _count(store: Store, table: Any, *where: Any) -> int:
 def test_purge_removes_only_what_is_old_and_finished(store: Store) -> None:
     seeded = _seed(store)
     batches: list[tuple[str, int]] = []
-    out = purge(store, dt.timedelta(days=90), batch=10, pause=0, on_batch=lambda tbl, n: batches.append((tbl, n)))
+    out = purge(
+        store, dt.timedelta(days=90), batch=10, pause=0, on_batch=lambda tbl, n: batches.append((tbl, n))
+    )
     assert (out.outbox, out.runs, out.changelog) == (25, 14, 30)
     # 10 rows per transaction, never more
     assert max(n for _, n in batches) == 10 and out.batches == len(batches) == 3 + 2 + 3
@@ -94,7 +126,7 @@ def test_stop_ends_the_purge_between_batches(store: Store) -> None:
     stop = threading.Event()
 
     def after(table: str, n: int) -> None:
-        stop.set()                      # shutdown arrives during the first batch
+        stop.set()  # shutdown arrives during the first batch
 
     out = purge(store, dt.timedelta(days=90), batch=10, pause=0, stop=stop, on_batch=after)
     assert out.stopped and out.batches == 1 and out.outbox == 10
@@ -104,17 +136,21 @@ def test_stop_ends_the_purge_between_batches(store: Store) -> None:
 def test_between_batches_the_database_is_free_for_writers(db_url: str, store: Store) -> None:
     """No transaction spans two batches: a writer that refuses to wait gets in between them."""
     _seed(store)
-    probe = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"),
-                          connect_args={"timeout": 0} if db_url.startswith("sqlite") else {})
+    probe = create_engine(
+        db_url.replace("postgresql://", "postgresql+psycopg://"),
+        connect_args={"timeout": 0} if db_url.startswith("sqlite") else {},
+    )
     wrote: list[int] = []
 
     def write_now(table: str, n: int) -> None:
         with probe.begin() as c:
             if db_url.startswith("sqlite"):
-                c.exec_driver_sql("PRAGMA busy_timeout = 0")     # fail at once if a purge held the lock
+                c.exec_driver_sql("PRAGMA busy_timeout = 0")  # fail at once if a purge held the lock
             else:
                 c.execute(text("SET LOCAL lock_timeout = '100ms'"))
-            c.execute(insert(t.kv).values(key=f"probe-{len(wrote)}", value=json.dumps(n), updated_at=utcnow()))
+            c.execute(
+                insert(t.kv).values(key=f"probe-{len(wrote)}", value=json.dumps(n), updated_at=utcnow())
+            )
         wrote.append(n)
 
     out = purge(store, dt.timedelta(days=90), batch=5, pause=0, on_batch=write_now)
@@ -164,8 +200,9 @@ def test_stats_show_the_database_size(tmp_path: Any) -> None:
     from syncd.config import load_settings
     from syncd.daemon.runtime import Runtime
 
-    cfg = write_config(tmp_path, systems={"a": {"type": "memory"}, "b": {"type": "memory"}},
-                       daemon={"retention_days": 30})
+    cfg = write_config(
+        tmp_path, systems={"a": {"type": "memory"}, "b": {"type": "memory"}}, daemon={"retention_days": 30}
+    )
     rt = Runtime(load_settings(cfg))
     try:
         stats = rt.stats()
