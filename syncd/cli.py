@@ -60,8 +60,12 @@ def _settings(ctx: click.Context) -> Any:
     return settings
 
 
-def _database_error(exc: BaseException) -> str | None:
-    """One line for an error that means "the database cannot be used", else None."""
+def _database_error(exc: BaseException, db_file: Path | None = None) -> str | None:
+    """One line for an error that means "the database cannot be used", else None.
+
+    An OSError counts only when it is about `db_file` or a folder on its way (making the folder of
+    a SQLite file); a connector's network or file error is not the database's.
+    """
     from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
     if isinstance(exc, OperationalError):
@@ -70,8 +74,10 @@ def _database_error(exc: BaseException) -> str | None:
         return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0]}"
     if isinstance(exc, SQLAlchemyError):
         return str(exc).splitlines()[0]
-    if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    if isinstance(exc, OSError) and db_file is not None and exc.filename:
+        on_the_way = [db_file, *db_file.parents]
+        if Path(str(exc.filename)) in on_the_way:
+            return f"{exc.strerror or exc}: {exc.filename}"
     return None
 
 
@@ -103,10 +109,16 @@ def _runtime(ctx: click.Context, connect: bool = True, create: bool = False, set
     except ConfigError as exc:
         _fail_config(exc)
     except Exception as exc:  # noqa: BLE001 - named for the user, with the exit code for scripts
-        reason = _database_error(exc)
-        if reason is None:
-            raise
-        _fail_database(f"{reason} ({_safe_url(settings.daemon.database_url)})")
+        from syncd.check import sqlite_file
+
+        reason = _database_error(exc, sqlite_file(settings.daemon.database_url))
+        if reason is not None:
+            _fail_database(f"{reason} ({_safe_url(settings.daemon.database_url)})")
+        if isinstance(exc, OSError) and exc.filename:
+            # a path the config names (a spool or state folder) that cannot be used
+            click.echo(f"config error: {exc.filename}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_CONFIG)
+        raise
 
 
 def _safe_url(url: str) -> str:
@@ -313,7 +325,17 @@ def _progress_sync(ctx: click.Context, integration: str | None, since: dt.dateti
         with SyncProgress(enabled=not ctx.obj["json"]) as bars:
             for name in [integration] if integration else list(rt.connectors):
                 for stream in rt.connectors[name].streams:
-                    c = rt.run_stream(name, stream, since=since, progress=bars.reading(name, stream))
+                    try:
+                        c = rt.run_stream(name, stream, since=since, progress=bars.reading(name, stream))
+                    except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the others go on
+                        reason = _database_error(exc)
+                        if reason is not None:
+                            _fail_database(reason)
+                        from syncd.logs import redact_text
+
+                        click.echo(redact_text(f"{name} {stream}: {type(exc).__name__}: {exc}"), err=True)
+                        counts.failed += 1
+                        continue
                     if c:
                         counts.add(c)
             counts.add(_push_with_progress(rt, bars, list(rt.connectors)))

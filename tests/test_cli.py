@@ -487,3 +487,44 @@ def test_replay_pushes_and_exits_1_when_still_dead(tmp_path: Path, names: tuple[
     assert code == 0 and json.loads(out)["replayed"] == 0
     assert _run("-c", str(cfg), "sync")[0] == 0
     assert json.loads(_run("-c", str(cfg), "--json", "stats")[1])["totals"]["outbox_dead"] == 0
+
+
+def test_a_crashing_stream_is_one_line_and_exit_1_the_others_run(tmp_path: Path, names: tuple[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd.sandbox.memory import MemoryConnector
+
+    crm, shop = names
+    real = MemoryConnector.read
+
+    def read(self, stream, cursor, *, since=None):  # type: ignore[no-untyped-def]
+        if self.name == shop and stream == "order":
+            raise RuntimeError("the peer sent nonsense")
+        return real(self, stream, cursor, since=since)
+
+    monkeypatch.setattr(MemoryConnector, "read", read)
+    code, out, err = _run("-c", str(_cfg(tmp_path, names)), "--json", "sync", "--create")
+    assert code == 1 and json.loads(out)["failed"] == 1 and json.loads(out)["created"] >= 3
+    # the run's log lines (pull_crashed) come first, then one plain line for the person at the terminal
+    assert f"\n{shop} order: RuntimeError: the peer sent nonsense\n" in "\n" + err
+
+
+def test_run_with_an_unknown_stream_exits_2_naming_file_and_key(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, jobs=[{"system": names[0], "stream": "person", "every": "1m"},
+                                      {"system": names[0], "stream": "deals", "every": "1m"}])
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", "run"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"config error: {cfg}: jobs[1].stream: system '{names[0]}' has no stream 'deals'" in r.stderr
+
+
+def test_an_unusable_connector_path_is_a_config_error_not_the_database(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_text("a file where 1C's spool folder goes", encoding="utf-8")
+    cfg = write_config(tmp_path, systems={"onec": {"type": "onec", "login": "onec", "password": "p",
+                                                   "spool_dir": str(tmp_path / "spool" / "onec")},
+                                          "other": {"type": "memory"}},
+                       mapping={"maps": [{"system": "other", "kind": "person", "entity": "person",
+                                          "fields": {"person.name": "name"}}]})
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "sync", "--create"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"config error: {tmp_path / 'spool' / 'onec'}") and "Traceback" not in r.stderr

@@ -82,12 +82,13 @@ class Scheduler:
 
     def setup(self) -> None:
         configured = set()
-        for job in self.rt.settings.jobs:
+        for i, job in enumerate(self.rt.settings.jobs):
             configured.add((job.system, job.stream))
             if job.system in self.rt.connectors and job.stream not in self.rt.connectors[job.system].streams:
                 from syncd.errors import ConfigError
                 raise ConfigError(f"system {job.system!r} has no stream {job.stream!r} (streams: "
-                                  f"{', '.join(self.rt.connectors[job.system].streams)})", key="jobs")
+                                  f"{', '.join(self.rt.connectors[job.system].streams)})",
+                                  file=str(self.rt.settings.path or "") or None, key=f"jobs[{i}].stream")
             self.sched.add_job(self._run_stream, self._trigger_for(job.every, job.cron),
                                args=(job.system, job.stream), id=job_id(job.system, job.stream),
                                misfire_grace_time=int(job.misfire_grace), next_run_time=dt.datetime.now(dt.timezone.utc))
