@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-slow bench install clean
+.PHONY: demo test test-fast test-slow bench install clean reference wheel
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,10 +25,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	SYNCD_SLOW=0 $(BIN)/python -m pytest -q -x $(PYTEST_ARGS)
 
+## docs/reference.md from the config, mapping and rules models (a test compares them).
+reference: $(STAMP)
+	$(BIN)/python -m syncd.reference
+
+## dist/: the sdist, then the wheel built from it (example mappings, config and unit inside).
+wheel: $(STAMP)
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py --n 20000
 	$(BIN)/python bench/commerceml.py --scale 0.05
 	$(BIN)/python bench/bitrix24.py --n 1000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info

@@ -1,8 +1,13 @@
 """The `syncd` command.
 
-Exit codes: 0 success; 1 the work failed (a check failed, a sync had failures, a file is invalid);
-2 usage or configuration error (the message names file, key and reason); 3 the database or a
-peer could not be reached.
+Exit codes: 0 success; 1 the work failed (a check failed, a sync had failed or dead-lettered
+writes, a file is invalid); 2 usage or configuration error (the message names file, key and
+reason); 3 the database could not be reached or used (unreachable server, a path that cannot be
+opened, a SQLite file that does not exist yet).
+
+The database: `syncd run` creates (and migrates) it on first start, as a daemon should;
+`syncd sync` and `syncd backfill` create it only with `--create`; every other command needs it to
+exist, so a typo in the path never runs against a fresh empty database and prints zeros.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 
@@ -28,9 +33,16 @@ def _default_config() -> str:
     return os.environ.get("SYNCD_CONFIG") or "config.toml"
 
 
-def _fail_config(exc: ConfigError) -> None:
+def _fail_config(exc: ConfigError) -> NoReturn:
     click.echo(f"config error: {exc}", err=True)
     sys.exit(EXIT_CONFIG)
+
+
+def _fail_database(reason: str) -> NoReturn:
+    from syncd.logs import redact_text
+
+    click.echo(redact_text(f"database: {reason}"), err=True)
+    sys.exit(EXIT_UNREACHABLE)
 
 
 def _settings(ctx: click.Context) -> Any:
@@ -48,21 +60,74 @@ def _settings(ctx: click.Context) -> Any:
     return settings
 
 
-def _runtime(ctx: click.Context, connect: bool = True) -> Any:
+def _database_error(exc: BaseException, db_file: Path | None = None) -> str | None:
+    """One line for an error that means "the database cannot be used", else None.
+
+    An OSError counts only when it is about `db_file` or a folder on its way (making the folder of
+    a SQLite file); a connector's network or file error is not the database's.
+    """
+    from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+    if isinstance(exc, OperationalError):
+        return str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0]}"
+    if isinstance(exc, SQLAlchemyError):
+        return str(exc).splitlines()[0]
+    if isinstance(exc, OSError) and db_file is not None and exc.filename:
+        on_the_way = [db_file, *db_file.parents]
+        if Path(str(exc.filename)) in on_the_way:
+            return f"{exc.strerror or exc}: {exc.filename}"
+    return None
+
+
+def _require_database(settings: Any, create: bool) -> None:
+    """Exit 3 when the SQLite file is missing (unless `create`) or is not a file."""
+    from syncd.check import creatable, sqlite_file
+
+    path = sqlite_file(settings.daemon.database_url)
+    if path is None:
+        return
+    if path.exists() and not path.is_file():
+        _fail_database(f"{path} is not a file")
+    if not path.exists():
+        if not create:
+            _fail_database(f"{path} does not exist (check database_url in {settings.path}; `syncd run` "
+                           f"creates it on first start, `syncd sync --create` by hand)")
+        problem = creatable(path)
+        if problem:
+            _fail_database(f"cannot create {path}: {problem}")
+
+
+def _runtime(ctx: click.Context, connect: bool = True, create: bool = False, settings: Any = None) -> Any:
     from syncd.daemon.runtime import Runtime
 
-    settings = _settings(ctx)
+    settings = settings or _settings(ctx)
+    _require_database(settings, create)
     try:
         return Runtime(settings, connect=connect)
     except ConfigError as exc:
         _fail_config(exc)
     except Exception as exc:  # noqa: BLE001 - named for the user, with the exit code for scripts
-        from sqlalchemy.exc import OperationalError
+        from syncd.check import sqlite_file
 
-        if isinstance(exc, OperationalError):
-            click.echo(f"database unreachable: {exc.orig}", err=True)
-            sys.exit(EXIT_UNREACHABLE)
+        reason = _database_error(exc, sqlite_file(settings.daemon.database_url))
+        if reason is not None:
+            _fail_database(f"{reason} ({_safe_url(settings.daemon.database_url)})")
+        if isinstance(exc, OSError) and exc.filename:
+            # a path the config names (a spool or state folder) that cannot be used
+            click.echo(f"config error: {exc.filename}: {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_CONFIG)
         raise
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001
+        return "database_url"
 
 
 def _emit(ctx: click.Context, data: Any, table: Callable[[Any], None]) -> None:
@@ -72,127 +137,284 @@ def _emit(ctx: click.Context, data: Any, table: Callable[[Any], None]) -> None:
         table(data)
 
 
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.ensure_object(dict)
+        ctx.obj["json"] = True
+
+
+def _with_json_option(cmd: click.Command) -> None:
+    """`--json` after the subcommand too (`syncd stats --json`), on every command."""
+    if not any(isinstance(p, click.Option) and "--json" in p.opts for p in cmd.params):
+        cmd.params.append(click.Option(["--json"], is_flag=True, expose_value=False, is_eager=True,
+                                       callback=_set_json, help="machine-readable output"))
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            _with_json_option(sub)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", default=_default_config, show_default="$SYNCD_CONFIG or ./config.toml",
               help="config file")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None)
+@click.option("--env-file", type=click.Path(dir_okay=False), default=None,
+              help="read NAME=value lines into the environment first (the unit's EnvironmentFile)")
 @click.version_option(package_name="syncd")
 @click.pass_context
-def main(ctx: click.Context, config: str, as_json: bool, log_format: str | None) -> None:
+def main(ctx: click.Context, config: str, as_json: bool, log_format: str | None,
+         env_file: str | None) -> None:
     """syncd keeps an online shop, 1C and a CRM in step."""
     ctx.ensure_object(dict)
     ctx.obj.update(config=config, json=as_json, log_format=log_format)
+    if env_file:
+        _load_env_file(env_file)
+
+
+def _load_env_file(path: str) -> None:
+    """systemd EnvironmentFile= syntax: NAME=value lines, `#`/`;` comments, optional quotes."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        click.echo(f"config error: {path}: cannot read: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            click.echo(f"config error: {path}: line {n}: expected NAME=value", err=True)
+            sys.exit(EXIT_CONFIG)
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ[name] = value
 
 
 @main.command()
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the daemon: scheduler, HTTP endpoints, until SIGTERM."""
+    """Run the daemon (scheduler, HTTP) until SIGTERM.
+
+    Creates and migrates the database on first start.
+    """
+    import structlog
+
     from syncd.daemon.main import Daemon
 
     settings = _settings(ctx)
+    structlog.get_logger("syncd").info("starting", version=_version(), config=str(settings.path),
+                                       database=_safe_url(settings.daemon.database_url))
+    rt = _runtime(ctx, create=True, settings=settings)     # a daemon creates its database on first start
     try:
-        Daemon(settings).run_forever()
+        Daemon(settings, runtime=rt).run_forever()
     except ConfigError as exc:
         _fail_config(exc)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("syncd")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 @main.command()
 @click.pass_context
 def check(ctx: click.Context) -> None:
-    """Check the config, the mappings against the live systems, and every connection."""
-    rt = _runtime(ctx)
-    ok = True
-    lines = []
-    try:
-        rt.store.ping()
-        lines.append(("database", True, rt.store.engine.url.render_as_string(hide_password=True)))
-    except Exception as exc:  # noqa: BLE001
-        lines.append(("database", False, str(exc)))
-        ok = False
-    for name, h in rt.health().items():
-        lines.append((name, h.ok, h.detail))
-        ok &= h.ok
-    try:
-        from syncd.mapping.live import check_live
+    """Check config, mappings, jobs and rules against live systems.
 
-        for name, problem in check_live(rt.mapper, rt.connectors):
-            lines.append((f"{name} mapping", False, problem))
-            ok = False
-    except ImportError:
-        pass
+    One ✓/✗ line per finding, each fault naming its file and key; exit 1 if any fails.
+    """
+    import shutil
+    import tempfile
+
+    from syncd import check as checks
+
+    settings = _settings(ctx)
+    findings: list[checks.Finding] = []
+    db_file = checks.sqlite_file(settings.daemon.database_url)
+    scratch = None
+    if db_file is not None and not db_file.exists():
+        # not created yet: check everything else against a scratch database, say whether it can be
+        problem = checks.creatable(db_file)
+        findings.append(checks.Finding(
+            "database", problem is None,
+            f"{db_file} does not exist yet; `syncd run` creates it" if problem is None
+            else f"{db_file} cannot be created: {problem}"))
+        scratch = tempfile.mkdtemp(prefix="syncd-check-")
+        settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
+            update={"database_url": f"sqlite:///{scratch}/check.db"})})
+    if not Path(settings.daemon.state_dir).exists():
+        # nor is the state directory (systemd's StateDirectory= makes it): check creates nothing there
+        scratch = scratch or tempfile.mkdtemp(prefix="syncd-check-")
+        settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
+            update={"state_dir": f"{scratch}/state"})})
+    rt = None
+    try:
+        rt = _runtime(ctx, settings=settings, create=db_file is not None and not db_file.exists())
+        if not any(f.name == "database" for f in findings):
+            try:
+                rt.store.ping()
+                findings.append(checks.Finding("database", True, _safe_url(settings.daemon.database_url)))
+            except Exception as exc:  # noqa: BLE001
+                findings.append(checks.Finding("database", False, _database_error(exc) or str(exc)))
+        for name, h in rt.health().items():
+            findings.append(checks.Finding(name, h.ok, h.detail))
+        try:
+            origins = checks.MappingOrigins(settings)
+        except ConfigError as exc:
+            _fail_config(exc)
+        findings += checks.check_jobs(settings, rt.connectors)
+        findings += checks.check_map_targets(settings, rt.mapper, rt.connectors, origins)
+        findings += checks.check_live_mappings(rt.mapper, rt.connectors, origins)
+        findings += checks.check_rules(rt.mapper, rt.connectors, origins)
+    finally:
+        if rt is not None:
+            rt.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    ok = all(f.ok for f in findings)
     if ctx.obj["json"]:
-        click.echo(json.dumps([{"name": n, "ok": o, "detail": d} for n, o, d in lines], ensure_ascii=False))
+        click.echo(json.dumps([f.as_dict() for f in findings], ensure_ascii=False))
     else:
-        for name, good, detail in lines:
-            mark = click.style("✓", fg="green") if good else click.style("✗", fg="red")
-            click.echo(f"{mark} {name}: {detail}")
-    rt.close()
+        for f in findings:
+            mark = click.style("✓", fg="green") if f.ok else click.style("✗", fg="red")
+            click.echo(f"{mark} {f.name}: {f.detail}")
     sys.exit(EXIT_OK if ok else EXIT_FAIL)
 
 
-def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None) -> None:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _pending(rt: Any, system: str) -> Callable[[], int]:
+    from sqlalchemy import func, select
 
-    rt = _runtime(ctx)
-    systems = [integration] if integration else None
+    from syncd.store import tables as t
+
+    def count() -> int:
+        with rt.store.read() as c:
+            return int(c.execute(select(func.count()).select_from(t.outbox).where(
+                t.outbox.c.system == system, t.outbox.c.status.in_(("pending", "sending")))).scalar() or 0)
+    return count
+
+
+def _push_with_progress(rt: Any, bars: Any, systems: list[str]) -> Any:
+    from syncd.pipeline.engine import Counts
+
+    total = Counts()
+    for name in systems:
+        with bars.writing(name, _pending(rt, name)):
+            total.add(rt.push(name))
+    return total
+
+
+def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None,
+                   create: bool) -> None:
+    from syncd.pipeline.engine import Counts
+    from syncd.progress import SyncProgress
+
+    rt = _runtime(ctx, create=create)
     if integration and integration not in rt.connectors:
+        rt.close()
         click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
         sys.exit(EXIT_CONFIG)
-    console = Console(stderr=True)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed} records"),
-                  TimeElapsedColumn(), console=console, disable=ctx.obj["json"] or not console.is_terminal) as prog:
-        task = prog.add_task("syncing" if since is None else f"backfill since {since:%Y-%m-%d}", total=None)
-        started = dt.datetime.now(dt.timezone.utc)
-        counts = rt.sync_once(systems, since=since, progress=lambda n: prog.advance(task, n))
-    data = counts.as_dict()
-    # a stream that failed is named with its reason; the others ran all the same
-    failed = [r for r in rt.store.recent_runs(200) if r["status"] == "failed" and r["started_at"] >= started]
-    rt.close()
+    counts = Counts()
+    started = dt.datetime.now(dt.timezone.utc)
+    failed: list[dict[str, Any]] = []
+    try:
+        with SyncProgress(enabled=not ctx.obj["json"]) as bars:
+            for name in [integration] if integration else list(rt.connectors):
+                for stream in rt.connectors[name].streams:
+                    try:
+                        c = rt.run_stream(name, stream, since=since, progress=bars.reading(name, stream))
+                    except Exception as exc:  # noqa: BLE001 - recorded as a failed run; the others go on
+                        reason = _database_error(exc)
+                        if reason is not None:
+                            _fail_database(reason)
+                        from syncd.logs import redact_text
+
+                        click.echo(redact_text(f"{name} {stream}: {type(exc).__name__}: {exc}"), err=True)
+                        counts.failed += 1
+                        continue
+                    if c:
+                        counts.add(c)
+            counts.add(_push_with_progress(rt, bars, list(rt.connectors)))
+        # a stream that failed is named with its reason; the others ran all the same
+        failed = [r for r in rt.store.recent_runs(200) if r["status"] == "failed" and r["started_at"] >= started]
+    finally:
+        rt.close()
+    data: dict[str, Any] = counts.as_dict()
+    from syncd.logs import redact_text
+
     for r in reversed(failed):
-        click.echo(f"failed: {r['system']}/{r['stream']}: {r['error']}", err=True)
+        click.echo(redact_text(f"failed: {r['system']}/{r['stream']}: {r['error']}"), err=True)
     if ctx.obj["json"]:
-        data["failures"] = [{"system": r["system"], "stream": r["stream"], "error": r["error"]} for r in failed]
+        data["failures"] = [{"system": r["system"], "stream": r["stream"], "error": redact_text(r["error"] or "")}
+                            for r in failed]
     _emit(ctx, data, lambda d: click.echo("  ".join(f"{k}={v}" for k, v in d.items())))
     sys.exit(EXIT_FAIL if data["failed"] or data["dead"] else EXIT_OK)
 
 
+_CREATE = click.option("--create", is_flag=True, help="create the SQLite database if it does not exist yet")
+
+
 @main.command()
 @click.argument("integration", required=False)
+@_CREATE
 @click.pass_context
-def sync(ctx: click.Context, integration: str | None) -> None:
-    """One pass: pull every stream (of INTEGRATION), then push what was planned."""
-    _progress_sync(ctx, integration, None)
+def sync(ctx: click.Context, integration: str | None, create: bool) -> None:
+    """One pass: pull every stream, then push what was planned.
+
+    Only INTEGRATION's streams when given; progress bars in a terminal.
+    """
+    _progress_sync(ctx, integration, None, create)
 
 
 @main.command()
 @click.option("--since", required=True, type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
               help="import records changed since this date")
 @click.argument("integration", required=False)
+@_CREATE
 @click.pass_context
-def backfill(ctx: click.Context, since: dt.datetime, integration: str | None) -> None:
-    """Initial import of a period, then regular sync picks up from the cursors."""
-    _progress_sync(ctx, integration, since.replace(tzinfo=dt.timezone.utc))
+def backfill(ctx: click.Context, since: dt.datetime, integration: str | None, create: bool) -> None:
+    """Import what changed since a date; sync goes on from there.
+
+    The initial import of a period; regular sync then picks up from the cursors.
+    """
+    _progress_sync(ctx, integration, since.replace(tzinfo=dt.timezone.utc), create)
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
 
 
 @main.command()
 @click.pass_context
 def stats(ctx: click.Context) -> None:
-    """Statistics per integration (as on /stats)."""
-    rt = _runtime(ctx, connect=False)
-    systems = sorted(rt.settings.systems)
+    """Statistics per integration and the database size (/stats)."""
+    from syncd.store.retention import database_size
     from syncd.store.stats import collect
 
-    data = collect(rt.store, systems, dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
-    rt.close()
+    rt = _runtime(ctx, connect=False)
+    try:
+        data = collect(rt.store, sorted(rt.settings.systems), dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+        data["database"] = database_size(rt.store)
+    finally:
+        rt.close()
 
     def table(d: dict[str, Any]) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        tbl = Table(title="syncd integrations")
+        tbl = Table(title="syncd integrations", caption=f"database {_size(d['database']['size_bytes'])}")
         for col in ("integration", "last run", "result", "created", "updated", "failed", "conflicts",
                     "quarantined", "pending", "dead", "lag s"):
             tbl.add_column(col)
@@ -206,6 +428,34 @@ def stats(ctx: click.Context) -> None:
         Console().print(tbl)
 
     _emit(ctx, data, table)
+
+
+@main.command()
+@click.option("--days", type=float, default=None,
+              help="purge what is older than this (default: retention_days)")
+@click.pass_context
+def purge(ctx: click.Context, days: float | None) -> None:
+    """Purge old done writes, runs and change log (retention_days).
+
+    What the daemon's daily retention job does, now.
+    """
+    from syncd.store.retention import database_size
+    from syncd.store.retention import purge as do_purge
+
+    rt = _runtime(ctx, connect=False)
+    days = rt.settings.daemon.retention_days if days is None else days
+    try:
+        if not days:
+            data: dict[str, Any] = {"skipped": "retention_days = 0 keeps everything"}
+        else:
+            data = do_purge(rt.store, dt.timedelta(days=days)).as_dict()
+        data["database"] = database_size(rt.store)
+    finally:
+        rt.close()
+    _emit(ctx, data, lambda d: click.echo(d["skipped"] if "skipped" in d else
+                                          f"purged {d['outbox']} done write(s), {d['runs']} run(s), "
+                                          f"{d['changelog']} change-log row(s) older than {d['cutoff']}; "
+                                          f"database {_size(d['database']['size_bytes'])}"))
 
 
 def _rows_table(title: str, cols: list[str]) -> Callable[[list[dict[str, Any]]], None]:
@@ -271,7 +521,11 @@ def quarantine(ctx: click.Context) -> None:
 @click.argument("qid", type=int)
 @click.pass_context
 def quarantine_release(ctx: click.Context, qid: int) -> None:
-    """Take a quarantined record in again (after its cause was fixed); what waited for it follows."""
+    """Take a quarantined record in again; what waited for it follows.
+
+    Use it once the cause is fixed (a mapping, a missing status); a record that still cannot be
+    processed stays in quarantine and the reason is printed.
+    """
     from syncd.errors import BadInput
 
     rt = _runtime(ctx, connect=False)
@@ -289,7 +543,7 @@ def quarantine_release(ctx: click.Context, qid: int) -> None:
 @main.group(invoke_without_command=True)
 @click.pass_context
 def review(ctx: click.Context) -> None:
-    """List records waiting for an identity decision (or resolve one)."""
+    """List records waiting for an identity decision."""
     if ctx.invoked_subcommand is None:
         rt = _runtime(ctx, connect=False)
         rows = rt.store.list_review()
@@ -303,6 +557,7 @@ def review(ctx: click.Context) -> None:
 @click.option("--entity", "entity_id", help="bind to this entity id")
 @click.pass_context
 def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: str | None) -> None:
+    """Decide a review: create an entity or bind to an existing one."""
     if create == bool(entity_id):
         click.echo("give exactly one of --create or --entity ID", err=True)
         sys.exit(EXIT_CONFIG)
@@ -320,19 +575,83 @@ def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: 
 @main.command()
 @click.argument("ids", nargs=-1, type=int)
 @click.option("--list", "list_only", is_flag=True, help="only list dead-lettered writes")
+@click.option("--no-push", is_flag=True, help="only put them back; the daemon pushes them on its next tick")
 @click.pass_context
-def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool) -> None:
-    """Put dead-lettered writes (all, or IDS) back in the outbox."""
-    rt = _runtime(ctx, connect=False)
+def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool, no_push: bool) -> None:
+    """Put dead-lettered writes back in the outbox and push them.
+
+    All of them, or only IDS; --list shows them, --no-push leaves the push to the daemon.
+    """
+    from sqlalchemy import select
+
+    from syncd.progress import SyncProgress
+    from syncd.store import tables as t
+
+    rt = _runtime(ctx, connect=not list_only and not no_push)
     if list_only:
         rows = rt.store.list_outbox("dead")
         rt.close()
         _emit(ctx, rows, _rows_table("dead letters", ["id", "system", "entity_type", "entity_id", "attempts",
                                                        "last_error"]))
         return
+    q = select(t.outbox.c.system).where(t.outbox.c.status == "dead").distinct()
+    if ids:
+        q = q.where(t.outbox.c.id.in_(ids))
+    with rt.store.read() as c:
+        systems = sorted(c.execute(q).scalars())
     n = rt.store.replay(list(ids) or None)
-    rt.close()
-    click.echo(f"{n} write(s) back in the outbox")
+    data: dict[str, Any] = {"replayed": n}
+    try:
+        if n and not no_push:
+            with SyncProgress(enabled=not ctx.obj["json"]) as bars:
+                counts = _push_with_progress(rt, bars, [s for s in systems if s in rt.connectors])
+            data.update(counts.as_dict())
+    finally:
+        rt.close()
+    _emit(ctx, data, lambda d: click.echo(f"{d['replayed']} write(s) back in the outbox" + (
+        f"; pushed {d['pushed']}, dead {d['dead']}, failed {d['failed']}" if "pushed" in d else "")))
+    sys.exit(EXIT_FAIL if data.get("dead") or data.get("failed") else EXIT_OK)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--systems", default="shop,bitrix24,onec", show_default=True,
+              help="connector types to configure: shop, bitrix24, onec (comma-separated)")
+@click.option("--state-dir", default="/var/lib/syncd", show_default=True,
+              help="where the daemon keeps its database (systemd's StateDirectory overrides it)")
+@click.option("--group", default=None, help="group that may read the config (the unit's SupplementaryGroups)")
+@click.option("--force", is_flag=True, help="overwrite config.toml, mappings and the unit (never env)")
+@click.pass_context
+def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group: str | None,
+         force: bool) -> None:
+    """Write a config, mappings, env template and unit into a folder.
+
+    DIRECTORY gets config.toml (commented), mappings/, env (secrets, mode 0600) and syncd.service.
+    """
+    from syncd.init import InitError, init_directory, parse_systems
+
+    try:
+        res = init_directory(directory, parse_systems(systems), state_dir=state_dir, group=group, force=force)
+    except InitError as exc:
+        click.echo(f"syncd init: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    except OSError as exc:
+        click.echo(f"syncd init: {exc.strerror or exc}: {exc.filename or directory}", err=True)
+        sys.exit(EXIT_FAIL)
+    data = {"directory": str(res.directory), "written": [str(p) for p in res.written],
+            "kept": [str(p) for p in res.kept], "secrets": res.secrets}
+
+    def text(d: dict[str, Any]) -> None:
+        for p in d["written"]:
+            click.echo(f"wrote {p}")
+        for p in d["kept"]:
+            click.echo(f"kept  {p} (holds your secrets; not overwritten)")
+        cfg = Path(d["directory"]) / "config.toml"
+        env = Path(d["directory"]) / "env"
+        click.echo(f"next: fill in {env} ({', '.join(d['secrets'])}) and the URLs in {cfg}, "
+                   f"then `syncd -c {cfg} --env-file {env} check`")
+
+    _emit(ctx, data, text)
 
 
 @main.command()
@@ -341,7 +660,10 @@ def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool) -> None:
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None, help="where the demo keeps its SQLite file")
 @click.option("--timeout", type=float, default=180.0, show_default=True)
 def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float) -> None:
-    """Run the daemon against the sandbox peers on SQLite (nothing to configure)."""
+    """Run the daemon against the sandbox peers on SQLite.
+
+    Nothing to configure; --until-synced exits once the seeded work has flowed.
+    """
     from syncd.demo import run_demo
 
     sys.exit(run_demo(until_synced=until_synced, port=port, state_dir=state_dir, timeout=timeout))
@@ -356,7 +678,10 @@ def rules() -> None:
 @click.argument("entity_id")
 @click.pass_context
 def rules_explain(ctx: click.Context, entity_id: str) -> None:
-    """Which rules match ENTITY_ID (an entity id, or SYSTEM:TYPE:EXTERNAL_ID), in order, and what each would do."""
+    """Which rules match an entity, in order, and what each would do.
+
+    ENTITY_ID is an entity id or SYSTEM:TYPE:EXTERNAL_ID.
+    """
     from syncd.rules import explain
 
     rt = _runtime(ctx)
@@ -377,7 +702,7 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
 @rules.command("check")
 @click.pass_context
 def rules_check(ctx: click.Context) -> None:
-    """Validate every rule against the live users, pipelines and stages of the configured systems."""
+    """Check every rule against live users, pipelines and stages."""
     from syncd.rules import check
 
     rt = _runtime(ctx)
@@ -404,10 +729,13 @@ def cml() -> None:
 @cml.command("check")
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 def cml_check(files: tuple[str, ...]) -> None:
-    """Validate CommerceML files (XML or zip); print their documents as JSON lines."""
+    """Validate CommerceML files; print their documents as JSON lines."""
     from syncd.commerceml.check import check_files
 
     sys.exit(check_files(list(files)))
+
+
+_with_json_option(main)
 
 
 if __name__ == "__main__":  # pragma: no cover

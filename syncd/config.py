@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from syncd.errors import ConfigError
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Paths systemd hands a unit (StateDirectory= -> STATE_DIRECTORY …): not secrets, and masking them
+# would hide every path in the logs.
+NOT_SECRET = frozenset({"STATE_DIRECTORY", "RUNTIME_DIRECTORY", "CACHE_DIRECTORY", "LOGS_DIRECTORY",
+                        "CONFIGURATION_DIRECTORY", "CREDENTIALS_DIRECTORY", "HOME"})
 
 
 class _Strict(BaseModel):
@@ -25,18 +29,27 @@ class _Strict(BaseModel):
 
 
 class DaemonSettings(_Strict):
+    """The daemon itself: database, HTTP, logs, mappings, timers."""
+
+    # SQLite file (WAL), or postgresql://… to share the work between instances
     database_url: str = "sqlite:///var/lib/syncd/syncd.db"
+    # host:port of the HTTP endpoints: /healthz, /stats, /metrics, the page, 1C exchange, webhooks
     listen: str = "127.0.0.1:8787"
+    # auto: console in a terminal, JSON lines otherwise
     log_format: Literal["auto", "json", "console"] = "auto"
+    # info: starts, stops and the runs that did something; debug: everything
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    admin_token: str | None = None
-    instance: str | None = None
+    admin_token: str | None = None         # Bearer token (or page login) for admin actions; none: refused
+    instance: str | None = None            # this instance's name in runs and leases (default hostname-pid)
+    # mapping files or globs, relative to config.toml; each must match a file
     mappings: list[str] = Field(default_factory=lambda: ["mappings/*.toml"])
-    state_dir: str = "/var/lib/syncd"
-    push_interval: float = 5.0
-    rules_interval: float = 60.0
-    lease_ttl: float = 120.0
-    region: str = "RU"
+    state_dir: str = "/var/lib/syncd"      # files syncd keeps besides the database (1C upload spool)
+    push_interval: float = 5.0             # seconds between outbox drains (pulls push as they commit)
+    rules_interval: float = 60.0           # seconds between evaluations of timers, repeat sales, metrics
+    lease_ttl: float = 120.0               # seconds a job's lease lasts (one instance polls a stream at a time)
+    region: str = "RU"                     # country of phone numbers without a code (E.164 match keys)
+    # done writes, runs and change-log rows older than this many days are purged daily; 0 keeps all
+    retention_days: float = Field(90.0, ge=0)
 
     @field_validator("listen")
     @classmethod
@@ -48,19 +61,23 @@ class DaemonSettings(_Strict):
 
 
 class PushSettings(_Strict):
-    max_attempts: int = Field(8, ge=1)
-    inline_tries: int = Field(3, ge=1)
-    base_delay: float = Field(2.0, ge=0)
-    max_delay: float = Field(900.0, ge=0)
-    claim_ttl: float = Field(30.0, gt=0)
+    """Retries of writes: transient faults back off with jitter, then dead letters."""
+
+    max_attempts: int = Field(8, ge=1)     # attempts, then the write goes to dead letters (`syncd replay`)
+    inline_tries: int = Field(3, ge=1)     # tries inside one claim (short waits, honouring Retry-After)
+    base_delay: float = Field(2.0, ge=0)   # outbox backoff: base_delay * 2^attempts seconds, jittered
+    max_delay: float = Field(900.0, ge=0)  # longest backoff, seconds
+    claim_ttl: float = Field(30.0, gt=0)   # seconds a claim lasts unrenewed: a dead instance's writes are taken after this
 
 
 class JobSettings(_Strict):
-    system: str
-    stream: str
-    every: str | None = None          # "30s", "5m", "1h"
-    cron: str | None = None           # crontab: "*/5 * * * *"
-    misfire_grace: float = 60.0
+    """One `[[jobs]]` entry: when a stream of a system is polled."""
+
+    system: str                       # a name from [systems]
+    stream: str                       # one of that system's streams (`syncd check` lists them)
+    every: str | None = None          # interval: "30s", "5m", "1h" (give `every` or `cron`)
+    cron: str | None = None           # crontab, 5 fields, UTC: "*/5 * * * *"
+    misfire_grace: float = 60.0       # seconds a late run may still start
 
     @model_validator(mode="after")
     def _one_trigger(self) -> "JobSettings":
@@ -77,14 +94,16 @@ class SystemSettings(BaseModel):
     """`type` picks the connector; the connector's own model validates the rest."""
 
     model_config = ConfigDict(extra="allow")
-    type: str
+    type: str                         # connector type: shop, bitrix24, onec, memory
 
 
 class Settings(_Strict):
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    push: PushSettings = Field(default_factory=PushSettings)
-    systems: dict[str, SystemSettings] = Field(default_factory=dict)
-    jobs: list[JobSettings] = Field(default_factory=list)
+    """config.toml."""
+
+    daemon: DaemonSettings = Field(default_factory=DaemonSettings)   # [daemon]
+    push: PushSettings = Field(default_factory=PushSettings)         # [push]
+    systems: dict[str, SystemSettings] = Field(default_factory=dict)  # [systems.NAME] one per system
+    jobs: list[JobSettings] = Field(default_factory=list)           # [[jobs]], schedules of the streams
     path: Path | None = Field(default=None, exclude=True)
     connector_settings: dict[str, Any] = Field(default_factory=dict, exclude=True)
     secrets: list[str] = Field(default_factory=list, exclude=True, repr=False)
@@ -113,7 +132,7 @@ def _substitute(value: Any, key: str, env: dict[str, str], secrets: list[str]) -
     def repl(m: re.Match[str]) -> str:
         name, default = m.group(1), m.group(2)
         if name in env:
-            if env[name]:
+            if env[name] and name not in NOT_SECRET:
                 secrets.append(env[name])
             return env[name]
         if default is not None:

@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import requests
 
-REPO = Path(__file__).resolve().parent.parent
 DEMO_TOKEN = "demo-admin-token"
 
 
@@ -29,10 +28,12 @@ def _say(msg: str = "") -> None:
 
 
 def _mappings_dir() -> Path:
-    for cand in (REPO / "mappings", Path.cwd() / "mappings"):
-        if (cand / "sync.toml").exists():
-            return cand
-    raise SystemExit("the example mappings (mappings/*.toml) were not found next to the package")
+    from syncd.resources import MAPPINGS, data_path
+
+    try:
+        return data_path(MAPPINGS)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"syncd demo: {exc}") from None
 
 
 class Peers:
@@ -57,11 +58,13 @@ class Peers:
 
 
 def _has_onec() -> bool:
+    """The 1C side of the demo; a missing dependency is an error, never a silently smaller demo."""
     try:
         import connectors.onec  # noqa: F401
         import syncd.sandbox.onec  # noqa: F401
-    except ImportError:
-        return False
+    except ImportError as exc:
+        raise SystemExit(f"syncd demo: the 1C exchange cannot run: {exc} (reinstall syncd with its "
+                         f"dependencies)") from None
     return True
 
 

@@ -217,6 +217,9 @@ def _order_keys(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     return out
 
 
+_CHATTY = ("alembic", "apscheduler.executors", "apscheduler.jobstores")
+
+
 class _SyncdHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler `configure_logging` installed, so a second call replaces it."""
 
@@ -301,6 +304,12 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: IO[str] | 
         for h in list(lg.handlers):
             lg.removeHandler(h)
         lg.propagate = True
+    # Their routine news is not the operator's: Alembic's plugin set-up and "Context impl
+    # SQLiteImpl" on every start, APScheduler's "Running job"/"executed successfully" on every
+    # tick. syncd logs what matters itself (start, runs that did something); their warnings and
+    # errors still come through, and `debug` shows everything.
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(levelno if levelno <= logging.DEBUG else max(levelno, logging.WARNING))
 
 
 @contextmanager

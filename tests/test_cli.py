@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_missing_config_exits_2_naming_the_file(tmp_path: Path) -> None:
 
 def test_sync_then_stats_and_json(tmp_path: Path, names: tuple[str, str]) -> None:
     cfg = _cfg(tmp_path, names)
-    code, out, _ = _run("-c", str(cfg), "--json", "sync")
+    code, out, _ = _run("-c", str(cfg), "--json", "sync", "--create")
     assert code == 0
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["created"] >= 3 and summary["failed"] == 0
@@ -64,7 +65,7 @@ def test_sync_then_stats_and_json(tmp_path: Path, names: tuple[str, str]) -> Non
 
 
 def test_sync_unknown_integration_exits_2(tmp_path: Path, names: tuple[str, str]) -> None:
-    code, _, err = _run("-c", str(_cfg(tmp_path, names)), "sync", "nosuch")
+    code, _, err = _run("-c", str(_cfg(tmp_path, names)), "sync", "--create", "nosuch")
     assert code == 2 and "no integration named 'nosuch'" in err
 
 
@@ -82,7 +83,7 @@ def test_conflicts_list_and_resolve(tmp_path: Path, names: tuple[str, str]) -> N
     (tmp_path / "mappings" / "main.toml").write_text(
         text + "\n[conflicts.\"person.comment\"]\npolicy = \"review\"\n", encoding="utf-8")
     assert mapping_conflicts
-    assert _run("-c", str(cfg), "sync")[0] == 0
+    assert _run("-c", str(cfg), "sync", "--create")[0] == 0
     crm_id = next(iter(_SYSTEMS[crm].objects["person"]))
     crm_email = _SYSTEMS[crm].objects["person"][crm_id]["email"]
     shop_id = next(k for k, o in _SYSTEMS[shop].objects["person"].items() if o["email"] == crm_email)
@@ -107,7 +108,7 @@ def test_replay_and_quarantine_listing(tmp_path: Path, names: tuple[str, str]) -
     cfg = _cfg(tmp_path, names)
     _SYSTEMS.setdefault(crm, __import__("syncd.sandbox.memory", fromlist=["MemorySystem"]).MemorySystem(
         crm, ("person", "order"))).faults[:] = ["permanent"]
-    code, out, _ = _run("-c", str(cfg), "--json", "sync")
+    code, out, _ = _run("-c", str(cfg), "--json", "sync", "--create")
     assert code == 1 and json.loads(out.strip().splitlines()[-1])["dead"] == 1
     code, out, _ = _run("-c", str(cfg), "--json", "replay", "--list")
     dead = json.loads(out)
@@ -129,7 +130,7 @@ def test_secrets_never_reach_output(tmp_path: Path, names: tuple[str, str]) -> N
                                           shop: {"type": "memory"}},
                        daemon={"admin_token": "${SYNCD_ADMIN_TOKEN}"})
     env = dict(os.environ, MEM_PASSWORD=secret, SYNCD_ADMIN_TOKEN=token, PYTHONUNBUFFERED="1")
-    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", "sync"],
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", "sync", "--create"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr[-1000:]
     # an unreachable database whose URL carries a password
@@ -178,7 +179,7 @@ set = {{ "person.client_type" = "VIP" }}
 field = "person.client_type"
 allow_backwards = true
 """, encoding="utf-8")
-    assert _run("-c", str(cfg), "sync")[0] == 0
+    assert _run("-c", str(cfg), "sync", "--create")[0] == 0
     ext = next(iter(_SYSTEMS[shop].objects["person"]))
     code, out, _ = _run("-c", str(cfg), "--json", "rules", "explain", f"{shop}:person:{ext}")
     assert code == 0
@@ -189,6 +190,346 @@ allow_backwards = true
     assert code == 0 and "✓" in out
 
 
+# ---- exit codes ----------------------------------------------------------------------------------
+
+def test_every_command_has_a_one_line_description_and_takes_json_after_it() -> None:
+    import click
+
+    def walk(cmd: click.Command, path: list[str]) -> list[tuple[list[str], click.Command]]:
+        out = [(path, cmd)]
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                out += walk(sub, path + [name])
+        return out
+
+    for path, cmd in walk(main, []):
+        short = cmd.get_short_help_str(limit=64)
+        assert short and not short.endswith("..."), (path, short)
+        assert any("--json" in p.opts for p in cmd.params if isinstance(p, click.Option)), path
+
+
+def test_json_after_the_subcommand(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names)
+    assert _run("-c", str(cfg), "sync", "--create")[0] == 0
+    code, out, _ = _run("-c", str(cfg), "stats", "--json")
+    assert code == 0 and json.loads(out)["integrations"][names[1]]["counts"]["created"] == 3
+    code, out, _ = _run("-c", str(cfg), "replay", "--list", "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_exit_0_check_passes_and_1_check_fails(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names)
+    assert _run("-c", str(cfg), "check")[0] == 0
+    bad = _cfg(tmp_path, names, jobs=[{"system": names[0], "stream": "persons", "every": "30s"}])
+    code, out, _ = _run("-c", str(bad), "check")
+    assert code == 1 and "✗ jobs" in out
+
+
+def test_exit_2_usage_and_config_errors(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names)
+    assert _run("-c", str(cfg), "sync", "--no-such-option")[0] == 2
+    assert _run("-c", str(cfg), "conflicts", "resolve", "1")[0] == 2
+    (tmp_path / "broken.toml").write_text("[daemon\n", encoding="utf-8")
+    code, _, err = _run("-c", str(tmp_path / "broken.toml"), "stats")
+    assert code == 2 and "broken.toml" in err and "invalid TOML" in err
+
+
+def test_exit_3_missing_sqlite_file_is_not_created(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/typo.db"})
+    for cmd in (["stats"], ["sync"], ["conflicts"], ["quarantine"], ["review"], ["replay", "--list"], ["purge"]):
+        code, out, err = _run("-c", str(cfg), *cmd)
+        assert code == 3, (cmd, out, err)
+        assert err.count("\n") == 1 and "typo.db does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "typo.db").exists()
+    # --create (and `syncd run`) may create it
+    code, out, _ = _run("-c", str(cfg), "--json", "sync", "--create")
+    assert code == 0 and (tmp_path / "typo.db").exists()
+    assert _run("-c", str(cfg), "stats")[0] == 0
+
+
+def test_exit_3_unusable_database_path_is_one_line(tmp_path: Path, names: tuple[str, str]) -> None:
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    (tmp_path / "dir.db").mkdir()
+    (tmp_path / "junk.db").write_text("not a database, just text " * 100, encoding="utf-8")
+    cases = {f"sqlite:///{tmp_path}/a-file/sub/syncd.db": "a-file",         # a file where a folder must be
+             f"sqlite:///{tmp_path}/dir.db": "is not a file",
+             f"sqlite:///{tmp_path}/junk.db": "file is not a database"}
+    for url, why in cases.items():
+        (tmp_path / "c").mkdir(exist_ok=True)
+        cfg = write_config(tmp_path / "c", systems={names[0]: {"type": "memory"}, names[1]: {"type": "memory"}},
+                           daemon={"database_url": url})
+        for cmd in (["stats"], ["sync", "--create"]):
+            r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), *cmd], capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 3, (url, cmd, r.stderr[-2000:])
+            assert why in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, \
+                r.stderr
+
+
+# ---- check faults ---------------------------------------------------------------------------------
+
+def _check(cfg: Path) -> tuple[int, list[dict[str, object]], str]:
+    code, out, err = _run("-c", str(cfg), "--json", "check")
+    return code, (json.loads(out) if out.strip() else []), err
+
+
+def _failed(findings: list[dict[str, object]]) -> list[str]:
+    return [str(f["detail"]) for f in findings if not f["ok"]]
+
+
+def test_check_unknown_stream_in_jobs_names_file_and_key(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, jobs=[{"system": names[1], "stream": "person", "every": "1m"},
+                                      {"system": names[1], "stream": "orderz", "every": "1m"}])
+    code, findings, _ = _check(cfg)
+    assert code == 1
+    assert _failed(findings) == [f"{cfg}: jobs[1].stream: system '{names[1]}' has no stream 'orderz' "
+                                 f"(streams: person, order)"]
+
+
+def test_check_map_for_a_kind_the_connector_lacks(tmp_path: Path, names: tuple[str, str]) -> None:
+    crm, shop = names
+    cfg = _cfg(tmp_path, names)
+    (tmp_path / "mappings" / "extra.toml").write_text(f'''
+[[maps]]
+system = "{crm}"
+kind = "deal"
+entity = "order"
+[maps.fields]
+"order.number" = "number"
+
+[[maps]]
+system = "{shop}"
+kind = "lead"
+entity = "lead"
+direction = "pull"
+[maps.fields]
+"lead.title" = "title"
+''', encoding="utf-8")
+    code, findings, _ = _check(cfg)
+    failed = _failed(findings)
+    extra = str(tmp_path / "mappings" / "extra.toml")
+    assert code == 1 and len(failed) == 2
+    assert failed[0].startswith(f"{extra}: maps[0]({crm}.deal).kind: memory system '{crm}' cannot write 'deal'")
+    assert failed[1].startswith(f"{extra}: maps[1]({shop}.lead).kind: memory system '{shop}' reads no 'lead'")
+
+
+def test_check_map_for_a_system_not_configured(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names)
+    (tmp_path / "mappings" / "typo.toml").write_text('''
+[[maps]]
+system = "crn"
+kind = "person"
+entity = "person"
+[maps.fields]
+"person.name" = "name"
+''', encoding="utf-8")
+    code, findings, _ = _check(cfg)
+    failed = _failed(findings)
+    assert code == 1 and len(failed) == 1
+    assert failed[0].startswith(f"{tmp_path / 'mappings' / 'typo.toml'}: maps[4](crn.person).system: "
+                                f"no system named 'crn'")
+
+
+@pytest.mark.parametrize("content,why", [("", "the mapping file is empty"),
+                                         ("# only a comment\n", "the mapping file is empty"),
+                                         (b"\xff\xfe[[maps]]", "not UTF-8 text")])
+def test_check_empty_or_undecodable_mapping_file(tmp_path: Path, names: tuple[str, str], content: object,
+                                                 why: str) -> None:
+    cfg = _cfg(tmp_path, names)
+    f = tmp_path / "mappings" / "zz.toml"
+    f.write_bytes(content) if isinstance(content, bytes) else f.write_text(str(content), encoding="utf-8")
+    code, _, err = _check(cfg)
+    assert code == 2 and f"{f}: {why}" in err
+
+
+def test_check_unreadable_mapping_file(tmp_path: Path, names: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+                                       ) -> None:
+    cfg = _cfg(tmp_path, names)
+    real = Path.read_text
+
+    def read_text(self: Path, *a: object, **kw: object) -> str:
+        if self.name == "main.toml":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    code, _, err = _check(cfg)
+    assert code == 2 and f"{tmp_path / 'mappings' / 'main.toml'}: cannot read: Permission denied" in err
+
+
+def test_check_glob_matching_nothing(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, daemon={"mappings": ["mapings/*.toml"]})
+    code, _, err = _check(cfg)
+    assert code == 2 and "mapings/*.toml: no mapping file matches" in err
+
+
+def test_check_live_crm_fields_stages_and_managers(tmp_path: Path, names: tuple[str, str]) -> None:
+    """Against a Bitrix24 portal: a user field, a stage and a manager it does not have."""
+    from syncd.sandbox import bitrix24
+
+    portal = bitrix24.start(rate_limit=False, seed=True)
+    try:
+        webhook = str(portal.extra["webhook_url"])
+        shop = names[1]
+        cfg = write_config(tmp_path, systems={"crm": {"type": "bitrix24", "webhook_url": webhook},
+                                              shop: {"type": "memory"}},
+                           mapping={"maps": [{"system": shop, "kind": "order", "entity": "order",
+                                              "fields": {"order.number": "number"}}]})
+        (tmp_path / "mappings" / "crm.toml").write_text('''
+[[maps]]
+system = "crm"
+kind = "deal"
+entity = "order"
+[maps.fields]
+"order.number" = "UF_CRM_NO_SUCH_FIELD"
+"order.stage" = { field = "STAGE_ID", values = "deal_stage" }
+
+[values.deal_stage]
+new = "NEW"
+shipped = "NO_SUCH_STAGE"
+
+[rules.assign.order]
+system = "crm"
+chain = [{ name = "ghost", manager = "999" }]
+''', encoding="utf-8")
+        code, findings, _ = _check(cfg)
+    finally:
+        portal.stop()
+    crm_file = str(tmp_path / "mappings" / "crm.toml")
+    failed = _failed(findings)
+    assert code == 1
+    assert (f"{crm_file}: maps[0](crm.deal).fields.order.number: field 'UF_CRM_NO_SUCH_FIELD' does not exist "
+            f"in crm deal") in failed
+    assert any(f.startswith(f"{crm_file}: values.deal_stage.shipped: crm has no STAGE_ID 'NO_SUCH_STAGE'")
+               for f in failed), failed
+    assert any(f.startswith(f"{crm_file}: rules.assign.order.chain[0] (ghost)") and "999" in f for f in failed), failed
+    assert len(failed) == 3
+
+
+def test_check_reports_a_database_not_created_yet(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/new/syncd.db"})
+    code, findings, _ = _check(cfg)
+    assert code == 0 and findings[0]["name"] == "database" and "does not exist yet" in str(findings[0]["detail"])
+    assert not (tmp_path / "new").exists()          # check creates nothing
+    (tmp_path / "ro").write_text("", encoding="utf-8")
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/ro/x/syncd.db"})
+    code, findings, _ = _check(cfg)
+    assert code == 1 and "cannot be created" in str(findings[0]["detail"])
+
+
+# ---- init, purge, replay ---------------------------------------------------------------------------
+
+def test_init_writes_config_mappings_env_and_unit(tmp_path: Path) -> None:
+    import grp
+    import tomllib
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    code, out, err = _run("init", str(tmp_path / "etc"), "--systems", "shop,onec", "--group", group,
+                          "--state-dir", str(tmp_path / "state"))
+    assert code == 0, err
+    etc = tmp_path / "etc"
+    cfg = tomllib.loads((etc / "config.toml").read_text(encoding="utf-8"))
+    assert sorted(cfg["systems"]) == ["onec", "shop"] and [j["system"] for j in cfg["jobs"]] == ["shop"]
+    assert cfg["daemon"]["mappings"] == ["mappings/sync.toml", "mappings/shop.toml", "mappings/onec.toml"]
+    assert cfg["daemon"]["database_url"] == f"sqlite:///${{STATE_DIRECTORY:-{tmp_path}/state}}/syncd.db"
+    assert sorted(p.name for p in (etc / "mappings").iterdir()) == ["onec.toml", "shop.toml", "sync.toml"]
+    assert (etc.stat().st_mode & 0o777, (etc / "config.toml").stat().st_mode & 0o777) == (0o750, 0o640)
+    env = (etc / "env").read_text(encoding="utf-8")
+    assert (etc / "env").stat().st_mode & 0o777 == 0o600
+    assert "# SHOP_PASSWORD=" in env and "# ONEC_PASSWORD=" in env and "B24_" not in env
+    token = next(line for line in env.splitlines() if line.startswith("SYNCD_ADMIN_TOKEN="))
+    assert len(token) > 40
+    unit = (etc / "syncd.service").read_text(encoding="utf-8")
+    assert f"--config {etc}/config.toml" in unit and f"EnvironmentFile=-{etc}/env" in unit
+    assert f"SupplementaryGroups={group}" in unit
+    # the config loads once the secrets are given; the state dir comes from systemd when it sets it
+    from syncd.config import load_settings
+
+    s = load_settings(etc / "config.toml", env={"SHOP_PASSWORD": "x", "ONEC_PASSWORD": "y",
+                                                "SYNCD_ADMIN_TOKEN": "t", "STATE_DIRECTORY": "/var/lib/syncd"})
+    assert s.daemon.database_url == "sqlite:////var/lib/syncd/syncd.db"
+    assert "/var/lib/syncd" not in s.secrets
+    # a second init refuses to overwrite, --force overwrites all but the secrets
+    (etc / "env").write_text("SHOP_PASSWORD=mine\n", encoding="utf-8")
+    code, _, err = _run("init", str(etc), "--systems", "shop")
+    assert code == 2 and "exists" in err
+    code, out, _ = _run("init", str(etc), "--systems", "shop", "--force")
+    assert code == 0 and "kept" in out and (etc / "env").read_text(encoding="utf-8") == "SHOP_PASSWORD=mine\n"
+    code, _, err = _run("init", str(tmp_path / "x"), "--systems", "shop,amocrm")
+    assert code == 2 and "amocrm" in err
+
+
+def test_purge_command(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names)
+    assert _run("-c", str(cfg), "sync", "--create")[0] == 0
+    time.sleep(0.2)                      # everything just written is older than 0.0864 s
+    code, out, _ = _run("-c", str(cfg), "--json", "purge", "--days", "0.000001")
+    data = json.loads(out)
+    assert code == 0 and data["outbox"] == 3 and data["changelog"] >= 6 and data["database"]["size_bytes"] > 0
+    code, out, _ = _run("-c", str(cfg), "purge")
+    assert code == 0 and "purged 0 done write(s)" in out
+
+
+def test_replay_pushes_and_exits_1_when_still_dead(tmp_path: Path, names: tuple[str, str]) -> None:
+    crm, _shop = names
+    cfg = _cfg(tmp_path, names, daemon={})
+    from syncd.sandbox.memory import MemorySystem
+
+    _SYSTEMS.setdefault(crm, MemorySystem(crm, ("person", "order"))).faults[:] = ["permanent"]
+    assert _run("-c", str(cfg), "sync", "--create")[0] == 1
+    _SYSTEMS[crm].faults[:] = ["permanent"]                # fails again on replay
+    code, out, _ = _run("-c", str(cfg), "--json", "replay")
+    data = json.loads(out)
+    assert code == 1 and data["replayed"] == 1 and data["dead"] == 1
+    code, out, _ = _run("-c", str(cfg), "--json", "replay", "--no-push")
+    assert code == 0 and json.loads(out) == {"replayed": 1}
+    code, out, _ = _run("-c", str(cfg), "--json", "replay")
+    assert code == 0 and json.loads(out)["replayed"] == 0
+    assert _run("-c", str(cfg), "sync")[0] == 0
+    assert json.loads(_run("-c", str(cfg), "--json", "stats")[1])["totals"]["outbox_dead"] == 0
+
+
+def test_a_crashing_stream_is_one_line_and_exit_1_the_others_run(tmp_path: Path, names: tuple[str, str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncd.sandbox.memory import MemoryConnector
+
+    crm, shop = names
+    real = MemoryConnector.read
+
+    def read(self, stream, cursor, *, since=None):  # type: ignore[no-untyped-def]
+        if self.name == shop and stream == "order":
+            raise RuntimeError("the peer sent nonsense")
+        return real(self, stream, cursor, since=since)
+
+    monkeypatch.setattr(MemoryConnector, "read", read)
+    code, out, err = _run("-c", str(_cfg(tmp_path, names)), "--json", "sync", "--create")
+    assert code == 1 and json.loads(out)["failed"] == 1 and json.loads(out)["created"] >= 3
+    # the run's log lines (pull_crashed) come first, then one plain line for the person at the terminal
+    assert f"\nfailed: {shop}/order: RuntimeError: the peer sent nonsense\n" in "\n" + err
+
+
+def test_run_with_an_unknown_stream_exits_2_naming_file_and_key(tmp_path: Path, names: tuple[str, str]) -> None:
+    cfg = _cfg(tmp_path, names, jobs=[{"system": names[0], "stream": "person", "every": "1m"},
+                                      {"system": names[0], "stream": "deals", "every": "1m"}])
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", "run"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"config error: {cfg}: jobs[1].stream: system '{names[0]}' has no stream 'deals'" in r.stderr
+
+
+def test_an_unusable_connector_path_is_a_config_error_not_the_database(tmp_path: Path) -> None:
+    (tmp_path / "spool").write_text("a file where 1C's spool folder goes", encoding="utf-8")
+    cfg = write_config(tmp_path, systems={"onec": {"type": "onec", "login": "onec", "password": "p",
+                                                   "spool_dir": str(tmp_path / "spool" / "onec")},
+                                          "other": {"type": "memory"}},
+                       mapping={"maps": [{"system": "other", "kind": "person", "entity": "person",
+                                          "fields": {"person.name": "name"}}]})
+    r = subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "sync", "--create"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.stderr.startswith(f"config error: {tmp_path / 'spool' / 'onec'}") and "Traceback" not in r.stderr
+
+
 def test_one_failing_stream_does_not_stop_the_others(tmp_path: Path, names: tuple[str, str]) -> None:
     """Core issue, defect 10: a stream that fails is counted and named; the others are synced;
     the command exits 1 without a traceback."""
@@ -196,7 +537,7 @@ def test_one_failing_stream_does_not_stop_the_others(tmp_path: Path, names: tupl
     broken = f"broken{uuid.uuid4().hex[:6]}"
     cfg = write_config(tmp_path, systems={crm: {"type": "memory"}, shop: {"type": "memory", "seed": 3},
                                           broken: {"type": "memory", "read_fault": "bug"}})
-    r = CliRunner().invoke(main, ["-c", str(cfg), "--json", "sync"], catch_exceptions=True)
+    r = CliRunner().invoke(main, ["-c", str(cfg), "--json", "sync", "--create"], catch_exceptions=True)
     assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
     assert r.exit_code == 1
     # no crash: no line of the output is a Python traceback (logs may carry one, escaped, as data)

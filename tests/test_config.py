@@ -119,3 +119,38 @@ def test_example_config_and_mappings_load() -> None:
     s = load_settings(root / "config.example.toml", env=env)
     assert s.systems
     load_mappings(s.daemon.mappings, base=root)
+    assert s.daemon.retention_days == 90
+    assert s.daemon.database_url == "sqlite:////var/lib/syncd/syncd.db"        # STATE_DIRECTORY unset
+    s = load_settings(root / "config.example.toml", env=dict(env, STATE_DIRECTORY="/var/lib/private/syncd"))
+    assert s.daemon.database_url == "sqlite:////var/lib/private/syncd/syncd.db"
+    assert s.daemon.state_dir == "/var/lib/private/syncd"
+    assert "/var/lib/private/syncd" not in s.secrets          # a path systemd hands us, not a secret
+
+
+def test_retention_days(tmp_path: Path) -> None:
+    assert load_settings(write_config(tmp_path, daemon={"retention_days": 0}), env={}).daemon.retention_days == 0
+    e = _error(write_config(tmp_path, daemon={"retention_days": -1}))
+    assert e.key == "daemon.retention_days" and "greater than or equal to 0" in e.reason
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("", "the mapping file is empty"),
+    ("\n# nothing but a comment\n", "the mapping file is empty"),
+    (b"\xc3\x28 = 1", "not UTF-8 text"),
+])
+def test_empty_or_undecodable_mapping_file(tmp_path: Path, content: object, reason: str) -> None:
+    f = tmp_path / "m.toml"
+    f.write_bytes(content) if isinstance(content, bytes) else f.write_text(str(content), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_mappings([f])
+    assert info.value.file == str(f) and reason in info.value.reason
+
+
+def test_mapping_glob_must_match_and_folder_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_mappings(["maps/*.toml"], base=tmp_path)
+    assert info.value.file == str(tmp_path / "maps/*.toml") and info.value.reason == "no mapping file matches"
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_mappings(["d.toml"], base=tmp_path)
+    assert "is a directory" in info.value.reason

@@ -298,3 +298,53 @@ def test_redact_processor_keys_and_values():
     assert WEBHOOK_CODE not in out["exc"] and out["exc"].startswith("RuntimeError")
     assert WEBHOOK_CODE not in out["obj"] and WEBHOOK_CODE not in out["raw"]
     assert out["deep"] == [{"a": {"cookie": MASK, "ok": (1, f"Bearer {MASK}")}}]
+
+
+def test_library_chatter_is_quiet_at_info_and_back_at_debug():
+    out = io.StringIO()
+    configure_logging("json", "info", stream=out)
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+    logging.getLogger("apscheduler.executors.default").info('Running job "x"')
+    logging.getLogger("apscheduler.executors.default").warning("Run time of job was missed")
+    structlog.get_logger("syncd").info("starting")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["Run time of job was missed", "starting"]
+    out = io.StringIO()
+    configure_logging("json", "debug", stream=out)
+    logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+    assert "Context impl" in out.getvalue()
+
+
+def test_daemon_first_line_is_syncd_and_only_runs_that_did_something(tmp_path):
+    """`syncd run` at info: its own `starting` line first, no Alembic or APScheduler lines, one `run`
+    line per run that did something and none for empty polls."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from factories import write_config
+
+    cfg = write_config(tmp_path, systems={"src": {"type": "memory", "seed": 2}, "dst": {"type": "memory"}},
+                       daemon={"push_interval": 0.2},
+                       jobs=[{"system": "src", "stream": "person", "every": "1s"},
+                             {"system": "dst", "stream": "person", "every": "1s"}])
+    proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", "run"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        time.sleep(4)           # the first poll pulls the seed; several empty polls and pushes follow
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert lines and len(lines) == len(err.strip().splitlines()), err[-2000:]
+    assert (lines[0]["logger"], lines[0]["event"]) == ("syncd", "starting") and lines[0]["database"]
+    assert not [x for x in lines if x["logger"].startswith(("alembic", "apscheduler"))]
+    runs = [x for x in lines if x["event"] == "run"]
+    assert {(x["system"], x["stream"]) for x in runs} >= {("src", "person"), ("dst", "push")}
+    assert all(any(v for k, v in x.items() if k in ("created", "updated", "pushed", "planned")) for x in runs)
+    # ~4 polls of each stream and ~20 pushes happened; only the few that did something are logged
+    assert len(runs) <= 4, runs
+    assert [x["event"] for x in lines][-2:] == ["daemon_stopping", "daemon_stopped"]

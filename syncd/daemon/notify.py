@@ -7,15 +7,22 @@ import socket
 
 
 def notify(state: str) -> bool:
-    """Send `state` to $NOTIFY_SOCKET; returns False when not run by systemd."""
+    """Send `state` to $NOTIFY_SOCKET; returns False when not run by systemd or not delivered.
+
+    Like libsystemd's sd_notify, a notification that cannot be delivered is reported, never
+    raised: a watchdog ping must not take the daemon down.
+    """
     addr = os.environ.get("NOTIFY_SOCKET")
     if not addr:
         return False
     if addr.startswith("@"):
         addr = "\0" + addr[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        s.connect(addr)
-        s.sendall(state.encode())
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            s.sendall(state.encode())
+    except OSError:
+        return False
     return True
 
 

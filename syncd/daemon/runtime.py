@@ -147,7 +147,7 @@ class Runtime:
         """One run of one stream, under a lease so one instance polls a stream at a time."""
         lease = f"job:{system}:{stream}"
         if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
-            log.info("lease_held_elsewhere", system=system, stream=stream)
+            log.debug("lease_held_elsewhere", system=system, stream=stream)
             return None
         try:
             return self.syncer.pull(system, stream, since=since, progress=progress)
@@ -191,7 +191,11 @@ class Runtime:
         return out
 
     def stats(self) -> dict[str, Any]:
-        return collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at)
+        from syncd.store.retention import database_size
+
+        out = collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at)
+        out["database"] = database_size(self.store)
+        return out
 
     def close(self) -> None:
         for c in self.connectors.values():

@@ -144,28 +144,57 @@ def _check_field_map(ms: MappingSet, fm: FieldMap, key: str, file: str | None) -
                           file=file, key=f"{key}.transform")
 
 
-def load_mappings(patterns: Iterable[str | Path], base: Path | None = None) -> MappingSet:
+def mapping_files(patterns: Iterable[str | Path], base: Path | None = None) -> list[Path]:
+    """The files `patterns` (paths or globs, relative to `base`) name, in order; none may be missing."""
     files: list[Path] = []
     for pat in patterns:
         p = Path(pat)
         if not p.is_absolute() and base is not None:
             p = base / p
         matched = sorted(Path(x) for x in glob.glob(str(p)))
-        if not matched and not any(c in str(pat) for c in "*?["):
-            raise ConfigError("mapping file not found", file=str(p))
+        if not matched:
+            # a glob that matches nothing is as wrong as a missing file: the daemon would run unmapped
+            glob_ = any(c in str(pat) for c in "*?[")
+            reason = "no mapping file matches" if glob_ else "mapping file not found"
+            raise ConfigError(reason, file=str(p))
         files.extend(matched)
-    parts = []
+    return files
+
+
+def read_mapping_file(f: Path) -> MappingSet:
+    """One mapping file, validated on its own; empty, unreadable or invalid files name themselves."""
+    try:
+        text = f.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a mapping file", file=str(f)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=str(f)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", file=str(f)) from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", file=str(f)) from None
+    if not doc:
+        raise ConfigError("the mapping file is empty (no maps, values, identity, conflicts or rules)",
+                          file=str(f))
+    return parse_mapping_doc(doc, str(f))
+
+
+def load_mapping_sources(patterns: Iterable[str | Path],
+                         base: Path | None = None) -> list[tuple[str, MappingSet]]:
+    """Each mapping file with what it holds, before merging (to say which file a key came from)."""
+    return [(str(f), read_mapping_file(f)) for f in mapping_files(patterns, base)]
+
+
+def load_mappings(patterns: Iterable[str | Path], base: Path | None = None) -> MappingSet:
+    parts = load_mapping_sources(patterns, base)
     owners: dict[int, str] = {}
-    for f in files:
-        try:
-            doc = tomllib.loads(f.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"invalid TOML: {exc}", file=str(f)) from None
-        ms = parse_mapping_doc(doc, str(f))
-        start = sum(len(p.maps) for _, p in parts)
+    start = 0
+    for file, ms in parts:
         for i in range(len(ms.maps)):
-            owners[start + i] = str(f)
-        parts.append((str(f), ms))
+            owners[start + i] = file
+        start += len(ms.maps)
     merged = merge(parts)
     validate_set(merged, owners)
     return merged

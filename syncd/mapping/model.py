@@ -19,9 +19,9 @@ class FieldMap(_Strict):
     """How one canonical field maps to one system field."""
 
     field: str                                  # system field name ("STAGE_ID")
-    values: str | None = None                   # name of a value map
-    transform: str = "identity"
-    direction: Direction = "both"
+    values: str | None = None                   # name of a value map ([values.NAME])
+    transform: str = "identity"                 # a named transform (see Transforms)
+    direction: Direction = "both"               # pull, push or both, for this field alone
     items: dict[str, "FieldMap"] | None = None  # for `items` fields: member -> system member
     read_only: bool = False                     # owned by another system: pulled edits are conflicts
     # a link (ref field) the record may be created without: it is written once the linked record
@@ -37,13 +37,13 @@ class FieldMap(_Strict):
 class EntityMap(_Strict):
     """Canonical entity <-> one kind of object in one system."""
 
-    system: str
-    kind: str
-    entity: str
-    direction: Direction = "both"
+    system: str                                 # a system name from config.toml [systems]
+    kind: str                                   # the system's object kind ("deal", "order", "user")
+    entity: str                                 # canonical entity type (person, company, order, …)
+    direction: Direction = "both"               # pull (read only), push (write only) or both
     create: bool = True                         # may syncd create this kind in the system
     only_when: dict[str, Any] = Field(default_factory=dict)   # canonical field == value to push
-    fields: dict[str, FieldMap] = Field(default_factory=dict)
+    fields: dict[str, FieldMap] = Field(default_factory=dict)  # canonical field -> system field (FieldMap)
     defaults: dict[str, Any] = Field(default_factory=dict)    # system fields set on create
 
     @field_validator("entity")
@@ -57,29 +57,32 @@ class EntityMap(_Strict):
 class ValueMap(_Strict):
     """Canonical value -> system value; the reverse is derived (first canonical wins)."""
 
-    map: dict[str, Any]
+    map: dict[str, Any]                         # canonical value -> system value
     default_pull: str | None = None             # canonical value for unknown system values
-    default_push: Any = None
+    default_push: Any = None                    # system value for canonical values not in `map`
 
 
 class IdentityRule(_Strict):
+    # match keys tried for an unbound record: one match binds, several go to review, none creates
     keys: list[Literal["email", "phone", "inn_kpp", "sku", "barcode", "number"]] = Field(default_factory=list)
-    origin: list[str] | None = None             # systems allowed to introduce new entities; None = all
+    origin: list[str] | None = None             # systems allowed to introduce new entities; unset = all
 
 
 class ConflictRule(_Strict):
+    # owner: the owner's value stands; priority: first in `order` wins; newest: source timestamps;
+    # review: held for a person (`syncd conflicts`, the status page)
     policy: Literal["owner", "priority", "newest", "review"]
-    owner: str | None = None
-    order: list[str] | None = None
+    owner: str | None = None                    # the owning system (policy owner)
+    order: list[str] | None = None              # systems, first wins (policy priority)
 
 
 class MappingSet(_Strict):
-    maps: list[EntityMap] = Field(default_factory=list)
-    values: dict[str, ValueMap] = Field(default_factory=dict)
-    identity: dict[str, IdentityRule] = Field(default_factory=dict)
+    maps: list[EntityMap] = Field(default_factory=list)                # [[maps]], one per system kind
+    values: dict[str, ValueMap] = Field(default_factory=dict)          # [values.NAME] value maps
+    identity: dict[str, IdentityRule] = Field(default_factory=dict)    # [identity.TYPE] per entity type
     conflicts: dict[str, ConflictRule] = Field(default_factory=dict)   # "order.status", "order.*", "*"
-    rules: dict[str, Any] = Field(default_factory=dict)                # evaluated by syncd.rules
-    region: str = "RU"
+    rules: dict[str, Any] = Field(default_factory=dict)                # [rules] (see Rules), by syncd.rules
+    region: str = "RU"                                                 # country of phones without a code
 
 
 def known_fields(entity: str) -> set[str]:

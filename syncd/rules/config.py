@@ -77,7 +77,7 @@ class _Strict(BaseModel):
 class _Cond(_Strict):
     """A model with an optional `when` condition, parsed once."""
 
-    when: str | None = None
+    when: str | None = None                # condition; the rule (or step) applies only when it holds
 
     def cond(self, rule: str) -> expr.Node | None:
         return expr.parse(self.when, rule) if self.when else None
@@ -88,12 +88,12 @@ Strategy = Literal["fixed", "random", "round_robin", "least_loaded", "keep", "no
 
 class AssignStep(_Cond):
     strategy: Strategy | None = None      # default: fixed with `manager`, random with `group`
-    name: str | None = None
-    manager: str | None = None
-    group: list[str] | None = None
+    name: str | None = None                # a label for stats, warnings and explain
+    manager: str | None = None             # one manager id (fixed)
+    group: list[str] | None = None         # manager ids (random, round_robin, least_loaded, keep)
     cap: int | None = None                 # least_loaded: managers with this many open orders are full
     only_present: bool | None = None       # default: true for random, false for the others
-    unknown_presence_is_present: bool = False
+    unknown_presence_is_present: bool = False   # a manager with no presence reported counts as present
     rows: list[AssignStep] | None = None  # strategy = "table": first matching row wins
 
     @field_validator("manager", mode="before")
@@ -152,16 +152,17 @@ class AssignConfig(_Strict):
     field: str | None = None               # default <entity>.responsible
     override: bool = False                 # also when the created record already has a responsible
     presence_ttl: float = 60.0             # seconds the users/presence list is cached
+    # what counts as an open order for least_loaded
     open_when: str = "order.canceled != true and order.status not in ['completed', 'canceled']"
-    chain: list[AssignStep] = Field(default_factory=list)
+    chain: list[AssignStep] = Field(default_factory=list)   # steps; the first that yields a manager wins
 
 
 class DefaultsConfig(_Strict):
     """Canonical fields set on created records (when the source left them empty) and a notice."""
 
-    fields: dict[str, Any] = Field(default_factory=dict)
+    fields: dict[str, Any] = Field(default_factory=dict)   # canonical field -> value ({placeholders} filled)
     notify: str | None = None              # template; sent to the responsible through `notify_system`
-    notify_system: str | None = None
+    notify_system: str | None = None       # default: the system of [rules.assign.<entity>]
     override: bool = False                 # set the fields even when the source gave a value
 
     @model_validator(mode="before")
@@ -188,15 +189,15 @@ class DefaultsConfig(_Strict):
 
 
 class StageRule(_Cond):
-    name: str
-    entity: str = "order"
-    set: dict[str, Any]
+    name: str                              # unique name (stats, explain)
+    entity: str = "order"                  # entity type
+    set: dict[str, Any]                    # canonical fields to set
     pipeline: str | None = None            # only records in this pipeline; its stage order guards
     system: str | None = None              # whose describe().pipelines gives the stage order
     order: list[str] | None = None         # or the stage order given here
     field: str = "order.stage"             # the field whose order must not go backwards
-    pipeline_field: str = "order.pipeline"
-    allow_backwards: bool = False
+    pipeline_field: str = "order.pipeline"   # the field that holds the pipeline
+    allow_backwards: bool = False          # true: may move `field` back along the stage order
     on: Literal["change", "always"] = "change"   # change: when a field the condition reads changed
 
     @model_validator(mode="after")
@@ -211,8 +212,8 @@ class StageRule(_Cond):
 
 
 class TaskSpec(_Strict):
-    title: str
-    description: str | None = None
+    title: str                             # template of the task's title
+    description: str | None = None         # template of its text
     deadline: str | None = None            # duration from when the task is made
     responsible: str | None = None         # default: the record's (or client's) responsible
 
@@ -225,12 +226,12 @@ class TaskSpec(_Strict):
 
 
 class TimerRule(_Cond):
-    name: str
-    entity: str = "order"
-    after: str
-    task: TaskSpec | None = None
+    name: str                              # unique name (a timer fires once per record, rule, stage entry)
+    entity: str = "order"                  # entity type
+    after: str                             # how long the record must have been in the condition (24h, 14d)
+    task: TaskSpec | None = None           # a canonical task, pushed to the system that maps `task`
     notify: str | None = None              # template of a notice to the responsible
-    notify_system: str | None = None
+    notify_system: str | None = None       # default: the system of [rules.assign.<entity>]
     stage_field: str | None = None         # default <entity>.stage when the entity has one
 
     @field_validator("after")
@@ -251,10 +252,10 @@ class TimerRule(_Cond):
 
 
 class RepeatConfig(_Strict):
-    name: str = "repeat sales"
-    after: str
-    won_when: str = "order.status == 'completed'"
-    task: TaskSpec
+    name: str = "repeat sales"             # task.rule of the tasks made
+    after: str                             # how long after the one won order the task is made
+    won_when: str = "order.status == 'completed'"   # what "won" means
+    task: TaskSpec                         # the task for the client's responsible manager
 
     @field_validator("after")
     @classmethod
@@ -268,11 +269,13 @@ METRICS = ("turnover", "orders_count", "first_order_at", "last_order_at", "avera
 
 class MetricsConfig(_Strict):
     window: str = "90d"                    # turnover counts orders dated within it
+    # metrics to compute (person.turnover, company.orders_count, …)
     fields: list[Literal["turnover", "orders_count", "first_order_at", "last_order_at",
                          "average_order", "won_count"]] = Field(default_factory=lambda: list(METRICS))
+    # whose metrics
     entities: list[Literal["person", "company"]] = Field(default_factory=lambda: ["person", "company"])
-    won_when: str = "order.status == 'completed'"
-    exclude_when: str = "order.canceled == true or order.status == 'canceled'"
+    won_when: str = "order.status == 'completed'"   # orders counted by won_count
+    exclude_when: str = "order.canceled == true or order.status == 'canceled'"   # orders counted nowhere
 
     @field_validator("window")
     @classmethod
@@ -285,16 +288,16 @@ class CrossRule(_Cond):
     """When a record of `entity` matches, update related records of `target` (matching
     `target_when`) that share the link field `via` (e.g. the same `order.company`)."""
 
-    name: str
-    entity: str = "order"
-    on: Literal["created", "change", "always"] = "created"
-    target: str = "order"
-    via: str = "order.company"
+    name: str                              # unique name (stats, explain)
+    entity: str = "order"                  # entity type of the trigger record
+    on: Literal["created", "change", "always"] = "created"   # when the trigger is evaluated
+    target: str = "order"                  # entity type of the records to update
+    via: str = "order.company"             # the link field on the trigger
     target_via: str | None = None          # the link field on the target; default = via
-    target_when: str | None = None
+    target_when: str | None = None         # condition on each target record
     first: bool = False                    # only for the first record of `entity` with this `via`
                                            # value that matches `when` (e.g. the first order)
-    set: dict[str, Any]
+    set: dict[str, Any]                    # canonical fields to set on the targets
 
     @model_validator(mode="after")
     def _fields(self) -> CrossRule:
@@ -306,13 +309,15 @@ class CrossRule(_Cond):
 
 
 class RulesConfig(_Strict):
+    # [rules.assign.order] / [rules.assign.lead]: manager assignment of created records
     assign: dict[Literal["order", "lead"], AssignConfig] = Field(default_factory=dict)
+    # [rules.defaults.TYPE]: canonical fields set on created records
     defaults: dict[str, DefaultsConfig] = Field(default_factory=dict)
-    stages: list[StageRule] = Field(default_factory=list)
-    timers: list[TimerRule] = Field(default_factory=list)
-    repeat_sales: RepeatConfig | None = None
-    metrics: MetricsConfig | None = None
-    cross: list[CrossRule] = Field(default_factory=list)
+    stages: list[StageRule] = Field(default_factory=list)   # [[rules.stages]]: stage chains from facts
+    timers: list[TimerRule] = Field(default_factory=list)   # [[rules.timers]]: tasks/notices after a wait
+    repeat_sales: RepeatConfig | None = None   # [rules.repeat_sales]: a task after a client's one won order
+    metrics: MetricsConfig | None = None       # [rules.metrics]: customer metrics from the stored orders
+    cross: list[CrossRule] = Field(default_factory=list)   # [[rules.cross]]: update related records
 
     @field_validator("defaults")
     @classmethod

@@ -1,0 +1,185 @@
+"""`syncd check`: everything a user can get wrong in the config, before the daemon meets it.
+
+What the loaders refuse (bad TOML, unknown keys, an empty or unreadable mapping file, a glob that
+matches nothing, an unknown transform or value map) stops earlier with exit code 2. What needs the
+configured systems is checked here, one finding per fault, each naming the file and the key:
+
+- the database: reachable, or (SQLite) not created yet but creatable where it is configured;
+- every system's health check;
+- `[[jobs]]` naming a stream the system does not have;
+- a map for a system that is not configured, or for a kind its connector cannot write (push) or
+  read (pull);
+- mapped fields, value-map values and defaults the live system does not have (stages, pipelines,
+  user fields: `syncd.mapping.live.check_live`);
+- rules naming managers, pipelines or stages the live systems do not have (`syncd.rules.check`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncd.config import Settings
+
+
+@dataclass(frozen=True)
+class Finding:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+class MappingOrigins:
+    """Which mapping file holds each map, value map and the rules (for messages naming the file)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from syncd.mapping.load import load_mapping_sources
+
+        self.maps: list[str] = []
+        self.values: dict[str, str] = {}
+        self.rules: dict[str, str] = {}
+        for file, ms in load_mapping_sources(settings.daemon.mappings, base=settings.base_dir):
+            self.maps += [file] * len(ms.maps)
+            self.values.update({name: file for name in ms.values})
+            self.rules.update({name: file for name in ms.rules})
+
+    def file_of(self, key: str) -> str | None:
+        """The file of a mapping key as check_live names it: "maps[3](crm.deal)…", "values.x.y"."""
+        if key.startswith("maps["):
+            i = int(key[5 : key.index("]")])
+            return self.maps[i] if i < len(self.maps) else None
+        if key.startswith("values."):
+            return self.values.get(key.split(".")[1])
+        return None
+
+
+def _where(file: str | None, key: str) -> str:
+    return f"{file}: {key}" if file else key
+
+
+def check_jobs(settings: Settings, connectors: dict[str, Any]) -> list[Finding]:
+    out = []
+    for i, job in enumerate(settings.jobs):
+        conn = connectors.get(job.system)
+        if conn is not None and job.stream not in conn.streams:
+            have = ", ".join(conn.streams) or "none: its peer calls syncd"
+            out.append(
+                Finding(
+                    "jobs",
+                    False,
+                    f"{settings.path}: jobs[{i}].stream: system {job.system!r} has no "
+                    f"stream {job.stream!r} (streams: {have})",
+                )
+            )
+    return out
+
+
+def check_map_targets(
+    settings: Settings, mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
+) -> list[Finding]:
+    """Maps for unconfigured systems, or for kinds the system's connector cannot write or read."""
+    out = []
+    for i, em in enumerate(mapper.ms.maps):
+        file = origins.maps[i] if i < len(origins.maps) else None
+        key = f"maps[{i}]({em.system}.{em.kind})"
+        if em.system not in settings.systems:
+            out.append(
+                Finding(
+                    "mappings",
+                    False,
+                    f"{_where(file, key + '.system')}: no system named {em.system!r} "
+                    f"in {settings.path} [systems] "
+                    f"(configured: {', '.join(settings.systems) or 'none'})",
+                )
+            )
+            continue
+        conn = connectors.get(em.system)
+        if conn is None:
+            continue
+        ctype = settings.systems[em.system].type
+        if em.direction in ("push", "both") and em.kind not in conn.writes:
+            out.append(
+                Finding(
+                    "mappings",
+                    False,
+                    f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
+                    f"cannot write {em.kind!r} (it writes: "
+                    f"{', '.join(sorted(conn.writes)) or 'nothing'})",
+                )
+            )
+            continue
+        if em.direction in ("pull", "both") and conn.streams:
+            readable = {k for spec in conn.streams.values() for k in spec.kinds}
+            if em.kind not in readable:
+                out.append(
+                    Finding(
+                        "mappings",
+                        False,
+                        f"{_where(file, key + '.kind')}: {ctype} system {em.system!r} "
+                        f"reads no {em.kind!r} (its streams yield: "
+                        f'{", ".join(sorted(readable))}); set direction = "push" '
+                        f"or fix the kind",
+                    )
+                )
+    return out
+
+
+def check_live_mappings(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins) -> list[Finding]:
+    from syncd.mapping.live import check_live
+
+    out = []
+    for key, problem in check_live(mapper, connectors):
+        if key.startswith("systems."):
+            out.append(Finding(f"{key.split('.', 1)[1]} mapping", False, problem))
+        else:
+            out.append(Finding("mappings", False, f"{_where(origins.file_of(key), key)}: {problem}"))
+    return out
+
+
+def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins) -> list[Finding]:
+    rules_cfg = mapper.ms.rules
+    if not rules_cfg:
+        return []
+    from syncd.rules import check
+
+    live = {}
+    for name, conn in connectors.items():
+        try:
+            live[name] = conn.describe()
+        except Exception:  # noqa: BLE001 - check_live has already reported the unreachable system
+            continue
+    files = sorted(set(origins.rules.values()))
+    where = files[0] if len(files) == 1 else ", ".join(files)
+    return [Finding("rules", False, f"{where}: {problem}") for problem in check(rules_cfg, live)]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for PostgreSQL and in-memory databases)."""
+    from syncd.store.db import normalize_url
+
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[1] if "///" in url else ""
+    path = path.split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    return Path(path)
+
+
+def creatable(path: Path) -> str | None:
+    """None when a SQLite file can be created at `path`; else why not."""
+    import os
+
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{parent} is not writable by this user"
+    return None
