@@ -266,7 +266,7 @@ def test_no_admin_token_configured_refuses_admin(env_no_token: Env) -> None:
         r = c.post("/admin/replay", headers={"Authorization": "Bearer anything"})
         assert r.status_code == 403 and "admin_token" in r.json()["error"]
         assert c.get("/api/conflicts").status_code == 403
-        assert c.post("/hooks/x/y").status_code == 403
+        assert c.post("/admin/poll/x/y").status_code == 403
         r = c.get("/login")
         assert r.status_code == 403 and "admin_token" in r.text
         r = c.post("/login", data={"token": ""})
@@ -276,16 +276,19 @@ def test_no_admin_token_configured_refuses_admin(env_no_token: Env) -> None:
 
 
 # -- hooks and connector routes ----------------------------------------------------------------
-def test_poll_now_hook(env: Env) -> None:
+def test_poll_now_is_an_admin_action(env: Env) -> None:
     calls: list[tuple[str, str]] = []
     env.rt.trigger_hook = lambda system, stream: calls.append((system, stream))
     with client(env) as c:
-        assert c.post(f"/hooks/{env.shop}/person").status_code == 401
-        assert c.post(f"/hooks/{env.shop}/person", headers={"Authorization": "Bearer x"}).status_code == 401
-        r = c.post(f"/hooks/{env.shop}/person", headers=AUTH)
-        assert r.status_code == 202 and r.json()["triggered"] == {"system": env.shop, "stream": "person"}
-        assert c.post("/hooks/nope/person", headers=AUTH).status_code == 404
-        assert c.post(f"/hooks/{env.shop}/nope", headers=AUTH).status_code == 404
+        assert c.post(f"/admin/poll/{env.shop}/person").status_code == 401
+        assert c.post(f"/admin/poll/{env.shop}/person", headers={"Authorization": "Bearer x"}).status_code == 401
+        r = c.post(f"/admin/poll/{env.shop}/person", headers=AUTH)
+        assert r.status_code == 200 and r.json()["triggered"] == {"system": env.shop, "stream": "person"}
+        assert c.post("/admin/poll/nope/person", headers=AUTH).status_code == 404
+        r = c.post(f"/admin/poll/{env.shop}/nope", headers=AUTH)
+        assert r.status_code == 404 and "person" in r.json()["error"]
+        # /hooks/… belongs to the peers' webhooks (connector routes), not to an admin action
+        assert c.post(f"/hooks/{env.shop}/person", headers=AUTH).status_code in (404, 405)
     assert calls == [(env.shop, "person")]
 
 
