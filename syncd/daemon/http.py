@@ -233,7 +233,9 @@ class _Auth:
 Action = Callable[[dict[str, Any]], Any]
 
 
-def create_app(runtime: Runtime) -> Starlette:
+def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
+    """The app over `runtime`; `checks` (a `LiveCheck`, when the daemon runs one) adds each
+    system's live-check state to /healthz and /stats."""
     rt = runtime
     token: str | None = rt.settings.daemon.admin_token or None
     redactor = Redactor([*rt.settings.secrets, *([token] if token else [])])
@@ -352,13 +354,22 @@ def create_app(runtime: Runtime) -> Starlette:
         except Exception as exc:  # noqa: BLE001
             log.warning("healthz_db_failed", error=type(exc).__name__)
             ok = False
-        body = {"status": "ok" if ok else "error", "db": bool(ok), "instance": rt.instance}
+        body: dict[str, Any] = {"status": "ok" if ok else "error", "db": bool(ok), "instance": rt.instance}
+        if checks is not None:
+            # the process is alive and serving (200) while a peer is down or still being checked;
+            # `status` says so: starting (a check pending), degraded (a peer unreachable), error
+            body["checks"] = checks.view()
+            if ok:
+                body["status"] = {"ok": "ok", "pending": "starting", "unreachable": "degraded",
+                                  "mismatch": "error"}[checks.summary()]
         return jresp(body, 200 if ok else 503)
 
     def _stats() -> dict[str, Any]:
         st = rt.stats()
         st["instance"] = rt.instance
         st["uptime_seconds"] = max(0.0, (utcnow() - rt.started_at).total_seconds())
+        if checks is not None:
+            st["checks"] = checks.view()
         return st
 
     async def stats(request: Request) -> Response:
