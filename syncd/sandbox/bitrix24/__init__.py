@@ -8,8 +8,12 @@ Start it::
     url = h.url + info["webhook_path"]              # http://127.0.0.1:PORT/rest/1/<code>/
     ...; h.stop()
 
-or ``create_app(SandboxState())`` under any ASGI server. Plain http (fast-bitrix24 accepts it; the real
-cloud requires https).
+or ``create_app(SandboxState())`` under any ASGI server. Plain http by default (fast-bitrix24 accepts
+it); ``start(https=True)`` serves HTTPS on loopback, as the real cloud requires, with a throw-away
+certificate authority (``syncd.sandbox.tls``, needs ``trustme``): ``h.url`` is ``https://127.0.0.1:PORT``
+and ``h.extra["ca_bundle"]`` the CA file a client trusts (``REQUESTS_CA_BUNDLE`` for requests and the
+official SDK b24pysdk, whose webhook is ``BitrixWebhook(domain="127.0.0.1:PORT", webhook_token="1/CODE")``
+on the default portal; ``ca_bundle`` in syncd's connector settings).
 
 Portals (multi-tenant by path prefix). A portal named ``default`` always exists and is served at the root;
 any other portal ``<p>`` is served under ``/<p>``. Portals share nothing: data, ids, limits, faults,
@@ -133,12 +137,20 @@ __all__ = ["BxError", "Portal", "SandboxState", "create_app", "seed_demo", "star
 
 
 def start(host: str = "127.0.0.1", port: int = 0, *, state: SandboxState | None = None, rate_limit: bool = True,
-          seed: bool = False, **uvicorn_opts: Any) -> ServerHandle:
-    """Serve a sandbox in a daemon thread; ``handle.extra`` has ``state``, ``app`` and ``webhook_url``."""
+          seed: bool = False, https: bool = False, **uvicorn_opts: Any) -> ServerHandle:
+    """Serve a sandbox in a daemon thread; ``handle.extra`` has ``state``, ``app`` and ``webhook_url``
+    (and ``ca_bundle`` with ``https=True``)."""
     state = state or SandboxState(rate_limit=rate_limit, seed=seed)
     app = create_app(state)
+    tls = None
+    if https:
+        from syncd.sandbox.tls import local_tls
+        tls = local_tls()
+        uvicorn_opts.update(ssl_certfile=tls.certfile, ssl_keyfile=tls.keyfile)
     handle = serve_in_thread(app, host, port, **uvicorn_opts)
     p = state.portal()
     p.base_url = handle.url
     handle.extra.update(state=state, app=app, webhook_url=handle.url + p.info()["webhook_path"])
+    if tls is not None:
+        handle.extra.update(ca_bundle=tls.ca_bundle, tls_dir=str(tls.dir))
     return handle

@@ -1032,8 +1032,7 @@ def batch(ctx: Ctx, params: dict[str, Any], run_one: Callable[[Ctx, str, dict[st
                 nexts[key] = extra["next"]
             times[key] = extra.get("time") or {}
         except BxError as e:
-            errors[key] = e.body()
-            times[key] = {}
+            errors[key] = e.body()      # no result_time entry: the portal times only what ran
             if halt:
                 break
     return {"result": res or [], "result_error": errors or [], "result_total": totals or [],
