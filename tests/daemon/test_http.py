@@ -346,3 +346,32 @@ def test_status_page_shows_everything_escaped(env: Env) -> None:
     assert "Recent runs" in page
     # not logged in: no CSRF field, a login link
     assert 'name="csrf"' not in page and 'href="/login"' in page
+
+
+def test_connector_routes_win_and_may_not_shadow_the_daemons_own(env: Env) -> None:
+    from starlette.responses import PlainTextResponse
+
+    from syncd.connector import Route
+    from syncd.daemon.http import create_app
+
+    conn = env.rt.connectors[env.shop]
+
+    async def hook(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("mine")
+
+    # a connector's webhook under /hooks/… reaches the connector, whatever the daemon serves
+    conn.http_routes = lambda: [Route(f"/hooks/{env.shop}/events", hook, ("POST",))]  # type: ignore[method-assign]
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(env.rt)) as c:
+        r = c.post(f"/hooks/{env.shop}/events")
+        assert r.status_code == 200 and r.text == "mine"
+    # a route one of the daemon's own would also match is refused at start, naming both
+    for path in ("/admin/replay", "/admin/poll/a/b", "/healthz"):
+        conn.http_routes = lambda p=path: [Route(p, hook, ("POST", "GET"))]  # type: ignore[method-assign]
+        try:
+            create_app(env.rt)
+        except ValueError as exc:
+            assert env.shop in str(exc) and path.split("/")[1] in str(exc)
+        else:
+            raise AssertionError(f"{path} was allowed to shadow a daemon route")
