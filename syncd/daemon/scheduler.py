@@ -166,14 +166,14 @@ class Scheduler:
                                   f"{', '.join(self.rt.connectors[job.system].streams)})", key="jobs")
             self.sched.add_job(self._run_stream, self._trigger_for(job.every, job.cron),
                                args=(job.system, job.stream), id=job_id(job.system, job.stream),
-                               misfire_grace_time=int(job.misfire_grace), next_run_time=dt.datetime.now(dt.timezone.utc))
+                               misfire_grace_time=int(job.misfire_grace), next_run_time=dt.datetime.now(dt.UTC))
         # streams without a job line still run, at the connector's default interval
         for name, conn in self.rt.connectors.items():
             for stream, spec in conn.streams.items():
                 if (name, stream) not in configured and spec.default_interval > 0:
                     self.sched.add_job(self._run_stream, IntervalTrigger(seconds=spec.default_interval),
                                        args=(name, stream), id=job_id(name, stream),
-                                       next_run_time=dt.datetime.now(dt.timezone.utc))
+                                       next_run_time=dt.datetime.now(dt.UTC))
         self.sched.add_job(self._push, IntervalTrigger(seconds=self.rt.settings.daemon.push_interval),
                            args=(None,), id="push")
         if self.rt.rules_tick is not None:
@@ -205,7 +205,7 @@ class Scheduler:
         if job is None:
             log.warning("trigger_unknown_job", system=system, stream=stream)
             return
-        job.modify(next_run_time=dt.datetime.now(dt.timezone.utc))
+        job.modify(next_run_time=dt.datetime.now(dt.UTC))
         self.sched.wakeup()
 
     def release(self, system: str) -> None:

@@ -60,7 +60,7 @@ def _apply(ctx: Ctx, t: dict[str, Any], f: dict[str, Any]) -> None:
     for k in WRITABLE:
         if k not in f:
             continue
-        key, ftype = FIELDS[k]
+        key = FIELDS[k][0]
         v = f[k]
         if k in ("UF_CRM_TASK", "AUDITORS", "ACCOMPLICES"):
             t[key] = _as_list(v)

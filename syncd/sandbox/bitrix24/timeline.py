@@ -103,7 +103,6 @@ def delete(ctx: Ctx, params: dict[str, Any]) -> None:
         c = _find(ctx, params)
         p.comments.remove(c)
     p.fire("ONCRMTIMELINECOMMENTDELETE", c["ID"])
-    return None
 
 
 def fields() -> dict[str, Any]:

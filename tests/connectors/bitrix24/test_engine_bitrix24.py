@@ -94,7 +94,8 @@ def test_a_refused_create_is_dead_lettered_then_replayed_after_the_fix(sandbox, 
     mem.edit("person", "m1", first_name="Пётр", last_name="Сидоров", email="petr@example.ru")
     mem.edit("person", "m2", first_name="Анна", last_name="Смирнова", email="anna@example.ru")
     syncer.until_quiet()
-    names = lambda: sorted(c["LAST_NAME"] for c in portal.rest("crm.contact.list", {"select": ["LAST_NAME"]})["result"])  # noqa: E731
+    def names() -> list[str]:
+        return sorted(c["LAST_NAME"] for c in portal.rest("crm.contact.list", {"select": ["LAST_NAME"]})["result"])
     assert names() == ["Смирнова"]
     dead = store.list_outbox("dead")
     assert len(dead) == 1 and "ERROR_CORE" in dead[0]["last_error"] and "Фамилия" in dead[0]["last_error"]
