@@ -212,7 +212,8 @@ class Scheduler:
         """A held system may go: run its streams now (they were skipped while it was held)."""
         conn = self.rt.connectors.get(system)
         for stream in (conn.streams if conn is not None else ()):
-            self.trigger(system, stream)
+            if self.sched.get_job(job_id(system, stream)) is not None:     # push-only streams have none
+                self.trigger(system, stream)
 
     def running(self) -> list[str]:
         with self._idle:

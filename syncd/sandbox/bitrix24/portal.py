@@ -69,7 +69,7 @@ class Faults:
     timeout_next: int = 0
     lost_next: int = 0
     access_denied: bool = False          # 403 ACCESS_DENIED (REST only on paid plans)
-    methods: tuple[str, ...] = ()        # if set, faults apply only to these methods
+    methods: tuple[str, ...] = ()        # if set, faults apply only to requests carrying these (a batch too)
     seed: int | None = None
 
 
