@@ -94,9 +94,23 @@ class DaemonThreadPool:
                 t.join()
 
 
+# APScheduler's own loggers are shared by anyone in the process; ours are private, so quieting them
+# changes nothing for other users of `apscheduler.*` (the JSON log still carries run context):
+# "skipped: maximum number of running instances reached" is our design (max_instances=1), and
+# "Running job …" / "executed successfully" on every tick is noise — failures are logged by us.
+_SCHEDULER_LOG = logging.getLogger("syncd.scheduler.apscheduler")
+_SCHEDULER_LOG.setLevel(logging.ERROR)
+_JOBS_LOG = logging.getLogger("syncd.scheduler.jobs")
+_JOBS_LOG.setLevel(logging.WARNING)
+
+
 class DaemonPoolExecutor(BasePoolExecutor):
     def __init__(self, max_workers: int = 10) -> None:
         super().__init__(DaemonThreadPool(max_workers))
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._logger = _JOBS_LOG
 
 
 class Scheduler:
@@ -104,16 +118,13 @@ class Scheduler:
         self.rt = runtime
         self.ready = ready or (lambda system: True)
         self.sched = BackgroundScheduler(timezone="UTC", executors={"default": DaemonPoolExecutor(10)},
+                                         logger=_SCHEDULER_LOG,
                                          job_defaults={"coalesce": True, "max_instances": 1,
                                                        "misfire_grace_time": 60})
         self._stopping = False
         self._busy: dict[int, str] = {}            # thread id -> what it runs (for a stop that gives up)
         self._idle = threading.Condition()
         runtime.trigger_hook = self.trigger
-        # "skipped: maximum number of running instances reached" is our design (max_instances=1), not news
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-        # "Running job …" / "executed successfully" on every tick is noise; failures are logged by us
-        logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
 
     def _enter(self, what: str) -> None:
         with self._idle:
