@@ -225,6 +225,7 @@ class Bitrix24Client:
         # keep our bucket a little under the portal's so clock skew never tips it over
         self.bucket = LeakyBucket(settings.rate, max(1.0, settings.burst - min(5.0, max(1.0, settings.burst * 0.05))))
         self._refresh_lock = threading.Lock()
+        self._verify: bool | str = settings.ca_bundle or True
         self.calls = 0                     # HTTP requests sent (for the benchmark and tests)
         self.limit_hits = 0
         self.operating: dict[str, dict[str, Any]] = {}   # method -> last `time` info
@@ -282,7 +283,15 @@ class Bitrix24Client:
         try:
             r = self.session.post(self.url(method), data=json.dumps(body, ensure_ascii=False, default=_json_default)
                                   .encode("utf-8"), headers={"Content-Type": "application/json"},
-                                  timeout=self.settings.timeout)
+                                  timeout=self.settings.timeout, verify=self._verify)
+        except requests.exceptions.SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "hostname" in str(exc).lower():
+                # the portal's certificate is not trusted here: a setting to fix, not a fault to retry
+                raise PermanentError(f"{method}: the TLS certificate of {self.host} is not trusted (set ca_bundle "
+                                     f"or REQUESTS_CA_BUNDLE to its CA)", connector=self.name,
+                                     code="TLS_UNTRUSTED") from None
+            raise _Retryable(f"{method}: TLS error talking to {self.host}", connector=self.name,
+                             code="CONNECTION") from None
         except requests.Timeout:
             raise _Retryable(f"{method}: timeout after {self.settings.timeout}s", connector=self.name,
                              code="TIMEOUT") from None
@@ -337,7 +346,9 @@ class Bitrix24Client:
                 r = self.session.get(s.oauth_url, params={
                     "grant_type": "refresh_token", "client_id": s.client_id,
                     "client_secret": s.client_secret.get_secret_value(), "refresh_token": self._refresh},
-                    timeout=s.timeout)
+                    timeout=s.timeout,
+                    # a private CA is the portal's; the cloud's token server has a public certificate
+                    verify=self._verify if urlsplit(s.oauth_url).netloc == self.host else True)
             except requests.RequestException as exc:
                 raise TransientError(f"token refresh: {type(exc).__name__}", connector=self.name) from None
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -43,6 +44,8 @@ class Bitrix24Settings(BaseModel):
     rate: float = Field(2.0, gt=0)              # requests per second the portal leaks (2; Enterprise 5)
     burst: float = Field(50.0, ge=1)            # the portal's bucket; ours is kept a little under it
     timeout: float = Field(30.0, gt=0)          # seconds per HTTP request
+    ca_bundle: str | None = None                # PEM file of the CA to trust (a box portal behind a private
+                                                # CA); default: the system's CAs or REQUESTS_CA_BUNDLE
     application_token: SecretStr | None = None  # verifies outbound events (auth[application_token])
     page_overlap_seconds: int = Field(300, ge=0)
     from_shop_field: str | None = None          # e.g. UF_CRM_FROM_SHOP (S3 "deal by phone")
@@ -53,6 +56,8 @@ class Bitrix24Settings(BaseModel):
 
     @model_validator(mode="after")
     def _auth(self) -> Bitrix24Settings:
+        if self.ca_bundle is not None and not Path(self.ca_bundle).is_file():
+            raise ValueError(f"ca_bundle: no such file {self.ca_bundle!r}")
         if self.webhook_url is not None:
             url = check_url(self.webhook_url.get_secret_value(), "webhook_url")
             if "/rest/" not in url:

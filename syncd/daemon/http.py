@@ -1,5 +1,8 @@
-"""The daemon's one ASGI app: health, stats, metrics, the status page, admin actions, hooks,
-and the routes connectors contribute (1C exchange, form posts, CRM events).
+"""The daemon's one ASGI app: health, stats, metrics, the status page, admin actions, and the
+routes connectors contribute (1C exchange, form posts, CRM events under `/hooks/…`).
+
+Connector routes are matched before the daemon's own, so a peer's correctly signed webhook always
+reaches its connector; "poll this stream now" is the admin action `POST /admin/poll/{system}/{stream}`.
 
 Admin auth: the configured `daemon.admin_token`, either as `Authorization: Bearer <token>`
 (scripts, JSON answers) or a browser session opened by `POST /login`. The session cookie holds a
@@ -231,7 +234,9 @@ class _Auth:
 Action = Callable[[dict[str, Any]], Any]
 
 
-def create_app(runtime: Runtime) -> Starlette:
+def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
+    """The app over `runtime`; `checks` (a `LiveCheck`, when the daemon runs one) adds each
+    system's live-check state to /healthz and /stats."""
     rt = runtime
     token: str | None = rt.settings.daemon.admin_token or None
     redactor = Redactor([*rt.settings.secrets, *([token] if token else [])])
@@ -350,13 +355,22 @@ def create_app(runtime: Runtime) -> Starlette:
         except Exception as exc:  # noqa: BLE001
             log.warning("healthz_db_failed", error=type(exc).__name__)
             ok = False
-        body = {"status": "ok" if ok else "error", "db": bool(ok), "instance": rt.instance}
+        body: dict[str, Any] = {"status": "ok" if ok else "error", "db": bool(ok), "instance": rt.instance}
+        if checks is not None:
+            # the process is alive and serving (200) while a peer is down or still being checked;
+            # `status` says so: starting (a check pending), degraded (a peer unreachable), error
+            body["checks"] = checks.view()
+            if ok:
+                body["status"] = {"ok": "ok", "pending": "starting", "unreachable": "degraded",
+                                  "mismatch": "error"}[checks.summary()]
         return jresp(body, 200 if ok else 503)
 
     def _stats() -> dict[str, Any]:
         st = rt.stats()
         st["instance"] = rt.instance
         st["uptime_seconds"] = max(0.0, (utcnow() - rt.started_at).total_seconds())
+        if checks is not None:
+            st["checks"] = checks.view()
         return st
 
     async def stats(request: Request) -> Response:
@@ -502,22 +516,21 @@ def create_app(runtime: Runtime) -> Starlette:
 
         return await admin_action(request, act, lambda r: f"{r['replayed']} write(s) put back in the queue")
 
-    async def hook(request: Request) -> Response:
-        if not token:
-            return jresp({"error": NO_TOKEN}, 403)
-        b = bearer(request)
-        if b != _Auth.BEARER:
-            return jresp({"error": "wrong admin token" if b == "bad" else "admin token required"}, 401,
-                         headers={"WWW-Authenticate": 'Bearer realm="syncd"'})
+    async def poll(request: Request) -> Response:
+        """Poll a stream now instead of at its next tick (an operator's "sync now")."""
         system, stream = request.path_params["system"], request.path_params["stream"]
-        conn = rt.connectors.get(system)
-        if conn is None:
-            return jresp({"error": f"no system {system!r}"}, 404)
-        if stream not in conn.streams:
-            return jresp({"error": f"system {system!r} has no stream {stream!r}",
-                          "streams": sorted(conn.streams)}, 404)
-        rt.trigger(system, stream)
-        return jresp({"ok": True, "triggered": {"system": system, "stream": stream}}, 202)
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            conn = rt.connectors.get(system)
+            if conn is None:
+                raise KeyError(f"no system {system!r}")
+            if stream not in conn.streams:
+                raise KeyError(f"system {system!r} has no stream {stream!r} (streams: "
+                               f"{', '.join(sorted(conn.streams))})")
+            rt.trigger(system, stream)
+            return {"triggered": {"system": system, "stream": stream}}
+
+        return await admin_action(request, act, lambda r: f"{system}/{stream}: poll started")
 
     # -- JSON lists -----------------------------------------------------------------------------
     def _limit(request: Request) -> int:
@@ -536,7 +549,7 @@ def create_app(runtime: Runtime) -> Starlette:
         StarletteRoute("/admin/quarantine/{id}/release", release_quarantine, methods=["POST"]),
         StarletteRoute("/admin/review/{id}/resolve", resolve_review, methods=["POST"]),
         StarletteRoute("/admin/replay", replay, methods=["POST"]),
-        StarletteRoute("/hooks/{system}/{stream}", hook, methods=["POST"]),
+        StarletteRoute("/admin/poll/{system}/{stream}", poll, methods=["POST"]),
     ]
 
     def _api(path: str, make: Callable[[Request], list[dict[str, Any]]]) -> StarletteRoute:
@@ -554,16 +567,27 @@ def create_app(runtime: Runtime) -> Starlette:
         _api("/api/dead", lambda r: rt.store.list_outbox("dead", _limit(r))),
     ]
 
-    # -- connector routes: mounted as they are, each keeps its own auth --------------------------
-    taken = {(r.path, m) for r in routes for m in (r.methods or ())}
+    # -- connector routes: mounted as they are, each keeps its own auth, and ahead of ours -------
+    # A peer's webhook (Bitrix24 events under /hooks/…, the 1C exchange, form posts) must reach
+    # its connector whatever our own routes look like, so connector routes are matched first; a
+    # connector route that one of ours would also match is a configuration error, not a silent
+    # shadowing either way.
+    own: list[StarletteRoute] = []
+    seen: dict[tuple[str, str], str] = {}
     for name, conn in rt.connectors.items():
         for r in conn.http_routes() or ():
             methods = [m.upper() for m in r.methods]
-            clash = [m for m in methods if (r.path, m) in taken]
-            if clash:
-                raise ValueError(f"connector {name!r} route {' '.join(clash)} {r.path} is already taken")
-            taken.update((r.path, m) for m in methods)
-            routes.append(StarletteRoute(r.path, r.endpoint, methods=methods, name=f"{name}:{r.path}"))
+            for m in methods:
+                if (r.path, m) in seen:
+                    raise ValueError(f"connector {name!r} route {m} {r.path} is already taken by "
+                                     f"{seen[(r.path, m)]!r}")
+                seen[(r.path, m)] = name
+            for builtin in routes:
+                if builtin.path_regex.match(r.path) and set(methods) & set(builtin.methods or ()):
+                    raise ValueError(f"connector {name!r} route {r.path} collides with the daemon's own "
+                                     f"route {builtin.path}")
+            own.append(StarletteRoute(r.path, r.endpoint, methods=methods, name=f"{name}:{r.path}"))
+    routes = own + routes
 
     app = Starlette(routes=routes)
     app.state.runtime = rt

@@ -1,43 +1,61 @@
 """`syncd run`: HTTP server + scheduler until SIGTERM, with systemd notification.
 
-Shutdown order on SIGTERM/SIGINT: tell systemd STOPPING=1, stop scheduling and wait for the
-runs and pushes in flight (each batch commits whole or not at all; a claimed write either
-completes or stays claimed and is taken again after `claim_ttl`), stop HTTP, close the store.
+Start-up never waits on a peer: HTTP comes up first (READY=1 as soon as it accepts
+connections), then the scheduler, and the mappings are checked against each live system in the
+background (`livecheck`): a system is held until its check answers; an unreachable one is
+reported and checked again; a mismatch stops the daemon with exit code 2.
+
+Shutdown on SIGTERM/SIGINT: tell systemd STOPPING=1, stop scheduling, give the runs and pushes in
+hand up to `STOP_GRACE` seconds (each batch commits whole or not at all; a claimed write either
+completes or stays claimed and is taken again after `claim_ttl`), stop HTTP, close the store. A
+run stuck in a peer call that never answers is abandoned, not waited for: the process ends within
+about STOP_GRACE + HTTP_GRACE seconds and frees its port.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 import structlog
 import uvicorn
 
 from syncd.config import Settings
+from syncd.daemon.livecheck import LiveCheck
 from syncd.daemon.notify import notify, watchdog_interval
 from syncd.daemon.runtime import Runtime
 from syncd.daemon.scheduler import Scheduler
+from syncd.errors import ConfigError
 
 log = structlog.get_logger("syncd.daemon")
 
+STOP_GRACE = 5.0        # seconds the runs in hand get after SIGTERM
+HTTP_GRACE = 2.0        # seconds open HTTP connections get to finish
 
-def _http_app(rt: Runtime) -> Any:
+
+def _http_app(rt: Runtime, checks: LiveCheck | None) -> Any:
     from syncd.daemon.http import create_app
 
-    return create_app(rt)
+    return create_app(rt, checks=checks)
 
 
 class Daemon:
     def __init__(self, settings: Settings, *, runtime: Runtime | None = None) -> None:
         self.settings = settings
         self.rt = runtime or Runtime(settings)
-        self.scheduler = Scheduler(self.rt)
-        host, _, port = settings.daemon.listen.rpartition(":")
-        self.server = uvicorn.Server(uvicorn.Config(_http_app(self.rt), host=host, port=int(port),
-                                                    log_level="warning", access_log=False, lifespan="off"))
+        self.fatal: ConfigError | None = None
         self.stop_event = threading.Event()
+        self.checks = LiveCheck(self.rt.mapper, self.rt.connectors, on_release=self._released,
+                                on_mismatch=self._mismatch)
+        self.scheduler = Scheduler(self.rt, ready=self.checks.ready)
+        host, _, port = settings.daemon.listen.rpartition(":")
+        self.server = uvicorn.Server(uvicorn.Config(_http_app(self.rt, self.checks), host=host, port=int(port),
+                                                    log_level="warning", access_log=False, lifespan="off",
+                                                    timeout_graceful_shutdown=int(HTTP_GRACE)))
         self._http_thread: threading.Thread | None = None
+        self._stopped = False
 
     @property
     def url(self) -> str:
@@ -46,27 +64,18 @@ class Daemon:
             port = str(self.server.servers[0].sockets[0].getsockname()[1])   # listen on :0
         return f"http://{host}:{port}"
 
-    def check_mappings(self) -> None:
-        """An unknown stage, status or field in a mapping stops the start, naming file and key.
+    # -- live check callbacks --------------------------------------------------------------------
+    def _released(self, system: str) -> None:
+        self.scheduler.release(system)
 
-        A system that cannot be reached right now is only warned about: the daemon starts and
-        retries it on schedule.
-        """
-        from syncd.errors import ConfigError
-        from syncd.mapping.live import check_live
+    def _mismatch(self, system: str, problems: list[str]) -> None:
+        """An unknown stage, status or field in a mapping stops the daemon, naming file and key."""
+        self.fatal = ConfigError(f"mappings do not match the live system {system!r}:\n  " + "\n  ".join(problems),
+                                 key="mappings")
+        self.stop_event.set()
 
-        problems = []
-        for key, problem in check_live(self.rt.mapper, self.rt.connectors):
-            if problem.startswith("cannot read the live schema"):
-                log.warning("live_schema_unavailable", key=key, problem=problem)
-            else:
-                problems.append(f"{key}: {problem}")
-        if problems:
-            raise ConfigError("mappings do not match the live systems:\n  " + "\n  ".join(problems),
-                              key="mappings")
-
+    # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
-        self.check_mappings()
         self._http_thread = threading.Thread(target=self.server.run, name="http", daemon=True)
         self._http_thread.start()
         while not self.server.started:
@@ -74,18 +83,27 @@ class Daemon:
                 raise RuntimeError(f"HTTP server could not listen on {self.settings.daemon.listen}")
             self.stop_event.wait(0.02)
         self.scheduler.start()
+        self.checks.start()
         notify("READY=1\nSTATUS=syncing")
         log.info("daemon_started", url=self.url, instance=self.rt.instance,
                  systems=sorted(self.rt.connectors))
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         notify("STOPPING=1")
         log.info("daemon_stopping")
+        t0 = time.monotonic()
         self.rt.syncer.pusher.stopping.set()
-        self.scheduler.stop(wait=True)
+        self.checks.stop()
+        left = self.scheduler.stop(grace=STOP_GRACE)
         self.server.should_exit = True
         if self._http_thread:
-            self._http_thread.join(10)
+            self._http_thread.join(HTTP_GRACE + 1.0)
+        if left:
+            # stuck in a peer call: nothing of it is committed, so nothing is lost by leaving it
+            log.warning("stop_abandoned", running=left, waited=round(time.monotonic() - t0, 1))
         self.rt.close()
         log.info("daemon_stopped")
 
@@ -100,3 +118,5 @@ class Daemon:
                     notify("WATCHDOG=1")
         finally:
             self.stop()
+        if self.fatal is not None:
+            raise self.fatal

@@ -6,16 +6,29 @@ A daily `retention` job purges what is older than `retention_days` (syncd.store.
 
 At `info` a run is logged only when it did something (one `run` line with its non-zero counts);
 job starts and empty polls are not news (`debug`).
+
+A system whose live check has not answered yet is held: its streams are not pulled and nothing is
+pushed to it (`ready(system)` says when it may go; `release(system)` runs its streams at once).
+
+Jobs run on daemon threads: a run stuck in a peer call (a socket that never answers) must not keep
+the process alive after SIGTERM. `stop(grace)` waits that long for the runs in hand, then gives up
+on them — nothing is lost (a batch commits whole with its cursor or not at all; a claimed write is
+taken again after its claim expires).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
+import queue
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -44,25 +57,113 @@ def log_run(system: str, stream: str, counts: Any) -> None:
         log.debug("run_idle", system=system, stream=stream, **done)
 
 
+class DaemonThreadPool:
+    """The part of `concurrent.futures.Executor` APScheduler uses, on daemon threads.
+
+    The standard pool's threads are joined at interpreter exit, so one run blocked in a socket
+    read would hold the process (and its port) for as long as the peer keeps silent.
+    """
+
+    def __init__(self, max_workers: int = 10) -> None:
+        self.max_workers = max_workers
+        self._work: queue.Queue[Any] = queue.Queue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+        self._shutdown = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        f: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new work after shutdown")
+            self._work.put((f, fn, args, kwargs))
+            if self._work.qsize() > self._idle and len(self._threads) < self.max_workers:
+                t = threading.Thread(target=self._worker, name=f"job-{len(self._threads) + 1}", daemon=True)
+                self._threads.append(t)
+                t.start()
+        return f
+
+    def _worker(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            item = self._work.get()
+            with self._lock:
+                self._idle -= 1
+            if item is None:
+                return
+            f, fn, args, kwargs = item
+            if not f.set_running_or_notify_cancel():
+                continue
+            try:
+                f.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the future, as the stdlib pool does
+                f.set_exception(exc)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            self._shutdown = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._work.put(None)
+        if wait:
+            for t in threads:
+                t.join()
+
+
+# APScheduler's own loggers are shared by anyone in the process; ours are private, so quieting them
+# changes nothing for other users of `apscheduler.*` (the JSON log still carries run context):
+# "skipped: maximum number of running instances reached" is our design (max_instances=1), and
+# "Running job …" / "executed successfully" on every tick is noise — failures are logged by us.
+_SCHEDULER_LOG = logging.getLogger("syncd.scheduler.apscheduler")
+_SCHEDULER_LOG.setLevel(logging.ERROR)
+_JOBS_LOG = logging.getLogger("syncd.scheduler.jobs")
+_JOBS_LOG.setLevel(logging.WARNING)
+
+
+class DaemonPoolExecutor(BasePoolExecutor):
+    def __init__(self, max_workers: int = 10) -> None:
+        super().__init__(DaemonThreadPool(max_workers))
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._logger = _JOBS_LOG
+
+
 class Scheduler:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, ready: Callable[[str], bool] | None = None) -> None:
         self.rt = runtime
-        self.sched = BackgroundScheduler(timezone="UTC", job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": 60})
+        self.ready = ready or (lambda system: True)
+        self.sched = BackgroundScheduler(timezone="UTC", executors={"default": DaemonPoolExecutor(10)},
+                                         logger=_SCHEDULER_LOG,
+                                         job_defaults={"coalesce": True, "max_instances": 1,
+                                                       "misfire_grace_time": 60})
         self._stopping = False
         self._stop_event = threading.Event()       # ends a purge between two batches
+        self._busy: dict[int, str] = {}            # thread id -> what it runs (for a stop that gives up)
+        self._idle = threading.Condition()
         runtime.trigger_hook = self.trigger
-        # "skipped: maximum number of running instances reached" is our design (max_instances=1), not news
-        # (the executors' "Running job …" chatter is quieted in syncd.logs)
-        logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+
+    def _enter(self, what: str) -> None:
+        with self._idle:
+            self._busy[threading.get_ident()] = what
+
+    def _leave(self) -> None:
+        with self._idle:
+            self._busy.pop(threading.get_ident(), None)
+            self._idle.notify_all()
 
     def _run_stream(self, system: str, stream: str) -> None:
-        if self._stopping:
+        if self._stopping or not self.ready(system):
             return
+        self._enter(f"pull {system}/{stream}")
         try:
             log_run(system, stream, self.rt.run_stream(system, stream))
         except Exception as exc:  # noqa: BLE001 - a failed run is recorded; the schedule goes on
             log.error("job_failed", system=system, stream=stream, error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._leave()
         # what was pulled is pushed without waiting for the push tick
         self._push(None)
 
@@ -70,10 +171,15 @@ class Scheduler:
         if self._stopping:
             return
         for name in [system] if system else list(self.rt.connectors):
+            if self._stopping or not self.ready(name):
+                continue
+            self._enter(f"push {name}")
             try:
                 log_run(name, "push", self.rt.push(name))
             except Exception as exc:  # noqa: BLE001
                 log.error("push_failed", system=name, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._leave()
 
     def _trigger_for(self, every: str | None, cron: str | None) -> Any:
         if cron:
@@ -91,14 +197,14 @@ class Scheduler:
                                   file=str(self.rt.settings.path or "") or None, key=f"jobs[{i}].stream")
             self.sched.add_job(self._run_stream, self._trigger_for(job.every, job.cron),
                                args=(job.system, job.stream), id=job_id(job.system, job.stream),
-                               misfire_grace_time=int(job.misfire_grace), next_run_time=dt.datetime.now(dt.timezone.utc))
+                               misfire_grace_time=int(job.misfire_grace), next_run_time=dt.datetime.now(dt.UTC))
         # streams without a job line still run, at the connector's default interval
         for name, conn in self.rt.connectors.items():
             for stream, spec in conn.streams.items():
                 if (name, stream) not in configured and spec.default_interval > 0:
                     self.sched.add_job(self._run_stream, IntervalTrigger(seconds=spec.default_interval),
                                        args=(name, stream), id=job_id(name, stream),
-                                       next_run_time=dt.datetime.now(dt.timezone.utc))
+                                       next_run_time=dt.datetime.now(dt.UTC))
         self.sched.add_job(self._push, IntervalTrigger(seconds=self.rt.settings.daemon.push_interval),
                            args=(None,), id="push")
         if self.rt.rules_tick is not None:
@@ -134,27 +240,54 @@ class Scheduler:
     def _tick(self) -> None:
         if self._stopping:
             return
+        self._enter("rules tick")
         try:
-            if self.rt.tick_rules():
-                self._push(None)
+            acted = self.rt.tick_rules()
         except Exception as exc:  # noqa: BLE001
             log.error("rules_tick_failed", error=f"{type(exc).__name__}: {exc}")
+            acted = 0
+        finally:
+            self._leave()
+        if acted:
+            self._push(None)
 
     def start(self) -> None:
         self.setup()
         self.sched.start()
 
     def trigger(self, system: str, stream: str) -> None:
+        if self._stopping:
+            return
         job = self.sched.get_job(job_id(system, stream))
         if job is None:
             log.warning("trigger_unknown_job", system=system, stream=stream)
             return
-        job.modify(next_run_time=dt.datetime.now(dt.timezone.utc))
+        job.modify(next_run_time=dt.datetime.now(dt.UTC))
         self.sched.wakeup()
 
-    def stop(self, wait: bool = True) -> None:
-        """Stop scheduling; with wait, in-flight runs and pushes finish first."""
+    def release(self, system: str) -> None:
+        """A held system may go: run its streams now (they were skipped while it was held)."""
+        conn = self.rt.connectors.get(system)
+        for stream in (conn.streams if conn is not None else ()):
+            if self.sched.get_job(job_id(system, stream)) is not None:     # push-only streams have none
+                self.trigger(system, stream)
+
+    def running(self) -> list[str]:
+        with self._idle:
+            return sorted(self._busy.values())
+
+    def stop(self, grace: float | None = None) -> list[str]:
+        """Stop scheduling and wait up to `grace` seconds (None: as long as it takes) for the runs
+        and pushes in hand; returns what was still running when it gave up."""
         self._stopping = True
         self._stop_event.set()
         if self.sched.running:
-            self.sched.shutdown(wait=wait)
+            self.sched.shutdown(wait=False)
+        deadline = None if grace is None else time.monotonic() + grace
+        with self._idle:
+            while self._busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                self._idle.wait(left)
+            return sorted(self._busy.values())

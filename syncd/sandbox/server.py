@@ -26,10 +26,11 @@ class ServerHandle:
     host: str
     port: int
     extra: dict[str, Any] = field(default_factory=dict)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
@@ -37,11 +38,14 @@ class ServerHandle:
 
 
 def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
-                    log_level: str = "warning") -> ServerHandle:
-    """Start `app` under uvicorn in a daemon thread and wait until it accepts connections."""
+                    log_level: str = "warning", ssl_certfile: str | None = None,
+                    ssl_keyfile: str | None = None) -> ServerHandle:
+    """Start `app` under uvicorn in a daemon thread and wait until it accepts connections
+    (HTTPS when a certificate and its key are given)."""
     port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="off", timeout_keep_alive=30)
+                            lifespan="off", timeout_keep_alive=30, ssl_certfile=ssl_certfile,
+                            ssl_keyfile=ssl_keyfile)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn:{port}", daemon=True)
     thread.start()
@@ -50,4 +54,4 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"server on {host}:{port} did not start")
         time.sleep(0.01)
-    return ServerHandle(server, thread, host, port)
+    return ServerHandle(server, thread, host, port, scheme="https" if ssl_certfile else "http")

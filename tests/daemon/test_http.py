@@ -271,7 +271,7 @@ def test_no_admin_token_configured_refuses_admin(env_no_token: Env) -> None:
         r = c.post("/admin/replay", headers={"Authorization": "Bearer anything"})
         assert r.status_code == 403 and "admin_token" in r.json()["error"]
         assert c.get("/api/conflicts").status_code == 403
-        assert c.post("/hooks/x/y").status_code == 403
+        assert c.post("/admin/poll/x/y").status_code == 403
         r = c.get("/login")
         assert r.status_code == 403 and "admin_token" in r.text
         r = c.post("/login", data={"token": ""})
@@ -281,16 +281,19 @@ def test_no_admin_token_configured_refuses_admin(env_no_token: Env) -> None:
 
 
 # -- hooks and connector routes ----------------------------------------------------------------
-def test_poll_now_hook(env: Env) -> None:
+def test_poll_now_is_an_admin_action(env: Env) -> None:
     calls: list[tuple[str, str]] = []
     env.rt.trigger_hook = lambda system, stream: calls.append((system, stream))
     with client(env) as c:
-        assert c.post(f"/hooks/{env.shop}/person").status_code == 401
-        assert c.post(f"/hooks/{env.shop}/person", headers={"Authorization": "Bearer x"}).status_code == 401
-        r = c.post(f"/hooks/{env.shop}/person", headers=AUTH)
-        assert r.status_code == 202 and r.json()["triggered"] == {"system": env.shop, "stream": "person"}
-        assert c.post("/hooks/nope/person", headers=AUTH).status_code == 404
-        assert c.post(f"/hooks/{env.shop}/nope", headers=AUTH).status_code == 404
+        assert c.post(f"/admin/poll/{env.shop}/person").status_code == 401
+        assert c.post(f"/admin/poll/{env.shop}/person", headers={"Authorization": "Bearer x"}).status_code == 401
+        r = c.post(f"/admin/poll/{env.shop}/person", headers=AUTH)
+        assert r.status_code == 200 and r.json()["triggered"] == {"system": env.shop, "stream": "person"}
+        assert c.post("/admin/poll/nope/person", headers=AUTH).status_code == 404
+        r = c.post(f"/admin/poll/{env.shop}/nope", headers=AUTH)
+        assert r.status_code == 404 and "person" in r.json()["error"]
+        # /hooks/… belongs to the peers' webhooks (connector routes), not to an admin action
+        assert c.post(f"/hooks/{env.shop}/person", headers=AUTH).status_code in (404, 405)
     assert calls == [(env.shop, "person")]
 
 
@@ -348,3 +351,32 @@ def test_status_page_shows_everything_escaped(env: Env) -> None:
     assert "Recent runs" in page
     # not logged in: no CSRF field, a login link
     assert 'name="csrf"' not in page and 'href="/login"' in page
+
+
+def test_connector_routes_win_and_may_not_shadow_the_daemons_own(env: Env) -> None:
+    from starlette.responses import PlainTextResponse
+
+    from syncd.connector import Route
+    from syncd.daemon.http import create_app
+
+    conn = env.rt.connectors[env.shop]
+
+    async def hook(request):  # type: ignore[no-untyped-def]
+        return PlainTextResponse("mine")
+
+    # a connector's webhook under /hooks/… reaches the connector, whatever the daemon serves
+    conn.http_routes = lambda: [Route(f"/hooks/{env.shop}/events", hook, ("POST",))]  # type: ignore[method-assign]
+    from starlette.testclient import TestClient
+
+    with TestClient(create_app(env.rt)) as c:
+        r = c.post(f"/hooks/{env.shop}/events")
+        assert r.status_code == 200 and r.text == "mine"
+    # a route one of the daemon's own would also match is refused at start, naming both
+    for path in ("/admin/replay", "/admin/poll/a/b", "/healthz"):
+        conn.http_routes = lambda p=path: [Route(p, hook, ("POST", "GET"))]  # type: ignore[method-assign]
+        try:
+            create_app(env.rt)
+        except ValueError as exc:
+            assert env.shop in str(exc) and path.split("/")[1] in str(exc)
+        else:
+            raise AssertionError(f"{path} was allowed to shadow a daemon route")

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from syncd.sandbox.bitrix24 import im
 from syncd.sandbox.bitrix24 import methods as M
 from syncd.sandbox.bitrix24.php import parse_query
 from syncd.sandbox.bitrix24.portal import TZ, BxError, Portal, SandboxState
@@ -63,6 +64,7 @@ def _run_one(ctx: M.Ctx, method: str, params: dict[str, Any]) -> tuple[Any, dict
     """One method with its operating-time accounting; returns (result, {total, next, time})."""
     key = method.lower()
     ctx.portal.operating_check(ctx.who, key)
+    ctx.portal.check_rejection(key, params)        # a write refused until cleared (control API)
     t0 = time.time()
     try:
         value = M.call(ctx, method, params)
@@ -112,7 +114,13 @@ class App:
                 entry.update(status=e.status, error=e.code)
                 return _err(e)
             f = portal.faults
-            applies = not f.methods or method.lower() in f.methods
+            # a fault "for method X" hits any request that carries X, alone or inside a batch
+            carried = {method.lower()}
+            if method.lower() == "batch":
+                cmds = M.arg(params, "cmd") or {}
+                carried |= {str(v).split("?", 1)[0].strip("/").lower().removesuffix(".json")
+                            for v in (cmds.values() if isinstance(cmds, dict) else cmds)}
+            applies = not f.methods or bool(carried & {m.lower() for m in f.methods})
             rng = portal.rng
             if applies and f.latency:
                 await asyncio.sleep(f.latency)
@@ -304,6 +312,10 @@ class App:
                 return JSONResponse({"code": code, "client_id": p.client_id}, 201)
             if sub == "expire":
                 return JSONResponse({"expired": p.expire_tokens()})
+        if what == "users" and len(rest) == 3 and rest[2] == "notifications":
+            with p.lock:
+                seen = [im.public(n) for n in p.notifications if str(n["USER_ID"]) == rest[1]]
+            return JSONResponse({"user_id": int(rest[1]), "notifications": seen})
         if what == "users":
             if len(rest) == 1 and meth == "POST":
                 u = p.add_user(body.get("name", ""), body.get("last_name", ""), email=body.get("email", ""),
@@ -383,10 +395,65 @@ class App:
             except BxError as e:
                 return JSONResponse(e.body(), e.status)
         if what == "notifications":
-            return JSONResponse({"notifications": list(p.notifications)})
+            uid = request.query_params.get("user_id")
+            with p.lock:
+                notes = p.notify_log if request.query_params.get("all") else p.notifications
+                notes = [im.public(n) for n in notes if uid is None or str(n["USER_ID"]) == uid]
+            return JSONResponse({"notifications": notes})
         if what == "comments":
-            return JSONResponse({"comments": list(p.comments)})
+            q = request.query_params
+            with p.lock:
+                found = [dict(c) for c in p.comments
+                         if (not q.get("entity_type") or c["ENTITY_TYPE"] == q["entity_type"].lower())
+                         and (not q.get("entity_id") or c["ENTITY_ID"] == q["entity_id"])]
+            return JSONResponse({"comments": found})
+        if what == "tasks":
+            with p.lock:
+                return JSONResponse({"tasks": [dict(t) for _, t in sorted(p.tables["task"].items())]})
+        if what == "clock":
+            if meth in ("PATCH", "PUT", "POST"):
+                bad = set(body) - {"offset", "advance", "now"}
+                if bad:
+                    raise ValueError(f"unknown clock keys: {sorted(bad)} (offset, advance, now)")
+                return JSONResponse(p.set_clock(**body))
+            return JSONResponse(p.set_clock())
+        if what == "dates" and len(rest) == 3:
+            return JSONResponse(_backdate(p, rest[1], int(rest[2]), body))
+        if what == "rejections":
+            if meth == "POST" and len(rest) == 1:
+                opts = {k: body[k] for k in ("record_id", "fields", "status", "error", "description", "times")
+                        if k in body}
+                bad = set(body) - set(opts) - {"method"}
+                if bad:
+                    raise ValueError(f"unknown keys: {sorted(bad)}")
+                return JSONResponse(p.add_rejection(str(body["method"]), **opts).view(), 201)
+            if meth == "DELETE":
+                with p.lock:
+                    before = len(p.rejections)
+                    p.rejections = [r for r in p.rejections if len(rest) == 2 and r.id != int(rest[1])]
+                    return JSONResponse({"cleared": before - len(p.rejections)})
+            with p.lock:
+                return JSONResponse({"rejections": [r.view() for r in p.rejections]})
         return JSONResponse({"error": "not_found"}, 404)
+
+
+DATE_FIELDS = ("date", "datetime")
+
+
+def _backdate(p: Portal, entity: str, rid: int, body: dict[str, Any]) -> dict[str, Any]:
+    """Set a record's date fields (DATE_CREATE, DATE_MODIFY, MOVED_TIME, BEGINDATE…) as they would
+    be had it been made or last touched then; no event fires (nobody edited it now)."""
+    ent = M.ENTITIES[entity]
+    with p.lock:
+        rec = p.tables[ent.name].get(rid)
+        if rec is None:
+            raise KeyError(f"no {entity} {rid}")
+        for k, v in body.items():
+            k = str(k).upper()
+            if ent.fields.get(k) not in DATE_FIELDS and k not in ("DATE_CREATE", "DATE_MODIFY", "TIMESTAMP_X"):
+                raise ValueError(f"{k} is not a date field of {entity}")
+            rec[k] = M.norm_value("datetime", v)
+        return M.out_record(p, ent, rec)
 
 
 def _public_user(u: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from syncd.sandbox.bitrix24.php import parse_query
-from syncd.sandbox.bitrix24.portal import ALL_SCOPES, TZ, BxError, Portal, now_bx
+from syncd.sandbox.bitrix24.portal import ALL_SCOPES, TZ, BxError, Portal
 
 PAGE = 50
 BATCH_MAX = 50
@@ -285,7 +285,7 @@ def write(ctx: Ctx, ent: Entity, fields: Any, rid: int | None = None) -> int:
             for r in ent.required:
                 if rec.get(r) in (None, ""):
                     raise core(f'Поле "{r}" обязательно для заполнения.')
-        ts = now_bx()
+        ts = p.now_bx()
         if ent.name == "product":
             rec.setdefault("CREATED_BY", str(ctx.user_id))
             rec["MODIFIED_BY"] = str(ctx.user_id)
@@ -350,9 +350,9 @@ def _entity_rules(ctx: Ctx, ent: Entity, rec: dict[str, Any], old: dict[str, Any
             rec.setdefault("CURRENCY_ID", "RUB")
             rec.setdefault("IS_MANUAL_OPPORTUNITY", "N")
             rec.setdefault("COMPANY_ID", "0")
-            rec.setdefault("BEGINDATE", now_bx()[:10] + "T00:00:00+03:00")
-            rec.setdefault("CLOSEDATE", fmt_dt(dt.datetime.now(TZ).replace(hour=0, minute=0, second=0)
-                                               + dt.timedelta(days=7)))
+            today = dt.datetime.fromtimestamp(p.now(), TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+            rec.setdefault("BEGINDATE", fmt_dt(today))
+            rec.setdefault("CLOSEDATE", fmt_dt(today + dt.timedelta(days=7)))
             for k in ("IS_NEW", "IS_RECURRING", "IS_RETURN_CUSTOMER", "IS_REPEATED_APPROACH"):
                 rec.setdefault(k, "Y" if k == "IS_NEW" else "N")
         if "CONTACT_IDS" in fields:
@@ -598,7 +598,7 @@ def productrows_set(ctx: Ctx, owner: str, params: dict[str, Any]) -> bool:
         p.product_rows[(owner, oid)] = new
         if rec.get("IS_MANUAL_OPPORTUNITY") != "Y":
             rec["OPPORTUNITY"] = f"{sum(r['PRICE'] * r['QUANTITY'] for r in new):.2f}"
-        rec["DATE_MODIFY"] = now_bx()
+        rec["DATE_MODIFY"] = p.now_bx()
         rec["MODIFY_BY_ID"] = str(ctx.user_id)
     p.fire(f"ONCRM{owner.upper()}UPDATE", oid)
     return True
@@ -857,80 +857,6 @@ def timeman_status(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
                 "IP_OPEN": "", "IP_CLOSE": "", "LAT_OPEN": 0, "LON_OPEN": 0, "TZ_OFFSET": 10800}
 
 
-def task_add(ctx: Ctx, params: dict[str, Any]) -> dict[str, Any]:
-    p = ctx.portal
-    f = {str(k).upper(): v for k, v in (arg(params, "fields") or {}).items()}
-    if not f.get("TITLE"):
-        raise BxError("ERROR_CORE", "Не указано название задачи", 400)
-    with p.lock:
-        tid = p.next_id("task")
-        uf = f.get("UF_CRM_TASK") or []
-        uf = list(uf.values()) if isinstance(uf, dict) else (uf if isinstance(uf, list) else [uf])
-        t = {"id": str(tid), "title": str(f["TITLE"]), "description": str(f.get("DESCRIPTION") or ""),
-             "responsibleId": str(f.get("RESPONSIBLE_ID") or ctx.user_id), "createdBy": str(ctx.user_id),
-             "createdDate": now_bx(), "changedDate": now_bx(), "status": "2",
-             "deadline": norm_value("datetime", f["DEADLINE"]) if f.get("DEADLINE") else None,
-             "groupId": str(f.get("GROUP_ID") or 0), "ufCrmTask": uf, "priority": str(f.get("PRIORITY") or 1)}
-        p.tables["task"][tid] = t
-    return {"task": dict(t)}
-
-
-def task_list(ctx: Ctx, params: dict[str, Any]) -> Page:
-    p = ctx.portal
-    with p.lock:
-        rows = [dict(t) for t in p.tables["task"].values()]
-    flt = {}
-    for k, v in (arg(params, "filter") or {}).items():
-        op = next((o for o in FILTER_OPS if k.startswith(o)), "")
-        flt[op + camel(k[len(op):].upper()).upper()] = v
-    up = [{k.upper(): v for k, v in r.items()} for r in rows]
-    keep = {r["ID"] for r in apply_filter(up, flt, {"ID": "integer", "RESPONSIBLEID": "integer"})}
-    rows = [r for r in rows if r["id"] in keep]
-    page = paginate(rows, arg(params, "start"))
-    page.wrap = "tasks"
-    return page
-
-
-def timeline_comment_add(ctx: Ctx, params: dict[str, Any]) -> int:
-    p = ctx.portal
-    f = {str(k).upper(): v for k, v in (arg(params, "fields") or {}).items()}
-    etype = str(f.get("ENTITY_TYPE") or "").lower()
-    if etype not in ("deal", "lead", "contact", "company"):
-        raise core("Invalid ENTITY_TYPE")
-    try:
-        eid = int(f.get("ENTITY_ID"))
-    except (TypeError, ValueError):
-        raise core("ENTITY_ID is required")
-    if not f.get("COMMENT"):
-        raise core("Empty comment")
-    with p.lock:
-        if eid not in p.tables[etype]:
-            raise NotFound()
-        cid = p.next_id("comment")
-        p.comments.append({"ID": str(cid), "ENTITY_ID": str(eid), "ENTITY_TYPE": etype, "COMMENT": str(f["COMMENT"]),
-                           "AUTHOR_ID": str(ctx.user_id), "CREATED": now_bx()})
-    p.fire("ONCRMTIMELINECOMMENTADD", cid)
-    return cid
-
-
-def notify(ctx: Ctx, params: dict[str, Any]) -> int:
-    p = ctx.portal
-    try:
-        uid = int(arg(params, "USER_ID") or arg(params, "to"))
-    except (TypeError, ValueError):
-        raise core("USER_ID is required")
-    msg = arg(params, "MESSAGE") or arg(params, "message")
-    if uid not in p.users:
-        raise core("User not found")
-    if not msg:
-        raise core("Message can't be empty")
-    with p.lock:
-        nid = p.next_id("notify")
-        p.notifications.append({"ID": nid, "USER_ID": uid, "MESSAGE": str(msg), "FROM": ctx.user_id,
-                                "TAG": arg(params, "TAG"), "DATE": now_bx()})
-    return nid
-
-
 def event_call(ctx: Ctx, verb: str, params: dict[str, Any]) -> Any:
     p = ctx.portal
     if ctx.auth != "oauth":
@@ -996,15 +922,23 @@ def call(ctx: Ctx, method: str, params: dict[str, Any]) -> Any:
     if m == "timeman.status":
         return timeman_status(ctx, params)
     if m in ("im.notify.system.add", "im.notify", "im.notify.personal.add"):
-        return notify(ctx, params)
-    if m == "tasks.task.add":
-        return task_add(ctx, params)
-    if m == "tasks.task.list":
-        return task_list(ctx, params)
+        from syncd.sandbox.bitrix24 import im
+        return im.notify(ctx, params, "personal" if m == "im.notify.personal.add" else "system")
+    if parts[:2] == ["tasks", "task"] and len(parts) == 3:
+        from syncd.sandbox.bitrix24 import tasks
+        fn = {"add": tasks.add, "update": tasks.update, "get": tasks.get, "list": tasks.list_}.get(parts[2])
+        if fn is not None:
+            return fn(ctx, params)
     if m in ("event.bind", "event.get", "event.unbind"):
         return event_call(ctx, parts[1], params)
-    if m == "crm.timeline.comment.add":
-        return timeline_comment_add(ctx, params)
+    if parts[:3] == ["crm", "timeline", "comment"] and len(parts) == 4:
+        from syncd.sandbox.bitrix24 import timeline
+        if parts[3] == "fields":
+            return timeline.fields()
+        fn = {"add": timeline.add, "get": timeline.get, "list": timeline.list_, "update": timeline.update,
+              "delete": timeline.delete}.get(parts[3])
+        if fn is not None:
+            return fn(ctx, params)
     if m == "crm.category.list":
         et = arg(params, "entityTypeId")
         if str(et) != "2":
@@ -1098,8 +1032,7 @@ def batch(ctx: Ctx, params: dict[str, Any], run_one: Callable[[Ctx, str, dict[st
                 nexts[key] = extra["next"]
             times[key] = extra.get("time") or {}
         except BxError as e:
-            errors[key] = e.body()
-            times[key] = {}
+            errors[key] = e.body()      # no result_time entry: the portal times only what ran
             if halt:
                 break
     return {"result": res or [], "result_error": errors or [], "result_total": totals or [],

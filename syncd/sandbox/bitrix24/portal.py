@@ -69,8 +69,51 @@ class Faults:
     timeout_next: int = 0
     lost_next: int = 0
     access_denied: bool = False          # 403 ACCESS_DENIED (REST only on paid plans)
-    methods: tuple[str, ...] = ()        # if set, faults apply only to these methods
+    methods: tuple[str, ...] = ()        # if set, faults apply only to requests carrying these (a batch too)
     seed: int | None = None
+
+
+@dataclass
+class Rejection:
+    """A write the portal refuses until cleared (a validation rule, a locked record, a bad value).
+
+    Matches calls of `method` (also inside `batch`) whose `id` is `record_id` (when given) and whose
+    `fields` contain every pair of `fields` (values compared as text, keys case-insensitively).
+    `times` None: every matching call until cleared; N: the next N matching calls.
+    """
+
+    id: int
+    method: str
+    record_id: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+    status: int = 400
+    error: str = "ERROR_CORE"
+    description: str = "Поле заполнено неверно."
+    times: int | None = None
+    hits: int = 0
+
+    def matches(self, method: str, params: dict[str, Any]) -> bool:
+        if method.lower() != self.method.lower():
+            return False
+        if self.times is not None and self.hits >= self.times:
+            return False
+        args = {str(k).lower(): v for k, v in params.items()}
+        if self.record_id is not None:
+            rid = args.get("id", args.get("taskid"))
+            if str(rid) != self.record_id:
+                return False
+        if self.fields:
+            given = args.get("fields")
+            given = {str(k).upper(): v for k, v in given.items()} if isinstance(given, dict) else {}
+            for k, v in self.fields.items():
+                if str(given.get(k.upper(), "\0")) != str(v):
+                    return False
+        return True
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "method": self.method, "record_id": self.record_id, "fields": dict(self.fields),
+                "status": self.status, "error": self.error, "error_description": self.description,
+                "times": self.times, "hits": self.hits}
 
 
 @dataclass
@@ -128,6 +171,9 @@ class Portal:
         self.codes: dict[str, tuple[int, float, list[str]]] = {}   # authorization code -> (user, expiry, scopes)
         self.handlers: list[Handler] = []
         self._handler_seq = 0
+        self.rejections: list[Rejection] = []
+        self._rejection_seq = 0
+        self.clock_offset = 0.0              # seconds the portal's clock is ahead of the real one
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -147,8 +193,50 @@ class Portal:
             self.stages: dict[int, list[dict[str, Any]]] = {0: [
                 {"STATUS_ID": s, "NAME": n, "SEMANTICS": sem} for s, n, sem in DEFAULT_STAGES]}
             self.userfields: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-            self.notifications: list[dict[str, Any]] = []
+            self.notifications: list[dict[str, Any]] = []      # what users see (a tag replaces)
+            self.notify_log: list[dict[str, Any]] = []         # every notice sent, replaced or not
             self.comments: list[dict[str, Any]] = []
+
+    # ---- the portal's clock -------------------------------------------------------------------
+    def now(self) -> float:
+        """The portal's time (a test may move it: `clock_offset`); limits keep real time."""
+        return time.time() + self.clock_offset
+
+    def now_bx(self) -> str:
+        return now_bx(self.now())
+
+    def set_clock(self, *, offset: float | None = None, advance: float | None = None,
+                  now: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            if offset is not None:
+                self.clock_offset = float(offset)
+            if advance is not None:
+                self.clock_offset += float(advance)
+            if now is not None:
+                d = dt.datetime.fromisoformat(now)
+                d = d if d.tzinfo else d.replace(tzinfo=TZ)
+                self.clock_offset = d.timestamp() - time.time()
+            return {"now": self.now_bx(), "offset": round(self.clock_offset, 3)}
+
+    # ---- permanent rejections ---------------------------------------------------------------
+    def add_rejection(self, method: str, *, record_id: Any = None, fields: dict[str, Any] | None = None,
+                      status: int = 400, error: str = "ERROR_CORE", description: str | None = None,
+                      times: int | None = None) -> Rejection:
+        with self.lock:
+            self._rejection_seq += 1
+            r = Rejection(self._rejection_seq, method, None if record_id is None else str(record_id),
+                          {str(k).upper(): str(v) for k, v in (fields or {}).items()}, int(status), error,
+                          description or "Поле заполнено неверно.", None if times is None else int(times))
+            self.rejections.append(r)
+            return r
+
+    def check_rejection(self, method: str, params: dict[str, Any]) -> None:
+        """Raise the configured error if a rejection matches this call (counted as a hit)."""
+        with self.lock:
+            for r in self.rejections:
+                if r.matches(method, params):
+                    r.hits += 1
+                    raise BxError(r.error, r.description, r.status)
 
     def next_id(self, table: str) -> int:
         self.seq[table] += 1
@@ -162,8 +250,9 @@ class Portal:
             u = {"ID": str(uid), "ACTIVE": active, "NAME": name, "LAST_NAME": last_name, "SECOND_NAME": "",
                  "EMAIL": email or f"user{uid}@{self.domain}", "WORK_POSITION": position,
                  "UF_DEPARTMENT": [1], "IS_ONLINE": "Y" if online else "N", "TIME_ZONE": "Europe/Moscow",
-                 "USER_TYPE": "employee", "LAST_ACTIVITY_DATE": now_bx(), "DATE_REGISTER": now_bx(),
-                 "_admin": admin, "_workday": workday, "_workday_start": now_bx() if workday != "CLOSED" else None}
+                 "USER_TYPE": "employee", "LAST_ACTIVITY_DATE": self.now_bx(), "DATE_REGISTER": self.now_bx(),
+                 "_admin": admin, "_workday": workday,
+                 "_workday_start": self.now_bx() if workday != "CLOSED" else None}
             self.users[uid] = u
             return u
 
@@ -173,11 +262,11 @@ class Portal:
             u = self.users[uid]
             if online is not None:
                 u["IS_ONLINE"] = "Y" if online else "N"
-                u["LAST_ACTIVITY_DATE"] = now_bx()
+                u["LAST_ACTIVITY_DATE"] = self.now_bx()
             if workday is not None:
                 u["_workday"] = workday.upper()
                 if u["_workday"] == "OPENED":
-                    u["_workday_start"] = now_bx()
+                    u["_workday_start"] = self.now_bx()
             if active is not None:
                 u["ACTIVE"] = bool(active)
             return u
@@ -340,7 +429,7 @@ class Portal:
         fields = {"ID": str(entity_id), **(extra or {})}
         for h in targets:
             body = {"event": event.upper(), "event_handler_id": str(h.id), "data": {"FIELDS": fields},
-                    "ts": str(int(time.time())),
+                    "ts": str(int(self.now())),
                     "auth": {"domain": self.domain, "client_endpoint": f"{self.base_url}{self.prefix}/rest/",
                              "server_endpoint": f"{self.base_url}/oauth/rest/", "member_id": self.member_id,
                              "application_token": h.application_token}}

@@ -239,6 +239,51 @@ def test_tasks_comments_notifications(portal) -> None:
     assert portal._j("GET", "/notifications")["notifications"][0]["TAG"] == "syncd-n1"
 
 
+def test_a_comment_retried_after_a_lost_answer_is_added_once(portal) -> None:
+    conn = portal.connector()
+    d = conn.write(op("deal", "c1", {"TITLE": "Заказ"})).external_id
+    # a manager's comment with the same text is not ours: it is not taken for it
+    portal.rest("crm.timeline.comment.add", {"fields": {"ENTITY_ID": d, "ENTITY_TYPE": "deal",
+                                                        "COMMENT": "Оплата получена", "AUTHOR_ID": 7}})
+    # the portal adds the comment, then the answer is lost (500, then a dropped connection)
+    ids = {}
+    for mode in ("500", "drop"):
+        portal.faults(methods=["crm.timeline.comment.add"], lost_next=1, lost_answer_mode=mode)
+        text = f"Оплата получена ({mode})"
+        w = conn.write(op("comment", f"cm-{mode}", {"ENTITY_ID": d, "ENTITY_TYPE": "deal", "COMMENT": text}))
+        again = conn.write(op("comment", f"cm-{mode}", {"ENTITY_ID": d, "ENTITY_TYPE": "deal", "COMMENT": text}))
+        mine = [c for c in portal._j("GET", "/comments")["comments"] if c["COMMENT"] == text]
+        assert len(mine) == 1 and w.external_id == again.external_id == mine[0]["ID"]
+        ids[mode] = w.external_id
+    assert [e.get("fault") for e in portal.log()["entries"] if e.get("fault")] == ["lost_answer", "lost_answer"]
+    assert len(portal._j("GET", "/comments")["comments"]) == 3
+    # the look-up pages through a long timeline
+    for i in range(60):
+        portal.rest("crm.timeline.comment.add", {"fields": {"ENTITY_ID": d, "ENTITY_TYPE": "deal",
+                                                            "COMMENT": f"#{i}"}})
+    again = conn.write(op("comment", "cm-500", {"ENTITY_ID": d, "ENTITY_TYPE": "deal",
+                                                "COMMENT": "Оплата получена (500)"}))
+    assert again.external_id == ids["500"] and len(portal._j("GET", "/comments")["comments"]) == 63
+
+
+def test_a_notice_retried_after_a_lost_answer_is_seen_once(portal) -> None:
+    conn = portal.connector()
+    u = portal._j("POST", "/users", {"name": "Анна", "last_name": "Смирнова"})["ID"]
+    portal.faults(methods=["im.notify.system.add"], lost_next=1)
+    conn.write(op("notify", "n7", {"USER_ID": u, "MESSAGE": "Сделка 15 дней в стадии «Счёт»"}))
+    seen = portal._j("GET", f"/users/{u}/notifications")["notifications"]
+    assert [n["MESSAGE"] for n in seen] == ["Сделка 15 дней в стадии «Счёт»"]
+    assert seen[0]["TAG"] == "syncd-n7" and seen[0]["CLIENT_ID"] == "syncd" and len(seen[0]["REPLACED"]) == 1
+    sent = portal._j("GET", "/notifications?all=1")["notifications"]
+    assert len(sent) == 2, "the notice was sent twice (the answer of the first was lost) and shown once"
+    # the rules' direct call with the side effect's key behaves the same; without a key it just adds
+    conn.notify(str(u), "Новая сделка", tag="deal-5-new")
+    conn.notify(str(u), "Новая сделка", tag="deal-5-new")
+    conn.notify(str(u), "Без ключа")
+    assert [n["MESSAGE"] for n in portal._j("GET", f"/users/{u}/notifications")["notifications"]] == [
+        "Сделка 15 дней в стадии «Счёт»", "Новая сделка", "Без ключа"]
+
+
 def test_write_many_batches_creates_and_finds_existing(portal) -> None:
     conn = portal.connector()
     first = conn.write(op("contact", "wm3", {"NAME": "уже есть"}))

@@ -76,3 +76,33 @@ def test_person_becomes_contact_once_and_edits_come_back_without_echo(sandbox, s
     methods = {e.get("method") for e in portal.log()["entries"]}
     assert not {m for m in methods if m and m.endswith((".add", ".update", ".set"))}
     assert len(portal.rest("crm.contact.list", {"select": ["ID"]})["result"]) == 1
+
+
+def test_a_refused_create_is_dead_lettered_then_replayed_after_the_fix(sandbox, store: Store, tmp_path) -> None:
+    """The portal refuses one contact (a validation rule a manager set up); the write goes to the dead
+    letters with the portal's reason, the other contact goes through; the rule is fixed in the portal,
+    the dead letter is replayed and the contact is created once."""
+    portal = new_portal(sandbox)
+    side = tmp_path / "mem.toml"
+    side.write_text(MEMORY_SIDE, encoding="utf-8")
+    mapper = Mapper(load_mappings([ROOT / "mappings" / "bitrix24.toml", side]))
+    mem = MemorySystem("mem", ("person",))
+    syncer = Syncer(store, mapper, {"crm": portal.connector("crm"), "mem": MemoryConnector("mem", mem)},
+                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0))
+    rule = portal._j("POST", "/rejections", {"method": "crm.contact.add", "fields": {"LAST_NAME": "Сидоров"},
+                                             "description": "Поле \"Фамилия\" не прошло проверку."})
+    mem.edit("person", "m1", first_name="Пётр", last_name="Сидоров", email="petr@example.ru")
+    mem.edit("person", "m2", first_name="Анна", last_name="Смирнова", email="anna@example.ru")
+    syncer.until_quiet()
+    def names() -> list[str]:
+        return sorted(c["LAST_NAME"] for c in portal.rest("crm.contact.list", {"select": ["LAST_NAME"]})["result"])
+    assert names() == ["Смирнова"]
+    dead = store.list_outbox("dead")
+    assert len(dead) == 1 and "ERROR_CORE" in dead[0]["last_error"] and "Фамилия" in dead[0]["last_error"]
+    assert portal._j("GET", "/rejections")["rejections"][0]["hits"] == 1, "a permanent error is not retried"
+    # the fix in the portal, then the replay: created once, nothing dead any more
+    portal._j("DELETE", f"/rejections/{rule['id']}")
+    assert store.replay() == 1
+    syncer.until_quiet()
+    assert names() == ["Сидоров", "Смирнова"] and store.list_outbox("dead") == []
+    assert syncer.pass_once().pushed == 0

@@ -1,0 +1,193 @@
+"""Reading: the deals/contacts/companies/leads streams by (DATE_MODIFY, ID), keyset-paged with
+`start=-1`, with the pseudo-fields the portal keeps elsewhere (product rows; requisites through
+`requisites.py`). Companies also follow requisite and bank-detail edits, which do not touch the
+company's own DATE_MODIFY."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from connectors.bitrix24.client import PAGE, Bitrix24Client
+from connectors.bitrix24.settings import Bitrix24Settings
+from connectors.bitrix24.values import (
+    MULTI,
+    MULTI_KINDS,
+    ORIGINATOR,
+    REQ_OWNER_COMPANY,
+    ROW_FIELDS,
+    STREAMS,
+    multi_values,
+    parse_bx_time,
+    parse_cursor,
+    result_rows,
+    utc_version,
+)
+from syncd.connector import Batch, RawRecord
+
+
+class Streams:
+    client: Bitrix24Client
+    settings: Bitrix24Settings
+    name: str
+    _lock: threading.Lock
+    _dirty_requisites: set[str]
+
+    def _select(self, kind: str) -> list[str]:
+        sel = ["*", "UF_*"]
+        if kind in MULTI_KINDS:
+            sel += ["PHONE", "EMAIL", "WEB", "IM"]
+        if kind == "deal" and self.settings.from_shop_field:
+            sel.append(self.settings.from_shop_field)
+        return sel
+
+    def _base_filter(self, kind: str) -> dict[str, Any]:
+        if kind == "deal" and self.settings.category_id is not None:
+            return {"@CATEGORY_ID": [int(c) for c in self.settings.category_id]}
+        return {}
+
+    def _scan(self, kind: str, start: str | None, extra: Mapping[str, Any] | None = None
+              ) -> Iterator[list[dict[str, Any]]]:
+        """Pages ordered by (DATE_MODIFY, ID) from `start` on, keyset-paged with `start=-1`."""
+        method = f"crm.{kind}.list"
+        sel = self._select(kind)
+        flt = {**self._base_filter(kind), **(extra or {})}
+        lower: tuple[str, str] | None = (">=DATE_MODIFY", start) if start else None
+        while True:
+            f = dict(flt)
+            if lower:
+                f[lower[0]] = lower[1]
+            rows = result_rows(self.client.call(method, {"select": sel, "filter": f, "start": -1,
+                                                   "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}}).result)
+            if rows:
+                yield rows
+            if len(rows) < PAGE:
+                return
+            last_t, last_id = rows[-1]["DATE_MODIFY"], int(rows[-1]["ID"])
+            while True:     # the rest of that second, by ID (a bulk import shares one DATE_MODIFY)
+                f2 = {**flt, ">=DATE_MODIFY": last_t, "<=DATE_MODIFY": last_t, ">ID": last_id}
+                more = result_rows(self.client.call(method, {"select": sel, "filter": f2, "start": -1,
+                                                       "order": {"ID": "ASC"}}).result)
+                if more:
+                    yield more
+                if len(more) < PAGE:
+                    break
+                last_id = int(more[-1]["ID"])
+            lower = (">DATE_MODIFY", last_t)
+
+    def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None) -> Iterator[Batch]:
+        if stream not in STREAMS:
+            raise KeyError(f"unknown stream {stream!r}")
+        kind = STREAMS[stream]
+        ct, cid, rq_cur = parse_cursor(cursor)
+        overlap = dt.timedelta(seconds=self.settings.page_overlap_seconds)
+        if since is not None:
+            since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+            start: str | None = since.isoformat(timespec="seconds")
+        elif ct is not None:
+            start = (ct - overlap).isoformat(timespec="seconds")
+        else:
+            start = None
+        best = (ct, cid, cursor.split("|")[0] if cursor else None)
+        seen: set[str] = set()
+        rq_best = rq_cur
+        for rows in self._scan(kind, start):
+            recs = self._records(kind, rows)
+            seen.update(str(r["ID"]) for r in rows)
+            last = rows[-1]
+            lt = parse_bx_time(last.get("DATE_MODIFY"))
+            if lt is not None and (best[0] is None or (lt, int(last["ID"])) > (best[0], best[1])):
+                best = (lt, int(last["ID"]), str(last["DATE_MODIFY"]))
+            yield Batch(stream, recs, cursor=self._cursor(best, rq_best if kind == "company" else None))
+        if kind == "company":
+            # requisite / bank detail edits do not touch the company's DATE_MODIFY
+            rq_start = since.isoformat(timespec="seconds") if since is not None else (
+                (parse_bx_time(rq_cur) - overlap).isoformat(timespec="seconds") if rq_cur and parse_bx_time(rq_cur)
+                else start)
+            ids, rq_best = self._changed_companies(rq_start, rq_best)
+            ids |= self._take_dirty()
+            ids -= seen
+            for i in range(0, len(ids), PAGE):
+                chunk = sorted(ids, key=int)[i:i + PAGE]
+                rows = result_rows(self.client.call("crm.company.list", {
+                    "select": self._select(kind), "filter": {"@ID": [int(x) for x in chunk]}, "start": -1,
+                    "order": {"ID": "ASC"}}).result)
+                if rows:
+                    yield Batch(stream, self._records(kind, rows), cursor=self._cursor(best, rq_best))
+            if rq_best != rq_cur:
+                yield Batch(stream, [], cursor=self._cursor(best, rq_best))
+
+    @staticmethod
+    def _cursor(best: tuple[Any, int, str | None], rq: str | None) -> str | None:
+        if best[2] is None:
+            return None if rq is None else f"|0|{rq}"
+        return f"{best[2]}|{best[1]}" + (f"|{rq}" if rq else "")
+
+    def _changed_companies(self, start: str | None, rq_cur: str | None) -> tuple[set[str], str | None]:
+        ids: set[str] = set()
+        rq_ids: set[str] = set()
+        best_t = parse_bx_time(rq_cur) if rq_cur else None
+        best_s = rq_cur
+        for method, flt, key in (("crm.requisite.list", {"ENTITY_TYPE_ID": REQ_OWNER_COMPANY}, "requisite"),
+                                 ("crm.requisite.bankdetail.list", {}, "bank")):
+            if start:
+                flt = {**flt, ">=DATE_MODIFY": start}
+            for r in self.client.list_all(method, {"filter": flt, "select": ["ID", "ENTITY_ID", "DATE_MODIFY",
+                                                                              "ENTITY_TYPE_ID"]}):
+                t = parse_bx_time(r.get("DATE_MODIFY"))
+                if t is not None and (best_t is None or t > best_t):
+                    best_t, best_s = t, str(r["DATE_MODIFY"])
+                if key == "requisite":
+                    ids.add(str(r["ENTITY_ID"]))
+                else:
+                    rq_ids.add(str(r["ENTITY_ID"]))
+        ids |= self._companies_of_requisites(rq_ids)
+        return ids, best_s
+
+    def _companies_of_requisites(self, rq_ids: set[str]) -> set[str]:
+        out: set[str] = set()
+        rq = sorted(rq_ids, key=lambda x: int(x) if x.isdigit() else 0)
+        for i in range(0, len(rq), PAGE):
+            rows = result_rows(self.client.call("crm.requisite.list", {
+                "filter": {"@ID": [int(x) for x in rq[i:i + PAGE] if x.isdigit()]},
+                "select": ["ID", "ENTITY_ID", "ENTITY_TYPE_ID"], "start": -1}).result)
+            out |= {str(r["ENTITY_ID"]) for r in rows if str(r.get("ENTITY_TYPE_ID")) == str(REQ_OWNER_COMPANY)}
+        return out
+
+    def _take_dirty(self) -> set[str]:
+        with self._lock:
+            dirty, self._dirty_requisites = self._dirty_requisites, set()
+        return self._companies_of_requisites(dirty) if dirty else set()
+
+    def _records(self, kind: str, rows: list[dict[str, Any]]) -> list[RawRecord]:
+        extra: dict[str, dict[str, Any]] = {}
+        if kind == "deal":
+            extra = self._product_rows([str(r["ID"]) for r in rows])
+        elif kind == "company":
+            extra = self._requisites([str(r["ID"]) for r in rows])
+        out = []
+        for r in rows:
+            fields = dict(r)
+            for m in MULTI:
+                if m in fields:
+                    fields[m] = multi_values(fields[m])
+            version = utc_version(r.get("DATE_MODIFY"))
+            more = extra.get(str(r["ID"]), {})
+            rq_version = more.pop("_version", None)
+            if rq_version and (version is None or rq_version > version):
+                version = rq_version
+            fields.update(more)
+            stamp = r.get("ORIGIN_ID") if r.get("ORIGINATOR_ID") == ORIGINATOR and r.get("ORIGIN_ID") else None
+            out.append(RawRecord(kind, str(r["ID"]), fields, version=version,
+                                 source_time=parse_bx_time(r.get("DATE_MODIFY")), stamp=stamp))
+        return out
+
+    def _product_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        res = self.client.batch({f"p{i}": ("crm.deal.productrows.get", {"id": i}) for i in ids})
+        out = {}
+        for i in ids:
+            rows = res.get(f"p{i}", connector=self.name) or []
+            out[i] = {"PRODUCT_ROWS": [{k: r.get(k) for k in ROW_FIELDS if k in r} for r in result_rows(rows)]}
+        return out

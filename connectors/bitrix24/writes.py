@@ -1,0 +1,274 @@
+"""Writing CRM records: look the external key up (ORIGINATOR_ID/ORIGIN_ID), then create or update,
+one by one or packed into `batch` calls; products by XML_ID."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from connectors.bitrix24.client import PAGE, Bitrix24Client, ref
+from connectors.bitrix24.values import (
+    CRM_KINDS,
+    LOOKUP_KEYS,
+    MULTI,
+    MULTI_KINDS,
+    ORIGINATOR,
+    PSEUDO,
+    WRITES,
+    merge_multi,
+    result_rows,
+    utc_version,
+)
+from syncd.connector import WriteOp, WriteResult
+from syncd.errors import BadInput, PermanentError, TransientError
+
+
+class Writes:
+    client: Bitrix24Client
+    name: str
+    write_retries: int
+
+    def write(self, op: WriteOp) -> WriteResult:
+        if op.kind not in WRITES:
+            raise PermanentError(f"bitrix24 cannot write {op.kind!r} (can: {', '.join(sorted(WRITES))})",
+                                 connector=self.name, op_id=op.op_id)
+        if op.op == "delete":
+            raise PermanentError("deletes are not sent to Bitrix24", connector=self.name, op_id=op.op_id)
+        fn = {"product": self._write_product, "task": self._write_task, "comment": self._write_comment,
+              "notify": self._write_notify}.get(op.kind, self._write_crm)
+
+        def again(exc: BaseException) -> bool:
+            return isinstance(exc, TransientError) and exc.code not in ("OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT")
+
+        # each attempt starts with the look-up, so a lost answer never creates twice
+        for attempt in Retrying(retry=retry_if_exception(again), stop=stop_after_attempt(self.write_retries),
+                                wait=wait_exponential_jitter(multiplier=0.3, max=3.0, jitter=0.3), reraise=True):
+            with attempt:
+                return fn(op)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def lookup(self, kind: str, keys: Sequence[str]) -> dict[str, str]:
+        """external_key -> ID of records syncd created (ORIGINATOR_ID/ORIGIN_ID).
+
+        Up to LOOKUP_KEYS keys per command, all commands in one call; a command that returns a
+        full page (50) is paged on with `>ID` (start=-1, no counting).
+        """
+        out: dict[str, str] = {}
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return out
+        chunks_ = {f"k{i}": keys[i:i + LOOKUP_KEYS] for i in range(0, len(keys), LOOKUP_KEYS)}
+
+        def params(ks: list[str], after: int = 0) -> dict[str, Any]:
+            flt: dict[str, Any] = {"ORIGINATOR_ID": ORIGINATOR, "@ORIGIN_ID": ks}
+            if after:
+                flt[">ID"] = after
+            return {"filter": flt, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}, "start": -1}
+
+        method = f"crm.{kind}.list"
+        if len(chunks_) == 1:
+            pages = {"k0": result_rows(self.client.call(method, params(keys)).result)}
+        else:
+            res = self.client.batch({k: (method, params(ks)) for k, ks in chunks_.items()})
+            pages = {k: result_rows(res.get(k, connector=self.name)) for k in chunks_}
+        for k, rows in pages.items():
+            while True:
+                for r in rows:
+                    out.setdefault(str(r["ORIGIN_ID"]), str(r["ID"]))
+                if len(rows) < PAGE:
+                    break
+                rows = result_rows(self.client.call(method, params(chunks_[k], int(rows[-1]["ID"]))).result)
+        return out
+
+    def _prepare_crm(self, op: WriteOp, ext: str | None, current: Mapping[str, Any] | None
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+        fields = {k: v for k, v in op.fields.items()}
+        pseudo = {k: fields.pop(k) for k in PSEUDO.get(op.kind, ()) if k in fields}
+        if op.kind in MULTI_KINDS:
+            for m in MULTI:
+                if m not in fields:
+                    continue
+                add = merge_multi(m, (current or {}).get(m), fields[m])
+                if add:
+                    fields[m] = add
+                else:
+                    del fields[m]
+        if ext is None:
+            fields["ORIGINATOR_ID"] = ORIGINATOR
+            fields["ORIGIN_ID"] = op.external_key
+        else:
+            fields.pop("ORIGINATOR_ID", None)
+            fields.pop("ORIGIN_ID", None)
+        return fields, pseudo
+
+    def _crm_cmds(self, op: WriteOp, key: str, ext: str | None, fields: dict[str, Any],
+                  pseudo: Mapping[str, Any]) -> tuple[dict[str, tuple[str, Mapping[str, Any]]], str]:
+        kind = op.kind
+        cmds: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        if ext is None:
+            cmds[f"{key}w"] = (f"crm.{kind}.add", {"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}})
+            id_ref = ref(f"{key}w")
+        else:
+            if fields:
+                cmds[f"{key}w"] = (f"crm.{kind}.update", {"id": ext, "fields": fields,
+                                                           "params": {"REGISTER_SONET_EVENT": "N"}})
+            id_ref = ext
+        if kind == "deal" and "PRODUCT_ROWS" in pseudo:
+            rows = []
+            for r in pseudo["PRODUCT_ROWS"] or []:
+                row = {k: v for k, v in dict(r).items() if v is not None and k != "ID"}
+                if row.get("PRODUCT_ID") in (None, "", "0", 0):
+                    row.pop("PRODUCT_ID", None)
+                rows.append(row)
+            cmds[f"{key}r"] = ("crm.deal.productrows.set", {"id": id_ref, "rows": rows})
+        return cmds, id_ref
+
+    def _write_crm(self, op: WriteOp) -> WriteResult:
+        kind = op.kind
+        ext = op.external_id
+        if ext is None:
+            ext = self.lookup(kind, [op.external_key]).get(op.external_key)
+        current = None
+        if ext is not None and kind in MULTI_KINDS and any(m in op.fields for m in MULTI):
+            current = self.client.call(f"crm.{kind}.get", {"id": ext}).result
+        fields, pseudo = self._prepare_crm(op, ext, current)
+        cmds, id_ref = self._crm_cmds(op, "", ext, fields, pseudo)
+        cmds["g"] = (f"crm.{kind}.get", {"id": id_ref})
+        res = self.client.batch(cmds, halt=1, retry=False)
+        new_id = res.get("w", connector=self.name) if ext is None else ext
+        if "w" in cmds:
+            res.get("w", connector=self.name)
+        if "r" in cmds:
+            res.get("r", connector=self.name)
+        rec = res.get("g", connector=self.name) or {}
+        new_id = str(new_id)
+        if kind == "company" and pseudo:
+            self._write_requisites(new_id, pseudo, op.external_key)
+        return WriteResult(new_id, rec, version=utc_version(rec.get("DATE_MODIFY")))
+
+    def _write_product(self, op: WriteOp) -> WriteResult:
+        c = self.client
+        ext = op.external_id
+        fields = dict(op.fields)
+        if ext is None:
+            rows = result_rows(c.call("crm.product.list", {"filter": {"XML_ID": op.external_key},
+                                                     "select": ["ID"], "start": -1}).result)
+            ext = str(rows[0]["ID"]) if rows else None
+        if ext is None:
+            ext = str(c.call("crm.product.add", {"fields": {**fields, "XML_ID": op.external_key}}).result)
+        elif fields:
+            c.call("crm.product.update", {"id": ext, "fields": fields})
+        rec = c.call("crm.product.get", {"id": ext}).result or {}
+        return WriteResult(str(ext), rec, version=utc_version(rec.get("TIMESTAMP_X")))
+
+    def write_many(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
+        """Many writes in few requests: look-ups batched (50 keys a command), then creates and
+        updates packed into `batch` calls of ≤ 50 commands (a deal's add + productrows.set stay in
+        one call, linked by `$result`). Results line up with `ops`; a failed op yields its exception.
+
+        Companies with requisites, multi-field updates, tasks, comments and notifications go
+        through `write` one by one (they need reads between writes).
+        """
+        out: list[WriteResult | Exception | None] = [None] * len(ops)
+        fast: list[int] = []
+        for i, op in enumerate(ops):
+            simple = op.kind in CRM_KINDS and op.op in ("create", "update") and not (
+                op.kind == "company" and any(k in op.fields for k in PSEUDO["company"])) and not (
+                op.op == "update" and op.external_id is not None and op.kind in MULTI_KINDS
+                and any(m in op.fields for m in MULTI))
+            if simple:
+                fast.append(i)
+            else:
+                try:
+                    out[i] = self.write(op)
+                except (TransientError, PermanentError, BadInput) as exc:
+                    out[i] = exc
+        # look up the keys of creates, per kind
+        ext: dict[int, str | None] = {i: ops[i].external_id for i in fast}
+        by_kind: dict[str, list[int]] = {}
+        for i in fast:
+            if ext[i] is None:
+                by_kind.setdefault(ops[i].kind, []).append(i)
+        if by_kind:
+            try:
+                found: dict[tuple[str, str], str] = {}
+                for kind, idx in by_kind.items():
+                    for key, xid in self.lookup(kind, [ops[i].external_key for i in idx]).items():
+                        found[(kind, key)] = xid
+            except (TransientError, PermanentError) as exc:
+                for idx in by_kind.values():
+                    for i in idx:
+                        out[i] = exc
+                return [x if x is not None else exc for x in out]
+            for kind, idx in by_kind.items():
+                for i in idx:
+                    ext[i] = found.get((kind, ops[i].external_key))
+            # an existing record with multi-fields needs its current values to merge: one by one
+            for i in [i for i in fast if ops[i].external_id is None and ext[i] is not None
+                      and ops[i].kind in MULTI_KINDS and any(m in ops[i].fields for m in MULTI)]:
+                fast.remove(i)
+                try:
+                    out[i] = self.write(ops[i])
+                except (TransientError, PermanentError, BadInput) as exc:
+                    out[i] = exc
+        # writes: groups of dependent commands, packed ≤ 50 per call; a call with room to spare
+        # also reads back DATE_MODIFY of what it wrote (versions are optional: a full call skips it)
+        groups: list[tuple[int, dict[str, tuple[str, Mapping[str, Any]]]]] = []
+        for i in fast:
+            op = ops[i]
+            fields, pseudo = self._prepare_crm(op, ext[i], None)
+            cmds_i, _ = self._crm_cmds(op, f"o{i}", ext[i], fields, pseudo)
+            groups.append((i, cmds_i))
+        packed: list[tuple[list[int], dict[str, tuple[str, Mapping[str, Any]]]]] = []
+        for i, g in groups:
+            if not packed or len(packed[-1][1]) + len(g) > PAGE:
+                packed.append(([], {}))
+            packed[-1][0].append(i)
+            packed[-1][1].update(g)
+        results: dict[str, Any] = {}
+        errors: dict[str, Exception] = {}
+        versions: dict[int, Any] = {}
+        for members, chunk in packed:
+            spare = PAGE - len(chunk)
+            vkeys: dict[str, list[int]] = {}
+            for i in members:
+                if spare <= 0:
+                    break
+                kind = ops[i].kind
+                if f"v_{kind}" not in vkeys:
+                    if spare < 1:
+                        continue
+                    vkeys[f"v_{kind}"] = []
+                    spare -= 1
+                vkeys[f"v_{kind}"].append(i)
+            cmds = dict(chunk)
+            for vk, idx in vkeys.items():
+                cmds[vk] = (f"crm.{vk[2:]}.list", {
+                    "filter": {"@ID": [ref(f"o{i}w") if ext[i] is None else ext[i] for i in idx]},
+                    "select": ["ID", "DATE_MODIFY"], "start": -1})
+            try:
+                res = self.client.batch(cmds, halt=0, retry=False)
+            except (TransientError, PermanentError) as exc:
+                for k in chunk:
+                    errors[k] = exc
+                continue
+            for k in chunk:
+                try:
+                    results[k] = res.get(k, connector=self.name)
+                except (TransientError, PermanentError) as exc:
+                    errors[k] = exc
+            for vk, idx in vkeys.items():
+                got = {str(r["ID"]): r.get("DATE_MODIFY") for r in result_rows(res.results.get(vk))}
+                for i in idx:
+                    key = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
+                    versions[i] = got.get(key)
+        for i in fast:
+            err = errors.get(f"o{i}w") or errors.get(f"o{i}r")
+            if err is not None:
+                out[i] = err
+                continue
+            x = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
+            out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(versions.get(i)))
+        return [x if x is not None else PermanentError("not written", connector=self.name) for x in out]
