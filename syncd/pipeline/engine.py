@@ -538,14 +538,17 @@ class _BatchRun:
             # against what this one left, not against the shadow the batch started from
             shadows[(eid, skey)] = {"fields": new_shadow,
                                     "source_version": shadow_rows[(eid, skey)]["source_version"]}
-            touched.add(eid)
             if created or not ent.golden:
                 # a new record, or the first record of an entity known until now only by a link
                 self._created.add(eid)
+                touched.add(eid)
             if not changes:
+                # read again unchanged (an overlap window, our own write read back): nothing new
+                # to plan; what it needed was planned when it changed
                 if not created:
                     self.counts.skipped += 1
                 continue
+            touched.add(eid)
             self.changelog.append(dict(entity_id=eid, system=self.system, origin="pull",
                                        fields=schema.encode(changes), source_version=rec.version,
                                        source_time=rec.source_time, observed_at=self.now, run_id=self.run_id))
@@ -614,11 +617,13 @@ class _BatchRun:
         return applied
 
     def _writes_in_flight(self, ids: list[str]) -> set[str]:
-        """Entities a write of ours to this system is being sent for right now."""
+        """Entities whose record in this system syncd is writing, or failed to write whole: being
+        sent now, waiting to be tried again, or a dead letter. Read there, such a record may be
+        half-written (a company before its requisites), so what it lacks says nothing."""
         out: set[str] = set()
         for chunk in _chunks(ids):
             out.update(e for (e,) in self.conn.execute(select(t.outbox.c.entity_id).where(
-                t.OPEN_WRITES, t.outbox.c.status == "sending", t.outbox.c.system == self.system,
+                t.outbox.c.status.in_(("pending", "sending", "dead")), t.outbox.c.system == self.system,
                 t.outbox.c.entity_id.in_(chunk))))
         return out
 

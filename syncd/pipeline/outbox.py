@@ -60,7 +60,7 @@ def plan(conn: Connection, intents: Sequence[Intent], now: dt.datetime | None = 
     ins = pg_insert(t.outbox) if conn.dialect.name == "postgresql" else sqlite_insert(t.outbox)
     o = t.outbox.c
     stmt = ins.on_conflict_do_update(
-        index_elements=[o.entity_id, o.system], index_where=t.OPEN_WRITES,
+        index_elements=[o.entity_id, o.system], index_where=t.UNSETTLED_WRITES,
         set_={"gen": o.gen + 1, "payload": ins.excluded.payload, "origin": ins.excluded.origin,
               "updated_at": ins.excluded.updated_at,
               # a new change may have removed what the write waited for: look again now
@@ -200,8 +200,9 @@ def unblock(conn: Connection, on: Iterable[str], *, system: str | None = None,
 
 
 def replay(store: Store, ids: Sequence[int] | None = None) -> int:
-    """Dead letters back to the queue (all, or the given ids). A dead row whose entity has a newer
-    open write for the same system is folded into that write instead (it carries the change)."""
+    """Dead letters back to the queue (all, or the given ids): each is decided anew when sent,
+    so it carries every change made to its record meanwhile. The writes that waited for them
+    look again."""
     o = t.outbox.c
     now = utcnow()
     with store.begin() as conn:
@@ -209,23 +210,12 @@ def replay(store: Store, ids: Sequence[int] | None = None) -> int:
         if ids:
             q = q.where(o.id.in_(list(ids)))
         dead = conn.execute(q.order_by(o.id)).all()
-        n = 0
         for rid, eid, system in dead:
-            open_id = conn.execute(select(o.id).where(o.entity_id == eid, o.system == system, t.OPEN_WRITES)).scalar()
-            if open_id is not None:
-                conn.execute(update(t.outbox).where(o.id == rid).values(
-                    status="done", last_error="replayed into a newer write of the same record", updated_at=now))
-                conn.execute(update(t.outbox).where(o.id == open_id).values(
-                    status="pending", attempts=0, next_attempt_at=now, gen=o.gen + 1, blocked_on=None,
-                    blocked_why=None, updated_at=now))
-            else:
-                conn.execute(update(t.outbox).where(o.id == rid).values(
-                    status="pending", attempts=0, next_attempt_at=now, origin="replay", claim_token=None,
-                    updated_at=now))
-            # writes that waited for this one look again (they block again until it is through)
+            conn.execute(update(t.outbox).where(o.id == rid).values(
+                status="pending", attempts=0, next_attempt_at=now, origin="replay", claim_token=None,
+                updated_at=now))
             unblock(conn, [eid], system=system, now=now)
-            n += 1
-        return n
+        return len(dead)
 
 
 def open_writes(conn: Connection, entity_ids: Sequence[str]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -133,8 +133,10 @@ quarantine = Table(
 
 # A write to do: bring entity `entity_id` up to date in `system`. The row names what and why,
 # never the field values: the pusher computes them when it claims the row, from the golden record
-# against the target's shadow. One open row per (entity, system): a new change to an entity with
-# a row already queued bumps `gen` instead of adding a row (coalescing by construction).
+# against the target's shadow. One unsettled row per (entity, system): a new change to an entity
+# with a row already queued bumps `gen` instead of adding a row (coalescing by construction); a
+# dead letter keeps absorbing changes until a person replays it (the target refused the record:
+# sending it again by itself would only fail again).
 outbox = Table(
     "outbox", metadata,
     Column("id", SEQ, primary_key=True, autoincrement=True),
@@ -167,8 +169,10 @@ outbox = Table(
 OPEN_STATUSES = ("pending", "sending", "blocked")
 _OPEN = "status IN ('pending', 'sending', 'blocked')"
 OPEN_WRITES = text("outbox." + _OPEN)
+_UNSETTLED = "status IN ('pending', 'sending', 'blocked', 'dead')"
+UNSETTLED_WRITES = text(_UNSETTLED)
 Index("uq_outbox_open", outbox.c.entity_id, outbox.c.system, unique=True,
-      postgresql_where=text(_OPEN), sqlite_where=text(_OPEN))
+      postgresql_where=text(_UNSETTLED), sqlite_where=text(_UNSETTLED))
 Index("ix_outbox_blocked", outbox.c.blocked_on,
       postgresql_where=text("status = 'blocked'"), sqlite_where=text("status = 'blocked'"))
 

@@ -166,8 +166,10 @@ class Portal:
     def ui_edit(self, entity: str, rid: Any, fields: dict[str, Any]) -> Any:
         return self._j("PATCH", f"/ui/{entity}/{rid}", {"fields": fields})
 
-    def notifications(self) -> list[dict[str, Any]]:
-        return self._j("GET", "/notifications")
+    def notifications(self, user_id: Any = None) -> list[dict[str, Any]]:
+        """The notices users see (a notice replaced by one with the same tag is gone)."""
+        q = f"?user_id={user_id}" if user_id is not None else ""
+        return self._j("GET", "/notifications" + q)["notifications"]
 
     def users(self) -> list[dict[str, Any]]:
         return self._j("GET", "/users")

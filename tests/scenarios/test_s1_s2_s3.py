@@ -60,7 +60,7 @@ def test_s1_person_and_company_orders_become_assigned_deals_with_rows_contacts_a
     # o3 -> a known client -> keep: the contact's manager 3; o4 -> big order -> 4
     assert [d["ASSIGNED_BY_ID"] for d in (d1, d2, d3, d4)] == ["2", "3", "3", "4"]
     # the responsible is told: the deal, its date and the source
-    notes = w.portal.notifications()["notifications"]
+    notes = w.portal.notifications()
     assert len(notes) == 4
     n1 = next(n for n in notes if f"Заказ №{o1['number']}" in n["MESSAGE"])
     assert n1["USER_ID"] == 2 and "из shop" in n1["MESSAGE"]

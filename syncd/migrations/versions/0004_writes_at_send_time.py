@@ -26,6 +26,7 @@ branch_labels = None
 depends_on = None
 
 _OPEN = "status IN ('pending', 'sending', 'blocked')"
+_UNSETTLED = "status IN ('pending', 'sending', 'blocked', 'dead')"
 
 
 def _now() -> dt.datetime:
@@ -63,11 +64,17 @@ def upgrade() -> None:
         "WHERE status IN ('pending', 'sending') AND id > (SELECT MIN(o2.id) FROM outbox o2 "
         "WHERE o2.entity_id = outbox.entity_id AND o2.system = outbox.system "
         "AND o2.status IN ('pending', 'sending'))"))
+    # a dead letter of a record that also has a write queued: the queued one carries it now; of
+    # several dead letters of one record, the newest stays (replaying it sends everything)
+    conn.execute(sa.text(
+        "UPDATE outbox SET status = 'done', last_error = 'superseded (migration 0004)' WHERE status = 'dead' "
+        "AND EXISTS (SELECT 1 FROM outbox o2 WHERE o2.entity_id = outbox.entity_id AND o2.system = outbox.system "
+        "AND (o2.status IN ('pending', 'sending') OR (o2.status = 'dead' AND o2.id > outbox.id)))"))
     conn.execute(sa.text("UPDATE outbox SET status = 'pending', claimed_by = NULL WHERE status = 'sending'"))
 
     op.drop_index("ix_outbox_open_entity", table_name="outbox")
     op.create_index("uq_outbox_open", "outbox", ["entity_id", "system"], unique=True,
-                    postgresql_where=sa.text(_OPEN), sqlite_where=sa.text(_OPEN))
+                    postgresql_where=sa.text(_UNSETTLED), sqlite_where=sa.text(_UNSETTLED))
     op.create_index("ix_outbox_blocked", "outbox", ["blocked_on"],
                     postgresql_where=sa.text("status = 'blocked'"), sqlite_where=sa.text("status = 'blocked'"))
 
