@@ -416,14 +416,14 @@ def stats(ctx: click.Context) -> None:
 
         tbl = Table(title="syncd integrations", caption=f"database {_size(d['database']['size_bytes'])}")
         for col in ("integration", "last run", "result", "created", "updated", "failed", "conflicts",
-                    "quarantined", "pending", "dead", "lag s"):
+                    "quarantined", "pending", "blocked", "dead", "lag s"):
             tbl.add_column(col)
         for name, s in d["integrations"].items():
             lr = s["last_run"] or {}
             c = s["counts"]
             tbl.add_row(name, str(lr.get("finished_at") or "-"), str(lr.get("result") or "-"), str(c["created"]),
                         str(c["updated"]), str(c["failed"]), str(c["conflicts"]), str(c["quarantined"]),
-                        str(s["outbox"]["pending"]), str(s["outbox"]["dead"]),
+                        str(s["outbox"]["pending"]), str(s["outbox"].get("blocked", 0)), str(s["outbox"]["dead"]),
                         "-" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f}")
         Console().print(tbl)
 

@@ -158,6 +158,8 @@ class StatsCollector(Collector):
                                 labels=["integration", "result"])
         pending = GaugeMetricFamily("syncd_outbox_pending", "Writes waiting in the outbox", labels=["integration"])
         dead = GaugeMetricFamily("syncd_outbox_dead", "Dead-lettered writes", labels=["integration"])
+        blocked = GaugeMetricFamily("syncd_outbox_blocked", "Writes waiting for a record they link to",
+                                    labels=["integration"])
         lag = GaugeMetricFamily("syncd_lag_seconds", "Age of the oldest pending write (0 when in step)",
                                 labels=["integration"])
         quar = GaugeMetricFamily("syncd_quarantine_open", "Open quarantine items", labels=["integration"])
@@ -175,6 +177,7 @@ class StatsCollector(Collector):
             ob = it.get("outbox", {})
             pending.add_metric([name], float(ob.get("pending", 0)))
             dead.add_metric([name], float(ob.get("dead", 0)))
+            blocked.add_metric([name], float(ob.get("blocked", 0)))
             if it.get("lag_seconds") is not None:
                 lag.add_metric([name], float(it["lag_seconds"]))
             quar.add_metric([name], float(it.get("quarantine_open", 0)))
@@ -188,7 +191,7 @@ class StatsCollector(Collector):
             ts = _ts(it.get("last_ok_at"))
             if ts is not None:
                 last_ok.add_metric([name], ts)
-        yield from (records, day, pending, dead, lag, quar, review, last, last_ok, last_failed)
+        yield from (records, day, pending, blocked, dead, lag, quar, review, last, last_ok, last_failed)
         conflicts = GaugeMetricFamily("syncd_conflicts_open", "Open field conflicts")
         conflicts.add_metric([], float(st.get("totals", {}).get("conflicts_open", 0)))
         yield conflicts

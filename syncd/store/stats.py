@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from syncd.store import tables as t
 from syncd.store.store import Store, _aware, utcnow
 
-COUNT_KEYS = ("created", "updated", "skipped", "failed", "conflicts", "quarantined", "review", "pushed", "dead")
+COUNT_KEYS = ("created", "updated", "skipped", "failed", "conflicts", "quarantined", "review", "pushed", "dead",
+              "blocked")
 
 
 def _sum(into: dict[str, int], counts: dict[str, Any]) -> None:
@@ -84,8 +85,8 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
             "counts": {k: per[system]["since_start"].get(k, 0) for k in COUNT_KEYS},
             "last_24h": {k: per[system]["last_24h"].get(k, 0) for k in COUNT_KEYS},
             "lag_seconds": lag,
-            "outbox": {"pending": ob.get("pending", 0) + ob.get("sending", 0), "dead": ob.get("dead", 0),
-                       "done": ob.get("done", 0)},
+            "outbox": {"pending": ob.get("pending", 0) + ob.get("sending", 0), "blocked": ob.get("blocked", 0),
+                       "dead": ob.get("dead", 0), "done": ob.get("done", 0)},
             "quarantine_open": quarantine.get(system, 0),
             "review_open": review.get(system, 0),
         }
@@ -98,6 +99,7 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
                      "quarantine_open": sum(quarantine.values()),
                      "review_open": sum(review.values()),
                      "outbox_pending": sum(v.get("pending", 0) + v.get("sending", 0) for v in outbox.values()),
+                     "outbox_blocked": sum(v.get("blocked", 0) for v in outbox.values()),
                      "outbox_dead": sum(v.get("dead", 0) for v in outbox.values())}
     return out
 

@@ -218,7 +218,8 @@ class Store:
             binds = c.execute(select(t.bindings.c.system, t.bindings.c.external_id)
                               .where(t.bindings.c.entity_id == entity_id)).all()
         return {"id": row["id"], "type": row["type"], "fields": decode(row["fields"]),
-                "versions": json.loads(row["versions"]), "bindings": {s: e for s, e in binds}}
+                "versions": json.loads(row["versions"]), "bindings": {s: e for s, e in binds},
+                "hold": row["hold"], "merged_into": row["merged_into"]}
 
     def find_entity(self, system: str, type_: str, external_id: str) -> str | None:
         with self.read() as c:

@@ -90,7 +90,7 @@ class Model(RuleBasedStateMachine):
         self.tmp = tempfile.mkdtemp()
         self._pg = None
         if os.environ.get("SYNCD_MODEL_PG"):
-            from conftest import _pg_database
+            from pgutil import _pg_database
 
             self._pg = _pg_database()            # a database of its own per example
             url = next(self._pg)
@@ -368,7 +368,7 @@ def test_model_on_postgres() -> None:
     """The same machine against PostgreSQL (fewer examples: each makes a database)."""
     import pytest
 
-    from conftest import PG_URL
+    from pgutil import PG_URL
 
     if not PG_URL:
         pytest.skip("SYNCD_TEST_POSTGRES_URL is not set")

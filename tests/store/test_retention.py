@@ -82,7 +82,8 @@ def _seed(store: Store) -> dict[str, Any]:
         eid = _entity(c)
         _outbox(c, eid, "done", OLD, 25)
         _outbox(c, eid, "done", RECENT, 3)
-        _outbox(c, eid, "dead", OLD, 2)  # a dead letter waits for a person, however old
+        for _ in range(2):  # a dead letter waits for a person, however old (one per record and system)
+            _outbox(c, _entity(c), "dead", OLD, 1)
         _outbox(c, eid, "pending", OLD, 1)  # so does a write still to do
         old_runs = _runs(c, "shop", "orders", OLD, 12)
         _runs(c, "shop", "orders", RECENT, 2)
