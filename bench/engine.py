@@ -45,15 +45,15 @@ LAST = ["Петров", "Смирнова", "Кузнецов", "Иванова"
 
 MAPPING = {
     "maps": [
-        {"system": "shop", "kind": "user", "entity": "person", "direction": "pull", "fields": {
+        {"system": "shop", "kind": "user", "entity": "person", "create": True, "direction": "pull", "fields": {
             "person.name": "name", "person.email": "email", "person.phone": "phone"}},
-        {"system": "shop", "kind": "order", "entity": "order", "direction": "pull", "fields": {
+        {"system": "shop", "kind": "order", "entity": "order", "create": True, "direction": "pull", "fields": {
             "order.number": "number", "order.status": {"field": "status", "values": "st"},
             "order.total": "total", "order.date": "date", "order.customer": "user_id",
             "order.items": {"field": "items", "items": {"name": "name", "quantity": "qty", "price": "price"}}}},
-        {"system": "null", "kind": "contact", "entity": "person", "direction": "push", "fields": {
+        {"system": "null", "kind": "contact", "entity": "person", "create": True, "direction": "push", "fields": {
             "person.name": "NAME", "person.email": "EMAIL", "person.phone": "PHONE"}},
-        {"system": "null", "kind": "deal", "entity": "order", "direction": "push", "fields": {
+        {"system": "null", "kind": "deal", "entity": "order", "create": True, "direction": "push", "fields": {
             "order.number": "NUM", "order.status": {"field": "STAGE", "values": "st"}, "order.total": "SUM",
             "order.customer": "CONTACT_ID"}},
     ],

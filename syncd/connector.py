@@ -33,8 +33,12 @@ class RawRecord:
     source_time: dt.datetime | None = None
     deleted: bool = False
     raw: str | bytes | None = None     # kept for quarantine when the record cannot be processed
-    stamp: str | None = None           # the external key syncd stamped on it when it created it
+    stamp: str | None = None           # the external key found on it (Ид, ORIGIN_ID), maybe syncd's
     partial: bool = False              # read before it was complete: what it lacks says nothing
+    # the record it was made from, as the record says (Bitrix24 ORIGINATOR_ID/ORIGIN_ID decoded to a
+    # syncd system name and that system's record id): binds it to that record's entity — a deal the
+    # shop's own integration made before syncd is adopted, not duplicated
+    origin: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class WriteOp:
     fields: Mapping[str, Any]          # system field names -> values: what changed (all on create)
     external_key: str                  # stamped on create (ORIGIN_ID, Ид, externalId), looked up first
     attempt: int = 0
+    # the record this entity came from (syncd system name, that system's record id): the natural key
+    # a connector stamps where its protocol names a source (ORIGINATOR_ID/ORIGIN_ID); None for records
+    # syncd made itself (rules' tasks), which carry syncd's own key
+    origin: tuple[str, str] | None = None
+    also_known_as: tuple[str, ...] = ()   # keys earlier versions of syncd stamped: looked up too
     full: Mapping[str, Any] = field(default_factory=dict)   # every pushable field of the record
     # records this one links to, for protocols that embed them (a CommerceML order carries its
     # buyer): the target's id (or key) -> (kind, full fields); filled for `embeds_links` connectors

@@ -24,10 +24,10 @@ def mapping_doc(conflicts: dict[str, Any] | None = None, origin: dict[str, list[
                 systems: tuple[str, ...] = SYSTEMS) -> dict[str, Any]:
     maps = []
     for s in systems:
-        maps.append({"system": s, "kind": "person", "entity": "person", "fields": {
+        maps.append({"system": s, "kind": "person", "entity": "person", "create": True, "fields": {
             "person.name": "name", "person.email": "email", "person.phone": "phone",
             "person.comment": "comment", "person.inn": "inn"}})
-        maps.append({"system": s, "kind": "order", "entity": "order", "fields": {
+        maps.append({"system": s, "kind": "order", "entity": "order", "create": True, "fields": {
             "order.number": "number", "order.status": {"field": "status", "values": f"status_{s}"},
             "order.total": {"field": "total", "transform": "money"},
             "order.customer": "customer_id", "order.comment": "comment"}})

@@ -49,6 +49,11 @@ class Bitrix24Settings(BaseModel):
     application_token: SecretStr | None = None  # verifies outbound events (auth[application_token])
     page_overlap_seconds: int = Field(300, ge=0)
     from_shop_field: str | None = None          # e.g. UF_CRM_FROM_SHOP (S3 "deal by phone")
+    # ORIGINATOR_ID each source system's records carry here, by syncd system name (default: the
+    # system's name). A deal syncd makes from shop order 1001 gets ORIGINATOR_ID = originators.shop
+    # and ORIGIN_ID = 1001; a deal the shop's own CRM integration made before syncd, stamped the
+    # same way, is adopted on the first sync instead of duplicated: set the value it uses here.
+    originators: dict[str, str] = Field(default_factory=dict)
     category_id: list[int] | None = None        # only deals of these pipelines (None = all)
     event_debounce: float = Field(1.0, ge=0)    # events within this many seconds trigger one pull
     limit_retries: int = Field(5, ge=0)         # QUERY_LIMIT_EXCEEDED retries inside the client

@@ -181,7 +181,8 @@ class Streams:
             fields.update(more)
             stamp = r.get("ORIGIN_ID") if r.get("ORIGINATOR_ID") == ORIGINATOR and r.get("ORIGIN_ID") else None
             out.append(RawRecord(kind, str(r["ID"]), fields, version=version,
-                                 source_time=parse_bx_time(r.get("DATE_MODIFY")), stamp=stamp))
+                                 source_time=parse_bx_time(r.get("DATE_MODIFY")), stamp=stamp,
+                                 origin=self.origin_of(r.get("ORIGINATOR_ID"), r.get("ORIGIN_ID"))))
         return out
 
     def _product_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:

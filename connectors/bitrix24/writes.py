@@ -49,38 +49,73 @@ class Writes:
                 return fn(op)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def lookup(self, kind: str, keys: Sequence[str]) -> dict[str, str]:
-        """external_key -> ID of records syncd created (ORIGINATOR_ID/ORIGIN_ID).
+    def stamp(self, op: WriteOp) -> tuple[str, str]:
+        """(ORIGINATOR_ID, ORIGIN_ID) a create carries: the source system and its record's id, as
+        the vendor's own integrations stamp them; syncd's own key for records from no system."""
+        if op.origin is not None:
+            system, ext = op.origin
+            return self.settings.originators.get(system, system), ext
+        return ORIGINATOR, op.external_key
+
+    def origin_of(self, originator: Any, origin_id: Any) -> tuple[str, str] | None:
+        """The source a record names (decoded to a syncd system name), or None."""
+        if not originator or not origin_id or originator == ORIGINATOR:
+            return None
+        by_value = {v: k for k, v in self.settings.originators.items()}
+        return by_value.get(str(originator), str(originator)), str(origin_id)
+
+    def _stamps(self, op: WriteOp) -> list[tuple[str, str]]:
+        """Every stamp a record made for `op` may carry: its own, and syncd's earlier keys."""
+        return [self.stamp(op)] + [(ORIGINATOR, k) for k in op.also_known_as]
+
+    def lookup(self, kind: str, keys: Sequence[str | tuple[str, str]]) -> dict[Any, str]:
+        """stamp -> ID of records stamped so (ORIGINATOR_ID/ORIGIN_ID). A plain string is syncd's own
+        key (ORIGINATOR_ID "syncd"); a pair is (ORIGINATOR_ID, ORIGIN_ID).
 
         Up to LOOKUP_KEYS keys per command, all commands in one call; a command that returns a
         full page (50) is paged on with `>ID` (start=-1, no counting).
         """
-        out: dict[str, str] = {}
-        keys = list(dict.fromkeys(keys))
-        if not keys:
+        out: dict[Any, str] = {}
+        pairs = list(dict.fromkeys(k if isinstance(k, tuple) else (ORIGINATOR, k) for k in keys))
+        if not pairs:
             return out
-        chunks_ = {f"k{i}": keys[i:i + LOOKUP_KEYS] for i in range(0, len(keys), LOOKUP_KEYS)}
+        by_orig: dict[str, list[str]] = {}
+        for o, k in pairs:
+            by_orig.setdefault(o, []).append(k)
+        chunks_: dict[str, tuple[str, list[str]]] = {}
+        for o, ks in by_orig.items():
+            for i in range(0, len(ks), LOOKUP_KEYS):
+                chunks_[f"k{len(chunks_)}"] = (o, ks[i:i + LOOKUP_KEYS])
 
-        def params(ks: list[str], after: int = 0) -> dict[str, Any]:
-            flt: dict[str, Any] = {"ORIGINATOR_ID": ORIGINATOR, "@ORIGIN_ID": ks}
+        def params(orig: str, ks: list[str], after: int = 0) -> dict[str, Any]:
+            flt: dict[str, Any] = {"ORIGINATOR_ID": orig, "@ORIGIN_ID": ks}
             if after:
                 flt[">ID"] = after
             return {"filter": flt, "select": ["ID", "ORIGIN_ID"], "order": {"ID": "ASC"}, "start": -1}
 
         method = f"crm.{kind}.list"
         if len(chunks_) == 1:
-            pages = {"k0": result_rows(self.client.call(method, params(keys)).result)}
+            (k0, (o0, ks0)), = chunks_.items()
+            pages = {k0: result_rows(self.client.call(method, params(o0, ks0)).result)}
         else:
-            res = self.client.batch({k: (method, params(ks)) for k, ks in chunks_.items()})
+            res = self.client.batch({k: (method, params(o, ks)) for k, (o, ks) in chunks_.items()})
             pages = {k: result_rows(res.get(k, connector=self.name)) for k in chunks_}
         for k, rows in pages.items():
+            orig, ks = chunks_[k]
             while True:
                 for r in rows:
-                    out.setdefault(str(r["ORIGIN_ID"]), str(r["ID"]))
+                    out.setdefault((orig, str(r["ORIGIN_ID"])), str(r["ID"]))
                 if len(rows) < PAGE:
                     break
-                rows = result_rows(self.client.call(method, params(chunks_[k], int(rows[-1]["ID"]))).result)
+                rows = result_rows(self.client.call(method, params(orig, ks, int(rows[-1]["ID"]))).result)
+        # a plain key asked for is answered under that key too
+        for k in keys:
+            if not isinstance(k, tuple) and (ORIGINATOR, k) in out:
+                out[k] = out[(ORIGINATOR, k)]
         return out
+
+    def _find(self, op: WriteOp, found: Mapping[Any, str]) -> str | None:
+        return next((found[s] for s in self._stamps(op) if s in found), None)
 
     def _prepare_crm(self, op: WriteOp, ext: str | None, current: Mapping[str, Any] | None
                      ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -96,8 +131,7 @@ class Writes:
                 else:
                     del fields[m]
         if ext is None:
-            fields["ORIGINATOR_ID"] = ORIGINATOR
-            fields["ORIGIN_ID"] = op.external_key
+            fields["ORIGINATOR_ID"], fields["ORIGIN_ID"] = self.stamp(op)
         else:
             fields.pop("ORIGINATOR_ID", None)
             fields.pop("ORIGIN_ID", None)
@@ -129,7 +163,7 @@ class Writes:
         kind = op.kind
         ext = op.external_id
         if ext is None:
-            ext = self.lookup(kind, [op.external_key]).get(op.external_key)
+            ext = self._find(op, self.lookup(kind, self._stamps(op)))
         current = None
         if ext is not None and kind in MULTI_KINDS and any(m in op.fields for m in MULTI):
             current = self.client.call(f"crm.{kind}.get", {"id": ext}).result
@@ -152,12 +186,17 @@ class Writes:
         c = self.client
         ext = op.external_id
         fields = dict(op.fields)
+        # a catalog's goods share their 1C Ид as XML_ID (as the vendor's catalog exchange does)
+        xml_id = op.origin[1] if op.origin is not None else op.external_key
         if ext is None:
-            rows = result_rows(c.call("crm.product.list", {"filter": {"XML_ID": op.external_key},
-                                                     "select": ["ID"], "start": -1}).result)
-            ext = str(rows[0]["ID"]) if rows else None
+            for key in (xml_id, *op.also_known_as):
+                rows = result_rows(c.call("crm.product.list", {"filter": {"XML_ID": key},
+                                                               "select": ["ID"], "start": -1}).result)
+                if rows:
+                    ext = str(rows[0]["ID"])
+                    break
         if ext is None:
-            ext = str(c.call("crm.product.add", {"fields": {**fields, "XML_ID": op.external_key}}).result)
+            ext = str(c.call("crm.product.add", {"fields": {**fields, "XML_ID": xml_id}}).result)
         elif fields:
             c.call("crm.product.update", {"id": ext, "fields": fields})
         rec = c.call("crm.product.get", {"id": ext}).result or {}
@@ -193,10 +232,9 @@ class Writes:
                 by_kind.setdefault(ops[i].kind, []).append(i)
         if by_kind:
             try:
-                found: dict[tuple[str, str], str] = {}
+                found: dict[str, dict[Any, str]] = {}
                 for kind, idx in by_kind.items():
-                    for key, xid in self.lookup(kind, [ops[i].external_key for i in idx]).items():
-                        found[(kind, key)] = xid
+                    found[kind] = self.lookup(kind, [s for i in idx for s in self._stamps(ops[i])])
             except (TransientError, PermanentError) as exc:
                 for idx in by_kind.values():
                     for i in idx:
@@ -204,7 +242,7 @@ class Writes:
                 return [x if x is not None else exc for x in out]
             for kind, idx in by_kind.items():
                 for i in idx:
-                    ext[i] = found.get((kind, ops[i].external_key))
+                    ext[i] = self._find(ops[i], found[kind])
             # an existing record with multi-fields needs its current values to merge: one by one
             for i in [i for i in fast if ops[i].external_id is None and ext[i] is not None
                       and ops[i].kind in MULTI_KINDS and any(m in ops[i].fields for m in MULTI)]:

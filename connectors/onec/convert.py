@@ -117,7 +117,7 @@ def counterparty_record(cp: Counterparty, version: str | None, known: KnownKind 
         raise BadInput("<Контрагент> without <Ид>")
     kind = (known(cp.id) if known else None) or counterparty_kind(cp)
     return RawRecord(kind, cp.id, counterparty_fields(cp), version=version,
-                     stamp=cp.id if cp.id.startswith("syncd-") else None)
+                     stamp=cp.id)
 
 
 def _item_fields(it: Item) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def order_record(doc: Document, version: str | None, known: KnownKind | None = N
     for name, value in doc.requisites:
         f[name] = _date_req(value) if name in DATE_REQUISITES else value
     return cps, RawRecord("order", doc.id, f, version=version, source_time=None,
-                          stamp=doc.id if doc.id.startswith("syncd-") else None)
+                          stamp=doc.id)
 
 
 def linked_fields(doc: Document) -> dict[str, Any] | None:

@@ -412,8 +412,7 @@ class Exchange:
                 return [Rejected(f"{doc.operation} {doc.number or doc.id}: Основание {base!r} is no order "
                                  "known to this exchange", kind="order", external_id=doc.id,
                                  raw=repr(doc)[:2000])]
-            return [RawRecord("order", order_id, linked, version=version,
-                              stamp=order_id if order_id.startswith("syncd-") else None)]
+            return [RawRecord("order", order_id, linked, version=version, stamp=order_id)]
         cps, order = convert.order_record(doc, version, self._known_kind)
         self.c.remember(doc.id, "order", doc.number)
         return [*cps, order]

@@ -25,7 +25,7 @@ sent (an invalid one is a PermanentError, never an upload), written with `syncd.
 while the shop answers `progress`. The file goes up in one piece (zipped when the shop says `zip=yes`
 and that makes it fit `file_limit`); it is split into chunks only with `split_uploads` on, because
 sites differ: 1C-Bitrix appends chunks, others (django-cml2) overwrite the file with each POST. A create
-stamps the document's `Ид` with the op's external key (``syncd-<entity id>``); the exchange cannot
+stamps the document's `Ид` with the op's external key (``crm-15`` for deal 15); the exchange cannot
 search orders by `Ид`, but the shop's import matches documents on `Ид` (Bitrix: XML_ID), so a retried
 create updates the order it created the first time instead of making a second one. Users and companies
 (S7 requisites edits) go up as a root-level `Контрагенты` document, matched the same way.
@@ -209,8 +209,8 @@ def counterparty_record(cp: Counterparty) -> RawRecord:
              "Адрес": addr.presentation if addr else None}
         kind = "user"
     assert cp.id is not None
-    stamp = cp.id if cp.id.startswith("syncd-") else None
-    return RawRecord(kind, cp.id, {k: v for k, v in f.items() if v is not None}, stamp=stamp)
+    # the Ид is the key syncd stamped on records it made here (syncd decides what it names)
+    return RawRecord(kind, cp.id, {k: v for k, v in f.items() if v is not None}, stamp=cp.id)
 
 
 def item_fields(it: Item) -> dict[str, Any]:
@@ -265,7 +265,7 @@ def order_record(doc: Document) -> RawRecord:
     assert doc.id is not None
     version = doc.version or (changed.isoformat() if changed else None)
     return RawRecord("order", doc.id, {k: v for k, v in f.items() if v is not None}, version=version,
-                     source_time=changed or doc.date, stamp=doc.id if doc.id.startswith("syncd-") else None)
+                     source_time=changed or doc.date, stamp=doc.id)
 
 
 @dataclass
@@ -420,7 +420,8 @@ _BOOL_REQS = {"Заказ оплачен", "Отменен", "Проведен",
 
 
 def order_document(doc_id: str, f: Mapping[str, Any], *, create: bool,
-                   head: Mapping[str, Any] | None = None, names: Mapping[str, str] | None = None) -> Document:
+                   head: Mapping[str, Any] | None = None, names: Mapping[str, str] | None = None,
+                   links: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None) -> Document:
     """A complete order document from whatever fields the write has.
 
     `f` is the whole record when the write path gives one, else only the changed fields; the header
@@ -452,7 +453,13 @@ def order_document(doc_id: str, f: Mapping[str, Any], *, create: bool,
             reqs.append((name, str(v)))
     buyer = _s(f.get("Покупатель")) or _s(f.get("Организация")) or _s(f.get("Контрагент")) or \
         _s(head.get("Контрагент"))
-    cps = (Counterparty(buyer, name=names.get(buyer) or buyer, role="Покупатель"),) if buyer else ()
+    linked = (links or {}).get(buyer) if buyer else None
+    if linked is not None:
+        # the buyer travels with its order (a new one is registered by the shop from it)
+        cps: tuple[Counterparty, ...] = (counterparty_from_fields(linked[0], buyer, linked[1],
+                                                                  known_name=names.get(buyer)),)
+    else:
+        cps = (Counterparty(buyer, name=names.get(buyer) or buyer, role="Покупатель"),) if buyer else ()
     when = f.get("Дата")
     if isinstance(when, str):
         when = _when(when)
@@ -515,6 +522,11 @@ _HEADS_MAX = 50_000        # order headers / counterparty names remembered from 
 
 
 class ShopConnector(BaseConnector):
+    keys_are_ids = True                 # a document syncd uploads is known to the shop by the Ид it was given
+    embeds_links = True                 # an order carries its buyer
+    # the shop shows its users to syncd only inside their orders: a buyer reaches it inside its order
+    embedded_kinds = frozenset({"user", "company"})
+
     def __init__(self, name: str, settings: ShopSettings, ctx: Any = None) -> None:
         self.name = name
         self.settings = settings
@@ -667,7 +679,7 @@ class ShopConnector(BaseConnector):
         try:
             if op.kind == "order":
                 write_orders(buf, [order_document(ext, fields, create=op.op == "create", head=self._heads.get(ext),
-                                                  names=self._names)], **opts)
+                                                  names=self._names, links=op.links)], **opts)
             else:
                 write_counterparties(buf, [counterparty_from_fields(op.kind, ext, fields,
                                                                     known_name=self._names.get(ext))], **opts)

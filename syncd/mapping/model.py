@@ -41,7 +41,10 @@ class EntityMap(_Strict):
     kind: str                                   # the system's object kind ("deal", "order", "user")
     entity: str                                 # canonical entity type (person, company, order, …)
     direction: Direction = "both"               # pull (read only), push (write only) or both
-    create: bool = True                         # may syncd create this kind in the system
+    # may syncd create records of this kind in the system: off unless the mapping says so, so a
+    # system never gets records nobody asked for (and never one it cannot show back to syncd, like
+    # a shop's users, which travel inside their orders)
+    create: bool = False
     only_when: dict[str, Any] = Field(default_factory=dict)   # canonical field == value to push
     fields: dict[str, FieldMap] = Field(default_factory=dict)  # canonical field -> system field (FieldMap)
     defaults: dict[str, Any] = Field(default_factory=dict)    # system fields set on create

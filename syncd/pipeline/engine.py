@@ -350,10 +350,15 @@ class _BatchRun:
                 if alias:
                     self.aliases.add((typ, ext))
 
-    def _bind(self, etype: str, ext: str, eid: str) -> None:
-        self.bind_cache[(etype, ext)] = eid
-        self.new_bindings.append(dict(system=self.system, type=etype, external_id=ext, entity_id=eid,
-                                      created_at=self.now))
+    def _bind(self, etype: str, ext: str, eid: str, *, system: str | None = None) -> None:
+        """Bind a record of this system (or, `system` given, the record of another system that
+        this one names as its source — so when that record is read it joins the same entity)."""
+        if system is None:
+            self.bind_cache[(etype, ext)] = eid
+        # the source record counts as the entity's first (its key names the entity elsewhere)
+        when = self.now if system is None else self.now - dt.timedelta(milliseconds=1)
+        self.new_bindings.append(dict(system=system or self.system, type=etype, external_id=ext, entity_id=eid,
+                                      created_at=when))
 
     def _new_entity(self, etype: str, hold: str | None = None) -> str:
         eid = new_id()
@@ -379,6 +384,7 @@ class _BatchRun:
                 index.setdefault((typ, key), set()).add(eid)
 
         out = []
+        promises: list[tuple[int, tuple[str, str]]] = []
         for i, (rec, etype, fields) in enumerate(parsed):
             created = False
             eid = self.bind_cache.get((etype, rec.external_id))
@@ -386,12 +392,18 @@ class _BatchRun:
                 forced = self.forced.get((etype, rec.external_id), False)
                 rule = self.ms.identity.get(etype)
                 stamped = self._stamped(rec, etype)
+                origin = self._origin_of(rec)
                 if forced:
                     outcome = identify.Outcome(None if forced == "new" else forced,
                                                "created" if forced == "new" else "matched")
                 elif stamped:
-                    # we created it there; the confirm was lost (crash) or not yet committed
+                    # made from a record syncd knows (by syncd, or by the vendor's own integration
+                    # before syncd): that record's entity — adopted, never a second one
                     outcome = identify.Outcome(stamped, "matched")
+                elif origin is not None and identify.origin_allows(rule, origin[0]):
+                    # made from a record syncd has not read yet: a new entity that record joins
+                    outcome = identify.Outcome(None, "created")
+                    promises.append((i, origin))
                 else:
                     cands: set[str] = set()
                     for k in rec_keys.get(i, ()):
@@ -417,18 +429,46 @@ class _BatchRun:
                     eid = outcome.entity_id
                 assert eid is not None
                 self._bind(etype, rec.external_id, eid)
+                if promises and promises[-1][0] == i:
+                    osys, oext = promises[-1][1]
+                    self._bind(etype, oext, eid, system=osys)
                 for k in rec_keys.get(i, ()):
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
             out.append((eid, rec, etype, fields, created))
         return out
 
-    def _stamped(self, rec: RawRecord, etype: str) -> str | None:
-        if not rec.stamp or not rec.stamp.startswith("syncd-"):
+    def _origin_of(self, rec: RawRecord) -> tuple[str, str] | None:
+        """The record this one was made from, in another system: as its connector decoded it
+        (ORIGINATOR_ID/ORIGIN_ID), or from a key syncd stamped ("shop-1001")."""
+        if rec.origin is not None:
+            return rec.origin if rec.origin[0] != self.system else None
+        st = rec.stamp
+        if not st or st.startswith("syncd-"):
             return None
-        eid = rec.stamp[len("syncd-"):]
-        row = self.conn.execute(select(t.entities.c.type).where(t.entities.c.id == eid)).first()
-        if row is None or row.type != etype or self._bound_elsewhere(eid, etype):
+        for head in sorted(self.mapper.systems(), key=len, reverse=True):   # "crm-main" before "crm"
+            if head != self.system and st.startswith(head + "-") and len(st) > len(head) + 1:
+                return head, st[len(head) + 1:]
+        return None
+
+    def _stamped(self, rec: RawRecord, etype: str) -> str | None:
+        """The entity a record stamped by syncd (or naming its source record) belongs to."""
+        eid: str | None = None
+        if rec.stamp and rec.stamp.startswith("syncd-"):
+            eid = rec.stamp[len("syncd-"):]
+            row = self.conn.execute(select(t.entities.c.type, t.entities.c.hold)
+                                    .where(t.entities.c.id == eid)).first()
+            if row is None or row.type != etype or row.hold:
+                eid = None
+        if eid is None:
+            origin = self._origin_of(rec)
+            if origin is not None:
+                eid = self.conn.execute(select(t.bindings.c.entity_id).where(
+                    t.bindings.c.system == origin[0], t.bindings.c.type == etype,
+                    t.bindings.c.external_id == origin[1])).scalar()
+                eid = eid or next((b["entity_id"] for b in self.new_bindings if (b["system"], b["type"],
+                                   b["external_id"]) == (origin[0], etype, origin[1])), None)
+        if eid is None or self._bound_elsewhere(eid, etype):
             return None
         return eid
 

@@ -29,8 +29,16 @@ CHUNK = 400
 
 
 def external_key(entity_id: str) -> str:
-    """The stamp every create carries (ORIGIN_ID, Ид, externalId), looked up before creating."""
+    """syncd's own key: the stamp of a record that came from no system (a rule's task), and the
+    key earlier versions stamped on every create (still looked up, so none is made twice)."""
     return f"syncd-{entity_id}"
+
+
+def natural_key(origin: tuple[str, str] | None, entity_id: str) -> str:
+    """The key a create carries: made from the record the entity came from — its system's name
+    and its own id, "shop-1001" — so it is readable and the same whichever syncd made it; syncd's
+    own key only where there is no such record."""
+    return f"{origin[0]}-{origin[1]}" if origin else external_key(entity_id)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,7 @@ class _Block(Exception):
 class _Loaded:
     ents: dict[str, _Target] = field(default_factory=dict)
     binds: dict[tuple[str, str, str], str] = field(default_factory=dict)   # (eid, system, type) -> ext
+    first: dict[str, tuple[str, str]] = field(default_factory=dict)        # eid -> its first record
     shadows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     held: dict[str, set[str]] = field(default_factory=dict)
     open: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -123,6 +132,7 @@ def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
                             .order_by(t.bindings.c.created_at.desc()))
         for eid, system, typ, ext in rows:
             into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
+            into.first[eid] = (system, ext)
 
 
 def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> _Loaded:
@@ -188,12 +198,13 @@ def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, w
             raise _Block(target.id, "held", f"the linked {ttype} {target.id} is held for {target.hold}")
         tm = mapper.push_map(system, ttype)
         creatable = tm is not None and tm.create and plan.wants(tm, target.golden)
-        if (creatable and target.golden and traits.keys_are_ids and traits.embeds_links and tm is not None
-                and tm.kind in traits.embedded_kinds):
-            return external_key(target.id)     # it travels inside this record and is created with it
+        if (tm is not None and target.golden and traits.keys_are_ids and traits.embeds_links
+                and tm.kind in traits.embedded_kinds and plan.wants(tm, target.golden)):
+            # (whatever its map's `create` says: the target makes it from the record it travels in)
+            return _key_of(data, target.id, system)   # it travels inside this record, created with it
         row = data.open.get((target.id, system))
         if row is not None and row["status"] in ("pending", "sending") and traits.keys_are_ids:
-            return row["external_key"] or external_key(target.id)
+            return row["external_key"] or _key_of(data, target.id, system)
         if row is not None:
             raise _Block(target.id, "create", f"waiting for {ttype} {target.id} to be created in {system}")
         if (target.id, system) in data.dead:
@@ -212,6 +223,11 @@ def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, w
         raise _Block(target.id, "create", f"waiting for {ttype} {target.id} to be created in {system}", intent)
 
     return fn
+
+
+def _key_of(data: _Loaded, eid: str, system: str) -> str:
+    origin = data.first.get(eid)
+    return natural_key(origin if origin is None or origin[0] != system else None, eid)
 
 
 def _translate(fields: dict[str, Any], fn: Callable[[str, Any], Any]
@@ -281,12 +297,16 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
         return Blocked(deferred.on, deferred.why, deferred.detail, deferred.intent)
     sent = {k: ent.golden[k] for k in sent_names}
     translated = {k: full[k] for k in sent_names}
-    key = row.get("external_key") or external_key(eid)
+    origin = data.first.get(eid)
+    if origin is not None and origin[0] == system:
+        origin = None                      # (it came from this very system: nothing to name)
+    key = row.get("external_key") or natural_key(origin, eid)
     links, embedded = _links(mapper, data, system, full, whole) if traits.embeds_links else ({}, ())
     op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind, op="create" if create else "update",
                  entity=etype, entity_id=eid, external_id=ext,
                  fields=mapper.from_canonical(em, translated, create=create), external_key=key,
-                 attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create), links=links)
+                 attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create), links=links,
+                 origin=origin, also_known_as=(external_key(eid),) if origin else ())
     dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
     return Ready(op, sent, dfr, embedded)
 

@@ -139,7 +139,8 @@ class MemoryConnector(BaseConnector):
             objs = s.objects[op.kind]
             ext = op.external_id
             if op.op == "create":
-                ext = next((e for e, o in objs.items() if o.get(STAMP) == op.external_key), None)
+                keys = (op.external_key, *op.also_known_as)
+                ext = next((e for e, o in objs.items() if o.get(STAMP) in keys), None)
                 if ext is None:
                     ext = s.new_id(op.kind)
                     objs[ext] = {STAMP: op.external_key}

@@ -34,7 +34,7 @@ class FlakyPeer:
 
 
 def _mapper() -> Mapper:
-    return Mapper(parse_mapping_doc({"maps": [{"system": "crm", "kind": "person", "entity": "person",
+    return Mapper(parse_mapping_doc({"maps": [{"system": "crm", "kind": "person", "entity": "person", "create": True,
                                                "fields": {"person.name": "NAME", "person.email": "EMAIL"}}],
                                      "identity": {"person": {"keys": ["email"], "origin": ["crm"]}}}, "test"))
 
@@ -85,7 +85,7 @@ def test_a_silent_peer_delays_nobody_else() -> None:
             return LiveSchema()
 
     released: list[str] = []
-    doc = {"maps": [{"system": s, "kind": "person", "entity": "person", "fields": {"person.name": "NAME"}}
+    doc = {"maps": [{"system": s, "kind": "person", "entity": "person", "create": True, "fields": {"person.name": "NAME"}}
                     for s in ("crm", "shop")],
            "identity": {"person": {"keys": ["email"], "origin": ["crm"]}}}
     lc = LiveCheck(Mapper(parse_mapping_doc(doc, "t")), {"crm": Silent(), "shop": FlakyPeer(0, {"NAME"})},

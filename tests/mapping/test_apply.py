@@ -16,7 +16,7 @@ from syncd.schema import Ref
 
 DOC = {
     "maps": [
-        {"system": "crm", "kind": "deal", "entity": "order", "defaults": {"CATEGORY_ID": 0, "OPENED": "Y"},
+        {"system": "crm", "kind": "deal", "entity": "order", "create": True, "defaults": {"CATEGORY_ID": 0, "OPENED": "Y"},
          "fields": {
              "order.title": "TITLE",
              "order.status": {"field": "STAGE_ID", "values": "stages"},
@@ -28,8 +28,8 @@ DOC = {
              "order.items": {"field": "ROWS", "items": {"product": "PRODUCT_ID", "name": "NAME",
                                                         "quantity": "QTY", "price": "PRICE"}},
          }},
-        {"system": "crm", "kind": "contact", "entity": "person", "fields": {"person.name": "NAME"}},
-        {"system": "crm", "kind": "product", "entity": "product", "fields": {"product.name": "NAME"}},
+        {"system": "crm", "kind": "contact", "entity": "person", "create": True, "fields": {"person.name": "NAME"}},
+        {"system": "crm", "kind": "product", "entity": "product", "create": True, "fields": {"product.name": "NAME"}},
     ],
     "values": {"stages": {"new": "NEW", "paid": "PREPAYMENT_INVOICE", "completed": "WON", "canceled": "LOSE"}},
 }

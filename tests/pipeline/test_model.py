@@ -54,9 +54,9 @@ def mapping() -> Mapper:
                    "company.bank_accounts": banks}
         order = {"order.number": "number", "order.total": {"field": "total", "transform": "money"},
                  "order.customer": "customer_id", "order.company": "company_id", "order.comment": "comment"}
-        maps += [{"system": s, "kind": "person", "entity": "person", "fields": person},
-                 {"system": s, "kind": "company", "entity": "company", "fields": company},
-                 {"system": s, "kind": "order", "entity": "order", "fields": order}]
+        maps += [{"system": s, "kind": "person", "entity": "person", "create": True, "fields": person},
+                 {"system": s, "kind": "company", "entity": "company", "create": True, "fields": company},
+                 {"system": s, "kind": "order", "entity": "order", "create": True, "fields": order}]
     doc = {
         "maps": maps,
         "identity": {"person": {"keys": ["email", "phone"], "origin": ["shop", "crm"]},

@@ -61,21 +61,21 @@ def mapping_doc(rules: dict[str, Any]) -> dict[str, Any]:
     company = {"company.name": "name", "company.inn": "inn", "company.responsible": "responsible"}
     return {
         "maps": [
-            {"system": "shop", "kind": "person", "entity": "person", "fields": person},
-            {"system": "shop", "kind": "order", "entity": "order", "fields": order},
-            {"system": "crm", "kind": "person", "entity": "person", "fields": crm_person},
-            {"system": "crm", "kind": "company", "entity": "company", "fields": company},
-            {"system": "crm", "kind": "order", "entity": "order", "fields": crm_order},
-            {"system": "shop", "kind": "lead", "entity": "lead", "fields": {
+            {"system": "shop", "kind": "person", "entity": "person", "create": True, "fields": person},
+            {"system": "shop", "kind": "order", "entity": "order", "create": True, "fields": order},
+            {"system": "crm", "kind": "person", "entity": "person", "create": True, "fields": crm_person},
+            {"system": "crm", "kind": "company", "entity": "company", "create": True, "fields": company},
+            {"system": "crm", "kind": "order", "entity": "order", "create": True, "fields": crm_order},
+            {"system": "shop", "kind": "lead", "entity": "lead", "create": True, "fields": {
                 "lead.title": "title", "lead.email": "email", "lead.form": "form", "lead.source": "source"}},
-            {"system": "crm", "kind": "lead", "entity": "lead", "fields": {
+            {"system": "crm", "kind": "lead", "entity": "lead", "create": True, "fields": {
                 "lead.title": "title", "lead.email": "email", "lead.form": "form", "lead.source": "source",
                 "lead.responsible": "responsible"}},
-            {"system": "crm", "kind": "task", "entity": "task", "direction": "push", "fields": {
+            {"system": "crm", "kind": "task", "entity": "task", "create": True, "direction": "push", "fields": {
                 "task.title": "title", "task.responsible": "responsible", "task.deadline": "deadline",
                 "task.order": "order_id", "task.person": "person_id", "task.company": "company_id",
                 "task.rule": "rule"}},
-            {"system": "crm", "kind": "notice", "entity": "notice", "direction": "push",
+            {"system": "crm", "kind": "notice", "entity": "notice", "create": True, "direction": "push",
              "only_when": {"notice.system": "crm"},
              "fields": {"notice.user": "user", "notice.text": "text"}},
         ],

@@ -26,7 +26,8 @@ def test_s1_person_and_company_orders_become_assigned_deals_with_rows_contacts_a
     assert len(w.portal.deals()) == 4
     for o, d in ((o1, d1), (o2, d2), (o3, d3), (o4, d4)):
         # bound to the order, with the defaults of rules.toml / bitrix24.toml
-        assert d["ORIGINATOR_ID"] == "syncd" and d["ORIGIN_ID"].startswith("syncd-")
+        # stamped as the vendor's own integration does: the source system and the order's Ид
+        assert d["ORIGINATOR_ID"] == "shop" and d["ORIGIN_ID"] == str(o.get("xml_id") or o["id"])
         assert d["UF_CRM_SHOP_ORDER"] == str(o["number"]) and d["TITLE"] == f"Заказ №{o['number']}"
         assert (d["CATEGORY_ID"], d["STAGE_ID"], d["PROBABILITY"], d["OPENED"]) == ("0", "NEW", "10", "Y")
         assert (d["SOURCE_ID"], d["CURRENCY_ID"]) == ("STORE", "RUB")

@@ -203,6 +203,7 @@ BAD_MAPPING = """
 system = "crm"
 kind = "deal"
 entity = "order"
+create = true
 [maps.fields]
 "order.title" = "TITLE"
 "order.number" = "UF_CRM_NOPE"
@@ -214,6 +215,7 @@ STAGE_ID = "C9:NEW"
 system = "crm"
 kind = "task"
 entity = "task"
+create = true
 [maps.fields]
 "task.title" = "NOT_CHECKED_TASKS_ARE_NOT_IN_THE_LIVE_SCHEMA"
 

@@ -19,6 +19,7 @@ MEMORY_SIDE = '''
 system = "mem"
 kind = "person"
 entity = "person"
+create = true
 
 [maps.fields]
 "person.first_name" = "first_name"
@@ -56,8 +57,8 @@ def test_person_becomes_contact_once_and_edits_come_back_without_echo(sandbox, s
                                                             "ORIGINATOR_ID", "ORIGIN_ID"]})["result"]
     assert len(contacts) == 1
     c = contacts[0]
-    assert (c["NAME"], c["LAST_NAME"], c["ORIGINATOR_ID"]) == ("Иван", "Петров", "syncd")
-    assert c["ORIGIN_ID"].startswith("syncd-")
+    # stamped with its source record, as the vendor's integrations do: system "mem", record m1
+    assert (c["NAME"], c["LAST_NAME"], c["ORIGINATOR_ID"], c["ORIGIN_ID"]) == ("Иван", "Петров", "mem", "m1")
     assert [p["VALUE"] for p in c["PHONE"]] == ["+7 495 123-45-67"]
     assert [e["VALUE"] for e in c["EMAIL"]] == ["ivan@example.ru"]
     quiet = syncer.pass_once()

@@ -29,6 +29,7 @@ CRM_MAPPING = """
 system = "crm"
 kind = "order"
 entity = "order"
+create = true
 [maps.fields]
 "order.number" = "number"
 "order.title" = "title"
@@ -50,6 +51,7 @@ entity = "order"
 system = "crm"
 kind = "company"
 entity = "company"
+create = true
 [maps.fields]
 "company.name" = "title"
 "company.inn" = "inn"
@@ -64,6 +66,7 @@ entity = "company"
 system = "crm"
 kind = "person"
 entity = "person"
+create = true
 [maps.fields]
 "person.name" = "name"
 "person.email" = "email"

@@ -21,7 +21,7 @@ def test_deal_marked_for_1c_reaches_1c_with_its_counterparty(world: World) -> No
     out = c.run_cycle()
     assert out["received"] == 1
     order = c.db.order("D-1001")
-    assert order.id.startswith("syncd-")            # 1C keeps the Ид syncd gave it
+    assert order.id == "crm-deal-D-1001"            # 1C keeps the Ид syncd gave it: the deal's, named
     assert order.total == Decimal("5880.00") and order.operation == "Заказ товара"
     assert [it.name for it in order.items] == ["Кружка керамическая 350 мл"]
     assert order.items[0].quantity == Decimal(12)

@@ -27,15 +27,15 @@ TEAPOT = "9f1c2a10-0000-4c1e-8a00-000000000002"
 
 CRM_SIDE: dict[str, Any] = {
     "maps": [
-        {"system": "crm", "kind": "person", "entity": "person",
+        {"system": "crm", "kind": "person", "entity": "person", "create": True,
          "fields": {"person.name": "name", "person.email": "email", "person.phone": "phone"}},
-        {"system": "crm", "kind": "company", "entity": "company",
+        {"system": "crm", "kind": "company", "entity": "company", "create": True,
          "fields": {"company.name": "name", "company.inn": "inn", "company.kpp": "kpp",
                     "company.bank_accounts": {"field": "bank_accounts",
                                               "items": {"account": "account", "bik": "bik"}}}},
-        {"system": "crm", "kind": "product", "entity": "product",
+        {"system": "crm", "kind": "product", "entity": "product", "create": True,
          "fields": {"product.name": "name", "product.price": "price"}},
-        {"system": "crm", "kind": "order", "entity": "order",
+        {"system": "crm", "kind": "order", "entity": "order", "create": True,
          "fields": {"order.number": "number", "order.status": {"field": "status", "values": "crm_status"},
                     "order.total": {"field": "total", "transform": "money"}, "order.paid": "paid",
                     "order.customer": "contact_id", "order.company": "company_id",
