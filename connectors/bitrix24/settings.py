@@ -54,6 +54,9 @@ class Bitrix24Settings(BaseModel):
     # and ORIGIN_ID = 1001; a deal the shop's own CRM integration made before syncd, stamped the
     # same way, is adopted on the first sync instead of duplicated: set the value it uses here.
     originators: dict[str, str] = Field(default_factory=dict)
+    # the product row that carries a deal's delivery when a mapping writes DELIVERY_PRICE (the
+    # portal sums a deal from its rows: without the row the delivery is lost from the deal's sum)
+    delivery_row: str = "Доставка"
     category_id: list[int] | None = None        # only deals of these pipelines (None = all)
     event_debounce: float = Field(1.0, ge=0)    # events within this many seconds trigger one pull
     limit_retries: int = Field(5, ge=0)         # QUERY_LIMIT_EXCEEDED retries inside the client

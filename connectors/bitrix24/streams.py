@@ -189,6 +189,11 @@ class Streams:
         res = self.client.batch({f"p{i}": ("crm.deal.productrows.get", {"id": i}) for i in ids})
         out = {}
         for i in ids:
-            rows = res.get(f"p{i}", connector=self.name) or []
-            out[i] = {"PRODUCT_ROWS": [{k: r.get(k) for k in ROW_FIELDS if k in r} for r in result_rows(rows)]}
+            rows = [{k: r.get(k) for k in ROW_FIELDS if k in r} for r in result_rows(res.get(f"p{i}", connector=self.name) or [])]
+            # the delivery row is the deal's delivery, not one of its goods
+            delivery = [r for r in rows if r.get("PRODUCT_NAME") == self.settings.delivery_row]
+            out[i] = {"PRODUCT_ROWS": [r for r in rows if r not in delivery]}
+            if delivery:
+                out[i]["DELIVERY_PRICE"] = sum(float(r.get("PRICE") or 0) * float(r.get("QUANTITY") or 1)
+                                               for r in delivery)
         return out

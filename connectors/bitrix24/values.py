@@ -20,7 +20,7 @@ ADDRESS_PARTS = ("ADDRESS_1", "ADDRESS_2", "CITY", "REGION", "PROVINCE", "POSTAL
 ROW_FIELDS = ("ID", "PRODUCT_ID", "PRODUCT_NAME", "PRICE", "QUANTITY", "DISCOUNT_TYPE_ID", "DISCOUNT_RATE",
               "DISCOUNT_SUM", "TAX_RATE", "TAX_INCLUDED", "MEASURE_CODE", "MEASURE_NAME", "SORT")
 PSEUDO: dict[str, tuple[str, ...]] = {
-    "deal": ("PRODUCT_ROWS",),
+    "deal": ("PRODUCT_ROWS", "DELIVERY_PRICE"),
     "company": REQ_FIELDS + ("BANK_DETAILS", "ADDRESS_LEGAL"),
 }
 WRITES = frozenset({"deal", "contact", "company", "lead", "product", "task", "comment", "notify"})

@@ -9,6 +9,7 @@ from typing import Any
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from connectors.bitrix24.client import PAGE, Bitrix24Client, ref
+from connectors.bitrix24.settings import Bitrix24Settings
 from connectors.bitrix24.values import (
     CRM_KINDS,
     LOOKUP_KEYS,
@@ -27,6 +28,7 @@ from syncd.errors import BadInput, PermanentError, TransientError
 
 class Writes:
     client: Bitrix24Client
+    settings: Bitrix24Settings
     name: str
     write_retries: int
 
@@ -149,9 +151,16 @@ class Writes:
                 cmds[f"{key}w"] = (f"crm.{kind}.update", {"id": ext, "fields": fields,
                                                            "params": {"REGISTER_SONET_EVENT": "N"}})
             id_ref = ext
-        if kind == "deal" and "PRODUCT_ROWS" in pseudo:
+        if kind == "deal" and ("PRODUCT_ROWS" in pseudo or "DELIVERY_PRICE" in pseudo):
+            # the rows are always set whole: the goods (changed, or as the record has them) and,
+            # when the mapping writes DELIVERY_PRICE, the delivery as one more row
+            goods = pseudo["PRODUCT_ROWS"] if "PRODUCT_ROWS" in pseudo else op.full.get("PRODUCT_ROWS")
+            delivery = pseudo["DELIVERY_PRICE"] if "DELIVERY_PRICE" in pseudo else op.full.get("DELIVERY_PRICE")
+            listed = list(goods or [])
+            if delivery not in (None, "", 0, "0", "0.00"):
+                listed.append({"PRODUCT_NAME": self.settings.delivery_row, "PRICE": delivery, "QUANTITY": 1})
             rows = []
-            for r in pseudo["PRODUCT_ROWS"] or []:
+            for r in listed:
                 row = {k: v for k, v in dict(r).items() if v is not None and k != "ID"}
                 if row.get("PRODUCT_ID") in (None, "", "0", 0):
                     row.pop("PRODUCT_ID", None)

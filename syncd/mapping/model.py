@@ -32,6 +32,9 @@ class FieldMap(_Strict):
     # the list, so a member it no longer has is removed everywhere (only when the record it read
     # is complete: not half-written by syncd at that moment)
     list: Literal["merge", "replace"] = "merge"
+    # a value this system derives from others (a deal's sum from its product rows, an order line's
+    # price for the catalog): taken for a record that has no value yet, never as an edit of one
+    derived: bool = False
 
 
 class EntityMap(_Strict):
