@@ -686,9 +686,13 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
 
     rt = _runtime(ctx)
     eid = entity_id
-    if entity_id.count(":") == 2:
-        system, type_, ext = entity_id.split(":")
-        eid = rt.store.find_entity(system, type_, ext) or ""
+    if entity_id.count(":") >= 2:
+        # the system's own kind (crm:deal:3) or the canonical type (crm:order:3)
+        from syncd.trace import find
+
+        with rt.store.read() as conn:
+            found = find(conn, rt.mapper, entity_id)
+        eid = found[0] if found else ""
     ent = rt.store.entity(eid) if eid else None
     if ent is None:
         rt.close()
@@ -697,6 +701,35 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
     lines = explain(rt.mapper.ms.rules, ent, store=rt.store, connectors=rt.connectors)
     rt.close()
     _emit(ctx, lines, lambda ls: click.echo("\n".join(ls) if ls else "no rule matches"))
+
+
+@main.command()
+@click.argument("query")
+@click.pass_context
+def trace(ctx: click.Context, query: str) -> None:
+    """A record's story across systems: changes, decisions, writes.
+
+    QUERY is SYSTEM:KIND:ID (crm:deal:15, shop:order:1001), an order number, a phone, an e-mail,
+    an ИНН or any system's id.
+    """
+    from syncd.trace import record_links, trace as story
+
+    rt = _runtime(ctx)                      # its connectors give the records' addresses
+    data = story(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
+    rt.close()
+
+    def show(d: dict[str, Any]) -> None:
+        if not d["records"]:
+            click.echo(f"nothing found for {query!r}")
+            return
+        for rec in d["records"]:
+            ids = ", ".join(f"{s}:{x}" for s, x in rec["ids"].items()) or "no system yet"
+            hold = f" [held: {rec['hold']}]" if rec["hold"] else ""
+            click.echo(f"{rec['type']} {rec['entity_id']}{hold} — {ids}")
+            for e in rec["events"]:
+                click.echo(f"  {(e['at'] or '')[:19]:19}  {e['kind']:8} {e['summary']}")
+    _emit(ctx, data, show)
+    sys.exit(EXIT_OK if data["records"] else EXIT_FAIL)
 
 
 @rules.command("check")

@@ -64,6 +64,12 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
         self._lock = threading.Lock()
         self.write_retries = 3
 
+    def record_url(self, kind: str, external_id: str) -> str | None:
+        """Where a person opens the record in the portal (deals, contacts, companies, leads)."""
+        if kind not in ("deal", "contact", "company", "lead"):
+            return None
+        return f"https://{self.client.host}/crm/{kind}/details/{external_id}/"
+
     def health(self) -> Health:
         try:
             me = self.client.call("profile").result or {}

@@ -237,6 +237,12 @@ class _Auth:
 Action = Callable[[dict[str, Any]], Any]
 
 
+def trace_of(rt: Runtime, query: str) -> dict[str, Any]:
+    from syncd.trace import record_links, trace
+
+    return trace(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
+
+
 def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
     """The app over `runtime`; `checks` (a `LiveCheck`, when the daemon runs one) adds each
     system's live-check state to /healthz and /stats."""
@@ -568,6 +574,8 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
         _api("/api/quarantine", lambda r: rt.store.list_quarantine(r.query_params.get("status", "open"), _limit(r))),
         _api("/api/review", lambda r: rt.store.list_review(r.query_params.get("status", "open"), _limit(r))),
         _api("/api/dead", lambda r: rt.store.list_outbox("dead", _limit(r))),
+        # a record's story across systems (customer data: login required like every /api route)
+        _api("/api/trace", lambda r: trace_of(rt, r.query_params.get("q", ""))),   # type: ignore[arg-type,return-value]
     ]
 
     # -- connector routes: mounted as they are, each keeps its own auth, and ahead of ours -------

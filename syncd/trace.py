@@ -1,0 +1,202 @@
+"""A record's trace: its story across systems, read from the store.
+
+`find(store, mapper, query)` finds the entities a person means — ``crm:deal:15`` (a system, that
+system's kind or the canonical type, its id), an order number, a phone in any spelling, an
+e-mail, an ИНН, or any system's id — and `trace(...)` tells, for each: its ids in every system,
+each change with its source, time and run, the decisions (conflicts and their policy, identity
+reviews, quarantine, rule effects) and the writes planned, sent and confirmed with their results.
+
+Read-only (one read transaction); served as JSON at ``GET /api/trace?q=`` (login required: it shows
+customer data) and printed by ``syncd trace``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from sqlalchemy import or_, select
+from sqlalchemy.engine import Connection
+
+from syncd import schema
+from syncd.keys.match import inn_kpp_key, normalize_email, normalize_phone
+from syncd.mapping import Mapper
+from syncd.store import Store
+from syncd.store import tables as t
+
+LIMIT = 20            # entities a query may name
+
+
+@dataclass
+class Event:
+    at: dt.datetime | None
+    kind: str                          # change | decision | write | hold
+    system: str
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"at": self.at.isoformat() if self.at else None, "kind": self.kind, "system": self.system,
+                "summary": self.summary, "details": self.details}
+
+
+def _aware(v: dt.datetime | None) -> dt.datetime | None:
+    return v.replace(tzinfo=dt.timezone.utc) if v is not None and v.tzinfo is None else v
+
+
+def find(conn: Connection, mapper: Mapper, query: str, *, region: str = "RU") -> list[str]:
+    """Entity ids a query names (most specific reading first)."""
+    q = query.strip()
+    if not q:
+        return []
+    out: list[str] = []
+
+    def add(ids: Any) -> None:
+        for (eid,) in ids:
+            if eid not in out:
+                out.append(eid)
+
+    parts = q.split(":")
+    if len(parts) >= 3:
+        system, kind, ext = parts[0], parts[1], ":".join(parts[2:])
+        em = mapper.entity_map(system, kind)
+        etype = em.entity if em is not None else kind
+        add(conn.execute(select(t.bindings.c.entity_id).where(
+            t.bindings.c.system == system, t.bindings.c.type == etype, t.bindings.c.external_id == ext)))
+        if out:
+            return out
+    if len(q) == 32 and all(c in "0123456789abcdef" for c in q):
+        add(conn.execute(select(t.entities.c.id).where(t.entities.c.id == q)))
+    keys = set()
+    e = normalize_email(q)
+    if e:
+        keys.add("email:" + e)
+    p = normalize_phone(q, region)
+    if p and sum(c.isdigit() for c in q) >= 7:
+        keys.add("phone:" + p)
+    digits = q.replace(" ", "")
+    if digits.isdigit() and len(digits) in (10, 12):
+        for k in (inn_kpp_key(digits), ):
+            if k:
+                keys.add(k)
+        # a company's key carries its КПП: find by the ИНН part
+        add(conn.execute(select(t.match_keys.c.entity_id).where(t.match_keys.c.key.like(f"inn_kpp:{digits}/%"))))
+    if keys:
+        add(conn.execute(select(t.match_keys.c.entity_id).where(t.match_keys.c.key.in_(sorted(keys)))))
+    # any system's id, and an order's number
+    add(conn.execute(select(t.bindings.c.entity_id).where(t.bindings.c.external_id == q).limit(LIMIT)))
+    number = json.dumps(q, ensure_ascii=False)
+    add(conn.execute(select(t.entities.c.id).where(
+        t.entities.c.type == "order", t.entities.c.fields.like(f'%"order.number":{number}%')).limit(LIMIT)))
+    return out[:LIMIT]
+
+
+def _changed(text: str) -> dict[str, Any]:
+    try:
+        return schema.jsonable(schema.decode(text))
+    except Exception:  # noqa: BLE001 - a trace shows what is there, even a field the schema dropped
+        return json.loads(text) if text else {}
+
+
+def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], str | None] | None = None
+                 ) -> dict[str, Any] | None:
+    ent = conn.execute(select(t.entities).where(t.entities.c.id == eid)).mappings().first()
+    if ent is None:
+        return None
+    binds = conn.execute(select(t.bindings).where(t.bindings.c.entity_id == eid)
+                         .order_by(t.bindings.c.created_at)).mappings().all()
+    ids: dict[str, str] = {}
+    aliases: dict[str, list[str]] = {}
+    for b in binds:
+        if b["alias"] or b["system"] in ids:
+            aliases.setdefault(b["system"], []).append(b["external_id"])
+        else:
+            ids[b["system"]] = b["external_id"]
+    events: list[Event] = []
+    for b in binds:
+        events.append(Event(_aware(b["created_at"]), "decision", b["system"],
+                            f"bound to {b['system']} {b['type']} {b['external_id']}" + (" (alias)" if b["alias"] else ""),
+                            {"external_id": b["external_id"]}))
+    for r in conn.execute(select(t.changelog).where(t.changelog.c.entity_id == eid).order_by(t.changelog.c.id)).mappings():
+        fields = _changed(r["fields"])
+        origin = r["origin"]
+        verb = {"pull": "read from", "push": "written to", "rules": "set by rules", "review": "settled by a person"
+                }.get(origin, origin)
+        names = ", ".join(sorted(fields)) or "(no field)"
+        events.append(Event(_aware(r["observed_at"]), "write" if origin == "push" else "change", r["system"],
+                            f"{verb} {r['system']}: {names}" if origin in ("pull", "push") else f"{verb}: {names}",
+                            {"fields": fields, "source_version": r["source_version"],
+                             "source_time": _aware(r["source_time"]).isoformat() if r["source_time"] else None,
+                             "run": r["run_id"], "origin": origin}))
+    for r in conn.execute(select(t.conflicts).where(t.conflicts.c.entity_id == eid).order_by(t.conflicts.c.id)).mappings():
+        cands = json.loads(r["candidates"])
+        how = f"won by {r['winner']}" if r["winner"] else "held for a person"
+        events.append(Event(_aware(r["created_at"]), "decision", r["winner"] or "",
+                            f"conflict on {r['field']} ({r['policy']}): {how}" + (
+                                " — open" if r["status"] == "open" else ""),
+                            {"conflict": r["id"], "field": r["field"], "policy": r["policy"], "status": r["status"],
+                             "candidates": cands}))
+    for r in conn.execute(select(t.review).where(t.review.c.entity_id == eid).order_by(t.review.c.id)).mappings():
+        events.append(Event(_aware(r["created_at"]), "hold", r["system"],
+                            f"identity review: {r['reason']}" + (" — open" if r["status"] == "open" else " — settled"),
+                            {"review": r["id"], "status": r["status"], "candidates": json.loads(r["candidates"])}))
+    keys = [(b["system"], b["external_id"]) for b in binds]
+    qcond = or_(t.quarantine.c.entity_id == eid, *[
+        (t.quarantine.c.system == s) & (t.quarantine.c.external_id == x) for s, x in keys]) if keys else (
+        t.quarantine.c.entity_id == eid)
+    for r in conn.execute(select(t.quarantine).where(qcond).order_by(t.quarantine.c.id)).mappings():
+        events.append(Event(_aware(r["created_at"]), "hold", r["system"],
+                            f"quarantined ({r['status']}): {r['reason']}",
+                            {"quarantine": r["id"], "status": r["status"], "kind": r["kind"]}))
+    for r in conn.execute(select(t.outbox).where(t.outbox.c.entity_id == eid).order_by(t.outbox.c.id)).mappings():
+        planned = Event(_aware(r["created_at"]), "write", r["system"],
+                        f"write to {r['system']} planned ({r['origin'] or 'change'})",
+                        {"row": r["id"], "status": r["status"], "changes_coalesced": r["gen"]})
+        events.append(planned)
+        state = {"done": "confirmed", "dead": "a dead letter", "blocked": "waiting", "pending": "queued",
+                 "sending": "being sent"}.get(r["status"], r["status"])
+        if r["status"] != "pending" or r["attempts"]:
+            note = f": {r['last_error']}" if r["last_error"] else ""
+            events.append(Event(_aware(r["updated_at"]), "write", r["system"],
+                                f"write to {r['system']} {state} after {r['attempts']} attempt(s){note}",
+                                {"row": r["id"], "status": r["status"], "attempts": r["attempts"],
+                                 "sent": _changed(r["payload"]) if r["status"] == "done" else None,
+                                 "blocked_on": r["blocked_on"], "key": r["external_key"]}))
+    events.sort(key=lambda e: (e.at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)))
+    fields = schema.jsonable(schema.decode(ent["fields"]))
+    return {"entity_id": eid, "type": ent["type"], "hold": ent["hold"], "merged_into": ent["merged_into"],
+            "fields": fields, "ids": ids, "aliases": aliases,
+            "links": {s: (link(s, ent["type"], x) if link else None) for s, x in ids.items()},
+            "events": [e.as_dict() for e in events]}
+
+
+def trace(store: Store, mapper: Mapper, query: str, *, link: Callable[[str, str, str], str | None] | None = None,
+          region: str = "RU") -> dict[str, Any]:
+    """The story of every record a query names (JSON-ready)."""
+    with store.read() as conn:
+        ids = find(conn, mapper, query, region=region)
+        records = [r for r in (trace_entity(conn, eid, link=link) for eid in ids) if r is not None]
+    return {"query": query, "records": records}
+
+
+def record_links(connectors: Mapping[str, Any], mapper: Mapper) -> Callable[[str, str, str], str | None]:
+    """A record's address in its system's UI, where its connector knows one (`record_url`)."""
+
+    def link(system: str, etype: str, ext: str) -> str | None:
+        conn = connectors.get(system)
+        fn = getattr(conn, "record_url", None)
+        em = mapper.push_map(system, etype) or next((m for m in mapper.ms.maps if m.system == system
+                                                     and m.entity == etype), None)
+        if fn is None or em is None:
+            return None
+        try:
+            return fn(em.kind, ext)
+        except Exception:  # noqa: BLE001 - a link is a convenience
+            return None
+
+    return link
+
+
+__all__ = ["find", "trace", "trace_entity", "record_links", "Event"]
