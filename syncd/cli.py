@@ -363,13 +363,50 @@ _CREATE = click.option("--create", is_flag=True, help="create the SQLite databas
 @main.command()
 @click.argument("integration", required=False)
 @_CREATE
+@click.option("--dry-run", is_flag=True,
+              help="read and decide everything, change nothing: report what would be bound, created, written")
 @click.pass_context
-def sync(ctx: click.Context, integration: str | None, create: bool) -> None:
+def sync(ctx: click.Context, integration: str | None, create: bool, dry_run: bool) -> None:
     """One pass: pull every stream, then push what was planned.
 
-    Only INTEGRATION's streams when given; progress bars in a terminal.
+    Only INTEGRATION's streams when given; progress bars in a terminal. With --dry-run nothing is
+    written anywhere, no source is acknowledged and no cursor moves.
     """
+    if dry_run:
+        _dry_run(ctx, integration, create)
+        return
     _progress_sync(ctx, integration, None, create)
+
+
+def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
+    from syncd.dryrun import dry_run
+
+    rt = _runtime(ctx, create=create)
+    if integration and integration not in rt.connectors:
+        rt.close()
+        click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        report = dry_run(rt.syncer, [integration] if integration else None)
+    finally:
+        rt.close()
+
+    def show(r: dict[str, Any]) -> None:
+        click.echo("dry run: nothing was written, acknowledged or moved")
+        for name, c in r["read"].items():
+            click.echo(f"  {name}: read {c['created'] + c['bound'] + c['updated'] + c['skipped']} records — "
+                       f"{c['created']} new, {c['bound']} bound to records syncd has, {c['updated']} updated, "
+                       f"{c['review']} to review, {c['quarantined']} to quarantine")
+        for name, w in r["writes"].items():
+            click.echo(f"  -> {name}: would create {w['create']}, update {w['update']}"
+                       + (f", {w['waiting']} waiting for a linked record" if w["waiting"] else "")
+                       + (f", {w['refused']} refused" if w["refused"] else ""))
+            for smp in w["samples"]:
+                click.echo(f"       {smp['op']} {smp['kind']} {smp['id'] or smp['key']}: {', '.join(smp['fields'])}")
+        for f in r["failures"]:
+            click.echo(f"failed: {f['system']}/{f['stream']}: {f['error']}", err=True)
+    _emit(ctx, report, show)
+    sys.exit(EXIT_FAIL if report["failures"] else EXIT_OK)
 
 
 @main.command()

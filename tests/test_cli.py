@@ -547,3 +547,24 @@ def test_one_failing_stream_does_not_stop_the_others(tmp_path: Path, names: tupl
     assert summary["failed"] >= 1 and summary["created"] >= 3
     assert {f["system"] for f in summary["failures"]} == {broken}
     assert len(_SYSTEMS[crm].objects["person"]) == 3, "the healthy systems were synced all the same"
+
+
+def test_sync_dry_run_reports_and_changes_nothing(tmp_path: Path, names: tuple[str, str]) -> None:
+    """Issue 12 item 3: what would be bound, created and updated — and nothing happens."""
+    crm, shop = names
+    cfg = _cfg(tmp_path, names)
+    code, out, _ = _run("-c", str(cfg), "--json", "sync", "--dry-run", "--create")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["read"][shop]["created"] == 3
+    assert report["writes"][crm]["create"] == 3
+    assert {s["kind"] for s in report["writes"][crm]["samples"]} == {"person"}
+    assert _SYSTEMS[crm].objects["person"] == {}, "a dry run wrote to the CRM"
+    # nothing was kept: the real pass does it all
+    code, out, _ = _run("-c", str(cfg), "--json", "sync")
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["pushed"] == 3
+    assert len(_SYSTEMS[crm].objects["person"]) == 3
+    # a second dry run: everything is bound now, nothing to write
+    code, out, _ = _run("-c", str(cfg), "--json", "sync", "--dry-run")
+    report = json.loads(out)
+    assert report["writes"].get(crm, {"create": 0})["create"] == 0

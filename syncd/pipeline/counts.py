@@ -18,6 +18,7 @@ class Counts:
     pushed: int = 0
     dead: int = 0
     blocked: int = 0
+    bound: int = 0          # records bound to an entity syncd already had (matched, adopted)
 
     def add(self, other: "Counts") -> "Counts":
         for f in dc_fields(self):

@@ -427,6 +427,7 @@ class _BatchRun:
                     created = True
                 else:
                     eid = outcome.entity_id
+                    self.counts.bound += 1
                 assert eid is not None
                 self._bind(etype, rec.external_id, eid)
                 if promises and promises[-1][0] == i:
