@@ -60,6 +60,7 @@ class Batch:
     records: list[RawRecord | Rejected]
     cursor: str | None = None
     ack: Callable[[], None] | None = None
+    total: int | None = None           # records this read will yield in all, when the source says
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from syncd.store import Store
 
 log = structlog.get_logger("syncd.sync")
 
-Progress = Callable[[int], None]
+Progress = Callable[..., None]         # progress(n) or progress(n, total=T)
 
 
 @dataclass
@@ -50,7 +50,10 @@ class Syncer:
                 if self.pusher.stopping.is_set():   # shutdown: the next batch waits for next time
                     break
                 if progress:
-                    progress(len(batch.records))
+                    if batch.total is not None:
+                        progress(len(batch.records), total=batch.total)   # type: ignore[call-arg]
+                    else:
+                        progress(len(batch.records))
         except TransientError as exc:
             counts.failed += 1
             error = f"{type(exc).__name__}: {exc}"

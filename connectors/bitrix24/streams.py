@@ -26,6 +26,7 @@ from connectors.bitrix24.values import (
     utc_version,
 )
 from syncd.connector import Batch, RawRecord
+from syncd.errors import PermanentError, TransientError
 
 
 class Streams:
@@ -47,6 +48,13 @@ class Streams:
         if kind == "deal" and self.settings.category_id is not None:
             return {"@CATEGORY_ID": [int(c) for c in self.settings.category_id]}
         return {}
+
+    def _count(self, kind: str, start: str | None) -> int | None:
+        flt = {**self._base_filter(kind), **({">=DATE_MODIFY": start} if start else {})}
+        try:
+            return self.client.call(f"crm.{kind}.list", {"select": ["ID"], "filter": flt}).total
+        except (TransientError, PermanentError):
+            return None                    # only the progress bar needs it
 
     def _scan(self, kind: str, start: str | None, extra: Mapping[str, Any] | None = None
               ) -> Iterator[list[dict[str, Any]]]:
@@ -93,6 +101,8 @@ class Streams:
         best = (ct, cid, cursor.split("|")[0] if cursor else None)
         seen: set[str] = set()
         rq_best = rq_cur
+        # a backfill says how many records it will read (one counting call; polls do not pay it)
+        total = self._count(kind, start) if since is not None else None
         for rows in self._scan(kind, start):
             recs = self._records(kind, rows)
             seen.update(str(r["ID"]) for r in rows)
@@ -100,7 +110,7 @@ class Streams:
             lt = parse_bx_time(last.get("DATE_MODIFY"))
             if lt is not None and (best[0] is None or (lt, int(last["ID"])) > (best[0], best[1])):
                 best = (lt, int(last["ID"]), str(last["DATE_MODIFY"]))
-            yield Batch(stream, recs, cursor=self._cursor(best, rq_best if kind == "company" else None))
+            yield Batch(stream, recs, cursor=self._cursor(best, rq_best if kind == "company" else None), total=total)
         if kind == "company":
             # requisite / bank detail edits do not touch the company's DATE_MODIFY
             rq_start = since.isoformat(timespec="seconds") if since is not None else (

@@ -625,7 +625,7 @@ class ShopConnector(BaseConnector):
             # nothing (or nothing in the period): still commit the point so the shop closes the selection
             self._ack(sess)
             return
-        yield Batch("orders", got.records, cursor=new_cursor, ack=lambda: self._ack(sess))
+        yield Batch("orders", got.records, cursor=new_cursor, ack=lambda: self._ack(sess), total=len(got.records))
 
     def _remember(self, got: ExportRead) -> None:
         for k, v in got.heads.items():
