@@ -40,10 +40,16 @@ class Peers:
     """The sandbox peers of one demo run."""
 
     def __init__(self, *, shop_orders: int = 5) -> None:
+        from syncd.demo_story import prepare
         from syncd.sandbox import bitrix24, shop
+        from syncd.sandbox.bitrix24 import seed_demo
 
-        self.b24 = bitrix24.start(rate_limit=True, seed=True)
+        self.b24 = bitrix24.start(rate_limit=True)
+        seed_demo(self.b24.extra["state"], deals=False)     # managers, the lead pipeline, user fields
         self.shop = shop.start(seed=shop_orders)
+        # the portal as the company had it before syncd (a known buyer, a deal made by the shop's own
+        # integration, a deal taken by phone), made through its REST API as its managers would
+        self.story = prepare(self.b24_webhook, self.shop.extra["state"])
         self.onec: Any = None
         self.onec_stop = threading.Event()
 
@@ -124,6 +130,10 @@ def _synced(rt: Any, peers: Peers) -> bool:
         for o in snap["orders"]:
             if o.get("paid") and str(o.get("number")) not in have:
                 return False
+    from syncd.demo_story import settled
+
+    if not settled(rt, peers.story, peers.shop.extra["state"], peers.onec):
+        return False
     stats = rt.stats()
     return stats["totals"]["outbox_pending"] == 0
 
@@ -144,6 +154,9 @@ def summary(rt: Any, peers: Peers) -> list[str]:
     if peers.onec is not None:
         lines.append(f"  1C received {len(peers.onec.db.orders)} order(s) and "
                      f"{len(peers.onec.db.counterparties)} counterpart(ies)")
+    from syncd.demo_story import tell
+
+    lines += tell(rt, peers.story, peers.shop.extra["state"], peers.onec)
     return lines
 
 
@@ -179,6 +192,10 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
             while not peers.onec_stop.wait(3.0):
                 try:
                     onec_client.run_cycle()
+                    # the accountant pays the first order 1C received: the payment goes back to the deal
+                    if onec_client.db.orders and not onec_client.db.payments:
+                        first = next(iter(onec_client.db.orders.values()))
+                        onec_client.pay(first.number, first.total)
                 except Exception as exc:  # noqa: BLE001 - the demo's 1C keeps calling, as 1C does
                     _say(f"1C exchange failed: {exc}")
         threading.Thread(target=_onec_loop, daemon=True, name="1c-client").start()
@@ -211,10 +228,17 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     except KeyboardInterrupt:
         pass
     finally:
+        stats = None
         if until_synced:
+            peers.onec_stop.set()          # 1C stops calling; what is in flight settles before the last word
+            settle = time.monotonic() + 30
+            while True:
+                stats = requests.get(url + "/stats", timeout=10).json()
+                if stats["totals"]["outbox_pending"] == 0 or time.monotonic() > settle:
+                    break
+                time.sleep(0.5)
             for line in summary(daemon.rt, peers):
                 _say(line)
-        stats = requests.get(url + "/stats", timeout=10).json() if until_synced else None
         daemon.stop()
         peers.stop()
         if tmp:

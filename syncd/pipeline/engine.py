@@ -260,6 +260,9 @@ class _BatchRun:
         self.flush_entities(ents)
         self._write_shadows(self._shadow_rows, None)
         self.counts.planned += self.plan(ents, touched, origin=f"pull:{self.system}")
+        if self._filled:
+            # writes that waited for these records to be read look again now, not after link_wait
+            outbox.unblock(self.conn, sorted(self._filled), now=self.now)
         if self._freed:
             from syncd.pipeline import holds
 
@@ -561,6 +564,7 @@ class _BatchRun:
         shadow_rows: dict[str, dict[str, Any]] = {}
         self._changed: dict[str, dict[str, Any]] = {}
         self._created: set[str] = set()
+        self._filled: set[str] = set()          # known by a link until now: what waited for it goes
         for eid, rec, etype, fields, created in resolved:
             ent = ents[eid]
             skey = keys.get((eid, rec.external_id), self.system)
@@ -584,6 +588,8 @@ class _BatchRun:
                 # a new record, or the first record of an entity known until now only by a link
                 self._created.add(eid)
                 touched.add(eid)
+                if not created:
+                    self._filled.add(eid)
             if not changes:
                 # read again unchanged (an overlap window, our own write read back): nothing new
                 # to plan; what it needed was planned when it changed

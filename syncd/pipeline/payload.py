@@ -198,10 +198,16 @@ def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, w
             raise _Block(target.id, "held", f"the linked {ttype} {target.id} is held for {target.hold}")
         tm = mapper.push_map(system, ttype)
         creatable = tm is not None and tm.create and plan.wants(tm, target.golden)
-        if (tm is not None and target.golden and traits.keys_are_ids and traits.embeds_links
-                and tm.kind in traits.embedded_kinds and plan.wants(tm, target.golden)):
-            # (whatever its map's `create` says: the target makes it from the record it travels in)
-            return _key_of(data, target.id, system)   # it travels inside this record, created with it
+        if (tm is not None and traits.keys_are_ids and traits.embeds_links and tm.kind in traits.embedded_kinds
+                and plan.wants(tm, target.golden)):
+            # it travels inside this record and is created with it (whatever its map's `create`
+            # says: the target makes it from the record it travels in) — once syncd has read it
+            if target.golden:
+                return _key_of(data, target.id, system)
+            if wait_over:
+                return None
+            raise _Block(target.id, "record", f"waiting for the linked {ttype} {target.id} to be read "
+                                               "from its system")
         row = data.open.get((target.id, system))
         if row is not None and row["status"] in ("pending", "sending") and traits.keys_are_ids:
             return row["external_key"] or _key_of(data, target.id, system)
