@@ -71,7 +71,9 @@ class OneCConnector(BaseConnector):
 
     # -- connector protocol ---------------------------------------------------------------------
     def http_routes(self) -> Sequence[Route]:
-        return (Route(self.settings.path, self.exchange.endpoint, ("GET", "POST")),)
+        # its own path and the aliases 1C nodes are commonly configured with (a 1C-Bitrix site's)
+        return tuple(Route(p, self.exchange.endpoint, ("GET", "POST"))
+                     for p in (self.settings.path, *self.settings.aliases))
 
     def health(self) -> Health:
         last = self.ctx.state_get("last_exchange")
