@@ -68,6 +68,8 @@ class OneCConnector(BaseConnector):
         # a new customer reaches 1C inside its first order, unless told to send every one
         self.embedded_kinds = frozenset() if settings.send_all_counterparties else frozenset({"counterparty", "person"})
         self.exchange = Exchange(self)
+        # the default alias yields to another 1C integration that also serves it
+        self.optional_paths = frozenset() if "aliases" in settings.model_fields_set else frozenset(settings.aliases)
 
     # -- connector protocol ---------------------------------------------------------------------
     def http_routes(self) -> Sequence[Route]:
