@@ -24,7 +24,8 @@ class OneCSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = "/1c/exchange"                  # the URL 1C is given: http(s)://HOST:PORT<path>
-    # further paths serving the same exchange: where 1C nodes configured for a 1C-Bitrix site call
+    # further paths serving the same exchange (1C nodes set up for a 1C-Bitrix site call its path);
+    # left default, it yields to another onec system that also serves it
     aliases: list[str] = Field(default_factory=lambda: [BITRIX_PATH])
     login: str                                  # the exchange user 1C's node is configured with
     password: SecretStr                         # its password (Basic auth, UTF-8 or windows-1251)
