@@ -47,7 +47,7 @@ from syncd.connector import Batch, RawRecord, Rejected
 from syncd.errors import BadInput, ProtocolError
 
 from . import convert
-from .sessions import Busy, LockHeld, Session, Sessions
+from .sessions import Busy, LockHeld, Lost, Session, Sessions
 
 if TYPE_CHECKING:
     from .connector import OneCConnector
@@ -213,6 +213,8 @@ class Exchange:
             raise Refused("проверка источника не пройдена: эта сессия передавала sessid, а теперь нет")
         try:
             sess = self.sessions.begin(key, rec, now)
+        except Lost:
+            raise Refused(NOT_AUTHORIZED, word) from None
         except Busy:
             if mode == "import":
                 return self._answer("progress", "предыдущий шаг загрузки ещё выполняется")

@@ -113,13 +113,18 @@ class Sessions:
     def begin(self, key: str, rec: dict[str, Any], now: float) -> Session:
         """Mark the session busy with this request (so another instance does not answer the same
         session at the same time); raises Busy while a request of it is running elsewhere."""
-        busy = rec.get("busy")
-        if busy and busy["until"] > now:
-            raise Busy()
-        begun = _norm({**rec, "busy": {"token": secrets.token_hex(8), "until": now + self.busy_ttl}})
-        if not self.ctx.state_swap(f"session:{key}", rec, begun):
-            raise Busy()
-        return Session(key, copy.deepcopy(begun), begun)
+        for _ in range(10):
+            busy = rec.get("busy")
+            if busy and busy["until"] > now:
+                raise Busy()
+            begun = _norm({**rec, "busy": {"token": secrets.token_hex(8), "until": now + self.busy_ttl}})
+            if self.ctx.state_swap(f"session:{key}", rec, begun):
+                return Session(key, copy.deepcopy(begun), begun)
+            # changed since it was read (another session gave back its query, a takeover): again
+            rec = self.ctx.state_get(f"session:{key}")
+            if not rec:
+                raise Lost()
+        raise Busy()
 
     def finish(self, sess: Session) -> bool:
         """Save what the request changed and clear the busy mark; False if the record was taken

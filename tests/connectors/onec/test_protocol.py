@@ -9,7 +9,7 @@ from io import BytesIO
 
 import httpx
 import pytest
-from onechelpers import waiting, LOGIN, PASSWORD, World, crm_deal
+from onechelpers import LOGIN, PASSWORD, World, crm_deal, waiting
 
 from connectors.onec import COOKIE, clean_filename
 from connectors.onec.exchange import Refused

@@ -118,7 +118,7 @@ def test_a_probe_checkauth_never_locks_1c_out(world: World) -> None:
     assert _lines(httpx.get(world.url))[0] == "failure"                      # a browser opens the URL
     assert _lines(httpx.get(world.url, params={"type": "sale", "mode": "checkauth"}))[0] == "failure"
     c.checkauth("sale")
-    zip_ok, limit = c.init("sale")
+    c.init("sale")
     chunks = _chunks(c, "D-1001")
     c.upload_chunk("sale", "o.xml", chunks[0])
     probe()                                               # between 1C's chunks: 1C goes on
@@ -250,7 +250,7 @@ def test_a_second_instance_answers_the_next_step_and_a_restart_changes_nothing(w
     crm_deal(world)
     world.sync()
     c = world.client(use_zip=False)
-    urls = lambda: [world.url, twin.url]             # noqa: E731 - the first changes on restart
+    urls = lambda: [world.url, twin.url]             # the first instance's URL changes on restart
     c.checkauth("sale")
     c.url = urls()[1]
     c.init("sale")
@@ -370,3 +370,27 @@ def test_sessions_are_swept_with_their_folders(world_factory) -> None:
     with pytest.raises(OneCExchangeError) as e:
         c.upload_chunk("sale", "o.xml", EMPTY[30:])
     assert "checkauth" in e.value.reason
+
+
+def test_a_catalog_exchange_without_complete_and_a_query_posted_as_a_form(world_factory) -> None:
+    world = world_factory(users={SECOND: SECOND_PW})
+    crm_deal(world)
+    world.sync()
+    c = world.client(send_complete=False, post_query=True, use_zip=False)
+    c.set_product("Кружка", sku="MUG-1", price="490.00", stock="5")
+    out = c.run_cycle()                                   # catalog (never completed), then sale
+    assert [a[0] for a in out["catalog"]["imported"]] == ["success", "success"]
+    assert not any(m == "complete" for _, m, _ in c.log)
+    assert out["received"] == 1                           # mode=query as a form post
+    assert any(b.stream == "import:catalog" for b in world.ctx.ingested)
+    # the uncompleted catalog exchange holds the lock: another login waits for lock_timeout…
+    other = world.client(login=SECOND, password=SECOND_PW)
+    other.checkauth("sale")
+    other.init("sale")
+    with pytest.raises(OneCExchangeError):
+        other.upload_chunk("sale", "x.xml", EMPTY)
+    # …the same 1C's next exchange takes it over at once
+    c.pay("D-1001")
+    assert c.run_cycle()["import"][0] == "success"
+    assert _paid(world, "D-1001")
+    assert other.upload_chunk("sale", "x.xml", EMPTY) == ["success"]       # and released it at the end
