@@ -204,7 +204,7 @@ class Exchange:
         if self.sessions.expired(rec, now):
             self.sessions.drop(key, rec, self._forget)
             raise Refused("сессия истекла: повторите mode=checkauth", word)
-        sessid = params.get("sessid")
+        sessid = params.get("sessid") or None          # an empty one is none, as Bitrix reads it
         if sessid is not None:
             if not secrets.compare_digest(sessid.encode(), rec["sessid"].encode()):
                 raise Refused("проверка источника не пройдена: неверный sessid")
@@ -318,6 +318,8 @@ class Exchange:
     # -- modes ----------------------------------------------------------------------------------
     def _m_init(self, typ: str, sess: Session, body: bytes, params: dict[str, str]) -> Response:
         r = sess.rec
+        # sessions this 1C gave up are swept now that this one is more than a checkauth
+        self.sessions.sweep(r["last"], self._forget, current=sess)
         shutil.rmtree(self._dir(r), ignore_errors=True)
         self._dir(r)
         self.sessions.release_lock(sess.key)     # a new start of this session's exchange

@@ -156,23 +156,31 @@ class Sessions:
         self.release_lock(key)
         return True
 
-    def sweep(self, now: float, on_drop: Callable[[dict[str, Any]], None]) -> int:
+    def sweep(self, now: float, on_drop: Callable[[dict[str, Any]], None],
+              current: Session | None = None) -> int:
         """Drop expired sessions, and the idle sessions of a login that has opened a newer one
-        since (1C gave that exchange up); remove spool folders no session owns."""
+        since (1C gave that exchange up); remove spool folders no session owns. `current`: the
+        session whose request sweeps, as this request sees it (not saved yet)."""
         index = self.ctx.state_get(INDEX) or {}
         live: dict[str, dict[str, Any]] = {}
         for key in index:
             rec = self.ctx.state_get(f"session:{key}")
             live[key] = rec
+        if current is not None:
+            live[current.key] = current.rec
         dropped = 0
         for key, rec in live.items():
             if rec is None:
                 dropped += self.drop(key, None, on_drop)
                 continue
-            newer = any(k != key and r and r["login"] == rec["login"] and r["created"] > rec["last"]
-                        for k, r in live.items())
+            # a newer session of that login that did more than checkauth (a monitoring probe
+            # with 1C's login supersedes nothing: 1C may be busy reading a long query answer)
+            newer = any(k != key and r and r.get("used") and r["login"] == rec["login"]
+                        and r["created"] > rec["last"] for k, r in live.items())
             idle = now - rec["last"]
             busy = (rec.get("busy") or {}).get("until", 0) > now
+            if current is not None and key == current.key:
+                continue
             if self.expired(rec, now) or (newer and idle > self.s.lock_timeout and not busy):
                 dropped += self.drop(key, rec, on_drop)
         owned = {r["dir"] for r in live.values() if r}

@@ -14,7 +14,7 @@ import pytest
 from onechelpers import LOGIN, PASSWORD, Ctx, World, crm_deal, waiting
 
 from connectors.onec import OneCSettings
-from connectors.onec.sessions import Sessions
+from connectors.onec.sessions import Sessions, session_key
 from syncd.sandbox.onec import OneCClient, OneCExchangeError
 
 SECOND, SECOND_PW = "бухгалтерия-2", "пароль-второй"
@@ -394,3 +394,24 @@ def test_a_catalog_exchange_without_complete_and_a_query_posted_as_a_form(world_
     assert c.run_cycle()["import"][0] == "success"
     assert _paid(world, "D-1001")
     assert other.upload_chunk("sale", "x.xml", EMPTY) == ["success"]       # and released it at the end
+
+
+def test_a_probe_does_not_sweep_away_1c_reading_a_long_query_answer(world_factory) -> None:
+    world = world_factory(lock_timeout=0.3)
+    crm_deal(world)
+    world.sync()
+    c = world.client()
+    c.checkauth("sale")
+    c.init("sale")
+    assert c.query() == 1
+    time.sleep(0.5)                                       # 1C reads the orders for a while…
+    for _ in range(2):                                    # …while a probe checks the endpoint
+        assert world.client().checkauth("sale")[0] == "success"
+    assert c._call("sale", "success") == ["success"]      # the session is still there
+    assert waiting(world) == {}
+    # a real new exchange of that 1C, later, does sweep the abandoned session
+    time.sleep(0.4)
+    c2 = world.client()
+    c2.checkauth("sale")
+    c2.init("sale")
+    assert world.onec.ctx.state_get(f"session:{session_key(c._cookie[1])}") is None
