@@ -68,10 +68,14 @@ class OneCConnector(BaseConnector):
         # a new customer reaches 1C inside its first order, unless told to send every one
         self.embedded_kinds = frozenset() if settings.send_all_counterparties else frozenset({"counterparty", "person"})
         self.exchange = Exchange(self)
+        # the default alias yields to another 1C integration that also serves it
+        self.optional_paths = frozenset() if "aliases" in settings.model_fields_set else frozenset(settings.aliases)
 
     # -- connector protocol ---------------------------------------------------------------------
     def http_routes(self) -> Sequence[Route]:
-        return (Route(self.settings.path, self.exchange.endpoint, ("GET", "POST")),)
+        # its own path and the aliases 1C nodes are commonly configured with (a 1C-Bitrix site's)
+        return tuple(Route(p, self.exchange.endpoint, ("GET", "POST"))
+                     for p in (self.settings.path, *self.settings.aliases))
 
     def health(self) -> Health:
         last = self.ctx.state_get("last_exchange")

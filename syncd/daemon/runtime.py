@@ -35,6 +35,9 @@ class _Context:
     def state_set(self, key: str, value: Any) -> None:
         self.rt.store.kv_set(f"conn:{self.system}:{key}", value)
 
+    def state_swap(self, key: str, expected: Any, value: Any) -> bool:
+        return self.rt.store.kv_swap(f"conn:{self.system}:{key}", expected, value)
+
     def ingest(self, batch: Batch) -> Counts:
         return self.rt.ingest(self.system, batch)
 

@@ -114,6 +114,27 @@ class Store:
             with self.begin() as c:
                 _do(c)
 
+    def kv_swap(self, key: str, expected: Any, value: Any) -> bool:
+        """Set `key` to `value` only if it still holds `expected` (None: absent); `value` None
+        deletes it. True when swapped. What several instances sharing one database need to hand
+        state over without losing each other's writes (a lock, a session record)."""
+        raw = None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+        try:
+            with self.begin() as c:
+                q = select(t.kv.c.value).where(t.kv.c.key == key)
+                cur = c.execute(q.with_for_update() if self.is_postgres else q).scalar()
+                if (None if cur is None else json.loads(cur)) != expected:
+                    return False
+                if raw is None:
+                    c.execute(delete(t.kv).where(t.kv.c.key == key))
+                elif cur is None:
+                    c.execute(insert(t.kv).values(key=key, value=raw, updated_at=utcnow()))
+                else:
+                    c.execute(update(t.kv).where(t.kv.c.key == key).values(value=raw, updated_at=utcnow()))
+                return True
+        except IntegrityError:            # another instance inserted the key first
+            return False
+
     # -- leases (one instance runs a job at a time) ---------------------------------------------
     def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
         now = time.time()

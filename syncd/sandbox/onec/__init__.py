@@ -22,6 +22,13 @@ on every later call, status lines decoded as windows-1251, files written with a 
 `ВерсияСхемы` of the negotiated version, documents 1C makes get GUIDs as `Ид`, and upload file names
 carry a Linux temp-dir prefix (`/tmp/<guid>/…`), which the site strips.
 
+Older 1C configurations and third-party exchange processors are mimicked by knobs of
+`OneCClient`: `send_version=False` (no `version` at init: the old sale protocol, where the site
+imports the posted file at `mode=file` and 1C never calls `mode=import`), `send_sessid=False`,
+`auth_encoding="cp1251"` (Basic auth in the Windows code page), `use_zip=False`,
+`send_complete=False` (a catalog exchange without `mode=complete`), `post_query=True` (`mode=query`
+posted as a form). Uploads are always cut in the site's `file_limit` chunks, zipped or not.
+
 The "1C database" (`OneCClient.db`) keeps what reached 1C; the accountant's actions (`pay`, `ship`,
 `sign_documents`, `set_status`, `post`, `edit_requisites`, `new_counterparty`, `set_product`) are
 uploaded by the next `run_cycle()`.

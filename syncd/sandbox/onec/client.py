@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import io
@@ -97,11 +98,23 @@ class OneCClient:
 
     def __init__(self, base_url: str, login: str, password: str, *, version: str = "2.08",
                  encoding: str = "windows-1251", bom: bool = True, timeout: float = 30.0,
-                 use_zip: bool = True, temp_prefix: str | None = None) -> None:
+                 use_zip: bool = True, temp_prefix: str | None = None, send_version: bool = True,
+                 send_sessid: bool = True, auth_encoding: str = "utf-8", send_complete: bool = True,
+                 post_query: bool = False) -> None:
+        """The knobs mimic older 1C configurations and third-party exchange processors:
+        `send_version=False` — no `version` at init, so the site speaks the old sale protocol
+        (the posted file is imported at once; 1C never calls `mode=import` for sale);
+        `send_sessid=False` — never sends `sessid`; `auth_encoding="cp1251"` — Basic auth in the
+        Windows code page (older platforms); `send_complete=False` — the catalog exchange ends
+        after its last import, without `mode=complete`; `post_query=True` — `mode=query` posted
+        as a form (`type=sale&mode=query&sessid=…` in the body); `use_zip=False` — plain files
+        even when the site offers zip. Uploads are always cut in the site's `file_limit` chunks."""
         self.url = base_url
         self.login, self.password = login, password
         self.version, self.encoding, self.bom = version, encoding, bom
         self.use_zip = use_zip
+        self.send_version, self.send_sessid, self.auth_encoding = send_version, send_sessid, auth_encoding
+        self.send_complete, self.post_query = send_complete, post_query
         self.temp_prefix = temp_prefix if temp_prefix is not None else f"/tmp/v8_{uuid.uuid4().hex[:6].upper()}/"
         self.http = httpx.Client(timeout=timeout)
         self.db = OneCDatabase()
@@ -261,7 +274,8 @@ class OneCClient:
         answers = [self.import_file("catalog", name) for name in files]
         if self._timestamp:                      # newer 1C: goods not in a full upload are deactivated
             self._call("catalog", "deactivate", timestamp=self._timestamp)
-        self._call("catalog", "complete")
+        if self.send_complete:
+            self._call("catalog", "complete")
         self._catalog_dirty = False
         return {"imported": answers}
 
@@ -278,8 +292,9 @@ class OneCClient:
         answer = None
         if orders or linked or cps:
             name = f"orders-{guid()}.xml"
-            self._upload("sale", {name: self._orders_xml(orders, linked, cps)}, zip_ok, limit)
-            answer = self.import_file("sale", name)
+            last = self._upload("sale", {name: self._orders_xml(orders, linked, cps)}, zip_ok, limit)
+            # the old protocol imports at mode=file: the last chunk's answer is the result
+            answer = self.import_file("sale", name) if self.send_version else last
             uploaded = len(orders) + len(linked) + len(cps)
             with self._lock:
                 self._changed_orders = [i for i in self._changed_orders if i not in {o.id for o in orders}]
@@ -289,7 +304,9 @@ class OneCClient:
 
     # -- single steps (public so tests can drive the protocol by hand) ---------------------------
     def checkauth(self, typ: str) -> list[str]:
-        r = self.http.get(self.url, params={"type": typ, "mode": "checkauth"}, auth=(self.login, self.password))
+        token = base64.b64encode(f"{self.login}:{self.password}".encode(self.auth_encoding)).decode("ascii")
+        r = self.http.get(self.url, params={"type": typ, "mode": "checkauth"},
+                          headers={"Authorization": f"Basic {token}"})
         lines = self._lines(r, typ, "checkauth")
         if len(lines) < 3:
             raise OneCExchangeError("failure", f"short checkauth answer {lines!r}", "checkauth")
@@ -299,7 +316,7 @@ class OneCClient:
         return lines
 
     def init(self, typ: str) -> tuple[bool, int]:
-        params = {"version": self.version}
+        params = {"version": self.version} if self.send_version else {}
         lines = self._call(typ, "init", **params)
         opts = dict(x.split("=", 1) for x in lines if "=" in x)
         if opts.get("sessid"):
@@ -309,7 +326,10 @@ class OneCClient:
         return opts.get("zip") == "yes" and self.use_zip, int(opts.get("file_limit", 204800))
 
     def query(self) -> int:
-        r = self.http.get(self.url, params=self._params("sale", "query"), headers=self._headers())
+        if self.post_query:
+            r = self.http.post(self.url, data=self._params("sale", "query"), headers=self._headers())
+        else:
+            r = self.http.get(self.url, params=self._params("sale", "query"), headers=self._headers())
         if r.status_code != 200 or not r.content.lstrip(b"\xef\xbb\xbf").lstrip().startswith(b"<"):
             self._lines(r, "sale", "query")
             raise OneCExchangeError("failure", "query answer is not XML", "query")
@@ -349,7 +369,7 @@ class OneCClient:
     def upload_chunk(self, typ: str, name: str, data: bytes) -> list[str]:
         return self._call(typ, "file", filename=self.temp_prefix + name, _body=data)
 
-    def _upload(self, typ: str, files: dict[str, bytes], zip_ok: bool, limit: int) -> None:
+    def _upload(self, typ: str, files: dict[str, bytes], zip_ok: bool, limit: int) -> list[str]:
         if zip_ok:
             buf = io.BytesIO()
             with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -358,9 +378,11 @@ class OneCClient:
             files_to_send = {f"{typ}-{guid()[:8]}.zip": buf.getvalue()}
         else:
             files_to_send = files
+        last: list[str] = []
         for name, data in files_to_send.items():
             for i in range(0, max(len(data), 1), limit):
-                self.upload_chunk(typ, name, data[i:i + limit])
+                last = self.upload_chunk(typ, name, data[i:i + limit])
+        return last
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -368,7 +390,7 @@ class OneCClient:
 
     def _params(self, typ: str, mode: str, **extra: Any) -> dict[str, Any]:
         p = {"type": typ, "mode": mode, **extra}
-        if self._sessid:
+        if self._sessid and self.send_sessid:
             p["sessid"] = self._sessid
         return p
 

@@ -105,6 +105,9 @@ class Ctx:
     def state_set(self, key: str, value: Any) -> None:
         self.store.kv_set(f"conn:{self.system}:{key}", value)
 
+    def state_swap(self, key: str, expected: Any, value: Any) -> bool:
+        return self.store.kv_swap(f"conn:{self.system}:{key}", expected, value)
+
     def ingest(self, batch: Batch) -> Any:
         assert self.syncer is not None
         self.ingested.append(batch)
@@ -145,6 +148,9 @@ class World:
     syncer: Syncer | None = None
     server: ServerHandle | None = None
     clients: list[OneCClient] = field(default_factory=list)
+    worker: str = "w"
+    twins: list[World] = field(default_factory=list)
+    owns_store: bool = False
 
     def start(self) -> World:
         """(Re)build the endpoint on the same store and spool, and serve it (a daemon (re)start)."""
@@ -154,7 +160,7 @@ class World:
         opts = {"login": LOGIN, "password": PASSWORD, "spool_dir": str(self.tmp / "spool"), **self.settings}
         self.onec = OneCConnector("onec", OneCSettings(**opts), self.ctx)
         self.syncer = Syncer(self.store, self.mapper, {"crm": MemoryConnector("crm", self.crm), "onec": self.onec},
-                             policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0))
+                             policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0), worker=self.worker)
         self.ctx.syncer = self.syncer
         app = Starlette(routes=[StarletteRoute(r.path, r.endpoint, methods=list(r.methods))
                                 for r in self.onec.http_routes()])
@@ -171,15 +177,27 @@ class World:
         self.clients.append(c)
         return c
 
+    def twin(self, **settings: Any) -> World:
+        """A second syncd instance on the same database (its own Store, engine, endpoint and
+        server), with the same settings (spool_dir included) unless overridden."""
+        other = World(self.tmp, Store(self.store.url), self.crm, self.mapper, {**self.settings, **settings},
+                      worker=f"{self.worker}-{len(self.twins) + 2}", owns_store=True)
+        self.twins.append(other.start())
+        return other
+
     def sync(self) -> None:
         assert self.syncer is not None
         self.syncer.until_quiet()
 
     def stop(self) -> None:
+        for t in self.twins:
+            t.stop()
         for c in self.clients:
             c.close()
         if self.server is not None:
             self.server.stop()
+        if self.owns_store:
+            self.store.close()
 
 
 def make_world(tmp: Path, store: Store, **settings: Any) -> World:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from onechelpers import CRM_MAPPING, ROOT
 
 from syncd.config import load_settings
@@ -42,6 +43,10 @@ def test_daemon_serves_the_exchange_and_runs_s6(tmp_path: Path) -> None:
             rt.sync_once()
         assert client.run_cycle()["received"] == 1
         assert client.db.order("D-9").total == 1500
+        # the path 1C nodes set up for a 1C-Bitrix site serves the same exchange
+        alias = OneCClient(server.url + "/bitrix/admin/1c_exchange.php", "exchange", "pw-1c")
+        assert alias.run_cycle()["received"] == 0
+        alias.close()
         client.pay("D-9")
         client.run_cycle()
         rt.sync_once()
@@ -56,3 +61,49 @@ def test_daemon_serves_the_exchange_and_runs_s6(tmp_path: Path) -> None:
         server.stop()
         rt.close()
         memory._SYSTEMS.pop("crm", None)
+
+
+def _two_onec(tmp_path: Path, second: str, path: str = "/1c/ut") -> Runtime:
+    (tmp_path / "config.toml").write_text(
+        "[daemon]\n"
+        f'database_url = "sqlite:///{tmp_path}/syncd.db"\n'
+        f'state_dir = "{tmp_path}/state"\n'
+        "mappings = []\n\n"
+        '[systems.onec]\ntype = "onec"\nlogin = "exchange"\npassword = "pw-1"\n\n'
+        f'[systems.onec_ut]\ntype = "onec"\npath = "{path}"\nlogin = "ut"\npassword = "pw-2"\n{second}',
+        encoding="utf-8")
+    return Runtime(load_settings(tmp_path / "config.toml", env={}))
+
+
+def _first_line(url: str, auth: tuple[str, str]) -> str:
+    return httpx.get(url, params={"type": "sale", "mode": "checkauth"}, auth=auth).text.split("\n")[0]
+
+
+def test_two_1c_integrations_share_the_default_alias_without_a_quarrel(tmp_path: Path) -> None:
+    rt = _two_onec(tmp_path, "")
+    server = serve_in_thread(create_app(rt))
+    try:
+        bitrix = server.url + "/bitrix/admin/1c_exchange.php"
+        assert _first_line(bitrix, ("exchange", "pw-1")) == "success"     # the first keeps the alias
+        assert _first_line(bitrix, ("ut", "pw-2")) == "failure"
+        assert _first_line(server.url + "/1c/ut", ("ut", "pw-2")) == "success"
+    finally:
+        server.stop()
+        rt.close()
+
+
+def test_an_alias_asked_for_explicitly_wins_and_two_explicit_claims_are_an_error(tmp_path: Path) -> None:
+    rt = _two_onec(tmp_path, 'aliases = ["/bitrix/admin/1c_exchange.php"]\n')
+    server = serve_in_thread(create_app(rt))
+    try:
+        assert _first_line(server.url + "/bitrix/admin/1c_exchange.php", ("ut", "pw-2")) == "success"
+    finally:
+        server.stop()
+        rt.close()
+    (tmp_path / "syncd.db").unlink()
+    rt = _two_onec(tmp_path, "", path="/1c/exchange")
+    try:
+        with pytest.raises(ValueError, match=r"/1c/exchange is already taken by 'onec'.*\[systems\]"):
+            create_app(rt)
+    finally:
+        rt.close()
