@@ -118,7 +118,8 @@ Control API (JSON; what customers and the admin do in the browser, plus faults):
     GET    /_sandbox/log[?since=n]              exchange request log: n, ts, type, mode, filename, http,
                                                 answer (first line), cookie_ok, sessid_sent, exported, fault
     DELETE /_sandbox/log
-    GET    /_sandbox/imports                    files imported: created/updated/refused Ид, errors
+    GET    /_sandbox/imports                    files imported: created/updated/refused Ид, counterparties
+                                                (user ids), errors
 """
 
 from __future__ import annotations

@@ -415,7 +415,8 @@ def _apply_document(st: ShopState, doc: Doc) -> str:
 def import_orders(st: ShopState, data: bytes) -> dict[str, Any]:
     """Apply an uploaded orders file; per-document errors are collected, the rest goes on.
     Raises `cml_in.Unreadable` when the file as a whole cannot be read."""
-    result: dict[str, Any] = {"created": [], "updated": [], "skipped": 0, "refused": [], "errors": []}
+    result: dict[str, Any] = {"created": [], "updated": [], "skipped": 0, "refused": [], "counterparties": [],
+                              "errors": []}
     with st.lock:
         for rec in sale_records(data, TZ):
             if isinstance(rec, Bad):
@@ -438,7 +439,7 @@ def import_orders(st: ShopState, data: bytes) -> dict[str, Any]:
                     result["errors"].append(f"Контрагент {rec.id}: {refused}")
                     result["refused"].append(rec.id)
                     continue
-                _upsert_counterparty(st, rec)
+                result["counterparties"].append(_upsert_counterparty(st, rec).id)
     return result
 
 
