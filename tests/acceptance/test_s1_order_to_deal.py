@@ -90,9 +90,19 @@ def test_the_deal_sum_includes_delivery(it: Integration) -> None:
     it.sync()
     d = it.deal_of(o)
     assert money(d["OPPORTUNITY"]) == money(o["total"])
-    # and a price per deal never overwrites the catalogue's price of the product
-    prices = {p["NAME"]: money(p["PRICE"]) for p in it.portal.rest("crm.product.list", {"select": ["NAME", "PRICE"]})}
-    assert prices["Кружка керамическая 350 мл"] == money(490)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: a per-deal price does not overwrite the catalogue price")
+def test_a_price_agreed_for_one_order_leaves_the_catalogue_price(it: Integration) -> None:
+    it.shop.place(person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru"), [(MUG, 1)])
+    it.sync()
+    # the shop admin gives one customer the mug at 350 (a line price in that order only)
+    it.shop.call("POST", "/orders", {"user": person("Орлова", "Екатерина", "kate.orlova@example.ru"),
+                                     "items": [{"product_id": MUG, "quantity": 10, "price": "350"}]})
+    it.sync()
+    (mug,) = [p for p in it.portal.rest("crm.product.list", {"select": ["NAME", "PRICE"]})
+              if p["NAME"] == "Кружка керамическая 350 мл"]
+    assert money(mug["PRICE"]) == money(490)
 
 
 def _client_base(it: Integration) -> dict[str, int]:

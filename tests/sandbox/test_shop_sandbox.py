@@ -408,6 +408,7 @@ def test_the_clock_moves_and_orders_are_back_dated(empty_shop: dict) -> None:
     assert _req(doc, "Дата оплаты")[:10] == moved["now"][:10]
     at = requests.patch(f"{ctl}/clock", json={"now": "2024-03-01T09:00:00"}).json()
     assert at["now"] == "2024-03-01T09:00:00+03:00"
+    assert requests.get(f"{ctl}/state").json()["clock"]["offset"] == at["offset"]
     assert requests.patch(f"{ctl}/clock", json={"offset": 0}).json()["offset"] == 0
     assert requests.patch(f"{ctl}/clock", json={"speed": 2}).status_code == 400
     # back-dating is a data fix: the order is not exported again
