@@ -258,3 +258,186 @@ def test_peer_file_overwrite_and_zip_import(shop: dict) -> None:
             break
     assert answers == ["progress", "progress", "progress", "success"]    # unzip, then the import steps
     assert order.comment == "Из архива"
+
+
+# ---- control API for acceptance tests: dated orders, refused imports, the clock ----------------------
+
+def _upload(url: str, xml: bytes, filename: str = "orders.xml") -> list[str]:
+    """What 1C (or syncd) does to put a file into the shop: checkauth, init, file, import until done."""
+    cookies, sessid, _ = _login(url)
+    p = {"type": "sale", "sessid": sessid}
+    requests.get(url, params={**p, "mode": "init", "version": "2.08"}, cookies=cookies)
+    assert _lines(requests.post(url, params={**p, "mode": "file", "filename": filename}, data=xml,
+                                cookies=cookies))[0] == "success"
+    for _ in range(6):
+        lines = _lines(requests.get(url, params={**p, "mode": "import", "filename": filename}, cookies=cookies))
+        if lines[0] != "progress":
+            return lines
+    raise AssertionError("import never finished")
+
+
+def _order_doc(xml_id: str, number: str, status: str, comment: str = "") -> str:
+    return f"""<Документ><Ид>{xml_id}</Ид><Номер>{number}</Номер><Дата>2026-11-24</Дата>
+<ХозОперация>Заказ товара</ХозОперация><Комментарий>{comment}</Комментарий><ЗначенияРеквизитов>
+<ЗначениеРеквизита><Наименование>Статус заказа</Наименование><Значение>{status}</Значение></ЗначениеРеквизита>
+</ЗначенияРеквизитов></Документ>"""
+
+
+def _file(*docs: str, ns: bool = False) -> bytes:
+    xmlns = ' xmlns="urn:1C.ru:commerceml_2"' if ns else ""
+    return (f'<?xml version="1.0" encoding="windows-1251"?>\n<КоммерческаяИнформация{xmlns} ВерсияСхемы="2.08" '
+            f'ДатаФормирования="2026-11-24T10:00:00">{"".join(docs)}</КоммерческаяИнформация>').encode("cp1251")
+
+
+def _query(url: str) -> list:
+    """The shop's export read with plain lxml (not syncd's reader): the Документ elements."""
+    from lxml import etree
+
+    cookies, sessid, _ = _login(url)
+    r = requests.get(url, params={"type": "sale", "mode": "query", "sessid": sessid}, cookies=cookies)
+    root = etree.fromstring(r.content)
+    requests.get(url, params={"type": "sale", "mode": "success", "sessid": sessid}, cookies=cookies)
+    return root.findall("Документ")
+
+
+def _req(doc, name: str) -> str | None:
+    for r in doc.iter("ЗначениеРеквизита"):
+        if r.findtext("Наименование") == name:
+            return r.findtext("Значение")
+    return None
+
+
+@pytest.fixture
+def empty_shop() -> Iterator[dict]:
+    h = start()
+    base = h.url + "/_sandbox"
+    requests.post(f"{base}/products", json={"xml_id": "mug", "name": "Кружка", "price": "490"})
+    yield {"url": h.extra["exchange_url"], "base": h.url, "ctl": base, "state": h.extra["state"]}
+    h.stop()
+
+
+def test_an_order_placed_with_a_date_number_and_customer(empty_shop: dict) -> None:
+    ctl, url = empty_shop["ctl"], empty_shop["url"]
+    buyer = {"kind": "person", "last_name": "Петров", "first_name": "Иван", "email": "ivan@example.ru",
+             "phone": "8 (495) 123-45-67"}
+    r = requests.post(f"{ctl}/orders", json={"user": buyer, "items": [{"product_id": "mug", "quantity": 2}],
+                                             "created": "2024-02-01T10:30:00", "number": "А-2024-17",
+                                             "status": "F"})
+    assert r.status_code == 201, r.text
+    o = r.json()
+    assert (o["number"], o["created"], o["updated_at"], o["status"]) == (
+        "А-2024-17", "2024-02-01T10:30:00+03:00", "2024-02-01T10:30:00+03:00", "F")
+    # the same customer typing the phone another way: the same buyer; a date without time is midnight
+    o2 = requests.post(f"{ctl}/orders", json={"user": dict(buyer, email="", phone="+7 495 1234567"),
+                                              "items": [{"product_id": "mug", "quantity": 1}],
+                                              "created": "2024-01-15"}).json()
+    assert o2["user_id"] == o["user_id"] and o2["created"] == "2024-01-15T00:00:00+03:00"
+    assert o2["number"] == str(o2["id"])
+    # every later listing answers (a dated order once made GET /orders answer 500)
+    listed = requests.get(f"{ctl}/orders")
+    assert listed.status_code == 200 and [x["number"] for x in listed.json()] == ["А-2024-17", o2["number"]]
+    # bad input is a 400 naming the field, and places nothing; a taken number is a 409
+    bad = requests.post(f"{ctl}/orders", json={"user_id": o["user_id"], "items": [{"product_id": "mug"}],
+                                               "created": "01.02.2024"})
+    assert bad.status_code == 400 and "created" in bad.json()["error"]
+    assert requests.post(f"{ctl}/orders", json={"user_id": o["user_id"], "items": [{"product_id": "mug"}],
+                                                "number": "А-2024-17"}).status_code == 409
+    assert len(requests.get(f"{ctl}/orders").json()) == 2
+    # the export carries the date, the number, the status and the change time of that day
+    docs = {d.findtext("Номер"): d for d in _query(url)}
+    d = docs["А-2024-17"]
+    assert (d.findtext("Дата"), d.findtext("Время")) == ("2024-02-01", "10:30:00")
+    assert _req(d, "Дата изменения") == "2024-02-01 10:30:00" and _req(d, "Статуса заказа ИД") == "F"
+
+
+def test_a_rejection_refuses_one_orders_import_until_cleared(empty_shop: dict) -> None:
+    ctl, url, st = empty_shop["ctl"], empty_shop["url"], empty_shop["state"]
+    user = {"kind": "person", "last_name": "Петров", "email": "ivan@example.ru"}
+    a = requests.post(f"{ctl}/orders", json={"user": user, "items": [{"product_id": "mug"}]}).json()
+    b = requests.post(f"{ctl}/orders", json={"user": user, "items": [{"product_id": "mug"}]}).json()
+    r = requests.post(f"{ctl}/rejections", json={"number": a["number"], "message": "Заказ заблокирован 1С"})
+    assert r.status_code == 201 and r.json()["hits"] == 0
+    rid = r.json()["id"]
+    both = _file(_order_doc(a["xml_id"], a["number"], "[G] Готов к отгрузке"),
+                 _order_doc(b["xml_id"], b["number"], "[G] Готов к отгрузке"))
+    for _ in range(2):                                # permanent: refused again on a retry
+        lines = _upload(url, both)
+        assert lines[:2] == ["success", f"Импорт завершен с ошибками: Документ {a['xml_id']}: Заказ заблокирован 1С"]
+    assert requests.get(f"{ctl}/orders/{a['id']}").json()["status"] == "N"        # not applied
+    assert requests.get(f"{ctl}/orders/{b['id']}").json()["status"] == "G"        # the rest of the file was
+    assert requests.get(f"{ctl}/rejections").json()[0]["hits"] == 2
+    assert requests.get(f"{ctl}/imports").json()[-1]["refused"] == [a["xml_id"]]
+    # cleared: the same upload goes through
+    assert requests.delete(f"{ctl}/rejections/{rid}").json() == {"cleared": 1}
+    assert requests.delete(f"{ctl}/rejections/{rid}").status_code == 404
+    assert _upload(url, both)[:2] == ["success", "Импорт завершен"]
+    assert st.orders[a["id"]].status == "G"
+    # `times` and matching on a requisite and on counterparties
+    requests.post(f"{ctl}/rejections", json={"kind": "any", "requisites": {"Статус заказа": "[F] Выполнен"},
+                                             "times": 1})
+    requests.post(f"{ctl}/rejections", json={"kind": "user", "email": "IVAN@example.ru", "message": "Профиль закрыт"})
+    done = _file(_order_doc(a["xml_id"], a["number"], "[F] Выполнен"))
+    assert "ошибками" in _upload(url, done)[1] and st.orders[a["id"]].status == "G"
+    assert _upload(url, done)[1] == "Импорт завершен" and st.orders[a["id"]].status == "F"
+    cp = ('<Контрагенты><Контрагент><Ид>x</Ид><Наименование>Петров Иван</Наименование><Фамилия>Петров</Фамилия>'
+          '<Контакты><Контакт><Тип>Почта</Тип><Значение>ivan@example.ru</Значение></Контакт></Контакты>'
+          '<АдресРегистрации><Представление>Москва</Представление></АдресРегистрации></Контрагент></Контрагенты>')
+    assert _upload(url, _file(cp))[1] == "Импорт завершен с ошибками: Контрагент x: Профиль закрыт"
+    assert st.users[a["user_id"]].address == ""
+    assert requests.delete(f"{ctl}/rejections").json() == {"cleared": 2}
+    assert _upload(url, _file(cp))[1] == "Импорт завершен" and st.users[a["user_id"]].address == "Москва"
+    bad = requests.post(f"{ctl}/rejections", json={"kind": "deal"})
+    assert bad.status_code == 400 and "kind" in bad.json()["error"]
+    assert requests.post(f"{ctl}/rejections", json={"nope": 1}).status_code == 400
+
+
+def test_the_clock_moves_and_orders_are_back_dated(empty_shop: dict) -> None:
+    import datetime as dt
+
+    ctl, url = empty_shop["ctl"], empty_shop["url"]
+    before = dt.datetime.fromisoformat(requests.get(f"{ctl}/clock").json()["now"])
+    moved = requests.patch(f"{ctl}/clock", json={"advance": 15 * 86400}).json()
+    assert moved["offset"] == 15 * 86400
+    assert dt.timedelta(days=15) <= dt.datetime.fromisoformat(moved["now"]) - before < dt.timedelta(days=15, minutes=1)
+    o = requests.post(f"{ctl}/orders", json={"user": {"kind": "person", "last_name": "Орлова"},
+                                             "items": [{"product_id": "mug"}]}).json()
+    assert dt.datetime.fromisoformat(o["created"]) - before >= dt.timedelta(days=15)
+    paid = requests.post(f"{ctl}/orders/{o['id']}/pay", json={}).json()
+    assert paid["paid_at"][:10] == moved["now"][:10]
+    (doc,) = _query(url)
+    assert _req(doc, "Дата оплаты")[:10] == moved["now"][:10]
+    at = requests.patch(f"{ctl}/clock", json={"now": "2024-03-01T09:00:00"}).json()
+    assert at["now"] == "2024-03-01T09:00:00+03:00"
+    assert requests.get(f"{ctl}/state").json()["clock"]["offset"] == at["offset"]
+    assert requests.patch(f"{ctl}/clock", json={"offset": 0}).json()["offset"] == 0
+    assert requests.patch(f"{ctl}/clock", json={"speed": 2}).status_code == 400
+    # back-dating is a data fix: the order is not exported again
+    r = requests.patch(f"{ctl}/orders/{o['id']}/dates", json={"created": "2024-01-10T12:00:00",
+                                                               "updated_at": "2024-01-10T12:00:00", "paid_at": None})
+    assert r.status_code == 200
+    o = r.json()
+    assert (o["created"], o["updated_at"], o["paid_at"]) == ("2024-01-10T12:00:00+03:00", "2024-01-10T12:00:00+03:00", None)
+    assert _query(url) == []
+    assert requests.patch(f"{ctl}/orders/{o['id']}/dates", json={"shipped": "2024-01-11"}).status_code == 400
+    assert requests.patch(f"{ctl}/orders/{o['id']}/dates", json={"created": "вчера"}).status_code == 400
+
+
+def test_uploads_are_read_by_the_sandboxs_own_parser(empty_shop: dict) -> None:
+    """A namespaced file with a Контейнер, one document with a date that does not exist: that one is
+    reported with its line, the rest applied; a file that is no CommerceML is a `failure`."""
+    import syncd.sandbox.shop.xml as shop_xml
+
+    assert "syncd.commerceml" not in open(shop_xml.__file__, encoding="utf-8").read()
+    ctl, url, st = empty_shop["ctl"], empty_shop["url"], empty_shop["state"]
+    o = requests.post(f"{ctl}/orders", json={"user": {"kind": "person", "last_name": "Орлова"},
+                                             "items": [{"product_id": "mug"}]}).json()
+    broken = _order_doc("new-1", "N-1", "[N] Принят").replace("2026-11-24", "2026-02-30")
+    lines = _upload(url, _file("<Контейнер>" + _order_doc(o["xml_id"], o["number"], "[S] Отгружен", "ок")
+                               + broken + "</Контейнер>", ns=True))
+    assert lines[0] == "success" and "строка 5" in lines[1] and "2026-02-30" in lines[1] and "не дата" in lines[1]
+    assert (st.orders[o["id"]].status, st.orders[o["id"]].comment) == ("S", "ок")
+    assert st.find_order("new-1") is None
+    assert _upload(url, b"<html>not xml")[0] == "failure"
+    assert _upload(url, b'<?xml version="1.0"?><Other/>')[0] == "failure"
+    dtd = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><КоммерческаяИнформация/>'.encode()
+    assert _upload(url, dtd)[0] == "failure"

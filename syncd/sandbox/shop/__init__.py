@@ -38,7 +38,10 @@ lines joined by ``\\n``, no BOM:
   ``Дата оплаты``, ``Отменен``, ``Причина отмены``, ``Номер по 1С``, ``Дата по 1С``, ``Проведен``,
   ``Номер отгрузки``, ``Адрес доставки``; counterparties (in the document or root ``Контрагенты``) update
   the buyer's requisites, matched by Ид, then ИНН+КПП, then e-mail. Catalog: ``import.xml`` /
-  ``offers.xml`` update the products (name, SKU, price, stock).
+  ``offers.xml`` update the products (name, SKU, price, stock). Uploads are read by the sandbox's own
+  parser (``cml_in``, lxml directly), never by syncd's CommerceML reader: the shop checks syncd's
+  writer, so the two share no code. A document or counterparty a rejection matches (``/rejections``)
+  is not applied; the import answers ``success\nИмпорт завершен с ошибками: Документ <Ид>: <message>``.
 - ``type=sale&mode=info`` -> XML of statuses, pay systems, delivery services;
   ``type=catalog&mode=deactivate&timestamp=…`` and ``mode=complete`` -> ``success``.
 
@@ -60,8 +63,9 @@ for partial payments), ``Дата изменения``; statuses N/P/G/S/D/F/C (
 
 Control API (JSON; what customers and the admin do in the browser, plus faults)::
 
-    GET    /_sandbox/state                      the whole order book, users, products, export point
-    POST   /_sandbox/reset                      empty shop (settings and faults kept)
+    GET    /_sandbox/state                      the whole order book, users, products, export point, clock,
+                                                rejections
+    POST   /_sandbox/reset                      empty shop (settings, faults, rejections and the clock kept)
     POST   /_sandbox/seed            {"n", "seed"?}   seed_demo(): products, buyers, n orders
     GET    /_sandbox/orders                     orders
     POST   /_sandbox/orders                     place an order: {"user_id" | "user": {kind: person|company,
@@ -70,12 +74,24 @@ Control API (JSON; what customers and the admin do in the browser, plus faults):
                                                 contact_person, bank_accounts: [{account, bik, corr_account,
                                                 bank_name}]}, "items": [{"product_id", "quantity", "price"?,
                                                 "name"?, "discount"?}], "delivery"?, "delivery_price"?,
-                                                "delivery_address"?, "comment"?, "pay_system"?}
-    GET    /_sandbox/orders/<id>                one order;  GET /_sandbox/orders/<id>/xml  as exported
+                                                "delivery_address"?, "comment"?, "pay_system"?,
+                                                "created"?, "number"?, "xml_id"?, "status"?}
+                                                `created` (ISO date or date-time, shop time MSK when it has no
+                                                offset) places a past order: its status and change dates are
+                                                that time too; `number` its Номер (unique, default its id; 409
+                                                when taken), `xml_id` its Ид (default its id), `status` where
+                                                it stands (N P G S D F C). A buyer given as "user" is the
+                                                registered user with that e-mail or phone (any spelling), else
+                                                a new one. A bad date or status is a 400 and places nothing.
+    GET    /_sandbox/orders/<id>                one order (with updated_at, status_changed);
+    GET    /_sandbox/orders/<id>/xml            the order as exported
     PATCH  /_sandbox/orders/<id>                admin edit: status, items, comment, canceled, cancel_reason,
                                                 delivery_price, delivery_address
     POST   /_sandbox/orders/<id>/pay {"amount"?}     pay fully (no amount) or partly
     POST   /_sandbox/orders/<id>/status {"status"}   change status (N P G S D F C)
+    PATCH  /_sandbox/orders/<id>/dates {"created"?, "updated_at"?, "status_changed"?, "paid_at"?}
+                                                back-date an order (ISO; null clears all but created): a data
+                                                fix, not a change the shop exports again
     POST   /_sandbox/orders/<id>/break {"what": "date"|"sum"|"byte"}   export this order malformed (plugin
                                                 bug; "byte": a vertical tab, which XML forbids, in the comment)
     GET    /_sandbox/users | POST /_sandbox/users    buyers; register one
@@ -86,10 +102,24 @@ Control API (JSON; what customers and the admin do in the browser, plus faults):
                                                 drop_next, modes (limit to these modes), seed
     GET|PATCH /_sandbox/settings                login, password, file_limit, import_steps, zip
     GET|PATCH /_sandbox/peer                    how this site differs from Bitrix (see "Other sites")
+    GET|PATCH /_sandbox/clock                   {"advance": s} | {"offset": s} | {"now": ISO} -> {"now", "offset"}:
+                                                the shop's clock (new orders' dates, status and payment dates,
+                                                Дата изменения, the export's ДатаФормирования); sessions keep
+                                                real time
+    GET    /_sandbox/rejections                 the refused imports with their hit counts
+    POST   /_sandbox/rejections                 {"kind"?: order|user|company|counterparty|any (default order),
+                                                "number"?, "xml_id"?, "order_id"?, "inn"?, "email"?,
+                                                "requisites"?: {"Статус заказа": "[F] Выполнен"}, "message"?,
+                                                "times"?: N} -> refuse every imported document / counterparty
+                                                matching all the given keys (number: the document's Номер or
+                                                the number of the order its Ид names) until cleared, or the next
+                                                N of them; nothing of it is applied, the rest of the file is
+    DELETE /_sandbox/rejections[/<id>]          clear one or all (the "fix" before a replay)
     GET    /_sandbox/log[?since=n]              exchange request log: n, ts, type, mode, filename, http,
                                                 answer (first line), cookie_ok, sessid_sent, exported, fault
     DELETE /_sandbox/log
-    GET    /_sandbox/imports                    files imported: created/updated Ид, errors
+    GET    /_sandbox/imports                    files imported: created/updated/refused Ид, counterparties
+                                                (user ids), errors
 """
 
 from __future__ import annotations

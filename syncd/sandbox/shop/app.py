@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from syncd.errors import BadInput
+from syncd.sandbox.shop.cml_in import Unreadable
 from syncd.sandbox.shop.state import ShopError, ShopState
 
 EXCHANGE_PATH = "/bitrix/admin/1c_exchange.php"
@@ -306,7 +306,7 @@ class Exchange:
                 res = import_orders(self.st, data)
             else:
                 res = import_catalog(self.st, data)
-        except BadInput as e:
+        except Unreadable as e:
             return text("failure", f"Ошибка разбора файла: {e}")
         with self.st.lock:
             self.st.imports.append({"file": key, **res})
@@ -382,6 +382,8 @@ class Control:
                     return _json(st.pay(int(oid), data.get("amount")).public())
                 case ("POST", ["orders", oid, "status"]):
                     return _json(st.set_status(int(oid), str(data.get("status", ""))).public())
+                case ("PATCH", ["orders", oid, "dates"]):
+                    return _json(st.backdate(int(oid), **data).public())
                 case ("POST", ["orders", oid, "break"]):
                     return _json(st.edit_order(int(oid), broken=str(data.get("what", "date"))).public())
                 case ("GET", ["orders", oid, "xml"]):
@@ -426,6 +428,25 @@ class Control:
                     return _json(vars(st.peer))
                 case ("PATCH", ["peer"]):
                     return _json(vars(st.set_peer(**data)))
+                case ("GET", ["clock"]):
+                    return _json(st.set_clock())
+                case ("PATCH", ["clock"]):
+                    bad = set(data) - {"offset", "advance", "now"}
+                    if bad:
+                        raise ShopError(f"unknown clock keys: {sorted(bad)} (offset, advance, now)")
+                    return _json(st.set_clock(**data))
+                case ("GET", ["rejections"]):
+                    with st.lock:
+                        return _json([r.view() for r in st.rejections])
+                case ("POST", ["rejections"]):
+                    return _json(st.add_rejection(**data).view(), 201)
+                case ("DELETE", ["rejections"]):
+                    return _json({"cleared": st.clear_rejections()})
+                case ("DELETE", ["rejections", rid]):
+                    n = st.clear_rejections(int(rid))
+                    if not n:
+                        raise ShopError(f"rejection {rid} not found", 404)
+                    return _json({"cleared": n})
                 case ("GET", ["log"]):
                     since = int(request.query_params.get("since", 0))
                     with st.lock:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from syncd.keys.generate import make_account, make_bik, make_corr_account, make_inn, make_kpp, make_ogrn
-from syncd.sandbox.shop.state import ShopState, now
+from syncd.sandbox.shop.state import ShopState
 
 PRODUCTS = [
     ("9f1c2a10-0000-4c1e-8a00-000000000001", "Кружка керамическая 350 мл", "490", "KR-350"),
@@ -68,7 +68,7 @@ def seed_demo(state: ShopState, n: int = 10, seed: int | None = None) -> dict[st
                                         phone=phone, legal_address=addr, contact_person=contact,
                                         login=email, **req))
         orders = []
-        start = now() - dt.timedelta(days=n)
+        start = state.now() - dt.timedelta(days=n)
         for i in range(n):
             u = rng.choice(users)
             picks = rng.sample(PRODUCTS, k=rng.randint(1, 3))

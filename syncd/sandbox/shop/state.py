@@ -40,7 +40,23 @@ DELIVERY_ID = "ORDER_DELIVERY"
 
 
 def now() -> dt.datetime:
+    """Real shop time (a ShopState's own clock is `ShopState.now()`, which a test may move)."""
     return dt.datetime.now(TZ).replace(microsecond=0)
+
+
+def parse_when(value: Any, what: str = "date") -> dt.datetime:
+    """A date or date-time from the control API: ISO text (``2024-02-01``, ``2024-02-01T10:30:00``,
+    with or without an offset; without one it is shop time, MSK) or a datetime. Bad text is a 400."""
+    if isinstance(value, dt.datetime):
+        d = value
+    elif isinstance(value, dt.date):
+        d = dt.datetime(value.year, value.month, value.day)
+    else:
+        try:
+            d = dt.datetime.fromisoformat(str(value).strip().replace(" ", "T", 1))
+        except ValueError:
+            raise ShopError(f"{what}: {value!r} is not an ISO date or date-time (2024-02-01[T10:30:00])") from None
+    return (d if d.tzinfo else d.replace(tzinfo=TZ)).astimezone(TZ).replace(microsecond=0)
 
 
 def money(v: Any) -> Decimal:
@@ -181,6 +197,8 @@ class Order:
             "status": self.status, "status_name": STATUSES.get(self.status, self.status),
             "paid": self.paid, "paid_sum": str(self.paid_sum), "total": str(self.total),
             "paid_at": self.paid_at.isoformat() if self.paid_at else None,
+            "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "status_changed": self.status_changed.isoformat() if self.status_changed else None,
             "canceled": self.canceled, "cancel_reason": self.cancel_reason,
             "delivery": DELIVERIES.get(self.delivery, self.delivery), "delivery_price": str(self.delivery_price),
             "delivery_address": self.delivery_address, "onec_number": self.onec_number,
@@ -203,6 +221,38 @@ class Faults:
     drop_next: int = 0                    # the next N drop the connection
     modes: list[str] = field(default_factory=list)   # limit faults to these modes (empty = all)
     seed: int | None = None
+
+
+@dataclass
+class Rejection:
+    """An import the shop refuses until cleared (a validation rule of the site, a locked order, an
+    event handler that throws): the document is not applied and the import answers ``success`` with
+    the error appended (``Импорт завершен с ошибками: …``), as Bitrix reports loader errors.
+
+    `kind` order | user | company | counterparty (user or company) | any. A document matches when every
+    given key matches: `number` (the document's Номер, or the number of the order its Ид names), `xml_id`
+    (its Ид), `order_id` (the shop's id of the order it updates), `inn`, `email` (counterparties), and
+    `requisites` (each ЗначениеРеквизита of the document, value compared as text). `times` None: every
+    matching import until cleared; N: the next N of them.
+    """
+
+    id: int
+    kind: str = "order"
+    number: str | None = None
+    xml_id: str | None = None
+    order_id: int | None = None
+    inn: str | None = None
+    email: str | None = None
+    requisites: dict[str, str] = field(default_factory=dict)
+    message: str = "Заказ заблокирован для изменений"
+    times: int | None = None
+    hits: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+REJECTION_KINDS = {"order", "user", "company", "counterparty", "any"}
 
 
 @dataclass
@@ -265,12 +315,91 @@ class ShopState:
         self.export_point = 0
         self.log: list[dict[str, Any]] = []
         self.imports: list[dict[str, Any]] = []        # files imported: name, documents, errors
+        self.rejections: list[Rejection] = []           # imports refused until cleared (control API)
+        self._rejection_ids = itertools.count(1)
+        self.clock_offset = 0.0                         # seconds the shop's clock is ahead of real time
         self._seq = itertools.count(1)
         self._user_ids = itertools.count(1)
         self._order_ids = itertools.count(1001)
         if seed:
             from syncd.sandbox.shop.seed import seed_demo
             seed_demo(self, n=10 if seed is True else int(seed))
+
+    # ---- the shop's clock ---------------------------------------------------------------------
+    def now(self) -> dt.datetime:
+        """The shop's time: order dates, status and payment dates, `Дата изменения`, the export's
+        `ДатаФормирования`. A test moves it with `set_clock` (control API ``/clock``)."""
+        return (dt.datetime.now(TZ) + dt.timedelta(seconds=self.clock_offset)).replace(microsecond=0)
+
+    def set_clock(self, *, offset: Any = None, advance: Any = None, now: Any = None) -> dict[str, Any]:
+        with self.lock:
+            if offset is not None:
+                self.clock_offset = float(offset)
+            if advance is not None:
+                self.clock_offset += float(advance)
+            if now is not None:
+                self.clock_offset = (parse_when(now, "now") - dt.datetime.now(TZ)).total_seconds()
+            return {"now": self.now().isoformat(), "offset": round(self.clock_offset, 3)}
+
+    # ---- refused imports ---------------------------------------------------------------------
+    def add_rejection(self, kind: str = "order", **kw: Any) -> Rejection:
+        with self.lock:
+            if kind not in REJECTION_KINDS:
+                raise ShopError(f"kind must be one of {', '.join(sorted(REJECTION_KINDS))}")
+            bad = set(kw) - {"number", "xml_id", "order_id", "inn", "email", "requisites", "message", "times"}
+            if bad:
+                raise ShopError(f"unknown rejection keys: {sorted(bad)}")
+            for k in ("number", "xml_id", "inn", "email"):
+                if kw.get(k) is not None:
+                    kw[k] = str(kw[k])
+            if kw.get("order_id") is not None:
+                kw["order_id"] = int(kw["order_id"])
+            if kw.get("times") is not None:
+                kw["times"] = int(kw["times"])
+            reqs = kw.pop("requisites", None) or {}
+            if not isinstance(reqs, dict):
+                raise ShopError("requisites must be an object {name: value}")
+            kw = {k: v for k, v in kw.items() if v is not None}
+            r = Rejection(next(self._rejection_ids), kind, requisites={str(k): str(v) for k, v in reqs.items()},
+                          **kw)
+            self.rejections.append(r)
+            return r
+
+    def clear_rejections(self, rid: int | None = None) -> int:
+        with self.lock:
+            before = len(self.rejections)
+            self.rejections = [r for r in self.rejections if rid is not None and r.id != rid]
+            return before - len(self.rejections)
+
+    def refusal(self, kind: str, *, xml_id: str | None, number: str | None = None, order: Order | None = None,
+                inn: str | None = None, email: str | None = None,
+                requisites: Any = ()) -> str | None:
+        """The message of the first rejection matching this imported record (counted as a hit), else None."""
+        reqs: dict[str, str] = {}
+        for name, value in requisites:
+            reqs.setdefault(name, value)
+        numbers = {n for n in (number, order.number if order else None) if n}
+        with self.lock:
+            for r in self.rejections:
+                if r.times is not None and r.hits >= r.times:
+                    continue
+                if r.kind != "any" and r.kind != kind and not (r.kind == "counterparty" and kind in ("user", "company")):
+                    continue
+                if r.number is not None and r.number not in numbers:
+                    continue
+                if r.xml_id is not None and r.xml_id != xml_id:
+                    continue
+                if r.order_id is not None and (order is None or order.id != r.order_id):
+                    continue
+                if r.inn is not None and r.inn != (inn or ""):
+                    continue
+                if r.email is not None and r.email.lower() != (email or "").lower():
+                    continue
+                if any(reqs.get(k) != v for k, v in r.requisites.items()):
+                    continue
+                r.hits += 1
+                return r.message
+            return None
 
     # ---- sessions --------------------------------------------------------------------------
     def check_password(self, login: str, password: str) -> bool:
@@ -311,7 +440,7 @@ class ShopState:
     def bump(self, o: Order, *, from_1c: bool = False) -> None:
         o.seq = next(self._seq)
         o.version += 1
-        o.updated_at = now()
+        o.updated_at = self.now()
         o.updated_1c = from_1c
 
     # ---- catalogue and users ---------------------------------------------------------------
@@ -381,8 +510,21 @@ class ShopState:
     def place_order(self, *, user_id: int | None = None, user: dict[str, Any] | None = None,
                     items: list[dict[str, Any]], delivery: str = "1", delivery_price: Any = 0,
                     delivery_address: str = "", comment: str = "", pay_system: str = "3",
-                    created: dt.datetime | None = None) -> Order:
+                    created: dt.datetime | str | None = None, number: Any = None, xml_id: Any = None,
+                    status: str | None = None) -> Order:
+        """A checkout. `created` places it at that time (a past order: its status and change dates are
+        that time too, so it is an order *of* that period); `number` is its account number (Номер,
+        unique; default its id), `xml_id` its Ид (default its id); `status` where it stands now."""
         with self.lock:
+            when = parse_when(created, "created") if created is not None else None
+            if status is not None and status not in STATUSES:
+                raise ShopError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
+            number = None if number is None or str(number).strip() == "" else str(number).strip()
+            xml_id = None if xml_id is None or str(xml_id).strip() == "" else str(xml_id).strip()
+            if number is not None and any(o.number == number for o in self.orders.values()):
+                raise ShopError(f"an order numbered {number!r} exists already", 409)
+            if xml_id is not None and self.find_order(xml_id) is not None:
+                raise ShopError(f"an order with Ид {xml_id!r} exists already", 409)
             if user_id is None:
                 if not user:
                     raise ShopError("user_id or user is required")
@@ -406,13 +548,22 @@ class ShopState:
             if not lines:
                 raise ShopError("an order needs items")
             oid = next(self._order_ids)
-            o = Order(oid, str(oid), str(oid), created or now(), u.id, lines, comment=comment,
-                      delivery=str(delivery), delivery_price=money(delivery_price),
+            taken = {o.number for o in self.orders.values()} | {o.xml_id for o in self.orders.values()}
+            while str(oid) in taken:          # an explicit number took this id's default number
+                oid = next(self._order_ids)
+            o = Order(oid, xml_id or str(oid), number or str(oid), when or self.now(), u.id, lines,
+                      comment=comment, delivery=str(delivery), delivery_price=money(delivery_price),
                       delivery_address=delivery_address or u.address or u.legal_address,
                       pay_system=str(pay_system), version=0)
             o.status_changed = o.created
+            if status is not None:
+                o.status = status
+                o.canceled = status == "C"
+                o.delivery_allowed = status in ("G", "S", "D", "F")
             self.orders[oid] = o
             self.bump(o)
+            if when is not None:
+                o.updated_at = when          # placed then and not touched since
             return o
 
     def pay(self, oid: int, amount: Any = None) -> Order:
@@ -425,9 +576,9 @@ class ShopState:
             o.paid_sum = money(o.paid_sum + amt)
             o.payment_doc = f"PAY-{o.id}-{len(o.payment_doc.split(',')) if o.payment_doc else 1}"
             if o.paid:
-                o.paid_at = now()
+                o.paid_at = self.now()
                 if o.status == "N":
-                    o.status, o.status_changed = "P", now()
+                    o.status, o.status_changed = "P", self.now()
             self.bump(o)
             return o
 
@@ -436,7 +587,7 @@ class ShopState:
             o = self.order(oid)
             if status not in STATUSES:
                 raise ShopError(f"unknown status {status!r} (known: {', '.join(STATUSES)})")
-            o.status, o.status_changed = status, now()
+            o.status, o.status_changed = status, self.now()
             if status == "C":
                 o.canceled = True
             if status in ("G", "S", "D", "F"):
@@ -462,6 +613,23 @@ class ShopState:
                 else:
                     raise ShopError(f"unknown order field {k!r}")
             self.bump(o)
+            return o
+
+    BACKDATE = ("created", "updated_at", "status_changed", "paid_at")
+
+    def backdate(self, oid: int, **dates: Any) -> Order:
+        """A data fix: set an order's dates (`BACKDATE`). Not a change the shop exports (as a direct
+        update of the database would not be); `null` clears `paid_at`/`status_changed`/`updated_at`."""
+        with self.lock:
+            o = self.order(oid)
+            bad = set(dates) - set(self.BACKDATE)
+            if bad:
+                raise ShopError(f"unknown date fields {sorted(bad)} (known: {', '.join(self.BACKDATE)})")
+            parsed = {k: None if v is None else parse_when(v, k) for k, v in dates.items()}
+            if "created" in parsed and parsed["created"] is None:
+                raise ShopError("created cannot be empty")
+            for k, v in parsed.items():
+                setattr(o, k, v)
             return o
 
     def find_order(self, cml_id: str) -> Order | None:
@@ -511,7 +679,9 @@ class ShopState:
                                   "active": p.active,
                                   "quantity": None if p.quantity is None else str(p.quantity)}
                                  for p in self.products.values()],
-                    "export_point": self.export_point, "secure": dict(self.secure)}
+                    "export_point": self.export_point, "secure": dict(self.secure),
+                    "clock": {"now": self.now().isoformat(), "offset": round(self.clock_offset, 3)},
+                    "rejections": [r.view() for r in self.rejections]}
 
     def to_xml_debug(self, o: Order) -> str:   # pragma: no cover - a helper for people poking around
         from syncd.sandbox.shop.xml import orders_document
@@ -530,6 +700,7 @@ __all__ = [
     "Item",
     "Order",
     "Product",
+    "Rejection",
     "Session",
     "ShopError",
     "ShopState",
@@ -538,4 +709,5 @@ __all__ = [
     "fmt",
     "money",
     "now",
+    "parse_when",
 ]

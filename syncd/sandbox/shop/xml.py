@@ -1,9 +1,11 @@
 """CommerceML as the sandbox shop writes and reads it (export for `mode=query`, import for `mode=import`).
 
 The export follows what Bitrix's ``sale.export.1c`` writes (tag and requisite names from its lang file,
-protocols.md §2.2). Imports are read with syncd's streaming reader (`syncd.commerceml`) and applied to
-the order book: documents are matched on their `Ид` (the order's XML_ID, as Bitrix does), so sending the
-same `Ид` twice updates the order instead of creating a second one.
+protocols.md §2.2). Imports are read with the sandbox's own parser (`cml_in`, lxml directly — never
+syncd's reader, so a bug of syncd's CommerceML code cannot hide itself) and applied to the order book:
+documents are matched on their `Ид` (the order's XML_ID, as Bitrix does), so sending the same `Ид`
+twice updates the order instead of creating a second one. A document or counterparty a rejection
+(`ShopState.rejections`) matches is not applied; its error is appended to the import's answer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from lxml import etree
 
+from syncd.sandbox.shop.cml_in import Bad, Cp, Doc, Goods, OfferIn, catalog_records, sale_records
 from syncd.sandbox.shop.state import (
     DELIVERIES,
     DELIVERY_ID,
@@ -25,9 +28,9 @@ from syncd.sandbox.shop.state import (
     Peer,
     ShopState,
     User,
+    TZ,
     fmt,
     money,
-    now,
 )
 
 ROOT = "КоммерческаяИнформация"
@@ -215,7 +218,7 @@ def orders_document(st: ShopState, orders: list[Order], *, encoding: str = "wind
                     version: str = "2.08") -> bytes:
     """The export. Peer knobs: root namespace, a text before the XML; an order broken with "byte" gets a
     vertical tab (a character XML forbids, pasted from a spreadsheet) in its comment."""
-    attrs = {"ВерсияСхемы": version, "ДатаФормирования": now().strftime("%Y-%m-%dT%H:%M:%S")}
+    attrs = {"ВерсияСхемы": version, "ДатаФормирования": st.now().strftime("%Y-%m-%dT%H:%M:%S")}
     root = etree.Element(ROOT, attrs, nsmap={None: CML_NS}) if st.peer.xmlns else etree.Element(ROOT, attrs)
     for o in orders:
         _document(root, st, o)
@@ -266,12 +269,16 @@ def _status_id(value: str) -> str | None:
     return None
 
 
-def _upsert_counterparty(st: ShopState, cp: Any) -> User:
+def _short_inn(cp: Cp) -> str | None:
+    return cp.inn if cp.inn and len(cp.inn) == 10 else None
+
+
+def _upsert_counterparty(st: ShopState, cp: Cp) -> User:
     """Apply a counterparty from 1C (or syncd): requisites edits of an existing user, or a new user.
 
     Partial counterparties are fine: only the elements present are applied.
     """
-    u = st.find_user(cp.id, cp.inn if cp.inn and len(cp.inn) == 10 else None, cp.kpp, cp.email)
+    u = st.find_user(cp.id, _short_inn(cp), cp.kpp, cp.email)
     kw: dict[str, Any] = {}
     company = u.kind == "company" if u is not None else cp.is_company
     if company:
@@ -279,18 +286,13 @@ def _upsert_counterparty(st: ShopState, cp: Any) -> User:
                           ("inn", cp.inn), ("kpp", cp.kpp), ("ogrn", cp.ogrn), ("okpo", cp.okpo)):
             if val is not None:
                 kw[attr] = val
-        legal = next((a for a in cp.addresses if a.kind == "ЮридическийАдрес"), None)
-        if legal and legal.presentation:
-            kw["legal_address"] = legal.presentation
-        if cp.bank_accounts:
-            kw["bank_accounts"] = [BankAccount(a.number, (a.bank.bic if a.bank else "") or "",
-                                               (a.bank.correspondent_account if a.bank else "") or "",
-                                               (a.bank.name if a.bank else "") or "",
-                                               (a.bank.address if a.bank else "") or "")
-                                   for a in cp.bank_accounts]
-        rep = next((r for r in cp.representatives if r.name), None)
-        if rep:
-            kw["contact_person"] = rep.name
+        if cp.addresses.get("ЮридическийАдрес"):
+            kw["legal_address"] = cp.addresses["ЮридическийАдрес"]
+        if cp.accounts:
+            kw["bank_accounts"] = [BankAccount(a.account, a.bik, a.corr_account, a.bank_name, a.bank_address)
+                                   for a in cp.accounts]
+        if cp.contact_person:
+            kw["contact_person"] = cp.contact_person
     else:
         for k in ("last_name", "first_name", "middle_name", "inn"):
             if getattr(cp, k) is not None:
@@ -298,9 +300,9 @@ def _upsert_counterparty(st: ShopState, cp: Any) -> User:
         if not (cp.last_name or cp.first_name) and cp.name and u is None:
             parts = cp.name.split()
             kw.update(last_name=parts[0], first_name=" ".join(parts[1:2]), middle_name=" ".join(parts[2:]))
-        addr = next((a for a in cp.addresses if a.presentation), None)
+        addr = next((v for v in cp.addresses.values() if v), None)
         if addr:
-            kw["address"] = addr.presentation
+            kw["address"] = addr
     if cp.email:
         kw["email"] = cp.email
     if cp.phone:
@@ -312,41 +314,51 @@ def _upsert_counterparty(st: ShopState, cp: Any) -> User:
     return u
 
 
-def _apply_document(st: ShopState, doc: Any) -> str:
+class Refused(ValueError):
+    """A document a rejection (control API ``/rejections``) matched: not applied."""
+
+
+def _refused_counterparty(st: ShopState, cp: Cp) -> str | None:
+    known = st.find_user(cp.id, _short_inn(cp), cp.kpp, cp.email)
+    kind = known.kind if known is not None else ("company" if cp.is_company else "person")
+    return st.refusal("company" if kind == "company" else "user", xml_id=cp.id, inn=cp.inn, email=cp.email)
+
+
+def _apply_document(st: ShopState, doc: Doc) -> str:
     """One order document from 1C/syncd. Returns "created" | "updated" | "skipped"."""
     if doc.operation and doc.operation != "Заказ товара":
         return "skipped"               # payments / shipments: not applied by the sandbox
     o = st.find_order(doc.id)
+    refused = st.refusal("order", xml_id=doc.id, number=doc.number, order=o, requisites=doc.requisites)
+    if refused is not None:
+        raise Refused(f"Документ {doc.id}: {refused}")
     buyer = None
     if doc.counterparties:
         # a buyer inside an order only binds it (or registers a new one); requisites edits of a known
         # buyer come as a root-level Контрагенты document
         cp = doc.counterparties[0]
-        buyer = st.find_user(cp.id, cp.inn if cp.inn and len(cp.inn) == 10 else None, cp.kpp, cp.email) \
-            or _upsert_counterparty(st, cp)
+        buyer = st.find_user(cp.id, _short_inn(cp), cp.kpp, cp.email) or _upsert_counterparty(st, cp)
     created = o is None
     if o is None:
         if buyer is None:
             raise ValueError(f"document {doc.id}: a new order needs a counterparty")
         oid = next(st._order_ids)
-        o = Order(oid, doc.id, str(oid), doc.date.astimezone(now().tzinfo) if doc.date else now(), buyer.id, [],
+        o = Order(oid, doc.id, str(oid), doc.date.astimezone(TZ) if doc.date else st.now(), buyer.id, [],
                   version=0)
         st.orders[oid] = o
     elif buyer is not None:
         o.user_id = buyer.id
-    if doc.items:
+    if doc.lines:
         items = []
         delivery = None
-        for it in doc.items:
+        for it in doc.lines:
             if it.id == DELIVERY_ID:
                 delivery = it.sum if it.sum is not None else it.price
                 continue
             qty = it.quantity if it.quantity is not None else Decimal(1)
             price = it.price if it.price is not None else (it.sum / qty if it.sum is not None and qty else Decimal(0))
-            disc = sum((d.sum or Decimal(0) for d in it.discounts), Decimal(0))
-            rate = next((t.rate for t in it.taxes if t.rate), "20")
-            items.append(Item(it.id or "", it.name or "", money(price), qty, money(disc), rate or "20",
-                              (it.unit.name if it.unit and it.unit.name else "шт")))
+            items.append(Item(it.id or "", it.name or "", money(price), qty, money(it.discount), it.vat_rate or "20",
+                              it.unit or "шт"))
         o.items = items
         if delivery is not None:
             o.delivery_price = money(delivery)
@@ -362,12 +374,12 @@ def _apply_document(st: ShopState, doc: Any) -> str:
             if sid is None:
                 raise ValueError(f"document {doc.id}: unknown order status {v!r}")
             if sid != o.status:
-                o.status, o.status_changed = sid, now()
+                o.status, o.status_changed = sid, st.now()
             if sid == "C":
                 o.canceled = True
         elif name == "Заказ оплачен":
             if low == "true" and not o.paid:
-                o.paid_sum, o.paid_at = o.total, o.paid_at or now()
+                o.paid_sum, o.paid_at = o.total, o.paid_at or st.now()
             elif low == "false" and o.paid:
                 o.paid_sum, o.paid_at = Decimal(0), None
         elif name == "Сумма оплаты" and v:
@@ -375,7 +387,7 @@ def _apply_document(st: ShopState, doc: Any) -> str:
         elif name == "Дата оплаты" and v:
             try:
                 import datetime as _dt
-                o.paid_at = _dt.datetime.fromisoformat(v.replace("T", " ")).replace(tzinfo=now().tzinfo)
+                o.paid_at = _dt.datetime.fromisoformat(v.replace("T", " ")).replace(tzinfo=TZ)
             except ValueError:
                 pass
         elif name == "Отменен":
@@ -401,55 +413,56 @@ def _apply_document(st: ShopState, doc: Any) -> str:
 
 
 def import_orders(st: ShopState, data: bytes) -> dict[str, Any]:
-    """Apply an uploaded orders file; per-document errors are collected, the rest goes on."""
-    from syncd.commerceml.model import Rejected as CmlRejected
-    from syncd.commerceml.reader import iter_records
-
-    result: dict[str, Any] = {"created": [], "updated": [], "skipped": 0, "errors": []}
+    """Apply an uploaded orders file; per-document errors are collected, the rest goes on.
+    Raises `cml_in.Unreadable` when the file as a whole cannot be read."""
+    result: dict[str, Any] = {"created": [], "updated": [], "skipped": 0, "refused": [], "counterparties": [],
+                              "errors": []}
     with st.lock:
-        for rec in iter_records(data, ("Документ", "Контрагент")):
-            if isinstance(rec, CmlRejected):
+        for rec in sale_records(data, TZ):
+            if isinstance(rec, Bad):
                 result["errors"].append(f"строка {rec.line}: {rec.reason}")
-                continue
-            if hasattr(rec, "items"):        # a Документ
+            elif isinstance(rec, Doc):
                 try:
                     outcome = _apply_document(st, rec)
                 except ValueError as e:
                     result["errors"].append(str(e))
+                    if isinstance(e, Refused):
+                        result["refused"].append(rec.id)
                     continue
                 if outcome == "skipped":
                     result["skipped"] += 1
                 else:
                     result[outcome].append(rec.id)
             else:                             # a root-level Контрагенты/Контрагент: requisites edits
-                _upsert_counterparty(st, rec)
+                refused = _refused_counterparty(st, rec)
+                if refused is not None:
+                    result["errors"].append(f"Контрагент {rec.id}: {refused}")
+                    result["refused"].append(rec.id)
+                    continue
+                result["counterparties"].append(_upsert_counterparty(st, rec).id)
     return result
 
 
 def import_catalog(st: ShopState, data: bytes) -> dict[str, Any]:
     """import.xml (goods) and offers.xml (prices, stock) into the product list."""
-    from syncd.commerceml.model import Offer
-    from syncd.commerceml.model import Product as CmlProduct
-    from syncd.commerceml.model import Rejected as CmlRejected
-    from syncd.commerceml.reader import iter_records
-
     out: dict[str, Any] = {"products": 0, "offers": 0, "errors": []}
     with st.lock:
-        for rec in iter_records(data, ("Товар", "Предложение")):
-            if isinstance(rec, CmlRejected):
+        for rec in catalog_records(data):
+            if isinstance(rec, Bad):
                 out["errors"].append(f"строка {rec.line}: {rec.reason}")
-            elif isinstance(rec, CmlProduct):
+            elif isinstance(rec, Goods):
                 p = st.products.get(rec.id)
                 if p is None:
                     p = st.add_product(rec.id, rec.name or rec.id, 0)
                 p.name, p.sku, p.active = rec.name or p.name, rec.sku or p.sku, not rec.deleted
                 out["products"] += 1
-            elif isinstance(rec, Offer):
-                p = st.products.get(rec.product_id)
+            elif isinstance(rec, OfferIn):
+                pid = rec.id.split("#", 1)[0]          # "<product>#<characteristic>": the product's offer
+                p = st.products.get(pid)
                 if p is None:
-                    p = st.add_product(rec.product_id, rec.name or rec.product_id, 0)
-                if rec.prices and rec.prices[0].price is not None:
-                    p.price = money(rec.prices[0].price)
+                    p = st.add_product(pid, rec.name or pid, 0)
+                if rec.price is not None:
+                    p.price = money(rec.price)
                 if rec.quantity is not None:
                     p.quantity = rec.quantity
                 out["offers"] += 1

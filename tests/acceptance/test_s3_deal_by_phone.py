@@ -1,0 +1,61 @@
+"""S3 deal by phone: a manager takes an order on the phone and makes the deal in the CRM; with the
+integrator's "from the site" flag it becomes a shop order, without it it stays in the CRM."""
+
+from __future__ import annotations
+
+import pytest
+from harness import FROM_SITE_FIELD, ORDER_FIELD, Integration, digits, money
+
+
+def _phone_order(it: Integration, *, flagged: bool = True) -> tuple[int, int]:
+    """The manager finds (or types) the client and makes the deal with its rows."""
+    eng1 = it.setup.managers[0]
+    cid = it.portal.ui_add("contact", {"NAME": "Ольга", "LAST_NAME": "Белова", "ASSIGNED_BY_ID": eng1,
+                                       "PHONE": [{"VALUE": "+7 903 222-33-44", "VALUE_TYPE": "MOBILE"}],
+                                       "EMAIL": [{"VALUE": "o.belova@example.ru", "VALUE_TYPE": "WORK"}]},
+                           user_id=eng1)
+    fields = {"TITLE": "Заказ по телефону: Белова", "CONTACT_ID": cid, "CATEGORY_ID": it.setup.shop_pipeline,
+              "STAGE_ID": it.setup.stage("NEW"), "ASSIGNED_BY_ID": eng1,
+              "PRODUCT_ROWS": [{"PRODUCT_NAME": "Кружка керамическая 350 мл", "PRICE": 490, "QUANTITY": 3},
+                               {"PRODUCT_NAME": "Термос стальной 0,75 л", "PRICE": 1890, "QUANTITY": 1}]}
+    if flagged:
+        fields[FROM_SITE_FIELD] = "Y"
+    return cid, it.portal.ui_add("deal", fields, user_id=eng1)
+
+
+def test_a_deal_with_the_from_site_flag_becomes_a_shop_order_and_then_follows_s2(it: Integration) -> None:
+    it.sync()
+    _, deal = _phone_order(it)
+    it.portal.ui_add("deal", {"TITLE": "Консультация по самовару", "CATEGORY_ID": it.setup.shop_pipeline,
+                              "STAGE_ID": it.setup.stage("NEW"), "OPPORTUNITY": 5000})
+    it.sync()
+    (so,) = it.shop.orders()                          # one order: the flagged deal's, not the consultation's
+    assert sorted((i["name"], float(i["quantity"]), money(i["price"])) for i in so["items"]) == [
+        ("Кружка керамическая 350 мл", 3.0, money(490)), ("Термос стальной 0,75 л", 1.0, money(1890))]
+    assert money(so["total"]) == money(3 * 490 + 1890) == money(it.portal.deal(deal)["OPPORTUNITY"])
+    buyer = it.shop.user(so["user_id"])
+    assert (buyer["last_name"], buyer["email"], digits(buyer["phone"])) == ("Белова", "o.belova@example.ru",
+                                                                             "9032223344")
+    # from now on it is an order like any other: paid in the shop -> the deal moves, the manager keeps it
+    it.shop.pay(so["id"])
+    it.sync()
+    d = it.portal.deal(deal)
+    assert d["STAGE_ID"] == it.setup.stage("PAID") and d["ASSIGNED_BY_ID"] == str(it.setup.managers[0])
+    assert len(it.portal.deals()) == 2 and len(it.shop.orders()) == 1 and it.dead() == []
+
+
+def test_without_the_flag_the_deal_stays_in_the_crm(it: Integration) -> None:
+    it.sync()
+    _, deal = _phone_order(it, flagged=False)
+    it.sync()
+    assert it.shop.orders() == []
+    assert it.portal.deal(deal)[ORDER_FIELD] in (None, "")
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: a deal made from a CRM deal-by-phone learns its shop order number")
+def test_the_deal_by_phone_learns_its_shop_order_number(it: Integration) -> None:
+    it.sync()
+    _, deal = _phone_order(it)
+    it.sync()
+    (so,) = it.shop.orders()
+    assert it.portal.deal(deal)[ORDER_FIELD] == so["number"]
