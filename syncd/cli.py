@@ -398,11 +398,15 @@ def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
                        f"{c['created']} new, {c['bound']} bound to records syncd has, {c['updated']} updated, "
                        f"{c['review']} to review, {c['quarantined']} to quarantine")
         for name, w in r["writes"].items():
+            kinds = ", ".join(f"{k} {v['create']}+{v['update']}" for k, v in sorted(w["by_kind"].items()))
             click.echo(f"  -> {name}: would create {w['create']}, update {w['update']}"
+                       + (f" ({kinds}: created+updated)" if kinds else "")
                        + (f", {w['waiting']} waiting for a linked record" if w["waiting"] else "")
                        + (f", {w['refused']} refused" if w["refused"] else ""))
             for smp in w["samples"]:
-                click.echo(f"       {smp['op']} {smp['kind']} {smp['id'] or smp['key']}: {', '.join(smp['fields'])}")
+                src = f" from {smp['from'][0]} {smp['from'][1]}" if smp.get("from") else ""
+                what = f": {', '.join(smp['fields'])}" if smp["fields"] else f" (after {smp['after']})"
+                click.echo(f"       {smp['op']} {smp['kind']} {smp['id'] or smp['key'] or ''}{src}{what}")
         for f in r["failures"]:
             click.echo(f"failed: {f['system']}/{f['stream']}: {f['error']}", err=True)
     _emit(ctx, report, show)

@@ -170,6 +170,10 @@ class Traits:
     keys_are_ids: bool = False
     embeds_links: bool = False
     embedded_kinds: frozenset[str] = frozenset()
+    # its records' ids are documents' own ids (CommerceML Ид) that other document systems keep as
+    # they are (the site's order Ид in 1C, as the vendor's exchange does); others are named with
+    # their system's name ("crm-15"), so ids of two systems never meet
+    natural_ids: bool = False
 
 
 def traits(connector: Any) -> Traits:

@@ -23,7 +23,7 @@ from syncd.store import utcnow
 from syncd.store.db import WRITE
 from syncd.sync import Syncer
 
-SAMPLE = 5
+SAMPLE = 10
 
 
 def dry_run(syncer: Syncer, systems: list[str] | None = None, *, since: dt.datetime | None = None
@@ -54,15 +54,36 @@ def dry_run(syncer: Syncer, systems: list[str] | None = None, *, since: dt.datet
             for r in rows:
                 by_system.setdefault(r["system"], []).append(r)
             for system, srows in by_system.items():
-                out = {"create": 0, "update": 0, "waiting": 0, "nothing": 0, "refused": 0, "samples": []}
+                out = {"create": 0, "update": 0, "waiting": 0, "nothing": 0, "refused": 0, "by_kind": {},
+                       "samples": []}
                 outcomes = payload.build(conn, syncer.mapper, srows, traits(syncer.connectors.get(system)),
-                                         now=utcnow(), link_wait=syncer.policy.link_wait)
-                for o in outcomes:
+                                         now=utcnow(), link_wait=syncer.policy.link_wait,
+                                         natural=syncer.pusher.natural)
+                for row, o in zip(srows, outcomes):
                     if isinstance(o, payload.Ready):
                         out[o.op.op] += 1
-                        if len(out["samples"]) < SAMPLE:
+                        k = out["by_kind"].setdefault(o.op.kind, {"create": 0, "update": 0})
+                        k[o.op.op] += 1
+                        # one of each kind first, so the report shows every kind of write
+                        if len(out["samples"]) < SAMPLE and (k[o.op.op] == 1 or len(out["samples"]) < SAMPLE // 2):
                             out["samples"].append({"op": o.op.op, "kind": o.op.kind, "key": o.op.external_key,
-                                                   "id": o.op.external_id, "fields": sorted(o.op.fields)})
+                                                   "id": o.op.external_id, "fields": sorted(o.op.fields),
+                                                   "from": list(o.op.origin) if o.op.origin else None})
+                    elif isinstance(o, payload.Blocked) and o.why == "create":
+                        # it waits for records this same pass would create first: it goes right after
+                        em = syncer.mapper.push_map(system, row["entity_type"])
+                        kind = em.kind if em is not None else row["entity_type"]
+                        first = conn.execute(select(t.bindings.c.system, t.bindings.c.external_id).where(
+                            t.bindings.c.entity_id == row["entity_id"]).order_by(t.bindings.c.created_at)).first()
+                        op = "update" if conn.execute(select(t.bindings.c.external_id).where(
+                            t.bindings.c.entity_id == row["entity_id"], t.bindings.c.system == system)).first() else "create"
+                        out[op] += 1
+                        k = out["by_kind"].setdefault(kind, {"create": 0, "update": 0})
+                        k[op] += 1
+                        if len(out["samples"]) < SAMPLE:
+                            out["samples"].append({"op": op, "kind": kind, "key": None, "id": None, "fields": [],
+                                                   "from": list(first) if first else None,
+                                                   "after": "the records it links to"})
                     elif isinstance(o, payload.Blocked):
                         out["waiting"] += 1
                     elif isinstance(o, payload.Nothing):

@@ -52,6 +52,7 @@ class OneCConnector(BaseConnector):
     settles nothing (the claim is fenced).
     """
 
+    natural_ids = True                 # a 1C Ид (a GUID) is kept as it is elsewhere
     delivery = "download"              # 1C downloads its documents at `mode=query`
     whole_records = True               # a CommerceML document is always the whole record
     keys_are_ids = True                # a document syncd makes is known to 1C by the Ид syncd gave it

@@ -144,27 +144,9 @@ def _vat(rate: str | None) -> Decimal | None:
 
 # -- wire -> records ------------------------------------------------------------------------------
 
-_LEGAL_FORM = re.compile(
-    r"^\W*(ООО|ОАО|ЗАО|ПАО|НАО|АО|ИП|НКО|ФГУП|ГУП|МУП|ТСЖ|АНО|"
-    r"общество с ограниченной ответственностью|акционерное общество|индивидуальный предприниматель|"
-    r"LLC|LTD|JSC|GmbH|Inc)\b", re.I)
-
-
 def is_company(cp: Counterparty) -> bool:
-    """A legal entity, decided by the structure, not by the presence of an ИНН.
-
-    Company marks: `ОфициальноеНаименование`, `ЮридическийАдрес`, `Представители`, a КПП, an ОГРН, a
-    10-digit ИНН. Person marks: `Фамилия`/`Имя`/`Отчество` with text, `АдресРегистрации`, a 12-digit ИНН
-    alone. With neither (a site that writes only `ПолноеНаименование`), a name that starts with a legal
-    form (ООО, АО, ИП…) is a company. Otherwise a person.
-    """
-    if cp.official_name or cp.kpp or cp.ogrn or cp.representatives or \
-            any(a.kind == "ЮридическийАдрес" for a in cp.addresses) or (cp.inn and len(cp.inn) == 10):
-        return True
-    if cp.last_name or cp.first_name or cp.middle_name or (cp.inn and len(cp.inn) == 12) or \
-            any(a.kind == "АдресРегистрации" for a in cp.addresses):
-        return False
-    return bool(_LEGAL_FORM.match(cp.name or cp.full_name or ""))
+    """A legal entity, decided by the structure (the rule lives in the CommerceML model)."""
+    return cp.is_company
 
 
 def counterparty_name(cp: Counterparty) -> str | None:
@@ -522,6 +504,7 @@ _HEADS_MAX = 50_000        # order headers / counterparty names remembered from 
 
 
 class ShopConnector(BaseConnector):
+    natural_ids = True                  # its order Ид is the order's own id, kept as it is by 1C
     keys_are_ids = True                 # a document syncd uploads is known to the shop by the Ид it was given
     embeds_links = True                 # an order carries its buyer
     # the shop shows its users to syncd only inside their orders: a buyer reaches it inside its order

@@ -7,6 +7,8 @@ Name/value lists (`ЗначенияРеквизитов`, `ЗначенияСв�
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -26,6 +28,12 @@ def _lookup(pairs: Pairs, name: str) -> str | None:
 def _flag(value: str | None) -> bool | None:
     return None if value is None else value.strip().lower() in _TRUE
 
+
+# a name that starts with a legal form is a company's (when nothing else tells)
+LEGAL_FORM = re.compile(
+    r"^\W*(ООО|ОАО|ЗАО|ПАО|НАО|АО|ИП|НКО|ФГУП|ГУП|МУП|ТСЖ|АНО|"
+    r"общество с ограниченной ответственностью|акционерное общество|индивидуальный предприниматель|"
+    r"LLC|LTD|JSC|GmbH|Inc)\b", re.I)
 
 @dataclass(frozen=True)
 class Header:
@@ -114,8 +122,20 @@ class Counterparty:
 
     @property
     def is_company(self) -> bool:
-        """A legal entity: has an official name, a КПП, or a 10-digit ИНН."""
-        return bool(self.official_name or self.kpp or (self.inn and len(self.inn) == 10))
+        """A legal entity, decided by the structure, not by the presence of an ИНН.
+
+        Company marks: `ОфициальноеНаименование`, `ЮридическийАдрес`, `Представители`, a КПП, an ОГРН,
+        a 10-digit ИНН. Person marks: `Фамилия`/`Имя`/`Отчество` with text, `АдресРегистрации`, a
+        12-digit ИНН alone. With neither (a site or a 1C that writes only a name), a name that starts
+        with a legal form (ООО, АО, ИП…) is a company. Otherwise a person.
+        """
+        if self.official_name or self.kpp or self.ogrn or self.representatives or \
+                any(a.kind == "ЮридическийАдрес" for a in self.addresses) or (self.inn and len(self.inn) == 10):
+            return True
+        if self.last_name or self.first_name or self.middle_name or (self.inn and len(self.inn) == 12) or \
+                any(a.kind == "АдресРегистрации" for a in self.addresses):
+            return False
+        return bool(LEGAL_FORM.match(self.name or self.full_name or ""))
 
     def contact(self, *types: str) -> str | None:
         for c in self.contacts:

@@ -34,11 +34,14 @@ def external_key(entity_id: str) -> str:
     return f"syncd-{entity_id}"
 
 
-def natural_key(origin: tuple[str, str] | None, entity_id: str) -> str:
-    """The key a create carries: made from the record the entity came from — its system's name
-    and its own id, "shop-1001" — so it is readable and the same whichever syncd made it; syncd's
-    own key only where there is no such record."""
-    return f"{origin[0]}-{origin[1]}" if origin else external_key(entity_id)
+def natural_key(origin: tuple[str, str] | None, entity_id: str, natural: frozenset[str] = frozenset()) -> str:
+    """The key a create carries: made from the record the entity came from, so it is readable and
+    the same whichever syncd made it — that record's own id when its system's ids are documents'
+    ids (a shop order's Ид in 1C: "1001"), else named with its system ("crm-15"); syncd's own key
+    only where there is no such record."""
+    if origin is None:
+        return external_key(entity_id)
+    return origin[1] if origin[0] in natural else f"{origin[0]}-{origin[1]}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class _Loaded:
     ents: dict[str, _Target] = field(default_factory=dict)
     binds: dict[tuple[str, str, str], str] = field(default_factory=dict)   # (eid, system, type) -> ext
     first: dict[str, tuple[str, str]] = field(default_factory=dict)        # eid -> its first record
+    natural: frozenset[str] = frozenset()
     shadows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     held: dict[str, set[str]] = field(default_factory=dict)
     open: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -167,9 +171,11 @@ def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> _Loaded:
 
 
 def build(conn: Connection, mapper: Mapper, rows: Sequence[dict[str, Any]], traits: Traits, *,
-          now: dt.datetime, link_wait: float) -> list[Outcome]:
-    """Decide each claimed row's write against what the store holds now."""
+          now: dt.datetime, link_wait: float, natural: frozenset[str] = frozenset()) -> list[Outcome]:
+    """Decide each claimed row's write against what the store holds now. `natural`: the systems
+    whose ids are documents' own ids (kept as they are in keys)."""
     data = load(conn, rows)
+    data.natural = natural
     return [_decide(mapper, row, data, traits, now=now, link_wait=link_wait) for row in rows]
 
 
@@ -233,7 +239,7 @@ def _translator(mapper: Mapper, data: _Loaded, system: str, traits: Traits, *, w
 
 def _key_of(data: _Loaded, eid: str, system: str) -> str:
     origin = data.first.get(eid)
-    return natural_key(origin if origin is None or origin[0] != system else None, eid)
+    return natural_key(origin if origin is None or origin[0] != system else None, eid, data.natural)
 
 
 def _translate(fields: dict[str, Any], fn: Callable[[str, Any], Any]
@@ -306,7 +312,7 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
     origin = data.first.get(eid)
     if origin is not None and origin[0] == system:
         origin = None                      # (it came from this very system: nothing to name)
-    key = row.get("external_key") or natural_key(origin, eid)
+    key = row.get("external_key") or natural_key(origin, eid, data.natural)
     links, embedded = _links(mapper, data, system, full, whole) if traits.embeds_links else ({}, ())
     op = WriteOp(op_id=row["idempotency_key"], system=system, kind=em.kind, op="create" if create else "update",
                  entity=etype, entity_id=eid, external_id=ext,

@@ -94,6 +94,8 @@ class Pusher:
         self.stopping = threading.Event()     # set on shutdown: finish the row in hand, claim no more
         self.keeper = ClaimKeeper(store, policy.claim_ttl)
         self.backoff = confirm.Backoff(policy.max_attempts, policy.base_delay, policy.max_delay)
+        # systems whose ids are documents' own ids: keys made from their records keep them as they are
+        self.natural = frozenset(n for n, c in connectors.items() if getattr(c, "natural_ids", False))
         self._started = False
         self._start_lock = threading.Lock()
         # downloads served and not yet confirmed by the peer: token -> row id -> (row, decided write)
@@ -171,7 +173,8 @@ class Pusher:
         now = utcnow()
         try:
             with self.store.read() as c:
-                outcomes = payload.build(c, self.mapper, cl.rows, tr, now=now, link_wait=self.policy.link_wait)
+                outcomes = payload.build(c, self.mapper, cl.rows, tr, now=now, link_wait=self.policy.link_wait,
+                                         natural=self.natural)
         except Exception as exc:  # noqa: BLE001 - a bug deciding must not strand the claim
             log.error("push_decide_failed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
             for row in cl.rows:
@@ -320,7 +323,8 @@ class Pusher:
         conn_ = self.connectors.get(system)
         now = utcnow()
         with self.store.read() as c:
-            outcomes = payload.build(c, self.mapper, rows, traits(conn_), now=now, link_wait=self.policy.link_wait)
+            outcomes = payload.build(c, self.mapper, rows, traits(conn_), now=now, link_wait=self.policy.link_wait,
+                                     natural=self.natural)
         return {r["id"]: (r, o) for r, o in zip(rows, outcomes) if isinstance(o, Ready)}
 
 

@@ -72,8 +72,6 @@ def test_orders_of_new_buyers_become_deals_in_the_shop_pipeline_with_rows_and_ma
     assert it.dead() == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: external keys are the source's (ORIGIN_ID = order Ид), "
-                                       "not syncd's")
 def test_the_deal_carries_the_orders_own_key(it: Integration) -> None:
     o = it.shop.place(person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru"), [(MUG, 1)])
     it.sync()
@@ -82,7 +80,6 @@ def test_the_deal_carries_the_orders_own_key(it: Integration) -> None:
     assert d["ORIGINATOR_ID"] and "syncd" not in d["ORIGINATOR_ID"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the deal sum includes delivery")
 def test_the_deal_sum_includes_delivery(it: Integration) -> None:
     o = it.shop.place(person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru"), [(MUG, 2), (TEAPOT, 1)],
                       delivery_price=300)
@@ -92,7 +89,6 @@ def test_the_deal_sum_includes_delivery(it: Integration) -> None:
     assert money(d["OPPORTUNITY"]) == money(o["total"])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a per-deal price does not overwrite the catalogue price")
 def test_a_price_agreed_for_one_order_leaves_the_catalogue_price(it: Integration) -> None:
     it.shop.place(person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru"), [(MUG, 1)])
     it.sync()
@@ -118,8 +114,6 @@ def _client_base(it: Integration) -> dict[str, int]:
     }
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a shop buyer is bound to the existing CRM contact by phone "
-                                       "(any spelling) or e-mail")
 def test_a_buyer_is_bound_to_the_existing_contact_by_phone_in_any_spelling_or_email(it: Integration) -> None:
     base = _client_base(it)
     it.sync()                                   # syncd installed over the client base
@@ -142,8 +136,6 @@ def test_a_buyer_is_bound_to_the_existing_contact_by_phone_in_any_spelling_or_em
     assert it.runtime().store.list_review() == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a company ordering with an ИНН+КПП the CRM knows is bound to "
-                                       "that company")
 def test_a_company_buyer_is_bound_to_the_existing_company_by_inn_and_kpp(it: Integration) -> None:
     base = _client_base(it)
     it.sync()
@@ -156,8 +148,6 @@ def test_a_company_buyer_is_bound_to_the_existing_company_by_inn_and_kpp(it: Int
     assert it.runtime().store.list_review() == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: syncd never creates records in a system it cannot read back "
-                                       "(create off by default for the non-origin direction)")
 def test_the_client_base_is_not_pushed_into_the_shop_as_new_users(it: Integration) -> None:
     _client_base(it)
     before = len(it.shop.users())
@@ -175,8 +165,6 @@ def test_a_company_without_inn_stays_a_company(it: Integration) -> None:
     assert not [c for c in it.portal.contacts() if "Вектор" in f"{c['NAME']} {c['LAST_NAME']}"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: adopt deals made before syncd (ORIGINATOR_ID/ORIGIN_ID or the "
-                                       "order number field), don't duplicate")
 def test_deals_made_before_syncd_by_the_shops_own_integration_are_adopted(it: Integration) -> None:
     # the shop's earlier CRM integration made deals for its orders: the order's Ид in ORIGIN_ID, its
     # number in the integrator's order field

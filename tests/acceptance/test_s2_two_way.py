@@ -66,8 +66,6 @@ def test_a_managers_row_edit_reaches_the_shop_and_the_totals_agree(it: Integrati
     assert so["comment"] == "Скидка 40 ₽ на кружки"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: the deal sum includes delivery, and stays the shop's total after "
-                                       "a manager edits the rows")
 def test_with_delivery_the_totals_agree_after_a_row_edit(it: Integration) -> None:
     o = it.shop.place(BUYER, [(MUG, 2), (TEAPOT, 1)], delivery_price=300)
     it.sync()

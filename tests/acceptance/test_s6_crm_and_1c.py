@@ -58,8 +58,6 @@ def test_a_customer_typed_first_into_1c_goes_to_review_never_into_the_crm(it1c: 
     assert "origin" in items[0]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a company without ИНН stays a company (1C's counterparties "
-                                       "without ИНН are read as persons)")
 def test_a_company_typed_into_1c_without_inn_is_held_as_a_company(it1c: Integration) -> None:
     it = it1c
     _paid_order_in_1c(it)
@@ -71,13 +69,11 @@ def test_a_company_typed_into_1c_without_inn_is_held_as_a_company(it1c: Integrat
     assert [(r["system"], r["type"]) for r in items] == [("onec", "company")]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: natural keys — 1C receives the shop order's own Ид, not syncd's")
 def test_1c_receives_the_shop_orders_own_id(it1c: Integration) -> None:
     o, _, doc = _paid_order_in_1c(it1c)
     assert doc.id == o["xml_id"], doc.id
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: money — the order's sum in 1C includes delivery")
 def test_the_order_sum_in_1c_includes_delivery(it1c: Integration) -> None:
     o, _, doc = _paid_order_in_1c(it1c, delivery_price=450)
     assert money(doc.total) == money(o["total"])

@@ -101,8 +101,6 @@ def test_a_client_with_one_won_deal_gets_one_repeat_order_task(it: Integration) 
     assert len([t for t in it.portal.tasks() if "повторный заказ" in t["title"]]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a company ordering with an ИНН+КПП the CRM knows is bound to it, "
-                                       "so its first order closes its wholesale deal without a review")
 def test_a_companys_first_order_closes_its_wholesale_deal(it: Integration) -> None:
     s = it.setup
     buyer = company("ООО «Ромашка»", "7707083893", "773601001", email="zakaz@romashka.example")

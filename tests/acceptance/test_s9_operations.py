@@ -133,8 +133,6 @@ def test_a_held_customers_order_waits_and_flows_after_the_review(it: Integration
     assert it.cli_json("review")[1] == [] and it.dead() == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: `syncd sync --dry-run` reports what would be bound, created, "
-                                       "updated")
 def test_a_dry_run_reports_what_would_be_bound_and_created_and_writes_nothing(it: Integration) -> None:
     o = it.shop.place(BUYER, [(MUG, 1)])
     code, out = it.cli("sync", "--dry-run", "--create")
@@ -143,7 +141,6 @@ def test_a_dry_run_reports_what_would_be_bound_and_created_and_writes_nothing(it
     assert it.portal.deals() == [] and len(it.shop.imports()) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: `syncd trace SYSTEM:KIND:EXTERNAL_ID` prints a record's story")
 def test_trace_tells_an_orders_story(it: Integration) -> None:
     o = it.shop.place(BUYER, [(MUG, 1)])
     it.sync()
