@@ -299,8 +299,8 @@ def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
             f"<td class=\"num{dead_cls}\" data-k=\"outbox_dead\">{esc(_num(t, ob.get('dead')))}</td>"
             f"<td>{charts}</td></tr>")
     totals = stats.get("totals", {})
-    summary = _("Open: {conflicts} conflicts, {review} to review, {quarantine} in quarantine · "
-                "writes waiting {pending}, blocked {blocked}, dead {dead}").format(
+    summary = _("Open conflicts: {conflicts} · to review: {review} · in quarantine: {quarantine} · "
+                "writes waiting: {pending}, blocked: {blocked}, dead: {dead}").format(
         conflicts=t.number(totals.get("conflicts_open", 0)), review=t.number(totals.get("review_open", 0)),
         quarantine=t.number(totals.get("quarantine_open", 0)), pending=t.number(totals.get("outbox_pending", 0)),
         blocked=t.number(totals.get("outbox_blocked", 0)), dead=t.number(totals.get("outbox_dead", 0)))

@@ -152,6 +152,14 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
     assert "Все проверки пройдены." in result and f"✓ {env.shop}:" in result and "objects" in result
     _shot(d, "03-check")
 
+    # -- auto-refresh: the table follows the store, the panel with the findings stays ---------------------
+    env.shop_person("s4", name="Новый Клиент", email="new@example.ru")
+    env.settle(1)
+    want = str(env.rt.stats()["integrations"][env.shop]["last_24h"]["created"])
+    d.execute_script("window.syncdRefresh()")
+    wait.until(lambda _: d.find_element(By.CSS_SELECTOR, f"#integration-{env.shop} td[data-k=created]").text == want)
+    assert panel.is_displayed() and "Все проверки пройдены." in panel.text
+
     # -- import a period, with its progress ------------------------------------------------------------
     for i in range(40):
         env.shop_person(f"b{i}", name=f"Покупатель {i}", email=f"buyer{i}@example.ru", comment="")

@@ -64,7 +64,8 @@
     if (!refreshOn() || document.hidden) return;
     document.querySelectorAll("section[data-refresh]").forEach(function (sec) {
       var body = sec.querySelector(".body");
-      if (!body || body.contains(document.activeElement)) return;   // someone is typing there
+      var active = document.activeElement;
+      if (!body || (body.contains(active) && /^(INPUT|SELECT|TEXTAREA)$/.test(active.tagName))) return;   // typing
       fetch(sec.getAttribute("data-refresh"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
         .then(function (r) {
           if (r.status === 401 || r.status === 403) { sessionEnded(); return null; }
@@ -79,6 +80,7 @@
     });
   }
   if (D.refresh) setInterval(refresh, D.refresh * 1000);
+  window.syncdRefresh = refresh;          // "now", for the browser test (and the curious)
 
   // -- panels: check and backfill -----------------------------------------------------------------
   function panel(system) { return document.getElementById(system ? "panel-" + system : "panel-all"); }
