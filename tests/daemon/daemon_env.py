@@ -145,9 +145,10 @@ class Env:
 
 
 def build_env(tmp_path: Path, *, admin_token: bool = True, daemon: str = "", shop: str = "",
-              trace: Any = None) -> Env:
+              trace: Any = None, database_url: str | None = None) -> Env:
     """`daemon` and `shop`: extra TOML lines for [daemon] and the shop's [systems] table; `trace`:
-    the app's /api/trace answer (a fake of syncd.trace)."""
+    the app's /api/trace answer (a fake of syncd.trace); `database_url`: SQLite in tmp_path unless
+    given."""
     suffix = uuid.uuid4().hex[:8]
     crm, shop_name = f"crm-{suffix}", f"shop-{suffix}"
     (tmp_path / "mappings").mkdir(exist_ok=True)
@@ -161,7 +162,7 @@ def build_env(tmp_path: Path, *, admin_token: bool = True, daemon: str = "", sho
     token_line = 'admin_token = "${SYNCD_ADMIN_TOKEN}"\n' if admin_token else ""
     (tmp_path / "config.toml").write_text(
         "[daemon]\n"
-        f'database_url = "sqlite:///{tmp_path}/syncd.db"\n'
+        f'database_url = "{database_url or f"sqlite:///{tmp_path}/syncd.db"}"\n'
         f"{token_line}"
         f'instance = "test-{suffix}"\n'
         'mappings = ["mappings/*.toml"]\n'

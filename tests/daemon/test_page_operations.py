@@ -278,21 +278,6 @@ def test_a_paused_system_is_neither_pulled_nor_pushed(env: Env) -> None:
     assert [p["email"] for p in env.remote(env.crm).objects["person"].values()] == ["ivan@example.ru"]
 
 
-def test_pause_is_shared_through_the_database(env: Env) -> None:
-    from syncd.daemon.runtime import Runtime
-
-    env.rt.set_paused(env.crm, True)
-    other = Runtime(env.rt.settings)          # another instance on the same database
-    try:
-        assert other.is_paused(env.crm) and not other.is_paused(env.shop)
-        assert other.set_paused(env.crm, False) is True
-    finally:
-        other.close()
-    assert not env.rt.is_paused(env.crm)
-    with pytest.raises(KeyError):
-        env.rt.set_paused("nope", True)
-
-
 def test_one_stream_is_never_read_twice_at_once(env: Env) -> None:
     import threading
 

@@ -1,10 +1,23 @@
-"""Finding the entity to bind a reviewed record to, the way an operator names it."""
+"""Finding the entity to bind a reviewed record to, the way an operator names it; on SQLite and
+PostgreSQL, as the paused flag the instances share."""
 
 from __future__ import annotations
 
-from daemon_env import Env
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from daemon_env import Env, _teardown, build_env
 
 from syncd.daemon.search import search
+
+
+@pytest.fixture
+def env(tmp_path: Path, db_url: str) -> Iterator[Env]:
+    """On SQLite and PostgreSQL: LIKE and letter case differ between them."""
+    e = build_env(tmp_path, database_url=db_url)
+    yield e
+    _teardown(e)
 
 
 def _people(env: Env) -> dict[str, str]:
@@ -75,6 +88,21 @@ def test_held_records_nonsense_and_wildcards_find_nothing(env: Env) -> None:
     assert search(store, "") == [] and search(store, "   ") == [] and search(store, "x" * 500) == []
     assert search(store, "%") == [] and search(store, "_") == [] and search(store, "%%%%") == []
     assert search(store, "нет такого") == []
+
+
+def test_pause_is_kept_in_the_database(env: Env) -> None:
+    from syncd.daemon.runtime import Runtime
+
+    env.rt.set_paused(env.crm, True)
+    other = Runtime(env.rt.settings)          # another instance on the same database
+    try:
+        assert other.is_paused(env.crm) and not other.is_paused(env.shop)
+        assert other.set_paused(env.crm, False) is True
+    finally:
+        other.close()
+    assert not env.rt.is_paused(env.crm)
+    with pytest.raises(KeyError):
+        env.rt.set_paused("nope", True)
 
 
 def test_limit(env: Env) -> None:
