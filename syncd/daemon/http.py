@@ -527,7 +527,10 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
             return page_resp("", 404)
         if sid is None and not (name == "glance" and d.public_stats):
             return page_resp("", 401)
-        ctx = await run_in_threadpool(_page_ctx, sid is not None)
+        if name == "glance":
+            ctx = await run_in_threadpool(_glance_ctx)
+        else:
+            ctx = {"runs": await run_in_threadpool(lambda: glance.fold_runs(rt.store.recent_runs(200)))}
         ctx.update(_base(request, t, sid))
         body = page.glance(t, ctx, esc) if name == "glance" else page.runs(t, ctx, esc)
         return page_resp(body)

@@ -284,11 +284,15 @@ def test_one_stream_is_never_read_twice_at_once(env: Env) -> None:
     for i in range(8):
         env.shop_person(f"p{i}", email=f"p{i}@example.ru")
     conn = env.rt.connectors[env.shop]
-    conn.batch_size, conn.read_delay = 2, 0.1
+    conn.batch_size, conn.read_delay = 2, 0.2
     out: list[Any] = []
     t = threading.Thread(target=lambda: out.append(env.rt.run_stream(env.shop, "person")))
     t.start()
-    time.sleep(0.1)
+    lock = env.rt._stream_lock(env.shop, "person")
+    deadline = time.monotonic() + 10
+    while not lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert lock.locked()
     assert env.rt.run_stream(env.shop, "person") is None          # busy: skipped (a scheduled tick)
     waited = env.rt.run_stream(env.shop, "person", wait=True)     # a backfill waits its turn
     t.join()

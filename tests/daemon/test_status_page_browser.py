@@ -78,6 +78,21 @@ def _shot(d, name: str) -> None:  # type: ignore[no-untyped-def]
     d.save_screenshot(str(_artifacts() / f"{name}.png"))
 
 
+def _click(d, css: str) -> None:  # type: ignore[no-untyped-def]
+    """Click what `css` names in the integrations table, which the page's auto-refresh may swap
+    under the finger: find it again when it went stale."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    for _ in range(5):
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css} kept going stale")
+
+
 def _js_errors(d) -> list[str]:  # type: ignore[no-untyped-def]
     """Script errors and failed loads, but the 401 of the wrong token typed on purpose."""
     return [e["message"] for e in d.get_log("browser") if e["level"] == "SEVERE"
@@ -85,12 +100,13 @@ def _js_errors(d) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-untyped-def]
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
     env, d = page_env, driver
-    wait = WebDriverWait(d, 20)
+    wait = WebDriverWait(d, 20, ignored_exceptions=[StaleElementReferenceException])
     conflict = env.make_conflict()
     # a customer in the shop, and the same person typed into the CRM under another e-mail: the CRM
     # may not introduce people (origin: shop), so the CRM's record waits for a person to decide
@@ -145,7 +161,7 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
     _shot(d, "02-page")
 
     # -- a connection check: one line per finding, with the reason --------------------------------------
-    d.find_element(By.CSS_SELECTOR, f"#integration-{env.shop} [data-action=check]").click()
+    _click(d, f"#integration-{env.shop} [data-action=check]")
     panel = d.find_element(By.ID, f"panel-{env.shop}")
     wait.until(lambda _: panel.find_elements(By.CSS_SELECTOR, ".check-result li.finding"))
     result = panel.find_element(By.CSS_SELECTOR, ".check-result").text
@@ -165,7 +181,7 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
         env.shop_person(f"b{i}", name=f"Покупатель {i}", email=f"buyer{i}@example.ru", comment="")
     shop_conn = env.rt.connectors[env.shop]
     shop_conn.batch_size, shop_conn.read_delay = 4, 0.2           # a slow source: the bar moves visibly
-    d.find_element(By.CSS_SELECTOR, f"#integration-{env.shop} [data-action=backfill-open]").click()
+    _click(d, f"#integration-{env.shop} [data-action=backfill-open]")
     panel.find_element(By.XPATH, ".//button[normalize-space()='30 дней']").click()
     panel.find_element(By.CSS_SELECTOR, "[data-k=start-backfill]").click()
     bar = panel.find_element(By.CSS_SELECTOR, ".progress progress")
@@ -174,7 +190,7 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
     wait.until(lambda _: 0 < int(float(bar.get_attribute("value") or 0)) < 100)
     assert "прочитано записей:" in text.text
     _shot(d, "04-backfill-progress")
-    WebDriverWait(d, 60).until(lambda _: panel.find_element(By.CSS_SELECTOR, ".backfill").get_attribute(
+    WebDriverWait(d, 60, ignored_exceptions=[StaleElementReferenceException]).until(lambda _: panel.find_element(By.CSS_SELECTOR, ".backfill").get_attribute(
         "data-state") in ("done", "failed"))
     assert panel.find_element(By.CSS_SELECTOR, ".backfill").get_attribute("data-state") == "done"
     assert int(float(bar.get_attribute("value"))) == 100
@@ -221,12 +237,12 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
     d.find_element(By.CSS_SELECTOR, "#dead [data-k=replay]").click()
     wait.until(EC.text_to_be_present_in_element((By.ID, "notice"), "1 запись возвращена в очередь."))
     assert env.rt.store.list_outbox("dead") == []
-    d.find_element(By.CSS_SELECTOR, f"#integration-{env.crm} [data-k=pause]").click()
+    _click(d, f"#integration-{env.crm} [data-k=pause]")
     wait.until(EC.text_to_be_present_in_element((By.ID, "notice"), "приостановлена"))
     assert env.rt.is_paused(env.crm)
     assert "приостановлена" in d.find_element(By.ID, f"integration-{env.crm}").text
     _shot(d, "08-paused")
-    d.find_element(By.CSS_SELECTOR, f"#integration-{env.crm} [data-k=resume]").click()
+    _click(d, f"#integration-{env.crm} [data-k=resume]")
     wait.until(EC.text_to_be_present_in_element((By.ID, "notice"), "возобновлена"))
     assert not env.rt.is_paused(env.crm)
     assert _js_errors(d) == []
