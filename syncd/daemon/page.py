@@ -524,7 +524,10 @@ def script_strings(t: Lang) -> dict[str, str]:
         "trace_no_events": _("No events kept for this record (older ones are purged after the retention period)."),
         "kind_change": _("change"), "kind_decision": _("decision"), "kind_write": _("write"), "kind_hold": _("held"),
         "error": _("Error:"), "session_ended": _("Your session has ended; log in again."),
-        "refreshed": _("updated {time}"), "refresh_failed": _("could not refresh: {error}"),
+        "refresh_failed": _("could not refresh: {error}"),
+        # the fields a search result shows (syncd.daemon.search.SHOWN)
+        "f_email": _("e-mail"), "f_phone": _("phone"), "f_inn": _("ИНН"), "f_kpp": _("КПП"),
+        "f_number": _("number"), "f_total": _("total"), "f_status": _("status"), "f_company": _("company"),
     }
 
 

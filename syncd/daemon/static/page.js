@@ -169,7 +169,7 @@
       var li = el("li", {"class": "entity", "data-entity": it.id});
       li.appendChild(el("span", {"class": "label"}, it.label || it.id));
       var f = it.fields || {};
-      Object.keys(f).forEach(function (k) { li.appendChild(el("span", {"class": "small"}, k + ": " + f[k])); });
+      Object.keys(f).forEach(function (k) { li.appendChild(el("span", {"class": "small"}, (S["f_" + k] || k) + ": " + f[k])); });
       var b = it.bindings || {};
       li.appendChild(el("span", {"class": "small muted mono"},
         Object.keys(b).map(function (s) { return s + ": " + b[s]; }).join(", ")));
