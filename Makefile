@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-slow bench install clean reference wheel
+.PHONY: demo test test-fast test-slow bench install clean reference wheel catalogs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,14 @@ test-fast: $(STAMP)
 ## docs/reference.md from the config, mapping and rules models (a test compares them).
 reference: $(STAMP)
 	$(BIN)/python -m syncd.reference
+
+## The status page's message catalogs: extract the strings, merge them into each language's .po
+## (then translate what is new), compile the .mo files the package ships.
+catalogs: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k ngettext:1,2 --no-location --no-wrap --sort-output \
+	  --project syncd --version 0.1 --msgid-bugs-address "" --copyright-holder syncd -o syncd/locale/syncd.pot .
+	$(BIN)/pybabel update -i syncd/locale/syncd.pot -d syncd/locale -D syncd --no-wrap --no-fuzzy-matching --ignore-obsolete
+	$(BIN)/pybabel compile -d syncd/locale -D syncd --statistics
 
 ## dist/: the sdist, then the wheel built from it (example mappings, config and unit inside).
 wheel: $(STAMP)

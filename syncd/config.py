@@ -50,6 +50,13 @@ class DaemonSettings(_Strict):
     region: str = "RU"                     # country of phone numbers without a code (E.164 match keys)
     # done writes, runs and change-log rows older than this many days are purged daily; 0 keeps all
     retention_days: float = Field(90.0, ge=0)
+    # the status page's language: auto (the browser's Accept-Language, Russian when it names
+    # neither), ru or en; a visitor may still switch with the page's link
+    language: Literal["auto", "ru", "en"] = "auto"
+    timezone: str = "Europe/Moscow"        # IANA time zone of the dates on the status page
+    # show the integrations' counts, lag and charts on the status page without a login; records,
+    # errors and traces always need one
+    public_stats: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -57,6 +64,17 @@ class DaemonSettings(_Strict):
         host, _, port = v.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:   # 0: any free port
             raise ValueError("expected host:port, e.g. 127.0.0.1:8787")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name, e.g. Europe/Moscow)") from None
         return v
 
 

@@ -199,4 +199,9 @@ def record_links(connectors: Mapping[str, Any], mapper: Mapper) -> Callable[[str
     return link
 
 
-__all__ = ["find", "trace", "trace_entity", "record_links", "Event"]
+def api(rt: Any, query: str) -> dict[str, Any]:
+    """What the daemon's `/api/trace?q=` answers (its status page renders it)."""
+    return trace(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
+
+
+__all__ = ["find", "trace", "trace_entity", "record_links", "api", "Event"]

@@ -7,7 +7,19 @@ reaches its connector; "poll this stream now" is the admin action `POST /admin/p
 Admin auth: the configured `daemon.admin_token`, either as `Authorization: Bearer <token>`
 (scripts, JSON answers) or a browser session opened by `POST /login`. The session cookie holds a
 random id kept in this process's memory (never the token); form posts also carry a CSRF field,
-an HMAC of the session id with a random per-process key.
+an HMAC of the session id with a random per-process key (the page's script sends it as
+`X-CSRF-Token`).
+
+The status page (`/`, syncd/daemon/page.py) shows customer data — review records, conflict values,
+quarantined records, run errors, traces — only to a logged-in session; without one it shows the
+login form, and the integrations' counts only when `daemon.public_stats` is on. `/stats` and
+`/metrics` are the monitoring endpoints (counts and states) and stay open as before.
+
+The operator's actions (admin, CSRF-protected): resolve conflicts and reviews (`/api/entities`
+finds the entity to bind to by name, phone, e-mail, ИНН or any id), release quarantine, replay
+dead letters, and per integration a connection check, a backfill for a period (in the background;
+`/api/backfill/{id}` is its progress), run now, pause and resume. `/api/trace?q=` is a record's
+story across systems.
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -35,8 +48,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route as StarletteRoute
 
-from syncd.daemon import page
+from syncd.daemon import glance, page
+from syncd.daemon.i18n import COOKIE as LANG_COOKIE
+from syncd.daemon.i18n import LANGUAGES, N_, Conflict, Lang, NotFound, Refusal, negotiate
+from syncd.daemon.operations import Backfills, check_all, check_system, run_now
 from syncd.daemon.runtime import Runtime
+from syncd.daemon.search import search as search_entities
 from syncd.errors import BadInput
 from syncd.store import tables as t
 from syncd.store import utcnow
@@ -235,29 +252,74 @@ class _Auth:
 
 
 Action = Callable[[dict[str, Any]], Any]
+Done = Callable[[Any, Lang], str]
+
+# The page loads nothing from elsewhere and runs no inline script or style.
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                                "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+STATIC_TYPES = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
+TraceFn = Callable[[str], dict[str, Any]]
 
 
-def trace_of(rt: Runtime, query: str) -> dict[str, Any]:
-    from syncd.trace import record_links, trace
+def _since(v: Any, tz: Any) -> dt.datetime:
+    """The start of a backfill period: a date (midnight in the page's time zone) or an ISO time."""
+    s = str(v or "").strip()
+    if not s:
+        raise Refusal(N_("give the start of the period (since)"))
+    try:
+        if len(s) == 10:
+            d = dt.date.fromisoformat(s)
+            return dt.datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(dt.UTC)
+        when = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise Refusal(N_("not a date: {value} (expected YYYY-MM-DD)"), value=s[:40]) from None
+    return (when if when.tzinfo else when.replace(tzinfo=tz)).astimezone(dt.UTC)
 
-    return trace(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
+
+def _syncd_trace(rt: Runtime) -> TraceFn | None:
+    """The record trace of `syncd.trace` (the scenarios issue's), when this build has it:
+    `syncd.trace.api(runtime, query) -> {"query", "records": [...]}`."""
+    try:
+        from syncd import trace as mod  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    fn = getattr(mod, "api", None)
+    return (lambda q: fn(rt, q)) if callable(fn) else None
 
 
-def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
+def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = None) -> Starlette:
     """The app over `runtime`; `checks` (a `LiveCheck`, when the daemon runs one) adds each
-    system's live-check state to /healthz and /stats."""
+    system's live-check state to /healthz, /stats and the page; `trace` answers `/api/trace`
+    (default: syncd.trace when present)."""
     rt = runtime
-    token: str | None = rt.settings.daemon.admin_token or None
+    d = rt.settings.daemon
+    token: str | None = d.admin_token or None
     redactor = Redactor([*rt.settings.secrets, *([token] if token else [])])
     sessions = _Sessions()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(rt))
+    backfills = Backfills(rt)
+    trace_fn = trace or _syncd_trace(rt)
 
     def esc(v: Any) -> str:
         return "" if v is None else html.escape(redactor.text(str(v)), quote=True)
 
     def jresp(content: Any, status: int = 200, **kw: Any) -> Response:
         return _JSON(redactor.data(content), status_code=status, **kw)
+
+    def lang(request: Request) -> Lang:
+        code = negotiate(configured=d.language, accept_language=request.headers.get("accept-language"),
+                         chosen=request.cookies.get(LANG_COOKIE))
+        return Lang(code, d.timezone)
+
+    def page_resp(body: str, status: int = 200) -> Response:
+        return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
 
     # -- auth helpers ---------------------------------------------------------------------------
     def bearer(request: Request) -> str | None:
@@ -283,13 +345,19 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
     def unauthorized(request: Request, reason: str = "admin token required") -> Response:
         if wants_html(request) and not request.headers.get("authorization"):
             nxt = "/" if request.method != "GET" else request.url.path
-            return RedirectResponse(f"/login?next={nxt}", status_code=303)
+            return RedirectResponse(f"/login?next={quote(nxt)}", status_code=303)
         return jresp({"error": reason, "hint": "send `Authorization: Bearer <admin token>`"}, 401,
                      headers={"WWW-Authenticate": 'Bearer realm="syncd"'})
 
+    def no_token_page(t: Lang, status: int = 403) -> Response:
+        return page_resp(page.message_page(t, t._("Admin login disabled"), t._(
+            "Admin actions and the page's records are disabled: no admin token is configured. Set "
+            "`admin_token = \"${SYNCD_ADMIN_TOKEN}\"` under [daemon] in config.toml, export SYNCD_ADMIN_TOKEN "
+            "(e.g. `openssl rand -hex 32`), then restart syncd."), esc), status)
+
     def no_token(request: Request) -> Response:
         if wants_html(request):
-            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
+            return no_token_page(lang(request))
         return jresp({"error": NO_TOKEN}, 403)
 
     async def params(request: Request) -> dict[str, Any]:
@@ -311,8 +379,10 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
             return out
         return dict(request.query_params)
 
-    async def admin_action(request: Request, action: Action, done: Callable[[Any], str]) -> Response:
-        """Run an admin action: auth, CSRF, params, then JSON (Bearer) or 303 to / (browser)."""
+    async def admin_action(request: Request, action: Action, done: Done, anchor: str = "",
+                           fail: Callable[[str, Lang], str] | None = None) -> Response:
+        """Run an admin action: auth, CSRF, params, then JSON (API, the page's script) or 303 to the
+        page with what happened (a form post)."""
         if not token:
             return no_token(request)
         b = bearer(request)
@@ -331,21 +401,30 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
                 return jresp({"error": "missing or wrong CSRF token; reload the page"}, 403)
         else:
             p.pop("csrf", None)
+        t = lang(request) if sid is not None else Lang("en", d.timezone)
         status, result, error = 200, None, None
         try:
             result = await run_in_threadpool(action, p)
+        except Refusal as exc:
+            status, error = exc.status, exc.translate(t)
         except KeyError as exc:
             status, error = 404, str(exc.args[0] if exc.args else exc)
         except ValueError as exc:
             status, error = 409 if "already" in str(exc) else 400, str(exc)
         log.info("admin_action", path=request.url.path, via=b if sid is None else "session",
                  status=status, error=error)
+        if error and sid is not None and fail is not None:
+            error = fail(error, t)
         if sid is not None and "application/json" not in request.headers.get("content-type", ""):
             # a form post from the page: back to the page, with what happened
-            return RedirectResponse(page.redirect_target(None if error else done(result), error), status_code=303)
+            return RedirectResponse(page.redirect_target(None if error else done(result, t), error, anchor),
+                                    status_code=303)
         if error:
             return jresp({"error": error}, status)
-        return jresp({"ok": True, **(result if isinstance(result, dict) else {"result": result})})
+        out = {"ok": True, **(result if isinstance(result, dict) else {"result": result})}
+        if sid is not None:
+            out["notice"] = done(result, t)
+        return jresp(out)
 
     def api_auth(request: Request) -> Response | None:
         if not token:
@@ -380,6 +459,9 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
         st["uptime_seconds"] = max(0.0, (utcnow() - rt.started_at).total_seconds())
         if checks is not None:
             st["checks"] = checks.view()
+        paused = rt.paused()
+        for name, it in st.get("integrations", {}).items():
+            it["paused"] = name in paused
         return st
 
     async def stats(request: Request) -> Response:
@@ -394,42 +476,100 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
         body = await run_in_threadpool(generate_latest, registry)
         return Response(redactor.text(body.decode("utf-8")), media_type=CONTENT_TYPE_LATEST)
 
-    def _page_ctx() -> dict[str, Any]:
-        return {"stats": rt.stats(), "runs": rt.store.recent_runs(20), "conflicts": rt.store.list_conflicts(),
-                "quarantine": rt.store.list_quarantine(), "review": rt.store.list_review(),
-                "dead": rt.store.list_outbox("dead")}
+    # -- the page -------------------------------------------------------------------------------
+    def _glance_ctx() -> dict[str, Any]:
+        st = _stats()
+        systems = list(st.get("integrations", {}))
+        now = utcnow()
+        return {"stats": st, "now": now, "throughput": glance.throughput(rt.store, systems, now),
+                "lag_history": glance.lag_history(rt.store, systems, now),
+                "exchanges": glance.last_exchanges(rt.store, systems), "paused": rt.paused(),
+                "streams": {n: list(c.streams) for n, c in rt.connectors.items()},
+                "types": {n: s.type for n, s in rt.settings.systems.items()},
+                "backfills": {n: j.view() for n, j in backfills.latest().items()}}
+
+    def _page_ctx(logged_in: bool) -> dict[str, Any]:
+        ctx: dict[str, Any] = {"stats": {}}
+        if logged_in or d.public_stats:
+            ctx.update(_glance_ctx())
+        if logged_in:
+            ctx.update(runs=glance.fold_runs(rt.store.recent_runs(200)), conflicts=rt.store.list_conflicts(),
+                       quarantine=rt.store.list_quarantine(), review=rt.store.list_review(),
+                       dead=rt.store.list_outbox("dead"))
+        return ctx
+
+    def _base(request: Request, t: Lang, sid: str | None) -> dict[str, Any]:
+        return {"instance": rt.instance, "uptime": (utcnow() - rt.started_at).total_seconds(),
+                "csrf": sessions.csrf(sid) if sid else None, "logged_in": sid is not None,
+                "admin_enabled": bool(token), "public_stats": d.public_stats, "path": request.url.path}
 
     async def index(request: Request) -> Response:
+        t = lang(request)
+        sid = session_id(request)
         try:
-            ctx = await run_in_threadpool(_page_ctx)
+            ctx = await run_in_threadpool(_page_ctx, sid is not None)
         except Exception as exc:  # noqa: BLE001
             log.error("status_page_failed", error=type(exc).__name__)
-            return HTMLResponse(page.message_page("Status unavailable", "The database cannot be read; see the "
-                                                  "daemon's log.", esc), status_code=503)
+            return page_resp(page.message_page(t, t._("Status unavailable"), t._(
+                "The database cannot be read; see the daemon's log."), esc), 503)
+        ctx.update(_base(request, t, sid))
+        if sid is not None:
+            # what an action reported (the page's own redirect), shown once; never without a login
+            ctx.update(notice=request.query_params.get("notice"), error=request.query_params.get("error"))
+        return page_resp(page.status_page(t, ctx, esc))
+
+    async def part(request: Request) -> Response:
+        """One section's body, for the page's auto-refresh."""
+        name = request.path_params["name"]
+        t = lang(request)
         sid = session_id(request)
-        ctx.update(instance=rt.instance, uptime=(utcnow() - rt.started_at).total_seconds(),
-                   csrf=sessions.csrf(sid) if sid else None, admin_enabled=bool(token),
-                   notice=request.query_params.get("notice"), error=request.query_params.get("error"))
-        return HTMLResponse(page.status_page(ctx, esc), headers={"Cache-Control": "no-store"})
+        if name not in ("glance", "runs"):
+            return page_resp("", 404)
+        if sid is None and not (name == "glance" and d.public_stats):
+            return page_resp("", 401)
+        if name == "glance":
+            ctx = await run_in_threadpool(_glance_ctx)
+        else:
+            ctx = {"runs": await run_in_threadpool(lambda: glance.fold_runs(rt.store.recent_runs(200)))}
+        ctx.update(_base(request, t, sid))
+        body = page.glance(t, ctx, esc) if name == "glance" else page.runs(t, ctx, esc)
+        return page_resp(body)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC_TYPES:
+            return Response("not found", status_code=404)
+        body = (page.STATIC / name).read_bytes()
+        return Response(body, media_type=STATIC_TYPES[name],
+                        headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+
+    async def set_language(request: Request) -> Response:
+        code = request.path_params["code"]
+        resp = RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+        if code in LANGUAGES:
+            resp.set_cookie(LANG_COOKIE, code, max_age=365 * 86400, httponly=True, samesite="lax", path="/")
+        return resp
 
     # -- login ----------------------------------------------------------------------------------
     async def login_form(request: Request) -> Response:
+        t = lang(request)
         if not token:
-            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
-        return HTMLResponse(page.login_page(esc, next_url=_safe_next(request.query_params.get("next")),
-                                            instance=rt.instance))
+            return no_token_page(t)
+        return page_resp(page.login_page(t, esc, next_url=_safe_next(request.query_params.get("next")),
+                                         instance=rt.instance))
 
     async def login(request: Request) -> Response:
+        t = lang(request)
         if not token:
-            return HTMLResponse(page.message_page("Admin actions disabled", NO_TOKEN, esc), status_code=403)
+            return no_token_page(t)
         form = await request.form()
         given = str(form.get("token") or "")
         nxt = _safe_next(form.get("next"))
         if not hmac.compare_digest(given.encode(), token.encode()):
             log.warning("admin_login_failed", client=request.client.host if request.client else None)
             await asyncio.sleep(0.5)      # slows down guessing; the token itself should be long
-            return HTMLResponse(page.login_page(esc, next_url=nxt, error="Wrong token.", instance=rt.instance),
-                                status_code=401)
+            return page_resp(page.login_page(t, esc, next_url=nxt, error=t._("Wrong token."), instance=rt.instance),
+                             401)
         old = request.cookies.get(COOKIE)
         sessions.close(old)
         sid = sessions.open()
@@ -467,9 +607,10 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
             if "value" in p:
                 eid = engine.resolve_conflict(cid, value=p["value"])
                 return {"conflict": cid, "entity_id": eid, "winner": "review"}
-            raise ValueError("give `take` (a system) or `value`")
+            raise Refusal(N_("give `take` (a system) or `value`"))
 
-        return await admin_action(request, act, lambda r: f"conflict {cid} resolved ({r['winner']})")
+        return await admin_action(request, act, lambda r, t: t._("Conflict {id} resolved: {winner}.").format(
+            id=cid, winner=r["winner"] if r["winner"] != "review" else t._("the value given")), "conflicts")
 
     async def release_quarantine(request: Request) -> Response:
         qid = _int(request.path_params["id"])
@@ -483,7 +624,11 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
                 raise ValueError(str(exc)) from None
             return {"released": qid, "outcome": outcome}
 
-        return await admin_action(request, act, lambda r: f"quarantine item {qid} released")
+        # a refusal on the page says which item, and that the record is still held
+        return await admin_action(
+            request, act, lambda r, t: t._("Quarantine item {id} taken in again.").format(id=qid), "quarantine",
+            fail=lambda reason, t: t._("Quarantine item {id} still cannot be taken in: {reason}").format(
+                id=qid, reason=reason))
 
     async def resolve_review(request: Request) -> Response:
         rid = _int(request.path_params["id"])
@@ -495,19 +640,21 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
             if entity_id:
                 ent = rt.store.entity(entity_id)
                 if ent is None:
-                    raise KeyError(f"no entity {entity_id}")
+                    raise NotFound(N_("no entity {id}"), id=entity_id)
                 with rt.store.read() as c:
                     rtype = c.execute(select(t.review.c.type).where(t.review.c.id == rid)).scalar()
                 if rtype is not None and rtype != ent["type"]:
-                    raise ValueError(f"entity {entity_id} is a {ent['type']}, review item {rid} is a {rtype}")
+                    raise Refusal(N_("entity {id} is a {type}, review item {review} is a {rtype}"),
+                                  id=entity_id, type=ent["type"], review=rid, rtype=rtype)
                 eid = engine.resolve_review(rid, entity_id=entity_id)
             elif _truthy(p.get("create")):
                 eid = engine.resolve_review(rid, create=True)
             else:
-                raise ValueError("give `create=1` or `entity_id`")
+                raise Refusal(N_("give `create=1` or `entity_id`"))
             return {"review": rid, "entity_id": eid}
 
-        return await admin_action(request, act, lambda r: f"review item {rid} resolved → {r['entity_id']}")
+        return await admin_action(request, act, lambda r, tr: tr._("Review item {id} resolved: entity {entity}.").format(
+            id=rid, entity=r["entity_id"]), "review")
 
     async def replay(request: Request) -> Response:
         def act(p: dict[str, Any]) -> dict[str, Any]:
@@ -519,11 +666,13 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
                 for x in items:
                     n = _int(x)
                     if n is None:
-                        raise ValueError(f"not an outbox id: {x!r}")
+                        raise Refusal(N_("not an outbox id: {value}"), value=repr(x))
                     ids.append(n)
             return {"replayed": rt.store.replay(ids)}
 
-        return await admin_action(request, act, lambda r: f"{r['replayed']} write(s) put back in the queue")
+        return await admin_action(request, act, lambda r, t: t.ngettext(
+            "{n} write put back in the queue.", "{n} writes put back in the queue.", r["replayed"]).format(
+            n=r["replayed"]), "dead")
 
     async def poll(request: Request) -> Response:
         """Poll a stream now instead of at its next tick (an operator's "sync now")."""
@@ -536,10 +685,64 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
             if stream not in conn.streams:
                 raise KeyError(f"system {system!r} has no stream {stream!r} (streams: "
                                f"{', '.join(sorted(conn.streams))})")
+            if rt.is_paused(system):
+                raise Conflict(N_("{system} is paused; resume it first"), system=system)
             rt.trigger(system, stream)
             return {"triggered": {"system": system, "stream": stream}}
 
-        return await admin_action(request, act, lambda r: f"{system}/{stream}: poll started")
+        return await admin_action(request, act, lambda r, t: t._("{system}/{stream}: poll started.").format(
+            system=system, stream=stream))
+
+    async def check_one(request: Request) -> Response:
+        system = request.path_params.get("system")
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            found = check_system(rt, system) if system else check_all(rt)
+            return {"ok": all(f.ok for f in found), "findings": [f.as_dict() for f in found]}
+
+        def done(r: dict[str, Any], t: Lang) -> str:
+            lines = [("✓ " if f["ok"] else "✗ ") + f"{f['name']}: {f['detail']}" for f in r["findings"]]
+            return "\n".join(lines)
+
+        return await admin_action(request, act, done, "integrations")
+
+    async def backfill(request: Request) -> Response:
+        system = request.path_params["system"]
+        tz = Lang("en", d.timezone).tz
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            return {"job": backfills.start(system, _since(p.get("since"), tz)).view()}
+
+        return await admin_action(request, act, lambda r, t: t._(
+            "Import of {system} started (records changed since {since}).").format(
+            system=system, since=t.time(r["job"]["since"], seconds=False)), "integrations")
+
+    async def run_system(request: Request) -> Response:
+        system = request.path_params["system"]
+        return await admin_action(request, lambda p: {"triggered": run_now(rt, system)}, lambda r, t: t._(
+            "{system}: polling {streams} now.").format(system=system, streams=", ".join(r["triggered"])),
+            "integrations")
+
+    async def pause(request: Request) -> Response:
+        system = request.path_params["system"]
+        on = request.url.path.startswith("/admin/pause/")
+
+        def act(p: dict[str, Any]) -> dict[str, Any]:
+            if system not in rt.connectors:
+                raise NotFound(N_("no system {system}"), system=system)
+            changed = rt.set_paused(system, on)
+            if not on and changed:
+                for stream in rt.connectors[system].streams:
+                    rt.trigger(system, stream)          # catch up at once
+            return {"system": system, "paused": on, "changed": changed}
+
+        def done(r: dict[str, Any], t: Lang) -> str:
+            if r["paused"]:
+                return t._("{system} paused: nothing is read from it or written to it until resumed.").format(
+                    system=system)
+            return t._("{system} resumed.").format(system=system)
+
+        return await admin_action(request, act, done, "integrations")
 
     # -- JSON lists -----------------------------------------------------------------------------
     def _limit(request: Request) -> int:
@@ -551,6 +754,9 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
         StarletteRoute("/stats", stats, methods=["GET"]),
         StarletteRoute("/metrics", metrics, methods=["GET"]),
         StarletteRoute("/", index, methods=["GET"]),
+        StarletteRoute("/part/{name}", part, methods=["GET"]),
+        StarletteRoute("/static/{name}", static, methods=["GET"]),
+        StarletteRoute("/lang/{code}", set_language, methods=["GET"]),
         StarletteRoute("/login", login_form, methods=["GET"]),
         StarletteRoute("/login", login, methods=["POST"]),
         StarletteRoute("/logout", logout, methods=["POST"]),
@@ -559,23 +765,55 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
         StarletteRoute("/admin/review/{id}/resolve", resolve_review, methods=["POST"]),
         StarletteRoute("/admin/replay", replay, methods=["POST"]),
         StarletteRoute("/admin/poll/{system}/{stream}", poll, methods=["POST"]),
+        StarletteRoute("/admin/check", check_one, methods=["POST"]),
+        StarletteRoute("/admin/check/{system}", check_one, methods=["POST"]),
+        StarletteRoute("/admin/backfill/{system}", backfill, methods=["POST"]),
+        StarletteRoute("/admin/run/{system}", run_system, methods=["POST"]),
+        StarletteRoute("/admin/pause/{system}", pause, methods=["POST"]),
+        StarletteRoute("/admin/resume/{system}", pause, methods=["POST"]),
     ]
 
-    def _api(path: str, make: Callable[[Request], list[dict[str, Any]]]) -> StarletteRoute:
+    def _api(path: str, make: Callable[[Request], Any]) -> StarletteRoute:
         async def endpoint(request: Request) -> Response:
             denied = api_auth(request)
             if denied is not None:
                 return denied
-            return jresp(await run_in_threadpool(make, request))
+            try:
+                return jresp(await run_in_threadpool(make, request))
+            except Refusal as exc:
+                return jresp({"error": str(exc)}, exc.status)
         return StarletteRoute(path, endpoint, methods=["GET"])
+
+    def _quarantine_item(request: Request) -> dict[str, Any]:
+        qid = _int(request.path_params["id"])
+        item = rt.store.quarantine_item(qid) if qid is not None else None
+        if item is None:
+            raise NotFound(N_("no quarantine item {id}"), id=request.path_params["id"])
+        return item
+
+    def _entities(request: Request) -> dict[str, Any]:
+        q = request.query_params.get("q", "")
+        type_ = request.query_params.get("type") or None
+        return {"query": q, "results": search_entities(rt.store, q, type_=type_, region=d.region,
+                                                       limit=min(_limit(request), 50))}
+
+    def _trace(request: Request) -> dict[str, Any]:
+        q = request.query_params.get("q", "").strip()
+        if not q:
+            raise Refusal(N_("give a query: ?q=order number, phone, e-mail, ИНН or an id"))
+        if trace_fn is None:
+            raise Refusal(N_("the record trace is not available in this build"))
+        return trace_fn(q)
 
     routes += [
         _api("/api/conflicts", lambda r: rt.store.list_conflicts(r.query_params.get("status", "open"), _limit(r))),
         _api("/api/quarantine", lambda r: rt.store.list_quarantine(r.query_params.get("status", "open"), _limit(r))),
+        _api("/api/quarantine/{id}", _quarantine_item),
         _api("/api/review", lambda r: rt.store.list_review(r.query_params.get("status", "open"), _limit(r))),
         _api("/api/dead", lambda r: rt.store.list_outbox("dead", _limit(r))),
-        # a record's story across systems (customer data: login required like every /api route)
-        _api("/api/trace", lambda r: trace_of(rt, r.query_params.get("q", ""))),   # type: ignore[arg-type,return-value]
+        _api("/api/entities", _entities),
+        _api("/api/trace", _trace),
+        _api("/api/backfill/{id}", lambda r: backfills.get(r.path_params["id"]).view()),
     ]
 
     # -- connector routes: mounted as they are, each keeps its own auth, and ahead of ours -------
@@ -619,4 +857,5 @@ def create_app(runtime: Runtime, *, checks: Any = None) -> Starlette:
     app = Starlette(routes=routes)
     app.state.runtime = rt
     app.state.registry = registry
+    app.state.backfills = backfills
     return app

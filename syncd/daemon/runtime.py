@@ -22,6 +22,8 @@ from syncd.sync import Syncer
 
 log = structlog.get_logger("syncd.runtime")
 
+PAUSED_KEY = "daemon:paused"       # {system: {"at": iso time}}: shared by instances on one database
+
 
 class _Context:
     """ConnectorContext: a connector's own state and its ways into the engine."""
@@ -45,6 +47,9 @@ class _Context:
         self.rt.trigger(self.system, stream)
 
     def take_writes(self, limit: int | None = None) -> WriteClaim:
+        if self.rt.is_paused(self.system):
+            # a paused system gets nothing: the peer downloads an empty document, the writes wait
+            return WriteClaim(f"paused-{os.urandom(8).hex()}", [])
         return self.rt.syncer.pusher.take(self.system, limit=limit)
 
     def settle_writes(self, token: str, results: Mapping[str, Any]) -> Counts:
@@ -100,6 +105,8 @@ class Runtime:
         self.connectors: dict[str, Connector] = {}
         self.trigger_hook: Callable[[str, str], None] | None = None
         self._ingest_lock = threading.Lock()
+        self._stream_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._stream_locks_guard = threading.Lock()
         if connect:
             for name, sys_settings in settings.systems.items():
                 ctype = connector_type(sys_settings.type)
@@ -145,17 +152,31 @@ class Runtime:
         self.store.finish_run(run_id, counts.as_dict())
         return counts
 
+    def _stream_lock(self, system: str, stream: str) -> threading.Lock:
+        with self._stream_locks_guard:
+            return self._stream_locks.setdefault((system, stream), threading.Lock())
+
     def run_stream(self, system: str, stream: str, *, since: dt.datetime | None = None,
-                   progress: Callable[[int], None] | None = None) -> Counts | None:
-        """One run of one stream, under a lease so one instance polls a stream at a time."""
-        lease = f"job:{system}:{stream}"
-        if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
-            log.debug("lease_held_elsewhere", system=system, stream=stream)
+                   progress: Callable[..., None] | None = None, wait: bool = False) -> Counts | None:
+        """One run of one stream, under a lease so one instance polls a stream at a time, and a
+        lock so this process never reads one stream twice at once (a scheduled poll, a webhook's
+        trigger, a backfill from the page). A run that finds the stream busy is skipped (None),
+        unless `wait`: then it waits for the other run to finish."""
+        lock = self._stream_lock(system, stream)
+        if not lock.acquire(blocking=wait):
+            log.debug("stream_busy", system=system, stream=stream)
             return None
         try:
-            return self.syncer.pull(system, stream, since=since, progress=progress)
+            lease = f"job:{system}:{stream}"
+            if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
+                log.debug("lease_held_elsewhere", system=system, stream=stream)
+                return None
+            try:
+                return self.syncer.pull(system, stream, since=since, progress=progress)
+            finally:
+                self.store.release_lease(lease, self.instance)
         finally:
-            self.store.release_lease(lease, self.instance)
+            lock.release()
 
     def push(self, system: str, max_rows: int | None = None) -> Counts:
         return self.syncer.push(system, max_rows=max_rows)
@@ -180,8 +201,32 @@ class Runtime:
     def trigger(self, system: str, stream: str) -> None:
         if self.trigger_hook is not None:
             self.trigger_hook(system, stream)
-        else:
+        elif not self.is_paused(system):
             threading.Thread(target=self.run_stream, args=(system, stream), daemon=True).start()
+
+    # -- pause ----------------------------------------------------------------------------------
+    def paused(self) -> dict[str, dict[str, Any]]:
+        """Paused systems: nothing is pulled from them or pushed to them until resumed."""
+        return dict(self.store.kv_get(PAUSED_KEY, {}) or {})
+
+    def is_paused(self, system: str) -> bool:
+        return system in self.paused()
+
+    def set_paused(self, system: str, paused: bool) -> bool:
+        """Pause or resume a system; returns whether anything changed."""
+        if system not in self.connectors and system not in self.settings.systems:
+            raise KeyError(f"no system {system!r}")
+        with self.store.begin() as c:
+            cur = dict(self.store.kv_get(PAUSED_KEY, {}, conn=c) or {})
+            if paused == (system in cur):
+                return False
+            if paused:
+                cur[system] = {"at": utcnow().isoformat()}
+            else:
+                cur.pop(system, None)
+            self.store.kv_set(PAUSED_KEY, cur, conn=c)
+        log.info("paused" if paused else "resumed", system=system)
+        return True
 
     # -- watching -------------------------------------------------------------------------------
     def health(self) -> dict[str, Health]:

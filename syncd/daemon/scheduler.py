@@ -9,6 +9,8 @@ job starts and empty polls are not news (`debug`).
 
 A system whose live check has not answered yet is held: its streams are not pulled and nothing is
 pushed to it (`ready(system)` says when it may go; `release(system)` runs its streams at once).
+A system an operator paused (the status page; `Runtime.set_paused`) is skipped the same way until
+resumed. Every few minutes the lag of each system is sampled for the page's 24-hour chart.
 
 Jobs run on daemon threads: a run stuck in a peer call (a socket that never answers) must not keep
 the process alive after SIGTERM. `stop(grace)` waits that long for the runs in hand, then gives up
@@ -154,8 +156,11 @@ class Scheduler:
             self._busy.pop(threading.get_ident(), None)
             self._idle.notify_all()
 
+    def _may_run(self, system: str) -> bool:
+        return not self._stopping and self.ready(system) and not self.rt.is_paused(system)
+
     def _run_stream(self, system: str, stream: str) -> None:
-        if self._stopping or not self.ready(system):
+        if not self._may_run(system):
             return
         self._enter(f"pull {system}/{stream}")
         try:
@@ -171,7 +176,7 @@ class Scheduler:
         if self._stopping:
             return
         for name in [system] if system else list(self.rt.connectors):
-            if self._stopping or not self.ready(name):
+            if not self._may_run(name):
                 continue
             self._enter(f"push {name}")
             try:
@@ -210,6 +215,10 @@ class Scheduler:
         if self.rt.rules_tick is not None:
             self.sched.add_job(self._tick, IntervalTrigger(seconds=self.rt.settings.daemon.rules_interval),
                                id="rules:tick")
+        from syncd.daemon.glance import SAMPLE_EVERY
+
+        self.sched.add_job(self._sample_lag, IntervalTrigger(seconds=SAMPLE_EVERY), id="lag:sample",
+                           next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
         if self.rt.settings.daemon.retention_days > 0:
             first = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=RETENTION_FIRST)
             self.sched.add_job(self._retention, IntervalTrigger(seconds=RETENTION_EVERY), id="retention",
@@ -236,6 +245,20 @@ class Scheduler:
         if out.outbox or out.runs or out.changelog:
             log.info("retention", outbox=out.outbox, runs=out.runs, changelog=out.changelog,
                      batches=out.batches, seconds=round(out.seconds, 1))
+
+    def _sample_lag(self) -> None:
+        """One point of each system's lag for the status page's chart (one instance per tick)."""
+        if self._stopping:
+            return
+        from syncd.daemon.glance import SAMPLE_EVERY, sample_lag
+
+        lease = "job:lag:sample"
+        try:
+            if not self.rt.store.acquire_lease(lease, self.rt.instance, SAMPLE_EVERY * 0.8):
+                return
+            sample_lag(self.rt.store, list(self.rt.connectors))
+        except Exception as exc:  # noqa: BLE001 - a missing point on a chart; sync goes on
+            log.warning("lag_sample_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _tick(self) -> None:
         if self._stopping:

@@ -43,8 +43,9 @@ class PasswordSettings(memory.MemorySettings):
 
 
 class PasswordConnector(memory.MemoryConnector):
-    def __init__(self, name: str, system: memory.MemorySystem, password: str) -> None:
-        super().__init__(name, system)
+    def __init__(self, name: str, system: memory.MemorySystem, password: str, batch_size: int = 500,
+                 read_delay: float = 0.0) -> None:
+        super().__init__(name, system, batch_size, read_delay=read_delay)
         self.password = password
         self.fail_reads = 0           # the next N reads fail with the password in the message
 
@@ -64,7 +65,7 @@ class PasswordConnector(memory.MemoryConnector):
 
 def _factory(name: str, settings: PasswordSettings, ctx: Any) -> PasswordConnector:
     system = memory._SYSTEMS.setdefault(name, memory.MemorySystem(name, tuple(settings.kinds)))
-    return PasswordConnector(name, system, settings.password)
+    return PasswordConnector(name, system, settings.password, settings.batch_size, settings.read_delay)
 
 
 password_connector = ConnectorType("memory_pw", PasswordSettings, _factory, "memory + password (tests)")
@@ -143,33 +144,38 @@ class Env:
         return open_[0]
 
 
-def build_env(tmp_path: Path, *, admin_token: bool = True) -> Env:
+def build_env(tmp_path: Path, *, admin_token: bool = True, daemon: str = "", shop: str = "",
+              trace: Any = None, database_url: str | None = None) -> Env:
+    """`daemon` and `shop`: extra TOML lines for [daemon] and the shop's [systems] table; `trace`:
+    the app's /api/trace answer (a fake of syncd.trace); `database_url`: SQLite in tmp_path unless
+    given."""
     suffix = uuid.uuid4().hex[:8]
-    crm, shop = f"crm-{suffix}", f"shop-{suffix}"
+    crm, shop_name = f"crm-{suffix}", f"shop-{suffix}"
     (tmp_path / "mappings").mkdir(exist_ok=True)
     doc = mapping_doc(systems=("crm", "shop"),
                       conflicts={"person.comment": {"policy": "review"},
                                  "order.status": {"policy": "owner", "owner": "shop"},
                                  "*": {"policy": "newest"}},
                       origin={"person": ["shop"], "order": ["shop", "crm"]})
-    doc = _rename(doc, {"crm": crm, "shop": shop})
+    doc = _rename(doc, {"crm": crm, "shop": shop_name})
     (tmp_path / "mappings" / "main.toml").write_text(toml_doc(doc), encoding="utf-8")
     token_line = 'admin_token = "${SYNCD_ADMIN_TOKEN}"\n' if admin_token else ""
     (tmp_path / "config.toml").write_text(
         "[daemon]\n"
-        f'database_url = "sqlite:///{tmp_path}/syncd.db"\n'
+        f'database_url = "{database_url or f"sqlite:///{tmp_path}/syncd.db"}"\n'
         f"{token_line}"
         f'instance = "test-{suffix}"\n'
-        'mappings = ["mappings/*.toml"]\n\n'
+        'mappings = ["mappings/*.toml"]\n'
+        f"{daemon}\n\n"
         "[push]\nbase_delay = 0\n\n"
         f'[systems."{crm}"]\ntype = "memory"\n\n'
-        f'[systems."{shop}"]\ntype = "memory_pw"\npassword = "${{SHOP_PASSWORD}}"\n',
+        f'[systems."{shop_name}"]\ntype = "memory_pw"\npassword = "${{SHOP_PASSWORD}}"\n{shop}\n',
         encoding="utf-8")
     settings = load_settings(tmp_path / "config.toml", env={"SYNCD_ADMIN_TOKEN": TOKEN,
                                                              "SHOP_PASSWORD": SHOP_PASSWORD})
     rt = Runtime(settings)
-    server = serve_in_thread(create_app(rt))
-    return Env(rt, server, crm, shop, tmp_path)
+    server = serve_in_thread(create_app(rt, trace=trace))
+    return Env(rt, server, crm, shop_name, tmp_path)
 
 
 _HOLDER = "syncd_tests_daemon_memory_pw"

@@ -65,7 +65,8 @@ def test_stats_shape_and_numbers(env: Env) -> None:
     assert shop["counts"]["created"] == 2 and shop["counts"]["pushed"] == 0
     assert crm["counts"]["created"] == 2 and crm["counts"]["pushed"] == 2
     assert shop["counts"]["failed"] == crm["counts"]["failed"] == 0
-    assert crm["outbox"] == {"pending": 0, "dead": 0, "done": 2}
+    assert crm["outbox"] == {"pending": 0, "blocked": 0, "dead": 0, "done": 2}
+    assert crm["paused"] is False
     assert st["totals"]["since_start"]["created"] == 4
     assert st["totals"]["last_24h"]["created"] == 4
     assert st["totals"]["conflicts_open"] == 0
@@ -227,7 +228,7 @@ def test_browser_session_login_csrf_and_form_actions(env: Env) -> None:
     conflict = env.make_conflict()
     with client(env) as c:
         r = c.post("/login", data={"token": "wrong", "next": "/"})
-        assert r.status_code == 401 and "Wrong token" in r.text
+        assert r.status_code == 401 and "Неверный токен." in r.text          # Russian unless asked otherwise
         r = c.post("/login", data={"token": TOKEN, "next": "//evil.example/"})
         assert r.status_code == 303 and r.headers["location"] == "/"
         cookie = r.headers["set-cookie"]
@@ -256,7 +257,8 @@ def test_browser_session_login_csrf_and_form_actions(env: Env) -> None:
         assert c.get("/api/conflicts").status_code == 200
         assert c.post("/admin/replay", json={}).status_code == 403
         r = c.post("/admin/replay", json={}, headers={"X-CSRF-Token": csrf})
-        assert r.status_code == 200 and r.json() == {"ok": True, "replayed": 0}
+        assert r.status_code == 200 and r.json() == {"ok": True, "replayed": 0,
+                                                     "notice": "0 записей возвращено в очередь."}
         # log out: the session is gone on the server, not only in the browser
         assert c.post("/logout", data={"csrf": csrf}).status_code == 303
         c.cookies.set("syncd_session", sid)
@@ -328,16 +330,19 @@ def test_secrets_never_leave(env: Env) -> None:
     for name, body in bodies.items():
         assert TOKEN not in body, name
         assert SHOP_PASSWORD not in body, name
-    assert "***" in bodies["/stats"] and "***" in bodies["/"]
+    assert "***" in bodies["/stats"] and "***" in bodies["/ (logged in)"]
 
 
 def test_status_page_shows_everything_escaped(env: Env) -> None:
     env.make_conflict()
     env.remote(env.shop).edit("order", "<o1>", number="1", status="<script>alert(1)</script>", total="10")
     env.settle(1)
-    with client(env) as c:
+    with client(env, headers={"Accept-Language": "en-GB,en;q=0.9"}) as c:
+        anonymous = c.get("/").text
+        login(c)
         r = c.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
     page = r.text
     assert '<meta charset="utf-8">' in page
     assert env.rt.instance in page
@@ -347,10 +352,12 @@ def test_status_page_shows_everything_escaped(env: Env) -> None:
     assert "person.comment" in page and "review" in page
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "&lt;o1&gt;" in page
-    assert "release" in page
-    assert "Recent runs" in page
-    # not logged in: no CSRF field, a login link
-    assert 'name="csrf"' not in page and 'href="/login"' in page
+    assert "take in again" in page
+    assert "Recent runs" in page and '<html lang="en">' in page
+    # not logged in: no CSRF field, the login form, nothing of the records
+    assert 'name="csrf"' not in anonymous and 'id="token"' in anonymous
+    for private in ("из CRM", "из магазина", "&lt;o1&gt;", "person.comment", "alert(1)"):
+        assert private not in anonymous, private
 
 
 def test_connector_routes_win_and_may_not_shadow_the_daemons_own(env: Env) -> None:

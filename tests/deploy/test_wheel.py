@@ -96,3 +96,12 @@ def test_init_and_demo_from_the_wheel_in_an_empty_directory(wheel_venv: Path, tm
     assert set(stats["integrations"]) == {"crm", "onec", "shop"}
     assert stats["totals"]["outbox_pending"] == 0 and stats["totals"]["outbox_dead"] == 0
     assert sorted(p.name for p in work.iterdir()) == ["conf"]  # the demo kept to its temp dir
+
+    # the status page's compiled Russian catalog and its script ship in the wheel
+    page = (
+        "from syncd.daemon.i18n import Lang; from syncd.daemon import page; "
+        "print(Lang('ru')._('Integrations'), (page.STATIC / 'page.js').stat().st_size > 0)"
+    )
+    r = subprocess.run([str(wheel_venv / "bin" / "python"), "-c", page], cwd=work, env=_clean_env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == ["Интеграции", "True"], r.stderr
