@@ -320,6 +320,11 @@ def _progress_sync(ctx: click.Context, integration: str | None, since: dt.dateti
         rt.close()
         click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
         sys.exit(EXIT_CONFIG)
+    if since is not None and since.tzinfo is None:
+        # a day of the company's calendar: midnight where it works, not in UTC
+        from zoneinfo import ZoneInfo
+
+        since = since.replace(tzinfo=ZoneInfo(rt.settings.daemon.timezone)).astimezone(dt.timezone.utc)
     counts = Counts()
     started = dt.datetime.now(dt.timezone.utc)
     failed: list[dict[str, Any]] = []
@@ -415,7 +420,7 @@ def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
 
 @main.command()
 @click.option("--since", required=True, type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
-              help="import records changed since this date")
+              help="import records changed since this date (a date of daemon.timezone, Europe/Moscow by default)")
 @click.argument("integration", required=False)
 @_CREATE
 @click.pass_context
@@ -424,7 +429,7 @@ def backfill(ctx: click.Context, since: dt.datetime, integration: str | None, cr
 
     The initial import of a period; regular sync then picks up from the cursors.
     """
-    _progress_sync(ctx, integration, since.replace(tzinfo=dt.timezone.utc), create)
+    _progress_sync(ctx, integration, since, create)
 
 
 def _size(n: int | None) -> str:
