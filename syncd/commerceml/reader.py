@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import tzinfo
 from decimal import Decimal
+import re
 from typing import Any, Callable, Iterator
 
 from lxml import etree
@@ -23,9 +24,11 @@ from .encoding import MOSCOW, parse_bool, parse_datetime, parse_decimal
 from .model import (Address, AddressField, Bank, BankAccount, Contact, Counterparty, Discount,
                     Document, Group, Header, Item, Offer, Price, PriceType, Product, Property,
                     Rejected, Representative, Stock, Tax, Unit, Warehouse)
-from .safety import DEFAULT_LIMITS, Limits, Source, open_xml, parser_options, translate_syntax_error
+from .paths import ROOT, is_record
+from .recovery import Span, Splitter, Unsplittable, View, ViewReader
+from .safety import (DEFAULT_LIMITS, Limits, Source, is_encoding_error, is_limit_error, open_xml,
+                     parser_options, safe_parser, syntax_message, translate_syntax_error)
 
-ROOT = "КоммерческаяИнформация"
 OnError = Callable[[Rejected], None]
 
 _LOCAL: dict[str, str] = {}
@@ -38,11 +41,6 @@ def _local(tag: str) -> str:
     if r is None:
         r = _LOCAL[tag] = tag.rpartition("}")[2]
     return r
-
-
-def _ptag(el: Any) -> str | None:
-    p = el.getparent()
-    return None if p is None else _local(p.tag)
 
 
 _DOC_TEXT = {"Ид": "id", "Номер": "number", "ХозОперация": "operation", "Роль": "role",
@@ -520,71 +518,34 @@ class _Conv:
 
 
 # ---- record selection ---------------------------------------------------------------------------
-# Each handler: (conv, element) -> object | tuple of objects | None (not a record in this context:
-# leave it alone, an enclosing record will use it).
+# Converters: (conv, element) -> object or tuple of objects. Where a record may sit: paths.py.
 
-def _h_document(cv: _Conv, el: Any) -> Any:
-    p = _ptag(el)
-    return cv.document(el) if p in (ROOT, "Контейнер") else None
-
-
-def _h_counterparty(cv: _Conv, el: Any) -> Any:
-    p = el.getparent()
-    if p is None or _local(p.tag) != "Контрагенты":
-        return None
-    gp = p.getparent()
-    return cv.counterparty(el) if gp is not None and _local(gp.tag) == ROOT else None
-
-
-def _h_group(cv: _Conv, el: Any) -> Any:
-    p = el.getparent()
-    gp = p.getparent() if p is not None else None
-    return cv.group(el) if gp is not None and _local(gp.tag) == "Классификатор" else None
-
-
-def _h_property(cv: _Conv, el: Any) -> Any:
-    p = el.getparent()
-    gp = p.getparent() if p is not None else None
-    return cv.property(el) if gp is not None and _local(gp.tag) == "Классификатор" else None
-
-
-def _h_product(cv: _Conv, el: Any) -> Any:
-    p = el.getparent()
-    gp = p.getparent() if p is not None else None
-    return cv.product(el) if gp is not None and _local(gp.tag) == "Каталог" else None
-
-
-_OFFER_PARENTS = {"ПакетПредложений", "ИзмененияПакетаПредложений", "Классификатор"}
-
-
-def _h_price_types(cv: _Conv, el: Any) -> Any:
-    return tuple(cv.price_type(x) for x in el) if _ptag(el) in _OFFER_PARENTS else None
-
-
-def _h_warehouses(cv: _Conv, el: Any) -> Any:
-    return tuple(cv.warehouse(x) for x in el) if _ptag(el) in _OFFER_PARENTS else None
-
-
-def _h_offer(cv: _Conv, el: Any) -> Any:
-    return cv.offer(el) if _ptag(el) == "Предложения" else None
-
-
+_HANDLERS: dict[str, Callable[[_Conv, Any], Any]] = {
+    "Документ": _Conv.document, "Контрагент": _Conv.counterparty, "Группа": _Conv.group,
+    "Свойство": _Conv.property, "Товар": _Conv.product,
+    "ТипыЦен": lambda cv, el: tuple(cv.price_type(x) for x in el),
+    "Склады": lambda cv, el: tuple(cv.warehouse(x) for x in el),
+    "Предложение": _Conv.offer}
 _KIND = {"Документ": "order", "Контрагент": "counterparty", "Группа": "group", "Свойство": "property",
          "Товар": "product", "ТипыЦен": "price_type", "Склады": "warehouse", "Предложение": "offer"}
-_HANDLERS = {"Документ": _h_document, "Контрагент": _h_counterparty, "Группа": _h_group,
-             "Свойство": _h_property, "Товар": _h_product, "ТипыЦен": _h_price_types,
-             "Склады": _h_warehouses, "Предложение": _h_offer}
 
 _DEPTH_XPATH: dict[int, Any] = {}
 
 
-def _too_deep(el: Any, max_depth: int) -> int | None:
-    """Line of an element nested deeper than `max_depth` inside record `el`, else None."""
-    depth = 1
+def _path(el: Any) -> tuple[str, ...]:
+    """Local names of `el`'s ancestors, root first."""
+    names = []
     p = el.getparent()
     while p is not None:
-        depth += 1
+        t = p.tag
+        names.append(_local(t) if t[0] == "{" else t)
         p = p.getparent()
+    names.reverse()
+    return tuple(names)
+
+
+def _too_deep(el: Any, depth: int, max_depth: int) -> int | None:
+    """Line of an element nested deeper than `max_depth` inside record `el` (at `depth`), else None."""
     k = max_depth - depth + 1          # relative depth that is one too many
     if k <= 0:
         return el.sourceline
@@ -613,75 +574,198 @@ def _record_id(el: Any) -> str | None:
     return None
 
 
+_LINE_IN_MESSAGE = re.compile(r"\bline (\d+)")
+_POSITION = re.compile(r",? line \d+, column \d+\s*$")
+
+
+def _shifted(e: BadInput, shift: int) -> BadInput:
+    """`e` with its line (and the lines libxml2 writes into messages) moved by `shift`."""
+    if not shift or e.line is None:
+        return e
+    reason = _LINE_IN_MESSAGE.sub(lambda m: f"line {int(m.group(1)) + shift}", e.reason)
+    return type(e)(reason, record=e.record, line=e.line + shift, raw=e.raw)
+
+
+def _convert(cv: _Conv, tag: str, el: Any, depth: int, max_depth: int, shift: int,
+             raw: str | None = None) -> Any:
+    """One record element → object(s), or `Rejected` for bad content; limits raise ProtocolError."""
+    if max_depth < 256:
+        deep = _too_deep(el, depth, max_depth)
+        if deep is not None:
+            raise ProtocolError(f"element nesting deeper than {max_depth}", line=deep + shift,
+                                record=_record_id(el))
+    try:
+        return _HANDLERS[tag](cv, el)
+    except ProtocolError as e:
+        raise _shifted(e, shift) from None
+    except BadInput as e:
+        line = e.line or el.sourceline
+        return Rejected(e.reason, line + shift if line is not None else None, _record_id(el),
+                        raw if raw is not None else etree.tostring(el, encoding="unicode"), _KIND[tag])
+
+
+class _Pass:
+    """One lxml pass over a stream: how its lines map to the file's, what it produced so far."""
+
+    __slots__ = ("shift", "done", "last")
+
+    def __init__(self, shift: int) -> None:
+        self.shift = shift        # file line = stream line + shift
+        self.done = 0             # records produced (objects or Rejected)
+        self.last: tuple[int, str] | None = None   # (file line, tag) of the last one
+
+
+def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, limits: Limits,
+           on_error: OnError | None, ps: _Pass) -> Any:
+    """Stream records; returns None at a clean end, or the XMLSyntaxError that stopped lxml."""
+    ctx = etree.iterparse(stream, events=("end",), tag=["{*}" + t for t in tags], encoding=encoding,
+                          **parser_options())
+    it = iter(ctx)
+    max_depth = limits.max_depth
+    shift = ps.shift
+    first = True
+    while True:
+        try:
+            _, el = next(it)
+        except StopIteration:
+            break
+        except etree.XMLSyntaxError as e:
+            return e
+        if first:
+            first = False
+            tree = el.getroottree()
+            if tree.docinfo.doctype:
+                raise ProtocolError("DTD/DOCTYPE is not allowed", line=1)
+            if _local(tree.getroot().tag) != ROOT:
+                raise ProtocolError(f"root element is <{_local(tree.getroot().tag)}>, expected <{ROOT}>",
+                                    line=tree.getroot().sourceline + shift)
+        tag = el.tag
+        if tag[0] == "{":
+            tag = _local(tag)
+        path = _path(el)
+        if not is_record(tag, path):
+            continue                      # e.g. a <Контрагент> inside a <Документ>: its record uses it
+        obj = _convert(cv, tag, el, len(path) + 1, max_depth, shift)
+        ps.done += 1
+        ps.last = (el.sourceline + shift, tag)
+        _release(el)
+        if type(obj) is tuple:
+            yield from obj
+        elif on_error is not None and type(obj) is Rejected:
+            on_error(obj)
+        else:
+            yield obj
+    root = ctx.root
+    if root is not None and _local(root.tag) != ROOT:
+        raise ProtocolError(f"root element is <{_local(root.tag)}>, expected <{ROOT}>",
+                            line=root.sourceline + shift)
+    return None
+
+
+def _declaration(encoding: str) -> bytes:
+    return f'<?xml version="1.0" encoding="{encoding}"?>'.encode("ascii")
+
+
+def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[str, ...], cv: _Conv,
+               limits: Limits, error: ProtocolError) -> Iterator[Any]:
+    """Parse one record's bytes on their own (inside copies of their enclosing start tags)."""
+    raw = view.get(span.start, span.end)
+    text = raw.decode(codec, "replace")
+    head = _declaration(encoding) + b"".join(f.tag for f in span.stack)
+    tail = b"".join(b"</" + f.qname + b">" for f in reversed(span.stack))
+    shift = span.line - 1 - head.count(b"\n")
+    try:
+        root = etree.fromstring(head + raw + tail, safe_parser(encoding))
+    except etree.XMLSyntaxError as e:
+        # the exception is libxml2's first error here (its error_log also holds earlier parses')
+        msg, line = _POSITION.sub("", str(getattr(e, "msg", None) or e)).strip(), e.lineno
+        if is_encoding_error(msg) or is_limit_error(msg):
+            raise _shifted(translate_syntax_error(e), shift) from None
+        try:
+            etree.fromstring(head + tail, safe_parser(encoding))
+        except etree.XMLSyntaxError:
+            raise error from None        # the tags around the records are damaged: cannot split
+        reason = _LINE_IN_MESSAGE.sub(lambda m: f"line {int(m.group(1)) + shift}", msg)
+        yield Rejected(f"not well-formed XML in <{span.kind}>: {reason}",
+                       line + shift if line is not None else span.line, span.record_id, text,
+                       _KIND[span.kind])
+        return
+    path = tuple(f.name for f in span.stack)
+    parent = root
+    for _ in span.stack[1:]:
+        parent = parent[0]
+    for el in parent:
+        tag = _local(el.tag)
+        if tag in tags and is_record(tag, path):
+            obj = _convert(cv, tag, el, len(path) + 1, limits.max_depth, shift, raw=text)
+            if type(obj) is tuple:
+                yield from obj
+            else:
+                yield obj
+
+
 def iter_records(source: Source, kinds: tuple[str, ...] | None = None, *,
                  limits: Limits | None = None, tz: tzinfo = MOSCOW,
                  on_error: OnError | None = None) -> Iterator[Any]:
     """Stream every record of the given kinds (tags in `_HANDLERS`; None = all) from one file.
 
-    Yields model objects and `Rejected` items (unless `on_error` takes them). Raises ProtocolError
-    for problems that end the file: not XML, a DTD, truncation, wrong encoding, limits.
+    Yields model objects and `Rejected` items (unless `on_error` takes them). A record that is not
+    well-formed XML is one `Rejected` (its whole original text in `raw`) and reading goes on after
+    it (recovery.py). Raises ProtocolError for what ends the file: not XML, a DTD, a damaged root or
+    section, truncation, wrong encoding, limits.
     """
     limits = limits or DEFAULT_LIMITS
     tags = tuple(kinds) if kinds else tuple(_HANDLERS)
-    handlers = {t: _HANDLERS[t] for t in tags}
+    unknown = [t for t in tags if t not in _HANDLERS]
+    if unknown:
+        raise ValueError(f"not record kinds: {unknown}")
     cv = _Conv(limits, tz)
-    max_depth = limits.max_depth
-    check_depth = max_depth < 256
-    max_raw = limits.max_raw
     reader, sniffed = open_xml(source, limits)
+    stream: Any = reader
+    encoding = sniffed.encoding if sniffed.override else None
+    ps = _Pass(0)
+    at: tuple[int | None, int, tuple] = (None, 1, ())    # where `stream` starts in the file
+    view: View | None = None
+    splitter: Splitter | None = None
     try:
-        ctx = etree.iterparse(reader, events=("end",), tag=["{*}" + t for t in tags],
-                              encoding=sniffed.encoding if sniffed.override else None,
-                              **parser_options())
-        it = iter(ctx)
-        first = True
         while True:
+            broken = yield from _parse(stream, encoding, tags, cv, limits, on_error, ps)
+            if broken is None:
+                return
+            error = _shifted(translate_syntax_error(broken, sniffed, stream.eof), ps.shift)
+            msg, _ = syntax_message(broken)
+            if is_encoding_error(msg) or is_limit_error(msg):
+                raise error
+            if view is None:
+                view = View.open(reader.origin)
+                if view is None:
+                    raise error
+                splitter = Splitter(view, sniffed.encoding, tags, max_depth=limits.max_depth,
+                                    max_record=limits.max_record)
+            assert splitter is not None
             try:
-                _, el = next(it)
-            except StopIteration:
-                break
-            except etree.XMLSyntaxError as e:
-                raise translate_syntax_error(e, sniffed, reader.eof) from None
-            if first:
-                first = False
-                tree = el.getroottree()
-                if tree.docinfo.doctype:
-                    raise ProtocolError("DTD/DOCTYPE is not allowed", line=1)
-                if _local(tree.getroot().tag) != ROOT:
-                    raise ProtocolError(f"root element is <{_local(tree.getroot().tag)}>, expected <{ROOT}>",
-                                        line=tree.getroot().sourceline)
-            tag = el.tag
-            if tag[0] == "{":
-                tag = _local(tag)
-            handler = handlers[tag]
-            if check_depth:
-                deep = _too_deep(el, max_depth)
-                if deep is not None:
-                    raise ProtocolError(f"element nesting deeper than {max_depth}", line=deep,
-                                        record=_record_id(el))
-            try:
-                obj = handler(cv, el)
-            except ProtocolError:
-                raise
-            except BadInput as e:
-                raw = etree.tostring(el, encoding="unicode")
-                obj = Rejected(e.reason, e.line or el.sourceline, _record_id(el),
-                               raw[:max_raw], _KIND[tag])
-            if obj is None:
-                continue
-            _release(el)
-            if type(obj) is tuple:
-                yield from obj
-            elif on_error is not None and type(obj) is Rejected:
-                on_error(obj)
-            else:
-                yield obj
-        root = ctx.root
-        if root is not None and _local(root.tag) != ROOT:
-            raise ProtocolError(f"root element is <{_local(root.tag)}>, expected <{ROOT}>",
-                                line=root.sourceline)
+                span = splitter.next_span(at[0], at[1], at[2], ps.done, ps.last)
+            except Unsplittable as u:
+                raise (u.error or error) from None
+            if span is None:
+                return                    # only text outside records was damaged
+            if at[0] is not None and span.end <= at[0]:
+                raise error               # no progress: never loop on the same bytes
+            for obj in _read_span(view, span, sniffed.encoding, splitter.codec, tags, cv, limits, error):
+                if on_error is not None and type(obj) is Rejected:
+                    on_error(obj)
+                else:
+                    yield obj
+            line = splitter.line_at(span.end)
+            head = _declaration(sniffed.encoding) + b"".join(f.tag for f in span.stack)
+            stream = ViewReader(head, view, span.end)
+            encoding = sniffed.encoding
+            ps = _Pass(line - 1 - head.count(b"\n"))
+            at = (span.end, line, span.stack)
     finally:
         reader.close()
+        if view is not None:
+            view.close()
 
 
 def iter_documents(source: Source, limits: Limits | None = None, *, tz: tzinfo = MOSCOW,

@@ -45,13 +45,12 @@ def test_doctype_after_comments_is_found(tmp_path: Path) -> None:
         list(iter_documents(text.encode()))
 
 
-def test_undefined_entity_without_dtd_is_fatal(tmp_path: Path) -> None:
-    body = doc_xml("1") + doc_xml("2", extra="<Комментарий>&x;</Комментарий>")
-    it = iter_documents(cml(body).encode())
-    assert next(it).id == "1"
-    with pytest.raises(ProtocolError) as e:
-        next(it)
-    assert e.value.line == 4 and "entity" in e.value.reason.lower()
+def test_undefined_entity_rejects_its_record_unexpanded(tmp_path: Path) -> None:
+    body = doc_xml("1") + doc_xml("2", extra="<Комментарий>&x;</Комментарий>") + doc_xml("3")
+    one, bad, three = iter_documents(cml(body).encode())
+    assert (one.id, three.id) == ("1", "3")
+    assert isinstance(bad, Rejected) and bad.record_id == "2" and bad.line == 4
+    assert "entity" in bad.reason.lower() and "&x;" in bad.raw
 
 
 def test_truncated_file_yields_complete_documents_then_fails_with_line(tmp_path: Path) -> None:
