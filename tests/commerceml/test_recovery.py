@@ -164,7 +164,8 @@ def test_raw_is_the_whole_record_past_4_kib() -> None:
     syntax, content, fine = iter_documents(text.encode())
     assert isinstance(syntax, Rejected) and syntax.raw == damaged_text
     assert isinstance(content, Rejected) and "not a number" in content.reason
-    assert len(content.raw) >= len(content_bad) and "item-59" in content.raw
+    whole = etree.fromstring(content.raw.encode())            # the whole record, re-serialized
+    assert len(whole.find("Товары")) == 60 and "сто" in whole.findtext("Сумма")
     assert fine == big
 
 
@@ -289,7 +290,11 @@ def test_recovery_keeps_the_safety_limits() -> None:
     # a damaged record deeper than the depth limit ends the file
     deep = "<a>" * 80 + "\x01" + "</a>" * 80
     with pytest.raises(ProtocolError, match="deeper than 64"):
-        list(iter_documents(cml(doc_xml("1") + doc_xml("2", extra=deep) + doc_xml("3")).encode()))
+        list(iter_documents(cml(doc_xml("1") + doc_xml("2", extra=deep) + doc_xml("3")).encode(),
+                            Limits(max_depth=64)))
+    very = "<a>" * 300 + "\x01" + "</a>" * 300        # past libxml2's own 256: never a Rejected
+    with pytest.raises(ProtocolError, match="deep"):
+        list(iter_documents(cml(doc_xml("1") + doc_xml("2", extra=very) + doc_xml("3")).encode()))
     # a damaged record larger than max_record ends the file
     huge = doc_xml("2", extra="<Комментарий>" + "я" * 5000 + "\x01</Комментарий>")
     with pytest.raises(ProtocolError, match="runs past 2000 bytes"):

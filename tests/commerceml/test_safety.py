@@ -103,13 +103,16 @@ def test_too_deep_nesting_is_fatal_with_line(tmp_path: Path) -> None:
     body = doc_xml("1") + doc_xml("2", extra=f"<Комментарий>{deep}</Комментарий>")
     out = []
     with pytest.raises(ProtocolError) as e:
-        for d in iter_documents(cml(body).encode()):
+        for d in iter_documents(cml(body).encode(), Limits(max_depth=64)):
             out.append(d.id)
     assert out == ["1"] and "deeper than 64" in e.value.reason and e.value.line == 4
     # the parser's own hard limit (256) also ends with a ProtocolError, not a crash
     very = "<a>" * 300 + "</a>" * 300
     with pytest.raises(ProtocolError, match="deep"):
         list(iter_documents(cml(doc_xml("3", extra=very)).encode(), Limits(max_depth=1000)))
+    with pytest.raises(ProtocolError, match="deep") as e:      # the default is libxml2's own 256
+        list(iter_documents(cml(doc_xml("3", extra=very)).encode()))
+    assert e.value.line == 3
 
 
 def test_text_and_file_size_limits(tmp_path: Path) -> None:
