@@ -2,8 +2,14 @@
 
 Each reader asks iterparse only for its record tags (`tag=` filter), converts a finished record with a
 local tag→field dispatch, then clears it and drops its preceding siblings, so memory stays flat in the
-file size. A record that cannot be converted is yielded as `Rejected` (or passed to `on_error`) and the
-stream goes on; anything that makes the rest of the file unreadable raises `ProtocolError` with a line.
+file size. A record that cannot be converted — bad content, or not well-formed XML (recovery.py finds
+its bytes and parsing resumes after it) — is yielded as `Rejected` with its whole text (or passed to
+`on_error`) and the stream goes on; what makes the rest of the file unreadable raises `ProtocolError`
+with a line.
+
+Speed: per element, lxml's proxy, `.tag` and `.text` cost about as much as libxml2's parsing, so the
+converters touch each element once, dispatch with one dict lookup, and build the frozen dataclasses
+without their __init__ (`_new`). bench/commerceml.py measures it against a bare iterparse loop.
 
 Behaviour keys on element presence, never on `ВерсияСхемы` (2.03–2.10 all read the same way). The 1C
 namespace `urn:1C.ru:commerceml_2` is accepted as well as no namespace.
@@ -83,8 +89,6 @@ _PRODUCT_OTHER = _both({"ЗначенияРеквизитов": 1, "Значен
                         "Картинка": 5, "ХарактеристикиТовара": 6, "СтавкиНалогов": 7,
                         "ПометкаУдаления": 8, "Статус": 9})
 _ID_VALUE = _both({"Ид": 1, "Значение": 2})
-_PAIR = {"Наименование": 1, "Значение": 2}
-_PAIRS = {("Наименование", "Значение"): _both(_PAIR)}
 
 # Every field of every model class with its default: records are built by filling these in, which
 # is several times cheaper than a frozen dataclass's __init__ (one object.__setattr__ per field).
@@ -108,7 +112,8 @@ class _Conv:
     """Element → dataclass converters bound to one call's limits and time zone.
 
     The hot loops read `c.text` inline instead of calling `text()`: a Python call per element is
-    a fair share of the reader's time. `_long` is the one place that raises for an oversized text.
+    a fair share of the reader's time. They do not check `max_text` either: the caller checks a
+    record's texts once (`_check_texts`) when the record could hold one that long at all.
     """
 
     def __init__(self, limits: Limits, tz: tzinfo) -> None:
@@ -152,30 +157,38 @@ class _Conv:
             raise BadInput(f"<{_local(el.tag)}>: {e.reason}", line=el.sourceline) from None
 
     def pairs(self, el: Any, key: str = "Наименование", value: str = "Значение") -> tuple[tuple[str, str], ...]:
-        codes = _PAIRS.get((key, value)) or _both({key: 1, value: 2})
-        out = []
-        mt = self.max_text
+        out: list[tuple[str, str]] = []
         for row in el:
-            k = v = None
-            for c in row:
-                tag = c.tag
-                code = codes.get(tag) or _lookup(codes, tag)
-                if not code:
-                    continue
-                t = c.text
-                if t:
-                    if len(t) > mt:
-                        raise self._long(c, t)
-                    t = t.strip()
-                else:
-                    t = ""
-                if code == 1:
-                    k = t
-                else:
-                    v = t if v is None else v + "\n" + t
-            if k is not None:
-                out.append((k, "" if v is None else v))
+            try:
+                a, b = row                 # the usual row: <Наименование/><Значение/>
+            except ValueError:
+                self._pair_row(row, key, value, out)
+                continue
+            if a.tag == key and b.tag == value:
+                t = a.text
+                k = t.strip() if t else ""
+                t = b.text
+                out.append((k, t.strip() if t else ""))
+            else:
+                self._pair_row(row, key, value, out)
         return tuple(out)
+
+    def _pair_row(self, row: Any, key: str, value: str, out: list[tuple[str, str]]) -> None:
+        """Any other row: another order or namespace, several values (joined), or no name."""
+        k = v = None
+        for c in row:
+            tag = c.tag
+            if tag != key and tag != value and "}" in tag:
+                tag = _local(tag)
+            if tag == key:
+                t = c.text
+                k = t.strip() if t else ""
+            elif tag == value:
+                t = c.text
+                t = t.strip() if t else ""
+                v = t if v is None else v + "\n" + t
+        if k is not None:
+            out.append((k, "" if v is None else v))
 
     def unit(self, el: Any) -> Unit:
         code = full = intl = name = None
@@ -232,7 +245,6 @@ class _Conv:
     def document(self, el: Any) -> Document:
         f: dict[str, Any] = {"id": None}
         date_t = time_t = None
-        mt = self.max_text
         for c in el:
             tag = c.tag
             name = _DOC_TEXT.get(tag)
@@ -245,12 +257,7 @@ class _Conv:
                         continue
             if name is not None:
                 t = c.text
-                if t:
-                    if len(t) > mt:
-                        raise self._long(c, t)
-                    t = t.strip()
-                else:
-                    t = ""
+                t = t.strip() if t else ""
                 f[name] = t
             elif code == 1:
                 f["items"] = tuple([self.item(x) for x in c])
@@ -291,7 +298,6 @@ class _Conv:
 
     def _cp_fields(self, el: Any, f: dict, addresses: list, contacts: list, accounts: list,
                    reps: list) -> None:
-        mt = self.max_text
         for c in el:
             tag = c.tag
             name = _CP_TEXT.get(tag)
@@ -305,12 +311,7 @@ class _Conv:
             if name is not None:
                 if name not in f and not len(c):       # the first one counts
                     t = c.text
-                    if t:
-                        if len(t) > mt:
-                            raise self._long(c, t)
-                        t = t.strip()
-                    else:
-                        t = ""
+                    t = t.strip() if t else ""
                     f[name] = t
             elif code == 1:
                 for k in c:
@@ -329,19 +330,20 @@ class _Conv:
 
     def _type_value(self, el: Any) -> tuple[str, str]:
         """(Тип, Значение) of a <Контакт> or <АдресноеПоле>."""
+        try:
+            a, b = el                      # the usual shape
+            if a.tag == "Тип" and b.tag == "Значение":
+                t, u = a.text, b.text
+                return (t.strip() if t else ""), (u.strip() if u else "")
+        except ValueError:
+            pass
         typ = val = ""
-        mt = self.max_text
         for x in el:
             tag = x.tag
             code = _TYPE_VALUE.get(tag) or _lookup(_TYPE_VALUE, tag)
             if code:
                 t = x.text
-                if t:
-                    if len(t) > mt:
-                        raise self._long(x, t)
-                    t = t.strip()
-                else:
-                    t = ""
+                t = t.strip() if t else ""
                 if code == 1:
                     typ = t
                 else:
@@ -406,7 +408,6 @@ class _Conv:
     def item(self, el: Any) -> Item:
         f: dict[str, Any] = {"id": None}
         taxes: list[Tax] | None = None
-        mt = self.max_text
         for c in el:
             tag = c.tag
             name = _ITEM_TEXT.get(tag)
@@ -419,12 +420,7 @@ class _Conv:
                         continue
             if name is not None:
                 t = c.text
-                if t:
-                    if len(t) > mt:
-                        raise self._long(c, t)
-                    t = t.strip()
-                else:
-                    t = ""
+                t = t.strip() if t else ""
                 f[name] = t
             elif code.__class__ is str:             # ЦенаЗаЕдиницу, Количество, Сумма
                 f[code] = self.dec(c)
@@ -508,7 +504,6 @@ class _Conv:
         for k, v in el.items():           # cheaper than get() when there are no attributes
             if k == "Статус":
                 deleted = v == "Удален"
-        mt = self.max_text
         for c in el:
             tag = c.tag
             name = _PRODUCT_TEXT.get(tag)
@@ -521,12 +516,7 @@ class _Conv:
                         continue
             if name is not None:
                 t = c.text
-                if t:
-                    if len(t) > mt:
-                        raise self._long(c, t)
-                    t = t.strip()
-                else:
-                    t = ""
+                t = t.strip() if t else ""
                 f[name] = t
             elif code == 1:
                 f["requisites"] = self.pairs(c)
@@ -727,6 +717,15 @@ def _drop_before(el: Any) -> None:
         parent = el.getparent()
 
 
+def _check_texts(el: Any, max_text: int, shift: int) -> None:
+    """ProtocolError for a text in record `el` longer than `max_text` characters."""
+    for x in el.iter():
+        t = x.text
+        if t is not None and len(t) > max_text:
+            raise ProtocolError(f"text of <{_local(x.tag)}> is {len(t)} characters, over the limit "
+                                f"of {max_text}", line=x.sourceline + shift, record=_record_id(el))
+
+
 def _record_id(el: Any) -> str | None:
     for c in el:
         if _local(c.tag) == "Ид":
@@ -795,6 +794,8 @@ def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, 
     parent: Any = None                # records share their parent: its answers are kept per tag
     places: dict[str, int] = {}       # tag -> depth of a record there, 0 when not a record
     cleared = 0
+    max_text = limits.max_text
+    fed = 0                           # bytes read up to the previous record
     while True:
         try:
             _, el = next(it)
@@ -822,6 +823,12 @@ def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, 
             depth = places[tag] = len(path) + 1 if is_record(tag, path) else 0
         if not depth:
             continue                      # e.g. a <Контрагент> inside a <Документ>: its record uses it
+        # The record lies within the bytes read since the previous one (plus one read before):
+        # only a record that large can hold a text over max_text, so only then are they measured.
+        now = stream.consumed
+        if now - fed + stream.largest > max_text:
+            _check_texts(el, max_text, shift)
+        fed = now
         obj = _convert(cv, tag, el, depth, max_depth, shift)
         ps.done += 1
         ps.last_el, ps.last_tag = el, tag
@@ -878,6 +885,8 @@ def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[st
     for el in parent:
         tag = _local(el.tag)
         if tag in tags and is_record(tag, path):
+            if span.end - span.start > limits.max_text:
+                _check_texts(el, limits.max_text, shift)
             obj = _convert(cv, tag, el, len(path) + 1, limits.max_depth, shift, raw=text)
             if type(obj) is tuple:
                 yield from obj

@@ -152,6 +152,7 @@ class ViewReader(io.RawIOBase):
     def __init__(self, head: bytes, view: View, pos: int) -> None:
         self._head, self._view, self._pos = head, view, pos
         self.eof = False
+        self.consumed = self.largest = 0   # as safety._Reader counts them
 
     def readable(self) -> bool:
         return True
@@ -161,13 +162,15 @@ class ViewReader(io.RawIOBase):
             n = 1 << 20
         if self._head:
             data, self._head = self._head[:n], self._head[n:]
-            return data
-        data = self._view.get(self._pos, min(self._view.size, self._pos + n))
-        self._pos += len(data)
-        if not data:
-            self.eof = True
         else:
-            self._view.forget(self._pos)
+            data = self._view.get(self._pos, min(self._view.size, self._pos + n))
+            self._pos += len(data)
+            if not data:
+                self.eof = True
+            else:
+                self._view.forget(self._pos)
+        self.consumed += len(data)
+        self.largest = max(self.largest, len(data))
         return data
 
 

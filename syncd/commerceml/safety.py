@@ -70,6 +70,7 @@ class _Reader(io.RawIOBase):
                  origin: tuple[str, object, int] | None = None) -> None:
         self._head, self._f, self._limit, self._owned = head, f, limit, owned
         self.consumed = 0
+        self.largest = 0          # the largest single read: how far back a record can start
         self.eof = False
         # where the bytes can be read again after a syntax error: ("bytes", data, start),
         # ("path", path, start) or ("file", fileobj, start); None when they cannot
@@ -87,6 +88,8 @@ class _Reader(io.RawIOBase):
             if not data:
                 self.eof = True
         self.consumed += len(data)
+        if len(data) > self.largest:
+            self.largest = len(data)
         if self.consumed > self._limit:
             raise ProtocolError(f"file larger than the limit of {self._limit} bytes")
         return data
