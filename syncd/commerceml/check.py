@@ -53,6 +53,7 @@ MAX_VALIDATE_SIZE = 256 * 1024**2
 def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits,
                max_validate_size: int) -> bool:
     ok = True
+    said = None
     try:
         if path.stat().st_size > max_validate_size:
             # schema validation holds the whole tree in memory; the streaming pass below still
@@ -62,8 +63,10 @@ def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits,
         else:
             issues = validate(path, limits)
     except BadInput as e:
-        print(f"{label}: line {e.line}: {e.reason}" if e.line else f"{label}: {e.reason}", file=err)
-        return False
+        # not well-formed: the streaming pass still reads it record by record (recovery.py)
+        said = f"{label}: line {e.line}: {e.reason}" if e.line else f"{label}: {e.reason}"
+        print(said, file=err)
+        ok, issues = False, []
     for issue in issues:
         ok = False
         print(f"{label}: line {issue.line}: {issue.path}: {issue.message}", file=err)
@@ -74,7 +77,9 @@ def _check_xml(path: Path, label: str, out: TextIO, err: TextIO, limits: Limits,
                 print(f"{label}: line {obj.line}: record {obj.record_id}: {obj.reason}", file=err)
             print(record_json(label, obj), file=out)
     except BadInput as e:
-        print(f"{label}: line {e.line}: {e.reason}" if e.line else f"{label}: {e.reason}", file=err)
+        msg = f"{label}: line {e.line}: {e.reason}" if e.line else f"{label}: {e.reason}"
+        if msg != said:
+            print(msg, file=err)
         ok = False
     return ok
 

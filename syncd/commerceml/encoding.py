@@ -98,6 +98,12 @@ def parse_decimal(text: str | None) -> Decimal | None:
     """`"1 234,50"`, `"1\u00a0234.50"`, `"5880.00"` → Decimal; empty → None; garbage → BadInput."""
     if text is None:
         return None
+    try:                                   # the usual "5880.00": Decimal alone takes it
+        value = Decimal(text)
+        if value.is_finite():
+            return value
+    except InvalidOperation:
+        pass
     s = text.translate(_SPACES)
     if not s:
         return None
@@ -139,6 +145,8 @@ def parse_bool(text: str | None) -> bool | None:
 
 _EMPTY_DATES = {"0001-01-01", "01.01.0001", "0001-01-01T00:00:00", "01.01.0001 0:00:00",
                 "01.01.0001 00:00:00", ""}
+_YMD = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+_HMS = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
 _DMY = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?:[ T](\d{1,2}):(\d{2})(?::(\d{2}))?)?$")
 
 
@@ -170,6 +178,19 @@ def parse_datetime(text: str | None, time_text: str | None = None, *,
     if text is None:
         return None
     s = text.strip()
+    if len(s) == 10 and _YMD.match(s) and not s.startswith("0001"):
+        # the usual "2026-11-24" with an optional "10:12:31": no regex groups, no fromisoformat
+        t = time_text.strip() if time_text is not None else ""
+        dt = None
+        try:
+            if not t:
+                dt = datetime(int(s[:4]), int(s[5:7]), int(s[8:]))
+            elif len(t) == 8 and _HMS.match(t):
+                dt = datetime(int(s[:4]), int(s[5:7]), int(s[8:]), int(t[:2]), int(t[3:5]), int(t[6:]))
+        except ValueError:
+            dt = None                      # the general path below words the error
+        if dt is not None:
+            return dt.replace(tzinfo=tz) if tz is not None else dt
     if s in _EMPTY_DATES or s.startswith("0001-01-01") or s.startswith("01.01.0001"):
         return None
     m = _DMY.match(s)

@@ -38,12 +38,14 @@ class Limits:
     """Safety limits; every one can be overridden per call."""
 
     max_file_size: int = 4 * 1024**3          # bytes of one XML file
-    max_depth: int = 64                        # element nesting (libxml2 itself stops at 256)
+    # element nesting: libxml2 itself stops at 256, at no cost; a lower value is checked on
+    # every record (an XPath walk, ~5–10 % of the reader's time)
+    max_depth: int = 256
     max_text: int = 1024**2                    # characters of one element's text
     max_zip_members: int = 10_000
     max_unzipped_size: int = 4 * 1024**3       # total uncompressed bytes of one archive
     max_zip_ratio: float = 200.0               # uncompressed / compressed, per member
-    max_raw: int = 4096                        # characters kept of a rejected record's XML
+    max_record: int = 64 * 1024**2             # bytes of one damaged record (see recovery.py)
 
 
 DEFAULT_LIMITS = Limits()
@@ -64,10 +66,15 @@ def safe_parser(encoding: str | None = None) -> etree.XMLParser:
 class _Reader(io.RawIOBase):
     """`head` then the rest of `f`, counting bytes against the file-size limit."""
 
-    def __init__(self, head: bytes, f: IO[bytes], limit: int, owned: bool) -> None:
+    def __init__(self, head: bytes, f: IO[bytes], limit: int, owned: bool,
+                 origin: tuple[str, object, int] | None = None) -> None:
         self._head, self._f, self._limit, self._owned = head, f, limit, owned
         self.consumed = 0
+        self.largest = 0          # the largest single read: how far back a record can start
         self.eof = False
+        # where the bytes can be read again after a syntax error: ("bytes", data, start),
+        # ("path", path, start) or ("file", fileobj, start); None when they cannot
+        self.origin = origin
 
     def readable(self) -> bool:
         return True
@@ -81,6 +88,8 @@ class _Reader(io.RawIOBase):
             if not data:
                 self.eof = True
         self.consumed += len(data)
+        if len(data) > self.largest:
+            self.largest = len(data)
         if self.consumed > self._limit:
             raise ProtocolError(f"file larger than the limit of {self._limit} bytes")
         return data
@@ -124,8 +133,11 @@ def open_xml(source: Source, limits: Limits = DEFAULT_LIMITS) -> tuple[_Reader, 
     encoding decision; pass `sniffed.encoding` to the parser when `sniffed.override` is set.
     """
     owned = False
+    origin: tuple[str, object, int] | None = None
     if isinstance(source, (bytes, bytearray, memoryview)):
-        f: IO[bytes] = io.BytesIO(bytes(source))
+        data = bytes(source)
+        f: IO[bytes] = io.BytesIO(data)
+        origin = ("bytes", data, 0)
     elif isinstance(source, (str, os.PathLike)):
         try:
             size = os.path.getsize(source)
@@ -133,11 +145,16 @@ def open_xml(source: Source, limits: Limits = DEFAULT_LIMITS) -> tuple[_Reader, 
         except OSError as e:
             raise ProtocolError(f"cannot read {os.fspath(source)}: {e.strerror}") from e
         owned = True
+        origin = ("path", source, 0)
         if size > limits.max_file_size:
             f.close()
             raise ProtocolError(f"file is {size} bytes, over the limit of {limits.max_file_size}")
     else:
         f = source
+        try:
+            origin = ("file", f, f.tell()) if f.seekable() else None
+        except (AttributeError, OSError, ValueError):
+            origin = None
     head = f.read(HEAD_SIZE)
     try:
         check_prolog(head)
@@ -146,22 +163,41 @@ def open_xml(source: Source, limits: Limits = DEFAULT_LIMITS) -> tuple[_Reader, 
         if owned:
             f.close()
         raise
-    reader = _Reader(head[sniffed.skip:], f, limits.max_file_size, owned)
+    reader = _Reader(head[sniffed.skip:], f, limits.max_file_size, owned, origin)
     return reader, sniffed
 
 
-def translate_syntax_error(e: etree.XMLSyntaxError, sniffed: Sniffed | None = None,
-                           at_eof: bool = False) -> ProtocolError:
-    """lxml's error → ProtocolError with a line number and a plain reason."""
+def is_encoding_error(msg: str) -> bool:
+    low = msg.lower()
+    return ("not proper utf-8" in low or "invalid utf-8" in low or "encoding error" in low
+            or "character encoding" in low)
+
+
+def is_limit_error(msg: str) -> bool:
+    """libxml2 stopped at one of its own limits (depth, huge text): never a one-record problem."""
+    low = msg.lower()
+    return ("excessive depth" in low or "depth" in low and "document" in low or "huge" in low
+            or "too long" in low or "xmlsax2characters" in low)
+
+
+def syntax_message(e: etree.XMLSyntaxError) -> tuple[str, int | None]:
+    """The exact message and line of an lxml syntax error (the exception text can be generic)."""
     msg = str(e.msg if getattr(e, "msg", None) else e)
     line = e.lineno if getattr(e, "lineno", None) else (e.position[0] if e.position else None)
     log = getattr(e, "error_log", None)
     if log is not None:
         entries = [x for x in log if x.level_name == "FATAL"] or list(log)
-        if entries:   # the exception text can be generic ("no element found"); the log is exact
+        if entries:
             msg, line = entries[-1].message, entries[-1].line or line
+    return msg.strip(), line
+
+
+def translate_syntax_error(e: etree.XMLSyntaxError, sniffed: Sniffed | None = None,
+                           at_eof: bool = False) -> ProtocolError:
+    """lxml's error → ProtocolError with a line number and a plain reason."""
+    msg, line = syntax_message(e)
     low = msg.lower()
-    if "not proper utf-8" in low or "invalid utf-8" in low or "encoding error" in low:
+    if is_encoding_error(low):
         enc = sniffed.encoding if sniffed else "UTF-8"
         reason = f"bytes do not match the encoding {enc} (declared {sniffed.declared if sniffed else None}): {msg}"
     elif "excessive depth" in low or "depth" in low and "document" in low:
@@ -272,4 +308,5 @@ def is_zip(source: Source) -> bool:
 
 
 __all__ = ["Limits", "DEFAULT_LIMITS", "SCRIPT_EXTENSIONS", "parser_options", "safe_parser",
-           "open_xml", "check_prolog", "translate_syntax_error", "safe_unzip", "is_zip"]
+           "open_xml", "check_prolog", "translate_syntax_error", "syntax_message", "is_encoding_error",
+           "is_limit_error", "safe_unzip", "is_zip"]

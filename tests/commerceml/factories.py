@@ -6,8 +6,13 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from lxml import etree
+
 from syncd.commerceml import (Address, AddressField, Bank, BankAccount, Contact, Counterparty,
-                              Document, Item, Representative, Tax, Unit, MOSCOW)
+                              Document, Group, Item, Offer, Price, Product, Representative, Stock, Tax,
+                              Unit, MOSCOW)
+from syncd.commerceml.writer import (counterparty_element, document_element, group_element,
+                                     offer_element, product_element)
 
 BOM = b"\xef\xbb\xbf"
 
@@ -86,3 +91,70 @@ def write_file(tmp: Path, name: str, text: str, encoding: str, *, bom: bool = Fa
     path = tmp / name
     path.write_bytes((BOM if bom else b"") + text.encode(encoding))
     return path
+
+
+# ---- whole files of records, as text, for damage tests -------------------------------------------
+
+NS_1C = "urn:1C.ru:commerceml_2"
+
+
+def record_text(el, *, pretty: bool = True) -> str:
+    """One writer element as text (indented like 1C's and Bitrix's exports, or on one line)."""
+    return etree.tostring(el, encoding="unicode", pretty_print=pretty).strip()
+
+
+def records_file(kind: str, texts: list[str], *, container: bool = False, namespace: str | None = None,
+                 decl: str | None = "UTF-8") -> str:
+    """A whole file with `texts` (records of `kind`) where that kind sits; one record per line block."""
+    body = "".join(t + "\n" for t in texts)
+    if kind == "Документ":
+        if container:
+            body = "".join(f"<Контейнер>\n{t}\n</Контейнер>\n" for t in texts)
+    elif kind == "Контрагент":
+        body = f"<Контрагенты>\n{body}</Контрагенты>\n"
+    elif kind == "Товар":
+        body = (f'<Каталог СодержитТолькоИзменения="false">\n<Ид>cat</Ид>\n<Наименование>Каталог</Наименование>\n'
+                f"<Товары>\n{body}</Товары>\n</Каталог>\n")
+    elif kind == "Предложение":
+        body = (f"<ПакетПредложений>\n<Ид>pk</Ид>\n<ИдКаталога>cat</ИдКаталога>\n"
+                f"<Предложения>\n{body}</Предложения>\n</ПакетПредложений>\n")
+    elif kind == "Группа":
+        body = f"<Классификатор>\n<Ид>cls</Ид>\n<Группы>\n{body}</Группы>\n</Классификатор>\n"
+    else:
+        raise ValueError(kind)
+    return cml(body, decl=decl, namespace=namespace)
+
+
+def sample_records(kind: str, n: int, *, pretty: bool = True) -> tuple[list, list[str]]:
+    """`n` distinct records of `kind`: (model objects, their texts)."""
+    D = Decimal
+    objs: list = []
+    texts: list[str] = []
+    for i in range(n):
+        if kind == "Документ":
+            obj = order(f"Заказ-{i}", buyer=person(str(500 + i)) if i % 2 else company(str(70 + i)))
+            text = record_text(document_element(obj), pretty=pretty)
+        elif kind == "Контрагент":
+            obj = company(f"к-{i}")
+            # the 2.05+ form nests the representative in its own <Контрагент>
+            text = record_text(counterparty_element(obj), pretty=pretty)
+            head, _, rest = text.partition("<Представитель>")
+            inner, _, tail = rest.partition("</Представитель>")
+            text = f"{head}<Представитель><Контрагент>{inner}</Контрагент></Представитель>{tail}"
+        elif kind == "Товар":
+            obj = Product(id=f"т-{i}", sku=f"A-{i}", name=f"Кружка «{i}»", unit=Unit("796", "шт", "Штука", "PCE"),
+                          groups=("g1",), description="Белая & лёгкая", property_values=(("p1", "v1"),),
+                          requisites=(("Вес", "0.3"),))
+            text = record_text(product_element(obj), pretty=pretty)
+        elif kind == "Предложение":
+            obj = Offer(id=f"т-{i}#x", name=f"Кружка {i}", quantity=D(5), stocks=(Stock("w1", D(5)),),
+                        prices=(Price("pt1", D("490.00"), "490 руб. за шт", "RUB", "шт", D(1)),))
+            text = record_text(offer_element(obj), pretty=pretty)
+        elif kind == "Группа":
+            obj = Group(f"g{i}", f"Группа {i}", (Group(f"g{i}.1", "Кружки", (Group(f"g{i}.1.1", "Белые"),)),))
+            text = record_text(group_element(obj), pretty=pretty)
+        else:
+            raise ValueError(kind)
+        objs.append(obj)
+        texts.append(text)
+    return objs, texts

@@ -13,7 +13,7 @@ import pytest
 from syncd.commerceml import Limits, Rejected, iter_documents, safe_unzip, validate
 from syncd.errors import BadInput, ProtocolError
 
-from .factories import cml, doc_xml, write_file
+from .factories import cml, doc_xml, requisites_xml, write_file
 
 XXE = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE КоммерческаяИнформация [<!ENTITY x SYSTEM "file:///etc/passwd">]>
@@ -45,13 +45,12 @@ def test_doctype_after_comments_is_found(tmp_path: Path) -> None:
         list(iter_documents(text.encode()))
 
 
-def test_undefined_entity_without_dtd_is_fatal(tmp_path: Path) -> None:
-    body = doc_xml("1") + doc_xml("2", extra="<Комментарий>&x;</Комментарий>")
-    it = iter_documents(cml(body).encode())
-    assert next(it).id == "1"
-    with pytest.raises(ProtocolError) as e:
-        next(it)
-    assert e.value.line == 4 and "entity" in e.value.reason.lower()
+def test_undefined_entity_rejects_its_record_unexpanded(tmp_path: Path) -> None:
+    body = doc_xml("1") + doc_xml("2", extra="<Комментарий>&x;</Комментарий>") + doc_xml("3")
+    one, bad, three = iter_documents(cml(body).encode())
+    assert (one.id, three.id) == ("1", "3")
+    assert isinstance(bad, Rejected) and bad.record_id == "2" and bad.line == 4
+    assert "entity" in bad.reason.lower() and "&x;" in bad.raw
 
 
 def test_truncated_file_yields_complete_documents_then_fails_with_line(tmp_path: Path) -> None:
@@ -104,13 +103,16 @@ def test_too_deep_nesting_is_fatal_with_line(tmp_path: Path) -> None:
     body = doc_xml("1") + doc_xml("2", extra=f"<Комментарий>{deep}</Комментарий>")
     out = []
     with pytest.raises(ProtocolError) as e:
-        for d in iter_documents(cml(body).encode()):
+        for d in iter_documents(cml(body).encode(), Limits(max_depth=64)):
             out.append(d.id)
     assert out == ["1"] and "deeper than 64" in e.value.reason and e.value.line == 4
     # the parser's own hard limit (256) also ends with a ProtocolError, not a crash
     very = "<a>" * 300 + "</a>" * 300
     with pytest.raises(ProtocolError, match="deep"):
         list(iter_documents(cml(doc_xml("3", extra=very)).encode(), Limits(max_depth=1000)))
+    with pytest.raises(ProtocolError, match="deep") as e:      # the default is libxml2's own 256
+        list(iter_documents(cml(doc_xml("3", extra=very)).encode()))
+    assert e.value.line == 3
 
 
 def test_text_and_file_size_limits(tmp_path: Path) -> None:
@@ -122,6 +124,27 @@ def test_text_and_file_size_limits(tmp_path: Path) -> None:
         list(iter_documents(path, Limits(max_file_size=1000)))
     with pytest.raises(ProtocolError, match="larger than the limit"):
         list(iter_documents(io.BytesIO(cml(body * 20).encode()), Limits(max_file_size=70_000)))
+
+
+@pytest.mark.parametrize("where", ["comment", "requisite", "item", "after-recovery"])
+def test_text_limit_deep_in_a_big_file(where: str) -> None:
+    """Texts are measured per record only when the bytes read allow one that long: the limit must
+    still catch it wherever it sits, far from the file's start and in any field."""
+    long = "я" * 3000
+    extra = {"comment": f"<Комментарий>{long}</Комментарий>",
+             "requisite": requisites_xml([("Метод оплаты", long)]),
+             "item": f"<Товары><Товар><Ид>t</Ид><Наименование>{long}</Наименование></Товар></Товары>",
+             "after-recovery": f"<Комментарий>{long}</Комментарий>"}[where]
+    docs = [doc_xml(str(i)) for i in range(1500)]
+    if where == "after-recovery":
+        docs[100] = doc_xml("100", extra="<Комментарий>\x01</Комментарий>")
+    docs[1200] = doc_xml("1200", extra=extra)
+    seen = []
+    with pytest.raises(ProtocolError, match="over the limit of 2000") as e:
+        for d in iter_documents(cml("".join(docs)).encode(), Limits(max_text=2000)):
+            seen.append(d)
+    assert len(seen) == 1200 and e.value.line == 1203
+    assert sum(isinstance(d, Rejected) for d in seen) == (where == "after-recovery")
 
 
 def test_one_bad_document_among_good_ones(tmp_path: Path) -> None:
