@@ -52,10 +52,23 @@ def test_without_the_flag_the_deal_stays_in_the_crm(it: Integration) -> None:
     assert it.portal.deal(deal)[ORDER_FIELD] in (None, "")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12: a deal made from a CRM deal-by-phone learns its shop order number")
-def test_the_deal_by_phone_learns_its_shop_order_number(it: Integration) -> None:
+@pytest.mark.xfail(strict=True, reason="issue 12: the site numbers the order it makes from the upload and, like "
+                                       "1C-Bitrix, does not export an order changed only by an import: the "
+                                       "exchange gives syncd no way to read the number before the order changes "
+                                       "on the site (the next test: it arrives with that change)")
+def test_the_deal_by_phone_learns_its_shop_order_number_at_once(it: Integration) -> None:
     it.sync()
     _, deal = _phone_order(it)
     it.sync()
     (so,) = it.shop.orders()
+    assert it.portal.deal(deal)[ORDER_FIELD] == so["number"]
+
+
+def test_the_deal_by_phone_learns_its_shop_order_number_with_the_orders_first_change(it: Integration) -> None:
+    it.sync()
+    _, deal = _phone_order(it)
+    it.sync()
+    (so,) = it.shop.orders()
+    it.shop.pay(so["id"])                             # the buyer pays on the site: the order is exported
+    it.sync()
     assert it.portal.deal(deal)[ORDER_FIELD] == so["number"]
