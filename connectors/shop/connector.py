@@ -44,7 +44,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import io
-import re
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping

@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from syncd.errors import BadInput
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -336,7 +340,7 @@ class Rejected:
     raw: str
     kind: str = "record"
 
-    def as_error(self) -> "BadInput":
+    def as_error(self) -> BadInput:
         from syncd.errors import BadInput
         return BadInput(self.reason, record=self.record_id, line=self.line, raw=self.raw)
 

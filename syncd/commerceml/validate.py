@@ -10,7 +10,6 @@ from typing import Any
 import xmlschema
 from lxml import etree
 
-from syncd.errors import ProtocolError
 
 from .safety import DEFAULT_LIMITS, Limits, Source, open_xml, safe_parser, translate_syntax_error
 

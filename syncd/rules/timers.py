@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from syncd import schema
 from syncd.rules import expr
 from syncd.rules.config import TaskSpec, TimerRule, parse_duration
 from syncd.rules.context import Context, load_all, render, version_time
-from syncd.store import Store, utcnow
+from syncd.store import utcnow
 from syncd.store import tables as t
 
 TIMER_PREFIX = "rules:timer:"
