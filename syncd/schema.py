@@ -136,6 +136,15 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("message", "message_id", "str"), _f("message", "in_reply_to", "str"),
         _f("message", "received_at", "datetime"), _f("message", "person", "ref", "person"),
         _f("message", "order", "ref", "order"), _f("message", "lead", "ref", "lead"),
+        _f("message", "references", "strs", doc="Message-IDs of the thread's earlier mails (References)"),
+        _f("message", "sender_name", "str", doc="the sender's display name"),
+        _f("message", "forwarded_by", "str", doc="who forwarded it to the CRM address (sender: the original)"),
+        _f("message", "attachments", "json", doc="[{name, type, size}] (content only when the mailbox keeps it)"),
+        _f("message", "auto", "bool", doc="a bounce, auto-reply or bulk mail"),
+        _f("message", "mailbox", "str", doc="the mailbox (syncd system) it was read from"),
+        _f("message", "route", "str", doc="set by routing: new (made a lead/deal), comment (attached to one), "
+                                          "excluded, internal"),
+        _f("message", "comment", "text", doc="set by routing: the text of the CRM timeline comment"),
     ],
     "document": [
         _f("document", "kind", "str", doc="contract | invoice"), _f("document", "number", "str"),

@@ -12,6 +12,7 @@ from connectors.bitrix24.client import Bitrix24Client
 from connectors.bitrix24.settings import Bitrix24Settings
 from connectors.bitrix24.values import ORIGINATOR, result_rows
 from syncd.connector import WriteOp, WriteResult
+from syncd.errors import PermanentError
 
 
 class SideEffects:
@@ -69,6 +70,19 @@ class SideEffects:
         """
         c = self.client
         f = dict(op.fields)
+        # the owner named by link pseudo-fields (a mail's comment: its deal, else lead, else contact)
+        links = {k: f.pop(k, None) for k in ("DEAL_ID", "LEAD_ID", "CONTACT_ID", "COMPANY_ID")}
+        links.update({k: v for k, v in (op.full or {}).items() if k in links and v not in (None, "", 0, "0")
+                      and links.get(k) in (None, "", 0, "0")})
+        if not f.get("ENTITY_ID"):
+            for key, etype in (("DEAL_ID", "deal"), ("LEAD_ID", "lead"), ("CONTACT_ID", "contact"),
+                               ("COMPANY_ID", "company")):
+                if links.get(key) not in (None, "", 0, "0"):
+                    f["ENTITY_TYPE"], f["ENTITY_ID"] = etype, links[key]
+                    break
+        if not f.get("ENTITY_ID"):
+            raise PermanentError(f"comment {op.entity_id}: no owner (ENTITY_ID, DEAL_ID, LEAD_ID or CONTACT_ID)",
+                                 connector=getattr(self, "name", "bitrix24"), op_id=op.op_id)
         f["ENTITY_TYPE"] = str(f.get("ENTITY_TYPE") or "deal").lower()
         text = " ".join(str(f.get("COMMENT") or "").split())     # as the portal may trim or re-wrap it
         author = str(f.get("AUTHOR_ID") or self._own_user())
