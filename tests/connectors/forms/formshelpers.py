@@ -196,5 +196,15 @@ class Daemon:
                              (f"email:{email}",)).fetchone() is not None
 
     def admin(self, method: str, path: str, **kw: Any) -> requests.Response:
-        return self.http.request(method, self.url + path, headers={"Authorization": f"Bearer {ADMIN}"},
-                                 timeout=30, **kw)
+        headers = {"Authorization": f"Bearer {ADMIN}", **kw.pop("headers", {})}
+        return self.http.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+
+def stored_fields(db: Path, system: str, submission_id: str) -> dict[str, Any] | None:
+    """The golden record syncd keeps for a submission (what the daemon committed), or None."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        row = c.execute("SELECT e.fields, e.hold FROM bindings b JOIN entities e ON e.id = b.entity_id "
+                        "WHERE b.system = ? AND b.external_id = ?", (system, submission_id)).fetchone()
+    if row is None:
+        return None
+    return {**json.loads(row[0]), "_hold": row[1]}
