@@ -39,6 +39,10 @@ class RawRecord:
     # syncd system name and that system's record id): binds it to that record's entity — a deal the
     # shop's own integration made before syncd is adopted, not duplicated
     origin: tuple[str, str] | None = None
+    # held for an operator before it goes anywhere (a form in review mode): a record syncd does not
+    # know yet waits in identify review with this reason, settled like any review (`syncd review`,
+    # the status page); a record already known is taken in as usual
+    hold: str | None = None
 
 
 @dataclass(frozen=True)

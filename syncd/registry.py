@@ -13,6 +13,7 @@ BUILTIN = {
     "shop": "connectors.shop:connector",
     "bitrix24": "connectors.bitrix24:connector",
     "onec": "connectors.onec:connector",
+    "forms": "connectors.forms:connector",
     "imap": "connectors.imap:connector",
 }
 

@@ -119,6 +119,13 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("lead", "phone", "str"), _f("lead", "comment", "text"), _f("lead", "source", "str"),
         _f("lead", "status", "str"), _f("lead", "responsible", "str"), _f("lead", "form", "str"),
         _f("lead", "mailbox", "str"),
+        _f("lead", "customer", "ref", "person",
+           doc="the known client (contact) the lead came from: set when its e-mail/phone matches exactly "
+               "one person (syncd/pipeline/link.py), never a new person"),
+        _f("lead", "company", "ref", "company", doc="the client's company, when known"),
+        _f("lead", "consent", "bool", doc="consent to personal-data processing was given (a form's consent field)"),
+        _f("lead", "consent_at", "datetime", doc="when the consent was given (the moment syncd took the post)"),
+        _f("lead", "consent_version", "str", doc="version of the consent text the person agreed to"),
         _f("lead", "converted_person", "ref", "person"),
         _f("lead", "converted_company", "ref", "company"),
         _f("lead", "converted_order", "ref", "order"),

@@ -22,7 +22,7 @@ from syncd import schema
 from syncd.connector import Batch, RawRecord, Rejected
 from syncd.errors import BadInput
 from syncd.mapping import Mapper
-from syncd.pipeline import identify, outbox, plan, record, resolve
+from syncd.pipeline import identify, link, outbox, plan, record, resolve
 from syncd.pipeline.canonical import to_canonical
 from syncd.pipeline.counts import Counts
 from syncd.schema import Ref
@@ -399,6 +399,9 @@ class _BatchRun:
                 if forced:
                     outcome = identify.Outcome(None if forced == "new" else forced,
                                                "created" if forced == "new" else "matched")
+                elif rec.hold:
+                    # its connector holds it for an operator (a form in review mode)
+                    outcome = identify.Outcome(None, "review", rec.hold)
                 elif stamped:
                     # made from a record syncd knows (by syncd, or by the vendor's own integration
                     # before syncd): that record's entity — adopted, never a second one
@@ -440,7 +443,22 @@ class _BatchRun:
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
             out.append((eid, rec, etype, fields, created))
+        self._link_senders(out)
         return out
+
+    def _link_senders(self, out: list[tuple[str, RawRecord, str, dict[str, Any], bool]]) -> None:
+        """A new lead or mail whose e-mail/phone is one known person's links to that person
+        (syncd/pipeline/link.py): one query for the batch, before rules run, so `keep` sees the
+        client. A record that names its person already keeps it."""
+        todo = [i for i, (_e, _r, etype, fields, created) in enumerate(out)
+                if created and etype in link.SENDER_FIELDS and fields.get(link.SENDER_FIELDS[etype][0]) is None]
+        if not todo:
+            return
+        found = link.link_senders(self.conn, [(out[i][2], out[i][3]) for i in todo],
+                                  self.ms.identity.get("person"), self.e.region)
+        for i, person_id in zip(todo, found):
+            if person_id is not None:
+                out[i][3][link.SENDER_FIELDS[out[i][2]][0]] = person_id
 
     def _origin_of(self, rec: RawRecord) -> tuple[str, str] | None:
         """The record this one was made from, in another system: as its connector decoded it

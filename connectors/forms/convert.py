@@ -1,0 +1,113 @@
+"""A form's field values -> the record the engine takes in (a lead, or a deal in a pipeline).
+
+The record's field names are the short names of the canonical fields (`name` for lead.name) plus
+what the form's settings add (`source`, `responsible`, `form`, the consent); mappings/forms.toml
+maps them to the canonical model. Pure functions: the connector checks the token, signature, size
+and rate before, and the duplicate window after.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from typing import Any, Mapping
+
+from connectors.forms.errors import FormError
+from connectors.forms.settings import PERSON_IN_COMMENT, FormSettings
+from syncd.keys.match import normalize_email, normalize_phone
+
+MAX_FIELD = 10_000              # characters of one value (a comment); more is refused, never cut
+_TRUE = {"on", "1", "true", "yes", "y", "да", "checked", "agree"}
+_LABELS = {"lead.name": "Имя", "lead.email": "E-mail", "lead.phone": "Телефон"}
+
+
+def consent_given(value: str | None) -> bool:
+    return (value or "").strip().lower() in _TRUE
+
+
+def mapped(settings: FormSettings, values: Mapping[str, str]) -> dict[str, str]:
+    """canonical field -> the visitor's text (trimmed; empty values left out). Raises FormError
+    naming the form's field for a required field missing, a bad e-mail or phone, an oversized value."""
+    for name in settings.required:
+        if not (values.get(name) or "").strip():
+            raise FormError(400, name, f"Заполните поле «{name}»", f"required field {name!r} is missing or empty")
+    out: dict[str, str] = {}
+    for form_field, canonical in settings.fields.items():
+        text = (values.get(form_field) or "").strip()
+        if not text:
+            continue
+        if len(text) > MAX_FIELD:
+            raise FormError(400, form_field, f"Поле «{form_field}» слишком длинное",
+                            f"field {form_field!r} is longer than {MAX_FIELD} characters")
+        out[canonical] = f"{out[canonical]}\n{text}" if canonical in out else text
+    return out
+
+
+def check_values(fields: dict[str, str], settings: FormSettings, region: str) -> None:
+    """An e-mail or phone that cannot be one is the visitor's typo: say so instead of storing it.
+    Valid ones are kept normalized (lower-case e-mail, E.164 phone), as the CRM's duplicate search
+    and syncd's match keys compare them."""
+    back = {c: f for f, c in settings.fields.items()}
+    if email := fields.get("lead.email"):
+        norm = normalize_email(email)
+        if norm is None:
+            raise FormError(400, back.get("lead.email"), "Проверьте адрес электронной почты",
+                            "not a valid e-mail address")
+        fields["lead.email"] = norm
+    if phone := fields.get("lead.phone"):
+        norm = normalize_phone(phone, region)
+        if norm is None:
+            raise FormError(400, back.get("lead.phone"), "Проверьте номер телефона", "not a valid phone number")
+        fields["lead.phone"] = norm
+
+
+def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, now: dt.datetime,
+              region: str = "RU") -> tuple[str, dict[str, Any]]:
+    """(record kind, record fields) of one post; raises FormError for what the visitor must fix."""
+    canon = mapped(settings, values)
+    check_values(canon, settings, region)
+    consent = consent_given(values.get(settings.consent_field)) if settings.consent_field else None
+    if settings.require_consent and not consent:
+        raise FormError(400, settings.consent_field, "Нужно согласие на обработку персональных данных",
+                        "consent is required")
+    title = settings.title or form
+    if canon.get("lead.title"):
+        title = canon["lead.title"]
+    elif canon.get("lead.name"):
+        title = f"{title}: {canon['lead.name']}"
+    common: dict[str, Any] = {"title": title, "source": settings.source, "form": form}
+    if settings.responsible:
+        common["responsible"] = settings.responsible
+    if settings.target == "deal":
+        # a deal has no person fields: what the visitor typed goes into the comment, readable
+        lines = [f"{_LABELS[c]}: {canon[c]}" for c in PERSON_IN_COMMENT if canon.get(c)]
+        if canon.get("lead.comment"):
+            lines.append(canon["lead.comment"])
+        out = dict(common, pipeline=settings.pipeline, stage=settings.stage)
+        if lines:
+            out["comment"] = "\n".join(lines)
+        return "deal", out
+    out = dict(common)
+    for c in ("lead.name", "lead.email", "lead.phone", "lead.comment"):
+        if canon.get(c):
+            out[c.split(".", 1)[1]] = canon[c]
+    if consent is not None:
+        out["consent"] = consent
+        if consent:
+            out["consent_at"] = now.isoformat()
+            if settings.consent_version:
+                out["consent_version"] = settings.consent_version
+    return "lead", out
+
+
+def fingerprint(form: str, settings: FormSettings, values: Mapping[str, str]) -> str:
+    """What makes two posts "identical": the form and the values it maps (plus the consent box),
+    keyed with the form's token so the id a visitor sees reveals nothing of other posts."""
+    keep = {f: (values.get(f) or "").strip() for f in sorted(settings.fields)}
+    if settings.consent_field:
+        keep["\0consent"] = str(consent_given(values.get(settings.consent_field)))
+    text = json.dumps([form, keep], ensure_ascii=False, sort_keys=True)
+    key = settings.token.get_secret_value().encode()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:24]

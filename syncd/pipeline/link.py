@@ -1,0 +1,90 @@
+"""Link a new lead or mail to the client it came from: the one known person with its e-mail or phone.
+
+A form post or a mail names its sender only by e-mail and phone. When exactly one person syncd
+knows has that e-mail or phone (the person match keys, `match_keys`), the record links to that
+person (`lead.customer`, `message.person`): the CRM lead is bound to the contact, and the
+assignment rule `keep` gives it to the client's own manager. None or several matches leave the
+record unlinked — a sender is never guessed, never sent to review, and never becomes a new person
+here (persons are born where `identity.person.origin` allows).
+
+`link_senders` is called by the engine's identify step for the new records of a batch, with one
+set-based query for the whole batch; the IMAP connector's mails go through the same function.
+"""
+
+from __future__ import annotations
+
+from email.utils import parseaddr
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from syncd.mapping.model import IdentityRule
+from syncd.pipeline import identify
+from syncd.store import tables as t
+
+CHUNK = 400
+
+
+# entity type -> (the ref field set to the person, the field holding its e-mail, its phone field)
+SENDER_FIELDS: Mapping[str, tuple[str, str | None, str | None]] = {
+    "lead": ("lead.customer", "lead.email", "lead.phone"),
+    "message": ("message.person", "message.sender", None),
+}
+
+
+def _email(value: Any) -> str | None:
+    """The address of an e-mail field; a mail's sender may be 'Name <addr>'."""
+    if not value:
+        return None
+    addr = parseaddr(str(value))[1]
+    return addr if "@" in addr else None
+
+
+def sender_keys(entity: str, fields: Mapping[str, Any], identity: IdentityRule | None,
+                region: str) -> set[str]:
+    """The person match keys of a record's sender (empty when the type has no sender fields)."""
+    spec = SENDER_FIELDS.get(entity)
+    if spec is None or identity is None:
+        return set()
+    _ref, email_field, phone_field = spec
+    person: dict[str, Any] = {}
+    if email_field and (addr := _email(fields.get(email_field))):
+        person["person.email"] = addr
+    if phone_field and fields.get(phone_field):
+        person["person.phone"] = fields[phone_field]
+    if not person:
+        return set()
+    # match keys never raise on garbage: an unparsable phone or address simply gives no key
+    return identify.keys_for("person", person, identity, region)
+
+
+def link_senders(conn: Connection, rows: Sequence[tuple[str, Mapping[str, Any]]],
+                 identity: IdentityRule | None, region: str) -> list[str | None]:
+    """For each (entity type, canonical fields): the id of the one person whose match keys its
+    e-mail/phone give, or None (no sender fields, no match, or several persons match).
+
+    `identity` is the person identity rule (`mapping.identity.get("person")`: which keys count);
+    `region` the default phone region. One query for all rows. Records that already link to a
+    person are the caller's business: this function only answers who the sender is.
+    """
+    keys = [sender_keys(entity, fields, identity, region) for entity, fields in rows]
+    wanted = sorted({k for ks in keys for k in ks})
+    owners: dict[str, set[str]] = {}
+    for i in range(0, len(wanted), CHUNK):
+        chunk = wanted[i:i + CHUNK]
+        # (type, key) is the primary key's prefix: an index probe per key
+        for key, eid in conn.execute(select(t.match_keys.c.key, t.match_keys.c.entity_id)
+                                     .where(t.match_keys.c.type == "person", t.match_keys.c.key.in_(chunk))):
+            owners.setdefault(key, set()).add(eid)
+    out: list[str | None] = []
+    for ks in keys:
+        found: set[str] = set()
+        for k in ks:
+            found |= owners.get(k, set())
+        # e-mail of one person and phone of another: ambiguous, so no link
+        out.append(next(iter(found)) if len(found) == 1 else None)
+    return out
+
+
+__all__ = ["SENDER_FIELDS", "link_senders", "sender_keys"]

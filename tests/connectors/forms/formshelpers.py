@@ -1,0 +1,210 @@
+"""The forms suite's world: a Bitrix24 sandbox portal set up as an integrator does, and `syncd run`
+as a real process with site forms, posted to over real HTTP.
+
+The portal is made through the sandbox's control API (a fresh portal with its own managers) and
+its public REST (an existing client created with `crm.contact.add`), never the demo's seed. What a
+test checks it reads through the portal's public REST (`crm.lead.list`), as a user would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+
+from syncd.sandbox.server import free_port
+
+REPO = Path(__file__).resolve().parents[3]
+ADMIN = "forms-admin-token-0123"
+
+# the forms of the suite's daemon: name -> settings (TOML values)
+BASE_FORM: dict[str, Any] = {
+    "fields": {"your_name": "lead.name", "tel": "lead.phone", "mail": "lead.email", "msg": "lead.comment"},
+    "required": ["tel"], "responsible": None, "source": "WEB", "rate_limit": 0, "duplicate_window": 600,
+}
+
+
+def form(token: str, **over: Any) -> dict[str, Any]:
+    out = {**BASE_FORM, "token": token, **over}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {_toml(x)}" for k, x in v.items()) + " }"
+    raise TypeError(type(v))
+
+
+class Portal:
+    """A fresh sandbox portal: its admin's control API and its public REST (inbound webhook)."""
+
+    def __init__(self, sandbox_url: str, name: str | None = None) -> None:
+        self.control = sandbox_url + "/_sandbox"
+        self.name = name or "forms-" + uuid.uuid4().hex[:8]
+        info = self._call("POST", "/portals", {"name": self.name, "rate_limit": False})
+        self.webhook_url = str(info["webhook_url"])
+        self.http = requests.Session()
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        r = requests.request(method, self.control + path, json=body, timeout=30)
+        assert r.status_code < 300, f"{method} {path} -> {r.status_code} {r.text}"
+        return r.json()
+
+    def add_user(self, name: str, last_name: str, **more: Any) -> str:
+        u = self._call("POST", f"/{self.name}/users", {"name": name, "last_name": last_name, "online": True,
+                                                        "workday": "OPENED", **more})
+        return str(u["ID"] if "ID" in u else u["id"])
+
+    def add_userfield(self, entity: str, name: str, type_: str, label: str) -> None:
+        self._call("POST", f"/{self.name}/userfields", {"entity": entity, "field_name": name, "type": type_,
+                                                         "label": label})
+
+    def rest(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        r = self.http.post(self.webhook_url + method + ".json", json=params or {}, timeout=30)
+        body = r.json()
+        assert "error" not in body, f"{method}: {body}"
+        return body["result"]
+
+    def leads(self, **flt: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            r = self.http.post(self.webhook_url + "crm.lead.list.json", json={
+                "filter": flt, "select": ["*", "PHONE", "EMAIL"], "order": {"ID": "ASC"}, "start": start},
+                timeout=30).json()
+            assert "error" not in r, r
+            out += r["result"]
+            if "next" not in r:
+                return out
+            start = r["next"]
+
+    def lead_count(self) -> int:
+        r = self.http.post(self.webhook_url + "crm.lead.list.json", json={"select": ["ID"]}, timeout=30).json()
+        return int(r["total"])
+
+
+def write_config(tmp: Path, port: int, webhook_url: str, forms: dict[str, dict[str, Any]], *,
+                 rules: str = "", db_url: str | None = None, push_interval: float = 0.2) -> Path:
+    maps = [str(REPO / "mappings" / n) for n in ("sync.toml", "bitrix24.toml", "forms.toml")]
+    if rules:
+        (tmp / "rules.toml").write_text(rules, encoding="utf-8")
+        maps.append(str(tmp / "rules.toml"))
+    lines = ["[daemon]", f'database_url = "{db_url or f"sqlite:///{tmp}/syncd.db"}"',
+             f'listen = "127.0.0.1:{port}"', f"mappings = {_toml(maps)}", f'state_dir = "{tmp}"',
+             f"push_interval = {push_interval}", f'admin_token = "{ADMIN}"', "retention_days = 0", "",
+             "[systems.crm]", 'type = "bitrix24"', f'webhook_url = "{webhook_url}"', "",
+             "[systems.forms]", 'type = "forms"', ""]
+    for name, fs in forms.items():
+        lines.append(f"[systems.forms.form.{name}]")
+        lines += [f"{k} = {_toml(v)}" for k, v in fs.items()]
+        lines.append("")
+    path = tmp / "config.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+class Daemon:
+    """`syncd run` as a subprocess, its JSON log collected."""
+
+    def __init__(self, cfg: Path, port: int) -> None:
+        self.cfg, self.port = cfg, port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log: list[dict[str, Any]] = []
+        self.raw_log: list[str] = []
+        self.http = requests.Session()
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(self.cfg), "--log-format",
+                                      "json", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=str(REPO))
+        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+        self.wait(lambda: self.http.get(self.url + "/healthz", timeout=2).status_code == 200, "/healthz answers", 30)
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            self.raw_log.append(line)
+            if line.startswith("{"):
+                try:
+                    self.log.append(json.loads(line))
+                except ValueError:
+                    pass
+
+    def wait(self, pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"syncd run exited ({self.proc.returncode}): {self.raw_log[-8:]}"
+            try:
+                got = pred()
+            except requests.RequestException:
+                got = None
+            if got:
+                return got
+            time.sleep(0.05)
+        raise AssertionError(f"not reached: {what}; log tail: {self.raw_log[-8:]}")
+
+    def post(self, name: str, data: Any = None, *, json_body: Any = None, token: str | None = None,
+             headers: dict[str, str] | None = None, **kw: Any) -> requests.Response:
+        h = dict(headers or {})
+        if token is not None:
+            h["X-Syncd-Token"] = token
+        return self.http.post(f"{self.url}/hooks/forms/{name}", data=data, json=json_body, headers=h,
+                              timeout=30, **kw)
+
+    def kill9(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def person_known(self, db: Path, email: str) -> bool:
+        """Set-up readiness only (never an assertion): the daemon has pulled the existing contact."""
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute("SELECT 1 FROM match_keys WHERE type = 'person' AND key = ?",
+                             (f"email:{email}",)).fetchone() is not None
+
+    def admin(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {ADMIN}", **kw.pop("headers", {})}
+        return self.http.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+
+def stored_fields(db: Path, system: str, submission_id: str) -> dict[str, Any] | None:
+    """The golden record syncd keeps for a submission (what the daemon committed), or None."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+        row = c.execute("SELECT e.fields, e.hold FROM bindings b JOIN entities e ON e.id = b.entity_id "
+                        "WHERE b.system = ? AND b.external_id = ?", (system, submission_id)).fetchone()
+    if row is None:
+        return None
+    return {**json.loads(row[0]), "_hold": row[1]}
