@@ -13,7 +13,7 @@ from syncd.connector import Connector
 from syncd.errors import TransientError
 from syncd.mapping import Mapper
 from syncd.pipeline.counts import Counts
-from syncd.pipeline.engine import Engine, RuleHook
+from syncd.pipeline.engine import Engine, IntakeHook, RuleHook
 from syncd.pipeline.push import Pusher, PushPolicy
 from syncd.store import Store
 
@@ -30,9 +30,10 @@ class Syncer:
     rules: RuleHook | None = None
     worker: str = "w"
     policy: PushPolicy = field(default_factory=PushPolicy)
+    intake: IntakeHook | None = None     # routing of arrived mail (syncd/pipeline/route_mail.py)
 
     def __post_init__(self) -> None:
-        self.engine = Engine(self.store, self.mapper, rules=self.rules)
+        self.engine = Engine(self.store, self.mapper, rules=self.rules, intake=self.intake)
         self.pusher = Pusher(self.store, self.mapper, self.connectors, worker=self.worker, policy=self.policy)
 
     def pull(self, system: str, stream: str, *, since: dt.datetime | None = None,

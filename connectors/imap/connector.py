@@ -15,7 +15,8 @@ Record fields (kind ``mail``): ``Subject``, ``Body`` (text; HTML-only mails as e
 ``From`` / ``FromName`` (a mail forwarded to the CRM address: the original sender, and
 ``ForwardedBy`` who forwarded it), ``To``, ``Cc`` (lists), ``MessageId``, ``InReplyTo``,
 ``References`` (list), ``Date``, ``Folder``, ``Uid``, ``Attachments`` (list of {name, type, size}),
-``Html``, ``Auto`` (bounce / auto-reply / bulk). Kind ``vcard``: ``Name``, ``FirstName``,
+``Recipients`` (To and Cc), ``Html``, ``Auto`` (bounce / auto-reply / bulk), ``Mailbox`` (the
+system name). Kind ``vcard``: ``Name``, ``FirstName``,
 ``LastName``, ``MiddleName``, ``Email``, ``Emails``, ``Phone``, ``Phones``, ``Position``,
 ``Company``.
 """
@@ -172,6 +173,7 @@ class ImapConnector(BaseConnector):
             "To": list(m.to), "Cc": list(m.cc), "MessageId": m.key, "InReplyTo": m.in_reply_to,
             "References": list(m.references), "Date": (m.date or f.internaldate), "Folder": folder,
             "Uid": f.uid, "Attachments": attachments, "Html": m.html, "Auto": m.auto,
+            "Recipients": list(dict.fromkeys(m.to + m.cc)), "Mailbox": self.name,
         }
         return RawRecord("mail", m.key, fields, source_time=m.date or f.internaldate, raw=None)
 

@@ -116,7 +116,15 @@ class Runtime:
         self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules, worker=self.instance,
                              policy=PushPolicy(max_attempts=p.max_attempts, inline_tries=p.inline_tries,
                                                base_delay=p.base_delay, max_delay=p.max_delay,
-                                               claim_ttl=p.claim_ttl))
+                                               claim_ttl=p.claim_ttl),
+                             intake=self._build_intake())
+
+    def _build_intake(self) -> Any:
+        """The routing stage of the mailboxes' mail (None without an imap system)."""
+        from syncd.pipeline.route_mail import MailRouter, routes_from
+
+        routes = routes_from(self.settings)
+        return MailRouter(routes) if routes else None
 
     def _build_rules(self) -> tuple[Any, Any]:
         """The engine's rule hook and the scheduler's per-minute tick (timers, repeat sales, metrics)."""

@@ -38,7 +38,8 @@ class RuleEffects:
     """What rules decided for one entity: field updates (origin `rules`) and new entities."""
 
     updates: dict[str, Any] = field(default_factory=dict)
-    creates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    # (entity type, fields) or (entity type, fields, id) when the decider links to it (route_mail)
+    creates: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -53,6 +54,10 @@ class RuleInput:
 
 
 RuleHook = Callable[[RuleInput], RuleEffects | None]
+# an intake stage (syncd/pipeline/route_mail.py): called with the batch run, its entities, the ids
+# of the entities the batch created (in batch order) and the phone region; decides with
+# `apply_decided` and returns the entities it touched
+IntakeHook = Callable[[Any, dict[str, Any], list[str], str], set[str]]
 
 
 @dataclass
@@ -81,8 +86,8 @@ def _fingerprint(text: str) -> str:
 
 class Engine:
     def __init__(self, store: Store, mapper: Mapper, *, rules: RuleHook | None = None,
-                 region: str | None = None) -> None:
-        self.store, self.mapper, self.rules = store, mapper, rules
+                 region: str | None = None, intake: IntakeHook | None = None) -> None:
+        self.store, self.mapper, self.rules, self.intake = store, mapper, rules, intake
         self.region = region or mapper.ms.region
 
     # -- public ---------------------------------------------------------------------------------
@@ -256,6 +261,10 @@ class _BatchRun:
         self._refresh_reviews(resolved, ents)
         touched = self._record_and_resolve(resolved, ents)
         self._release_holds(resolved, ents)
+        if self.e.intake is not None:
+            # routing of what arrived (mail -> lead / comment): before rules, so rules see new leads
+            new_ids = list(dict.fromkeys(eid for eid, *_r, created in resolved if created))
+            touched |= self.e.intake(self, ents, new_ids, self.e.region)
         self._apply_rules(ents, touched)
         self.flush_entities(ents)
         self._write_shadows(self._shadow_rows, None)
@@ -822,8 +831,8 @@ class _BatchRun:
                 ent.dirty = True
                 touched.add(eid)
                 self._log_change(eid, origin, upd)
-        for etype, fields in effects.creates:
-            neid = new_id()
+        for etype, fields, *given in effects.creates:
+            neid = given[0] if given else new_id()     # a stage that links to it names it first
             golden = {k: schema.normalize(k, v) for k, v in fields.items()}
             ents[neid] = _Ent(neid, etype, golden, {k: [origin, self.now_iso, self.run_id] for k in golden},
                               new=True, dirty=True)

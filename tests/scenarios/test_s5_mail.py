@@ -1,0 +1,127 @@
+"""S5 mailbox -> CRM, end to end: a real Dovecot, syncd's runtime, a fresh Bitrix24 sandbox portal.
+
+Every check reads the portal through its public REST, as the sales team sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mail_env import CLIENT_EMAIL, CRM_ADDRESS, OWN_DOMAIN, SALES, MailWorld, dovecot, mail, make_world
+
+pytestmark = pytest.mark.skipif(not dovecot.available(), reason="needs Debian's dovecot-imapd (.ci/run installs it)")
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    from syncd.sandbox.bitrix24 import start
+
+    h = start(rate_limit=False)
+    yield h.url
+    h.stop()
+
+
+@pytest.fixture
+def w(tmp_path: Path, sandbox_url: str) -> Iterator[MailWorld]:
+    world = make_world(tmp_path, sandbox_url)
+    try:
+        world.sync()          # the portal's contacts and deals are known before mail arrives
+        yield world
+    finally:
+        world.close()
+
+
+def test_new_sender_makes_one_lead_and_the_reply_is_a_comment_on_it(w: MailWorld) -> None:
+    # a cp1251 body with a koi8-r encoded subject, from somebody the CRM does not know
+    first, mid = mail("ivan.petrov@samovar-fan.example", "Заявка на самовар 5 л",
+                      "Здравствуйте! Нужен самовар на 5 литров, доставка в Тверь.", charset="windows-1251",
+                      subject_charset="koi8-r", name="Иван Петров")
+    w.deliver(first)
+    w.sync()
+    leads = w.portal.leads()
+    assert len(leads) == 1
+    lead = leads[0]
+    assert lead["TITLE"] == "Заявка на самовар 5 л"
+    assert lead["ASSIGNED_BY_ID"] == w.manager and lead["SOURCE_ID"] == "EMAIL"
+    assert "доставка в Тверь" in lead["COMMENTS"]
+    assert lead["NAME"] == "Иван Петров"
+    assert [e["VALUE"] for e in lead["EMAIL"]] == ["ivan.petrov@samovar-fan.example"]
+
+    # the client answers our reply (In-Reply-To + References): the same lead, a comment, no new lead
+    reply, _ = mail("ivan.petrov@samovar-fan.example", "Re: Заявка на самовар 5 л",
+                    "Да, электрический. Оплата по счёту.", charset="koi8-r", in_reply_to=mid, references=[mid])
+    w.deliver(reply)
+    w.sync()
+    assert len(w.portal.leads()) == 1
+    comments = w.portal.comments("lead", lead["ID"])
+    assert len(comments) == 1
+    assert "Оплата по счёту" in comments[0]["COMMENT"] and "Тема: Re: Заявка на самовар 5 л" in comments[0]["COMMENT"]
+    assert w.portal.comments("deal", w.open_deal) == []
+
+
+def test_known_client_mail_is_a_comment_on_the_open_deal_even_when_the_first_write_is_lost(w: MailWorld) -> None:
+    deals_before = w.portal.deals()
+    # the portal does the next comment.add but its answer is lost: the retry must find it
+    w.portal.faults(methods=["crm.timeline.comment.add"], lost_next=1)
+    raw, _ = mail(CLIENT_EMAIL, "Вопрос по сделке", "Можно ли добавить два заварочных чайника?", name="Ольга Смирнова")
+    w.deliver(raw)
+    w.sync()
+    comments = w.portal.comments("deal", w.open_deal)
+    assert len(comments) == 1, comments
+    assert "два заварочных чайника" in comments[0]["COMMENT"]
+    assert w.portal.comments("deal", w.closed_deal) == []          # a won deal is not "open"
+    assert w.portal.leads() == []                                     # no lead for a known client
+    assert len(w.portal.deals()) == len(deals_before)                # and no new deal
+
+
+def test_outgoing_mail_to_a_known_client_is_attached_too(w: MailWorld) -> None:
+    raw, _ = mail(f"anna@{OWN_DOMAIN}", "Счёт на оплату", "Ольга, высылаю счёт.", to=CLIENT_EMAIL, cc=SALES)
+    w.deliver(raw)
+    w.sync()
+    comments = w.portal.comments("deal", w.open_deal)
+    assert len(comments) == 1 and "высылаю счёт" in comments[0]["COMMENT"]
+    assert w.portal.leads() == []
+
+
+def test_excluded_senders_are_ignored_and_counted_not_quarantined(w: MailWorld) -> None:
+    bounce, _ = mail("MAILER-DAEMON@mx.samovar-fan.example", "Undelivered Mail Returned to Sender", "550 no such user")
+    robot, _ = mail("no-reply@marketplace.example", "Ваш отчёт готов", "Отчёт во вложении")
+    auto, _ = mail("someone@elsewhere.example", "Автоответ: отпуск", "Я в отпуске до понедельника",
+                   extra_headers={"Auto-Submitted": "auto-replied"})
+    for raw in (bounce, robot, auto):
+        w.deliver(raw)
+    counts = w.pull_mail()
+    assert counts.skipped == 3 and counts.created == 0 and counts.quarantined == 0
+    w.sync()
+    assert w.portal.leads() == [] and w.portal.comments("deal", w.open_deal) == []
+    assert _quarantined(w) == []
+
+
+def test_broken_mime_is_quarantined_with_its_reason_and_the_rest_goes_on(w: MailWorld) -> None:
+    good1, _ = mail("first@buyer.example", "Первый", "Хочу купить термос")
+    broken = (b"From: broken@buyer.example\r\nSubject: =?utf-8?B?0JHQuNGC0L7QtQ==?=\r\n"
+              b"Message-ID: <broken-1@buyer.example>\r\nMIME-Version: 1.0\r\n"
+              b"Content-Type: multipart/mixed\r\n\r\nthe boundary parameter is missing\r\n")
+    good2, _ = mail("second@buyer.example", "Второй", "Хочу купить кружку")
+    for raw in (good1, broken, good2):
+        w.deliver(raw)
+    counts = w.pull_mail()
+    assert counts.quarantined == 1
+    w.sync()
+    assert sorted(lead["TITLE"] for lead in w.portal.leads()) == ["Второй", "Первый"]
+    rows = _quarantined(w)
+    assert len(rows) == 1
+    reason, raw, system = rows[0]
+    assert system == "mail" and "broken MIME" in reason and "UID 2" in reason and "'INBOX'" in reason
+    assert (raw.encode() if isinstance(raw, str) else raw).startswith(b"From: broken@buyer.example")
+
+
+def _quarantined(w: MailWorld) -> list[tuple[str, object, str]]:
+    from sqlalchemy import select
+
+    from syncd.store import tables as t
+
+    with w.runtime().store.begin() as c:
+        return [tuple(r) for r in c.execute(select(t.quarantine.c.reason, t.quarantine.c.raw, t.quarantine.c.system))]
