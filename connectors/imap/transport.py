@@ -55,6 +55,7 @@ class Session:
         self.s, self.mailbox = settings, mailbox
         self.client: Any = None
         self.selected: str | None = None
+        self._exists = 0                    # messages in the selected folder, as IDLE last told
 
     def where(self, folder: str | None = None) -> str:
         return f"mailbox {self.mailbox!r} ({self.s.username}@{self.s.host}:{self.s.effective_port})" + (
@@ -188,16 +189,23 @@ class Session:
 
     # -- waiting -------------------------------------------------------------------------------------
     def idle_wait(self, folder: str, timeout: float) -> bool:
-        """IDLE on `folder` up to `timeout` seconds; True when the server told of new mail."""
-        self.select(folder)
-        self.client.idle()
+        """IDLE on `folder` up to `timeout` seconds; True when the folder got new mail since the
+        previous call (the server's `* n EXISTS`, or a larger count at a re-select)."""
+        if self.selected != folder:
+            self._exists = self.select(folder).exists
         try:
-            responses = self.client.idle_check(timeout=timeout)
-        finally:
-            try:
-                done = self.client.idle_done()
-                responses = list(responses) + list(done[1] or [])
-            except Exception:  # noqa: BLE001 - the connection died while idle: the caller reconnects
-                raise TransientError(f"{self.where(folder)}: connection lost while idle",
-                                     connector=self.mailbox) from None
-        return any(len(r) >= 2 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+            self.client.idle()
+            responses = list(self.client.idle_check(timeout=timeout))
+            responses += list(self.client.idle_done()[1] or [])
+        except _network_errors() as exc:
+            self.selected = None
+            raise TransientError(f"{self.where(folder)}: connection lost while idle: {type(exc).__name__}",
+                                 connector=self.mailbox) from None
+        grew = False
+        for r in responses:
+            if len(r) >= 2 and r[1] == b"EXISTS" and isinstance(r[0], int):
+                grew = grew or r[0] > self._exists
+                self._exists = r[0]
+            elif len(r) >= 2 and r[1] == b"EXPUNGE":
+                self._exists = max(0, self._exists - 1)
+        return grew
