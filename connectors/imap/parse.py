@@ -127,7 +127,7 @@ def _parse(raw: bytes, keep_content: bool, max_attachment: int, max_body_chars: 
         sender_name, sender = _first_address(msg, "Sender")
     if not sender:
         raise MailError("no readable sender (From)")
-    message_id = _msg_id(_header(msg, "Message-ID"))
+    message_id = _msg_id(_header(msg, "Message-ID")) or None
     refs = tuple(_msg_ids(_header(msg, "References")))
     in_reply_to = _msg_id(_header(msg, "In-Reply-To")) or None
     subject = _clean(_header(msg, "Subject"))
@@ -270,23 +270,24 @@ def _walk(msg: EmailMessage, keep: bool, limit: int
     while stack:
         part = stack.pop(0)
         ctype = part.get_content_type()
-        if part.is_multipart():
-            stack = list(part.iter_parts()) + stack if isinstance(part, EmailMessage) else \
-                list(part.get_payload()) + stack   # type: ignore[operator]
-            continue
-        name = _filename(part)
-        disp = (part.get_content_disposition() or "").lower()
         if ctype == "message/rfc822":
+            # a mail attached whole (forwarded "as attachment"): its sender, and it as an attachment
             inner = part.get_payload()
             inner = inner[0] if isinstance(inner, list) and inner else inner
             if isinstance(inner, Message):
                 fn, fa = _first_address(inner, "From")
                 if fa and forwarded is None:
                     forwarded = (fa, fn)
-                body = _payload(part)
-                attachments.append(Attachment(name or "message.eml", ctype, len(body),
-                                              body if keep and len(body) <= limit else None))
+                data = inner.as_bytes()
+                attachments.append(Attachment(_filename(part) or "message.eml", ctype, len(data),
+                                              data if keep and len(data) <= limit else None))
             continue
+        if part.is_multipart():
+            stack = list(part.iter_parts()) + stack if isinstance(part, EmailMessage) else \
+                list(part.get_payload()) + stack   # type: ignore[operator]
+            continue
+        name = _filename(part)
+        disp = (part.get_content_disposition() or "").lower()
         if ctype in ("text/vcard", "text/x-vcard", "text/directory") or name.lower().endswith((".vcf", ".vcard")):
             data = _payload(part)
             vcards.extend(parse_vcards(data, part.get_content_charset()))
@@ -412,7 +413,7 @@ def html_to_text(html: str) -> str:
     from lxml import etree
 
     try:
-        parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+        parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True, encoding="utf-8")
         doc = lxml.html.document_fromstring(html.encode("utf-8"), parser=parser)
     except (etree.ParserError, ValueError):
         return _clean(re.sub(r"<[^>]*>", " ", html))
