@@ -125,3 +125,90 @@ def _quarantined(w: MailWorld) -> list[tuple[str, object, str]]:
 
     with w.runtime().store.begin() as c:
         return [tuple(r) for r in c.execute(select(t.quarantine.c.reason, t.quarantine.c.raw, t.quarantine.c.system))]
+
+
+@pytest.mark.parametrize("where", ["before_commit", "after_commit"])
+def test_kill_9_between_fetch_and_commit_reads_the_mail_again_and_makes_one_lead(w: MailWorld, where: str) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    raw, _ = mail("new.buyer@chai-shop.example", "Оптовый заказ", "Нужна партия чайников, 40 штук.")
+    w.deliver(raw)
+    w.runtime().close()             # this test's own runtime lets the crashing process have the database
+    w.rt = None
+    marker = w.tmp / "marker"
+    script = Path(__file__).with_name("mail_crash.py")
+    proc = subprocess.Popen([sys.executable, str(script), str(w.config), json.dumps(w.env), str(marker), where],
+                            cwd=str(Path(__file__).resolve().parents[2]), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the sync process never reached the crash point"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert w.portal.leads() == []          # killed before anything reached the CRM
+    w.sync()
+    w.sync()
+    leads = w.portal.leads()
+    assert [lead["TITLE"] for lead in leads] == ["Оптовый заказ"]
+    from sqlalchemy import func, select
+
+    from syncd.store import tables as t
+
+    with w.runtime().store.begin() as c:
+        n = c.execute(select(func.count()).select_from(t.entities).where(t.entities.c.type == "message")).scalar()
+    assert n == 1                            # the mail read twice is one message
+
+
+def test_uidvalidity_change_rereads_without_duplicates(tmp_path: Path, sandbox_url: str) -> None:
+    world = make_world(tmp_path, sandbox_url, folders=["Sales"])
+    try:
+        a, _ = mail("one@buyer.example", "Первая заявка", "Нужен термос")
+        b, _ = mail("two@buyer.example", "Вторая заявка", "Нужна кружка")
+        world.server.append_many("Sales", [a, b])
+        world.sync()
+        assert len(world.portal.leads()) == 2
+        # the server rebuilt the folder: a new UIDVALIDITY, the same mails under new UIDs, plus a new one
+        c, _ = mail("three@buyer.example", "Третья заявка", "Нужен самовар")
+        world.server.recreate("Sales", [a, b, c])
+        world.sync()
+        assert sorted(lead["TITLE"] for lead in world.portal.leads()) == ["Вторая заявка", "Первая заявка",
+                                                                        "Третья заявка"]
+    finally:
+        world.close()
+
+
+def test_vcard_sent_to_the_crm_address_creates_the_contact(w: MailWorld) -> None:
+    vcf = ("BEGIN:VCARD\r\nVERSION:3.0\r\nN:Кузнецова;Мария;;;\r\nFN:Мария Кузнецова\r\n"
+           "EMAIL:maria@tea-house.example\r\nTEL;TYPE=CELL:+7 916 123-45-67\r\nTITLE:Закупщик\r\nEND:VCARD\r\n")
+    raw = (f"From: anna@{OWN_DOMAIN}\r\nTo: {CRM_ADDRESS}\r\nSubject: =?utf-8?B?0JrQvtC90YLQsNC60YI=?=\r\n"
+           f"Message-ID: <vcard-1@{OWN_DOMAIN}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=VV\r\n\r\n"
+           "--VV\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nНовый контакт\r\n--VV\r\n"
+           "Content-Type: text/x-vcard; charset=utf-8; name=maria.vcf\r\n\r\n" + vcf + "--VV--\r\n").encode()
+    w.deliver(raw)
+    w.sync()
+    maria = [c for c in w.portal.contacts() if c.get("LAST_NAME") == "Кузнецова"]
+    assert len(maria) == 1
+    assert [e["VALUE"] for e in maria[0]["EMAIL"]] == ["maria@tea-house.example"]
+    assert "9161234567" in "".join(ch for ch in str(maria[0].get("PHONE")) if ch.isdigit())
+    assert w.portal.leads() == []            # an internal mail (own domain to the CRM) makes no lead
+
+
+def test_mail_forwarded_to_the_crm_address_counts_as_from_the_original_sender(w: MailWorld) -> None:
+    body = ("Коллеги, письмо клиента.\n\n-------- Пересылаемое сообщение --------\n"
+            f"От: Ольга Смирнова <{CLIENT_EMAIL}>\nТема: Скидка\n\nБудет ли скидка на самовары?")
+    raw, _ = mail(f"anna@{OWN_DOMAIN}", "Fwd: Скидка", body, to=CRM_ADDRESS)
+    w.deliver(raw)
+    w.sync()
+    comments = w.portal.comments("deal", w.open_deal)
+    assert len(comments) == 1
+    assert "Будет ли скидка" in comments[0]["COMMENT"] and f"Переслал: anna@{OWN_DOMAIN}" in comments[0]["COMMENT"]
+    assert w.portal.leads() == []
