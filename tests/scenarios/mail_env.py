@@ -10,9 +10,7 @@ What a test checks, it reads through the portal's public REST.
 from __future__ import annotations
 
 import email.utils
-import importlib.util
 import json
-import sys
 import uuid
 from dataclasses import dataclass, field
 from email.header import Header
@@ -21,13 +19,10 @@ from typing import Any
 
 import requests
 
+from syncd.sandbox import dovecot
+from syncd.sandbox.dovecot import Dovecot
+
 REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("imap_dovecot", REPO / "tests" / "connectors" / "imap" / "dovecot.py")
-assert _spec is not None and _spec.loader is not None
-dovecot = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("imap_dovecot", dovecot)
-_spec.loader.exec_module(dovecot)
-Dovecot = dovecot.Dovecot
 
 OWN_DOMAIN = "teaclub-shop.example"
 CRM_ADDRESS = f"crm@{OWN_DOMAIN}"
