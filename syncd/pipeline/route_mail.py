@@ -126,6 +126,7 @@ class _Routing:
         self.origin = f"route:{run.system}"
         self.by_mid: dict[str, dict[str, Any]] = {}     # Message-ID -> refs decided in this batch
         self.new_leads: dict[str, str] = {}            # address -> lead made in this batch
+        self.leads: dict[str, str] = {}                # address -> open lead stored before
 
     def decide_all(self, msgs: list[str]) -> set[str]:
         from syncd.pipeline.engine import RuleEffects
@@ -133,6 +134,7 @@ class _Routing:
         parents = self._stored_parents(msgs)
         touched: set[str] = set()
         people = self._people(msgs)
+        self.leads = self._open_leads(msgs)
         for eid in msgs:
             g = self.ents[eid].golden
             decision, creates = self._decide(eid, g, parents, people)
@@ -186,7 +188,7 @@ class _Routing:
             self._count_skipped(eid, "auto")
             return {"message.route": "excluded"}, []
         # 4. an open lead of this sender
-        lead = self.new_leads.get(sender) or self._open_lead(sender)
+        lead = self.new_leads.get(sender) or self.leads.get(sender)
         if lead is not None:
             return self._comment(g, direction, {"message.lead": lead}), []
         # 5. new
@@ -288,22 +290,30 @@ class _Routing:
                 best = key
         return best[1] if best else None
 
-    def _open_lead(self, addr: str) -> str | None:
-        """An open lead (not converted, not junk) with this e-mail: the newest."""
-        if not addr:
-            return None
-        pattern = "%" + json.dumps({"lead.email": addr}, ensure_ascii=False)[1:-1].replace(": ", ":") + "%"
-        best: tuple[Any, str] | None = None
-        for eid, fields, created in self.conn.execute(
-                select(t.entities.c.id, t.entities.c.fields, t.entities.c.created_at)
-                .where(t.entities.c.type == "lead", t.entities.c.hold.is_(None), t.entities.c.fields.like(pattern))):
-            f = schema.decode(fields)
-            if str(f.get("lead.email") or "").lower() != addr or f.get("lead.status") in ("converted", "junk"):
-                continue
-            key = (str(created), eid)
-            if best is None or key > best:
-                best = key
-        return best[1] if best else None
+    def _open_leads(self, msgs: list[str]) -> dict[str, str]:
+        """Address -> its open lead (not converted, not junk; the newest), for the batch's senders
+        in one query per chunk (the lead's e-mail is inside its stored fields)."""
+        from sqlalchemy import or_
+
+        addrs = sorted({str(self.ents[e].golden.get("message.sender") or "").lower() for e in msgs} - {""})
+        best: dict[str, tuple[str, str]] = {}
+        for i in range(0, len(addrs), 50):
+            chunk = addrs[i:i + 50]
+            pats = ["%" + json.dumps({"lead.email": a}, ensure_ascii=False, separators=(",", ":"))[1:-1] + "%"
+                    for a in chunk]
+            q = (select(t.entities.c.id, t.entities.c.fields, t.entities.c.created_at)
+                 .where(t.entities.c.type == "lead", t.entities.c.hold.is_(None),
+                        or_(*[t.entities.c.fields.like(p) for p in pats])))
+            wanted = set(chunk)
+            for eid, fields, created in self.conn.execute(q):
+                f = schema.decode(fields)
+                addr = str(f.get("lead.email") or "").lower()
+                if addr not in wanted or f.get("lead.status") in ("converted", "junk"):
+                    continue
+                key = (str(created), eid)
+                if addr not in best or key > best[addr]:
+                    best[addr] = key
+        return {a: k[1] for a, k in best.items()}
 
 
 def _thread_ids(g: Mapping[str, Any]) -> list[str]:

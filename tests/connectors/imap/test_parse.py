@@ -29,7 +29,8 @@ def test_bodies_in_russian_code_pages(charset: str) -> None:
 
 @pytest.mark.parametrize("actual,declared", [("windows-1251", "koi8-r"), ("koi8-r", "windows-1251"),
                                              ("windows-1251", "utf-8"), ("koi8-r", "utf-8"),
-                                             ("windows-1251", None), ("koi8-r", "x-unknown-charset")])
+                                             ("windows-1251", None), ("koi8-r", "x-unknown-charset"),
+                                             ("windows-1251", "iso-8859-1")])
 def test_a_charset_that_lies_or_is_missing_falls_back_to_what_reads_as_russian(actual: str, declared: str | None) -> None:
     ctype = f"text/plain; charset={declared}" if declared else "text/plain"
     assert parse(simple(RU.encode(actual), ctype)).text == RU
@@ -147,6 +148,8 @@ def test_unreadable_mail_raises_mail_error_with_the_reason(raw: bytes, why: str)
 
 def test_decode_text_prefers_a_declared_charset_that_reads_well() -> None:
     assert decode_text("Ёлка".encode("koi8-r"), "koi8-r") == "Ёлка"
+    western = "Grüße aus München, schöne Äpfel für Sie!"
+    assert decode_text(western.encode("latin-1"), "iso-8859-1") == western
     assert decode_text(b"plain", None) == "plain"
 
 
