@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from typing import Any
 
+import lxml.html
+from lxml import etree
+
 MAX_BODY_CHARS = 100_000              # a timeline comment is not an archive: longer bodies are cut
 
 # defects that mean the MIME structure cannot be trusted: parts would be lost or run together
@@ -300,11 +303,15 @@ def _walk(msg: EmailMessage, keep: bool, limit: int
             stack = list(part.iter_parts()) + stack if isinstance(part, EmailMessage) else \
                 list(part.get_payload()) + stack   # type: ignore[operator]
             continue
-        name = _filename(part)
-        disp = (part.get_content_disposition() or "").lower()
+        ct_raw = _header(part, "Content-Type")
+        cd_raw = _header(part, "Content-Disposition")
+        # the stdlib's parameter parsing (RFC 2231 names) only where a name can be: attachments
+        named = bool(cd_raw) or "name" in ct_raw.lower()
+        name = _filename(part) if named else ""
+        disp = (part.get_content_disposition() or "").lower() if cd_raw else ""
         if ctype in ("text/vcard", "text/x-vcard", "text/directory") or name.lower().endswith((".vcf", ".vcard")):
             data = _payload(part)
-            vcards.extend(parse_vcards(data, part.get_content_charset()))
+            vcards.extend(parse_vcards(data, _charset(ct_raw)))
             attachments.append(Attachment(name or "contact.vcf", ctype, len(data),
                                           data if keep and len(data) <= limit else None))
             continue
@@ -313,7 +320,7 @@ def _walk(msg: EmailMessage, keep: bool, limit: int
             attachments.append(Attachment(name or "attachment", ctype, len(data),
                                           data if keep and len(data) <= limit else None))
             continue
-        text = decode_text(_payload(part), part.get_content_charset())
+        text = decode_text(_payload(part), _charset(ct_raw))
         if ctype == "text/html":
             html.append(text)
         else:
@@ -330,9 +337,18 @@ def _walk(msg: EmailMessage, keep: bool, limit: int
     return body, is_html, attachments, vcards, forwarded
 
 
+_CHARSET = re.compile(r"""charset\s*=\s*["']?([^"';\s]+)""", re.IGNORECASE)
+
+
+def _charset(content_type: str) -> str | None:
+    """The charset parameter of a raw Content-Type value (a plain `charset=` is all mailers send)."""
+    m = _CHARSET.search(content_type)
+    return m.group(1) if m else None
+
+
 def _payload(part: Message) -> bytes:
     """The decoded bytes of a leaf part. A base64 body that is not base64 is a broken part."""
-    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    cte = _header(part, "Content-Transfer-Encoding").lower()
     if cte == "base64":
         raw = part.get_payload(decode=False)
         if not isinstance(raw, str):
@@ -441,9 +457,6 @@ def html_to_text(html: str) -> str:
     """The readable text of an HTML body: block elements as line breaks, no scripts or styles."""
     if not html.strip():
         return ""
-    import lxml.html
-    from lxml import etree
-
     try:
         parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True, encoding="utf-8")
         doc = lxml.html.document_fromstring(html.encode("utf-8"), parser=parser)
