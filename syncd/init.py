@@ -31,6 +31,7 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "shop": ("shop", ("shop.toml",)),
     "bitrix24": ("crm", ("bitrix24.toml", "rules.toml")),  # the rules assign the CRM's managers
     "onec": ("onec", ("onec.toml",)),
+    "imap": ("mail", ("mail.toml",)),
 }
 DEFAULT_STATE_DIR = "/var/lib/syncd"
 
@@ -41,6 +42,7 @@ SECRET_HELP = {
     "B24_WEBHOOK_URL": "Bitrix24 inbound webhook https://PORTAL/rest/USER_ID/CODE/ (scopes crm task user im)",
     "B24_APP_TOKEN": "application_token of the Bitrix24 outbound webhook (verifies posted events)",
     "ONEC_PASSWORD": "password 1C uses for the exchange (login `onec` of [systems.onec]); choose one",
+    "MAIL_PASSWORD": "password of the mailbox `username` of [systems.mail] (IMAP login)",
 }
 _NOT_SECRETS = {"STATE_DIRECTORY"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")

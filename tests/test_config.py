@@ -114,11 +114,13 @@ def test_mapping_errors_name_file_key_reason(tmp_path: Path, change, key: str, r
 def test_example_config_and_mappings_load() -> None:
     root = Path(__file__).resolve().parent.parent
     env = {k: "x" for k in ("SYNCD_ADMIN_TOKEN", "SHOP_PASSWORD", "B24_WEBHOOK_URL", "B24_APP_TOKEN",
-                            "ONEC_PASSWORD")}
+                            "ONEC_PASSWORD", "MAIL_PASSWORD")}
     env["B24_WEBHOOK_URL"] = "https://portal.example.ru/rest/1/abc/"
     s = load_settings(root / "config.example.toml", env=env)
     assert s.systems
     load_mappings(s.daemon.mappings, base=root)
+    mail = s.connector_settings["mail"]       # the documented mailbox block validates as written
+    assert mail.tls == "implicit" and mail.password.get_secret_value() == "x" and mail.target == "lead"
     assert s.daemon.retention_days == 90
     assert s.daemon.database_url == "sqlite:////var/lib/syncd/syncd.db"        # STATE_DIRECTORY unset
     s = load_settings(root / "config.example.toml", env=dict(env, STATE_DIRECTORY="/var/lib/private/syncd"))
