@@ -52,6 +52,7 @@ class Peers:
         self.story = prepare(self.b24_webhook, self.shop.extra["state"])
         self.onec: Any = None
         self.onec_stop = threading.Event()
+        self.mailbox: Any = None               # a local Dovecot when it is installed (start_mailbox)
 
     @property
     def b24_webhook(self) -> str:
@@ -61,6 +62,48 @@ class Peers:
         self.onec_stop.set()
         for h in (self.shop, self.b24):
             h.stop()
+        if self.mailbox is not None:
+            self.mailbox.stop()
+
+
+# -- the demo's mailbox (S5) -------------------------------------------------------------------------
+
+DEMO_MAILS = [
+    # somebody new asks for a price: a lead for the mailbox's manager
+    ("Ирина Волкова <irina.volkova@chaihana.example>", "Запрос цены на самовары",
+     "Добрый день! Пришлите, пожалуйста, цены на электрические самовары 5 л, нужно 6 штук."),
+    # a bounce: ignored, counted
+    ("MAILER-DAEMON@mx.chaihana.example", "Undelivered Mail Returned to Sender", "550 5.1.1 user unknown"),
+]
+
+
+def start_mailbox(state_dir: Path) -> Any:
+    """A local IMAP server (Debian's dovecot-imapd) with a couple of mails, when it is installed;
+    None otherwise (the demo then runs without a mailbox and says so)."""
+    from email.header import Header
+    from email.utils import format_datetime, localtime, make_msgid
+
+    from syncd.sandbox import dovecot
+
+    if not dovecot.available():
+        return None
+    server = dovecot.Dovecot(state_dir / "imap").start()
+    for sender, subject, body in DEMO_MAILS:
+        name, _, addr = sender.rpartition(" <")
+        frm = f"{Header(name, 'utf-8').encode()} <{addr}" if name else sender
+        raw = (f"From: {frm}\r\nTo: sales@demo-shop.example\r\nSubject: {Header(subject, 'utf-8').encode()}\r\n"
+               f"Message-ID: {make_msgid(domain='demo.example')}\r\nDate: {format_datetime(localtime())}\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+               "Content-Transfer-Encoding: 8bit\r\n\r\n").encode() + body.encode() + b"\r\n"
+        server.append("INBOX", raw)
+    return server
+
+
+def mailbox_config(server: Any) -> list[str]:
+    """The demo's [systems.mail]: plain IMAP on loopback (tls = "none" is refused anywhere else)."""
+    return ["[systems.mail]", 'type = "imap"', f'host = "{server.host}"', f"port = {server.port}", 'tls = "none"',
+            f'username = "{server.user}"', f'password = "{server.password}"', 'own_domains = ["demo-shop.example"]',
+            'source = "EMAIL"', ""]
 
 
 def _has_onec() -> bool:
@@ -81,6 +124,8 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
         patterns.append(str(maps / "onec.toml"))
     if (maps / "rules.toml").exists():
         patterns.append(str(maps / "rules.toml"))
+    if peers.mailbox is not None:
+        patterns.append(str(maps / "mail.toml"))
     b24 = peers.b24.extra["state"].portal().info()
     lines = [
         "# written by `syncd demo`: the daemon against the sandbox peers",
@@ -108,6 +153,8 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     if onec:
         lines += ["[systems.onec]", 'type = "onec"', 'login = "onec"', 'password = "demo-1c-password"',
                   f'spool_dir = "{state_dir}/1c-spool"', ""]
+    if peers.mailbox is not None:
+        lines += mailbox_config(peers.mailbox)
     for system, stream, every in (("shop", "orders", "3s"), ("crm", "deals", "3s"), ("crm", "contacts", "5s"),
                                   ("crm", "companies", "10s")):
         lines += ["[[jobs]]", f'system = "{system}"', f'stream = "{stream}"', f'every = "{every}"', ""]
@@ -130,6 +177,8 @@ def _synced(rt: Any, peers: Peers) -> bool:
         for o in snap["orders"]:
             if o.get("paid") and str(o.get("number")) not in have:
                 return False
+    if peers.mailbox is not None and not mail_summary(rt, peers)[0].startswith("  mail -> lead"):
+        return False                       # the demo's mailbox: its new sender's lead is in the portal
     from syncd.demo_story import settled
 
     if not settled(rt, peers.story, peers.shop.extra["state"], peers.onec):
@@ -160,6 +209,38 @@ def summary(rt: Any, peers: Peers) -> list[str]:
     return lines
 
 
+def mail_summary(rt: Any, peers: Peers) -> list[str]:
+    """The leads the demo's mailbox made and the CRM id each has (from syncd's store: the portal's
+    2 requests/s are the sync's, not the demo's)."""
+    if peers.mailbox is None:
+        return []
+    from sqlalchemy import select
+
+    from syncd import schema
+    from syncd.store import tables as t
+
+    out = []
+    with rt.store.begin() as c:
+        rows = c.execute(select(t.entities.c.id, t.entities.c.fields).where(t.entities.c.type == "lead")).all()
+        for eid, fields in rows:
+            f = schema.decode(fields)
+            if f.get("lead.mailbox") != "mail":
+                continue
+            crm = c.execute(select(t.bindings.c.external_id).where(
+                t.bindings.c.entity_id == eid, t.bindings.c.system == "crm")).scalar()
+            if crm:
+                out.append(f"  mail -> lead {crm} «{f.get('lead.title')}» ({f.get('lead.email')})")
+    return out or ["  mailbox: no lead yet"]
+
+
+def _say_mailbox(server: Any) -> None:
+    if server is None:
+        _say("  mailbox          (none: install dovecot-imapd for the demo's IMAP mailbox)")
+        return
+    _say(f"  mailbox          imap://{server.host}:{server.port}   ({server.user} / {server.password}; "
+         f"{len(DEMO_MAILS)} mails: new senders become leads, robots are ignored)")
+
+
 def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | None = None,
              timeout: float = 180.0, shop_orders: int = 5,
              on_ready: Callable[[Any, Peers], None] | None = None) -> int:
@@ -175,6 +256,7 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     sd.mkdir(parents=True, exist_ok=True)
     configure_logging("json" if until_synced else "console", "warning", stream=sys.stderr)
     peers = Peers(shop_orders=shop_orders)
+    peers.mailbox = start_mailbox(sd)
     onec = _has_onec()
     cfg = write_config(sd, port, peers, onec)
     settings = load_settings(cfg)
@@ -209,6 +291,7 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     _say(f"  shop exchange    {peers.shop.extra['exchange_url']}   "
          f"({peers.shop.extra['login']} / {peers.shop.extra['password']})")
     _say(f"  shop control API {peers.shop.url}/_sandbox/state   (place an order: POST /_sandbox/orders)")
+    _say_mailbox(peers.mailbox)
     _say(f"  config           {cfg}")
     if on_ready:
         on_ready(daemon, peers)
@@ -237,7 +320,7 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
                 if stats["totals"]["outbox_pending"] == 0 or time.monotonic() > settle:
                     break
                 time.sleep(0.5)
-            for line in summary(daemon.rt, peers):
+            for line in summary(daemon.rt, peers) + mail_summary(daemon.rt, peers):
                 _say(line)
         daemon.stop()
         peers.stop()

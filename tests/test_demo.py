@@ -20,6 +20,12 @@ def test_demo_until_synced() -> None:
     assert len(flowed) >= 5 and all("-> deal " in line and "deal -," not in line for line in flowed)
     assert any("manager " in line and "manager nobody" not in line for line in flowed)   # S1 assignment
     assert any(", in 1C" in line for line in flowed)                                    # S6: paid -> 1C
+    from syncd.sandbox import dovecot
+
+    if dovecot.available():     # the demo's mailbox: a new sender's mail is a lead, the bounce nothing
+        assert any("mailbox" in line and "imap://127.0.0.1:" in line for line in lines)
+        mail = [line for line in lines if line.strip().startswith("mail -> lead")]
+        assert len(mail) == 1 and "«Запрос цены на самовары» (irina.volkova@chaihana.example)" in mail[0], lines[-4:]
     stats = json.loads(lines[-1])
     crm, shop = stats["integrations"]["crm"], stats["integrations"]["shop"]
     assert shop["counts"]["created"] >= 5          # seeded orders and their buyers came in
