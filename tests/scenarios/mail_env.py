@@ -89,6 +89,10 @@ class Portal:
                                                         "workday": "OPENED", **more})
         return str(u.get("ID") or u.get("id"))
 
+    def add_pipeline(self, name: str, stages: list[tuple[str, str, str]]) -> str:
+        body = {"name": name, "stages": [{"id": i, "name": n, "semantics": sem} for i, n, sem in stages]}
+        return str(self._call("POST", f"/{self.name}/pipelines", body)["id"])
+
     def add_userfield(self, entity: str, name: str, type_: str, label: str) -> None:
         self._call("POST", f"/{self.name}/userfields", {"entity": entity, "field_name": name, "type": type_,
                                                          "label": label})
@@ -216,7 +220,9 @@ crm_address = "{CRM_ADDRESS}"
     return path, {"B24_WEBHOOK_URL": webhook_url, "MAIL_PASSWORD": server.password}
 
 
-def make_world(tmp: Path, sandbox_url: str, *, folders: list[str] | None = None, extra: str = "") -> MailWorld:
+def make_world(tmp: Path, sandbox_url: str, *, folders: list[str] | None = None, extra: str = "",
+               box: bool = False) -> MailWorld:
+    """`box`: the mailbox makes deals in its own pipeline (seed 004's «BOX», a portal without leads)."""
     portal = Portal(sandbox_url)
     portal.add_userfield("deal", "UF_CRM_SHOP_ORDER", "string", "Номер заказа на сайте")
     portal.add_userfield("deal", "UF_CRM_FROM_SHOP", "boolean", "Заказ с сайта")
@@ -232,6 +238,10 @@ def make_world(tmp: Path, sandbox_url: str, *, folders: list[str] | None = None,
     # a newer deal of the same client that is already won: mail must not land there
     closed_deal = str(portal.rest("crm.deal.add", {"fields": {
         "TITLE": "Прошлый заказ", "CONTACT_ID": client, "STAGE_ID": "WON", "ASSIGNED_BY_ID": other}}))
+    if box:
+        pid = portal.add_pipeline("Обращения BOX", [("NEW", "Не обработан", "P"), ("TALK", "Переговоры", "P"),
+                                                      ("WON", "Успех", "S"), ("LOSE", "Отказ", "F")])
+        extra += f'\ntarget = "deal"\npipeline = "{pid}"\nstage = "C{pid}:NEW"\n'
     server = Dovecot(tmp / "dovecot").start()
     fs = folders or ["INBOX"]
     cfg, env = write_config(tmp, portal.webhook_url, server, manager, folders=fs, extra=extra)

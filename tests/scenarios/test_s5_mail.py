@@ -60,6 +60,13 @@ def test_new_sender_makes_one_lead_and_the_reply_is_a_comment_on_it(w: MailWorld
     assert "Оплата по счёту" in comments[0]["COMMENT"] and "Тема: Re: Заявка на самовар 5 л" in comments[0]["COMMENT"]
     assert w.portal.comments("deal", w.open_deal) == []
 
+    # a new mail (not a reply) from the same sender while the lead is open: on that lead too
+    again, _ = mail("ivan.petrov@samovar-fan.example", "Ещё вопрос", "А есть ли угольные самовары?")
+    w.deliver(again)
+    w.sync()
+    assert len(w.portal.leads()) == 1
+    assert [("угольные" in c["COMMENT"]) for c in w.portal.comments("lead", lead["ID"])].count(True) == 1
+
 
 def test_known_client_mail_is_a_comment_on_the_open_deal_even_when_the_first_write_is_lost(w: MailWorld) -> None:
     deals_before = w.portal.deals()
@@ -212,3 +219,70 @@ def test_mail_forwarded_to_the_crm_address_counts_as_from_the_original_sender(w:
     assert len(comments) == 1
     assert "Будет ли скидка" in comments[0]["COMMENT"] and f"Переслал: anna@{OWN_DOMAIN}" in comments[0]["COMMENT"]
     assert w.portal.leads() == []
+
+
+def test_box_mailbox_makes_a_contact_and_a_deal_in_its_own_pipeline(tmp_path: Path, sandbox_url: str) -> None:
+    """Seed 004: a portal run without leads; the «BOX» mailbox's first mails open deals in its pipeline."""
+    world = make_world(tmp_path, sandbox_url, box=True)
+    try:
+        world.sync()
+        deals_before = {d["ID"] for d in world.portal.deals()}
+        raw, mid = mail("buyer@new-shop.example", "Хотим стать дилером", "Расскажите об условиях опта.",
+                        name="Сергей Новиков")
+        world.deliver(raw)
+        world.sync()
+        new = [d for d in world.portal.deals() if d["ID"] not in deals_before]
+        assert len(new) == 1
+        deal = new[0]
+        pipeline = world.runtime().settings.connector_settings["mail"].pipeline
+        assert deal["TITLE"] == "Хотим стать дилером" and str(deal["CATEGORY_ID"]) == pipeline
+        assert deal["STAGE_ID"] == f"C{pipeline}:NEW" and deal["ASSIGNED_BY_ID"] == world.manager
+        contact = world.portal.rest("crm.contact.get", {"id": deal["CONTACT_ID"]})
+        assert [e["VALUE"] for e in contact["EMAIL"]] == ["buyer@new-shop.example"]
+        assert world.portal.leads() == []
+        # the buyer answers: a comment on that deal, no second deal
+        reply, _ = mail("buyer@new-shop.example", "Re: Хотим стать дилером", "Интересует Москва и область.",
+                        in_reply_to=mid)
+        world.deliver(reply)
+        world.sync()
+        assert len([d for d in world.portal.deals() if d["ID"] not in deals_before]) == 1
+        comments = world.portal.comments("deal", deal["ID"])
+        assert len(comments) == 1 and "Москва и область" in comments[0]["COMMENT"]
+    finally:
+        world.close()
+
+
+def test_idle_runs_the_mail_stream_when_a_mail_arrives(tmp_path: Path, sandbox_url: str) -> None:
+    """With IDLE on, a delivered mail is taken in without any poll: the connector's watcher triggers
+    the stream (here the runtime's own trigger, as without the scheduler)."""
+    import time
+
+    world = make_world(tmp_path, sandbox_url, extra="poll_interval = 3600.0")
+    try:
+        text = world.config.read_text(encoding="utf-8").replace("idle = false", "idle = true")
+        world.config.write_text(text, encoding="utf-8")
+        rt = world.runtime()
+        rt.run_stream("mail", "mail", wait=True)          # the first read starts the IDLE watcher
+        raw, mid = mail("quick@buyer.example", "Срочно", "Нужен ответ сегодня")
+        world.deliver(raw)
+        deadline = time.monotonic() + 20
+        while rt.store.find_entity("mail", "message", mid) is None:
+            assert time.monotonic() < deadline, "the mail was not taken in: IDLE did not wake the stream"
+            time.sleep(0.1)
+    finally:
+        world.close()
+
+
+def test_logs_never_carry_the_password_or_the_mail(w: MailWorld, capsys: pytest.CaptureFixture[str]) -> None:
+    import structlog
+
+    raw, _ = mail("leaky@buyer.example", "Секретная тема письма", "Тело письма: номер карты 4111 1111 1111 1111")
+    bad = b"From: x@buyer.example\r\nContent-Type: multipart/mixed\r\n\r\nSECRET-BODY-OF-BROKEN\r\n"
+    w.deliver(raw)
+    w.deliver(bad)
+    with structlog.testing.capture_logs() as logs:
+        w.sync()
+    out = repr(logs) + capsys.readouterr().out
+    assert logs, "nothing was logged: the check would prove nothing"
+    for secret in (w.env["MAIL_PASSWORD"], "Секретная тема", "4111 1111", "SECRET-BODY-OF-BROKEN"):
+        assert secret not in out
