@@ -180,7 +180,9 @@ def test_operator_in_russian(page_env: Env, driver) -> None:  # type: ignore[no-
     for i in range(40):
         env.shop_person(f"b{i}", name=f"Покупатель {i}", email=f"buyer{i}@example.ru", comment="")
     shop_conn = env.rt.connectors[env.shop]
-    shop_conn.batch_size, shop_conn.read_delay = 4, 0.2           # a slow source: the bar moves visibly
+    # a slow source (10 batches, 5 s): the bar moves visibly even when the page's 0.7 s poll runs late on
+    # a loaded machine
+    shop_conn.batch_size, shop_conn.read_delay = 4, 0.5
     _click(d, f"#integration-{env.shop} [data-action=backfill-open]")
     panel.find_element(By.XPATH, ".//button[normalize-space()='30 дней']").click()
     panel.find_element(By.CSS_SELECTOR, "[data-k=start-backfill]").click()
