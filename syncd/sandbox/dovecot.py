@@ -47,7 +47,7 @@ base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = {login}
@@ -72,7 +72,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
   chroot =
   user = {login}
@@ -123,7 +124,14 @@ def _accounts() -> dict[str, Any]:
 class Dovecot:
     """One Dovecot instance; `user`/`password` can log in (more with `add_user`)."""
 
-    def __init__(self, root: Path, *, user: str = "sales", password: str = "s3cret-pw") -> None:
+    def __init__(self, root: Path, *, user: str = "sales", password: str = "s3cret-pw", tls: bool = False,
+                 capability: str | None = None) -> None:
+        """`tls`: also serve implicit TLS (`tls_port`) and STARTTLS on the plain port, with a
+        throw-away CA (trustme; `ca_file` is its PEM). `capability`: the capabilities announced
+        (e.g. without IDLE, to test a server that cannot)."""
+        self.tls, self.capability = tls, capability
+        self.tls_port = free_port() if tls else 0
+        self.ca_file: str | None = None
         self.root = Path(root)
         self.port = free_port()
         self.host = "127.0.0.1"
@@ -145,7 +153,21 @@ class Dovecot:
             os.chown(self._mail, acc["uid"], acc["gid"])
         else:
             self._mail = self.root / "mail"
-        (self.root / "dovecot.conf").write_text(CONFIG.format(dir=self.root, mail=self._mail, port=self.port, **acc),
+        ssl = "ssl = no"
+        if self.tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1", "localhost")
+            cert.private_key_and_cert_chain_pem.write_to_path(str(self.root / "server.pem"))
+            ca.cert_pem.write_to_path(str(self.root / "ca.pem"))
+            self.ca_file = str(self.root / "ca.pem")
+            ssl = (f"ssl = yes\nssl_cert = <{self.root}/server.pem\nssl_key = <{self.root}/server.pem\n"
+                   "ssl_min_protocol = TLSv1.2")
+        if self.capability:
+            ssl += f"\nimap_capability = {self.capability}"
+        (self.root / "dovecot.conf").write_text(CONFIG.format(dir=self.root, mail=self._mail, port=self.port,
+                                                              ssl=ssl, tls_port=self.tls_port, **acc),
                                                 encoding="utf-8")
         self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -203,3 +203,51 @@ def test_cursor_is_plain_json() -> None:
     assert load_cursor(None) == {} and load_cursor("garbage") == {}
     assert load_cursor(json.dumps({"folders": {"INBOX": {"uidvalidity": 5, "last": 9}}})) == {
         "INBOX": {"uidvalidity": 5, "last": 9}}
+
+
+@pytest.fixture
+def tls_server(tmp_path: Any) -> Any:
+    from dovecot import available
+
+    if not available():
+        pytest.skip("needs Debian's dovecot-imapd (.ci/run installs it)")
+    with Dovecot(tmp_path / "dovecot-tls", tls=True) as d:
+        yield d
+
+
+@pytest.mark.parametrize("mode", ["implicit", "starttls"])
+def test_tls_modes_read_mail_over_tls(tls_server: Dovecot, mode: str) -> None:
+    tls_server.append("INBOX", raw(1))
+    port = tls_server.tls_port if mode == "implicit" else tls_server.port
+    s = ImapSettings(host="127.0.0.1", port=port, tls=mode, ca_bundle=tls_server.ca_file,
+                     username=tls_server.user, password=tls_server.password)
+    recs = read_all(ImapConnector("mail", s), None)[0]
+    assert [r.external_id for r in recs] == ["<m1@client.example>"]
+    # a server certificate nobody vouches for is refused (no CA given: the system's CAs)
+    bad = ImapSettings(host="127.0.0.1", port=port, tls=mode, username=tls_server.user, password=tls_server.password)
+    from syncd.errors import TransientError
+
+    with pytest.raises(TransientError, match="cannot connect"):
+        list(ImapConnector("mail", bad).read("mail", None))
+
+
+def test_without_idle_the_watcher_leaves_it_to_polling(tmp_path: Any) -> None:
+    from dovecot import available
+
+    if not available():
+        pytest.skip("needs Debian's dovecot-imapd")
+    with Dovecot(tmp_path / "dovecot-noidle", capability="IMAP4rev1 LITERAL+ UIDPLUS") as d:
+        ctx = _Ctx()
+        c = ImapConnector("mail", ImapSettings(**d.settings(idle=True)), ctx)  # type: ignore[arg-type]
+        try:
+            assert c.start_watch()
+            deadline = time.monotonic() + 10
+            while any(t.is_alive() for t in c._watchers) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not any(t.is_alive() for t in c._watchers)   # no IDLE: the watcher stepped aside
+            d.append("INBOX", raw(1))
+            assert not ctx.triggered.wait(1.0)
+            assert [r.external_id for r in read_all(c, None)[0]] == ["<m1@client.example>"]   # the poll reads it
+            assert c.streams["mail"].default_interval == 60.0
+        finally:
+            c.close()
