@@ -286,3 +286,27 @@ def test_logs_never_carry_the_password_or_the_mail(w: MailWorld, capsys: pytest.
     assert logs, "nothing was logged: the check would prove nothing"
     for secret in (w.env["MAIL_PASSWORD"], "Секретная тема", "4111 1111", "SECRET-BODY-OF-BROKEN"):
         assert secret not in out
+
+
+def test_known_client_without_an_open_deal_gets_the_comment_on_the_contact(w: MailWorld) -> None:
+    cid = str(w.portal.rest("crm.contact.add", {"fields": {
+        "NAME": "Павел", "LAST_NAME": "Гусев", "EMAIL": [{"VALUE": "pavel@gusev.example", "VALUE_TYPE": "WORK"}]}}))
+    w.portal.rest("crm.deal.add", {"fields": {"TITLE": "Старый заказ", "CONTACT_ID": cid, "STAGE_ID": "LOSE"}})
+    w.sync()                                   # the portal's new contact is known to syncd
+    raw, _ = mail("Pavel@Gusev.example", "Снова к вам", "Хочу повторить заказ")
+    w.deliver(raw)
+    w.sync()
+    comments = w.portal.comments("contact", cid)
+    assert len(comments) == 1 and "повторить заказ" in comments[0]["COMMENT"]
+    assert w.portal.leads() == []
+
+
+def test_our_mail_to_a_stranger_and_mail_between_colleagues_make_nothing(w: MailWorld) -> None:
+    out, _ = mail(f"anna@{OWN_DOMAIN}", "Коммерческое предложение", "Предлагаем сотрудничество", to="cold@lead.example")
+    internal, _ = mail(f"boss@{OWN_DOMAIN}", "Планёрка", "В 10:00", to=f"anna@{OWN_DOMAIN}")
+    w.deliver(out)
+    w.deliver(internal)
+    counts = w.pull_mail()
+    assert counts.skipped == 2 and counts.created == 0
+    w.sync()
+    assert w.portal.leads() == [] and w.portal.comments("deal", w.open_deal) == []
