@@ -71,6 +71,7 @@ class ImapConnector(BaseConnector):
         self._stop = threading.Event()
         self._watchers: list[threading.Thread] = []
         self._watch_lock = threading.Lock()
+        self._idling: list[Session] = []       # the watchers' sessions (a stop shuts their sockets)
         self.now = lambda: dt.datetime.now(dt.UTC)     # tests move the clock
 
     # -- protocol ------------------------------------------------------------------------------------
@@ -207,29 +208,43 @@ class ImapConnector(BaseConnector):
         while not self._stop.is_set():
             try:
                 with Session(self.settings, self.name) as s:
+                    with self._watch_lock:
+                        self._idling.append(s)
                     if not s.capable("IDLE"):
                         log.info("imap_no_idle_polling", mailbox=self.name, folder=folder,
                                  every=self.settings.poll_interval)
                         return
                     delay = 1.0
                     while not self._stop.is_set():
-                        # short IDLE rounds so a stop is noticed; re-issued well before 29 minutes
-                        if s.idle_wait(folder, min(self.settings.idle_renew, 5.0)):
+                        # re-issued every idle_renew seconds (RFC 2177: before 29 minutes); a stop
+                        # shuts the socket, which ends the wait at once
+                        if s.idle_wait(folder, self.settings.idle_renew):
                             log.debug("imap_new_mail", mailbox=self.name, folder=folder)
                             assert self.ctx is not None
                             self.ctx.trigger(STREAM)
             except (TransientError, PermanentError, OSError) as exc:
+                if self._stop.is_set():
+                    return                   # closed under it: the stop, not a fault
                 log.warning("imap_idle_reconnect", mailbox=self.name, folder=folder, error=str(exc)[:200],
                             retry_in=delay)
             except Exception as exc:  # noqa: BLE001 - a watcher never dies silently; polling goes on
+                if self._stop.is_set():
+                    return
                 log.warning("imap_idle_failed", mailbox=self.name, folder=folder,
                             error=f"{type(exc).__name__}: {str(exc)[:200]}", retry_in=delay)
+            finally:
+                with self._watch_lock:
+                    self._idling = [x for x in self._idling if x.client is not None]
             if self._stop.wait(delay):
                 return
             delay = min(delay * 2, 300.0)
 
     def close(self) -> None:
         self._stop.set()
+        with self._watch_lock:
+            idling = list(self._idling)
+        for s in idling:
+            s.interrupt()
         for t in self._watchers:
             t.join(timeout=10)
 

@@ -105,6 +105,17 @@ class Session:
             except Exception:  # noqa: BLE001
                 pass
 
+    def interrupt(self) -> None:
+        """End a wait in IDLE from another thread: shut the socket (the waiting thread then sees the
+        connection closed and leaves)."""
+        c = self.client
+        if c is None:
+            return
+        try:
+            c.socket().shutdown(socket.SHUT_RDWR)
+        except Exception:  # noqa: BLE001 - already closed
+            pass
+
     def __enter__(self) -> "Session":
         return self.connect() if self.client is None else self
 
