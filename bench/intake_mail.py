@@ -162,7 +162,7 @@ def run(args: argparse.Namespace | None = None) -> dict[str, Any]:
         tmp = Path(d)
         with Dovecot(tmp / "dovecot") as server:
             t0 = time.perf_counter()
-            size = fill(server, "Bench", args.n)
+            fill(server, "Bench", args.n)
             fill_s = time.perf_counter() - t0
             raws: list[bytes] = []
             anchor(server, "Bench", args.batch, raws)               # warm Dovecot's index and the cache

@@ -15,9 +15,9 @@ loopback only, which is why the connector allows `tls = "none"` only for a loopb
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
-import grp
 import shutil
 import socket
 import subprocess
@@ -50,6 +50,7 @@ info_log_path = {dir}/dovecot.log
 {ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0
 default_login_user = {login}
 default_internal_user = {internal}
 default_internal_group = {group}

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from syncd.sandbox import dovecot
+from syncd.sandbox import dovecot  # noqa: F401 - the tests ask it whether Dovecot is installed
 from syncd.sandbox.dovecot import Dovecot
 
 REPO = Path(__file__).resolve().parents[2]

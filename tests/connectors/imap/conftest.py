@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dovecot import Dovecot, available  # noqa: E402
+from dovecot import Dovecot, available
 
 
 @pytest.fixture

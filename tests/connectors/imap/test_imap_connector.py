@@ -51,7 +51,7 @@ def test_reads_new_mail_incrementally_in_batches_and_never_marks_it_seen(server:
     # nothing new: nothing read
     assert read_all(c, cur)[0] == []
     server.append("INBOX", raw(5))
-    recs2, cur2, _ = read_all(c, cur)
+    recs2, _cur2, _ = read_all(c, cur)
     assert [r.external_id for r in recs2] == ["<m5@client.example>"]
     # BODY.PEEK[]: the mails are still unread for the people who use the mailbox
     cl = server.client()
@@ -74,7 +74,7 @@ def test_first_start_reads_only_the_configured_period(server: Dovecot) -> None:
 def test_uidvalidity_change_rereads_the_period_under_the_same_keys(server: Dovecot) -> None:
     server.append_many("Sales", [raw(1), raw(2)])
     c = ImapConnector("mail", ImapSettings(**server.settings(folders=["Sales"])))
-    recs, cur, _ = read_all(c, None)
+    _recs, cur, _ = read_all(c, None)
     before = load_cursor(cur)["Sales"]
     server.recreate("Sales", [raw(1), raw(2), raw(3)])
     recs2, cur2, _ = read_all(c, cur)
