@@ -208,3 +208,12 @@ def stored_fields(db: Path, system: str, submission_id: str) -> dict[str, Any] |
     if row is None:
         return None
     return {**json.loads(row[0]), "_hold": row[1]}
+
+
+def wait_leads(portal: Portal, n: int, timeout: float = 20.0, **flt: Any) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = portal.leads(**flt)
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)

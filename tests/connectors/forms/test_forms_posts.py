@@ -8,18 +8,9 @@ import json
 import time
 from typing import Any
 
-from conftest import (CLIENT_EMAIL, CLIENT_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
+from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
                       SIGNED_TOKEN, TOKEN, World)
-from formshelpers import Portal, sign, stored_fields
-
-
-def wait_leads(portal: Portal, n: int, timeout: float = 20.0, **flt: Any) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = portal.leads(**flt)
-        if len(got) >= n or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
+from formshelpers import sign, stored_fields, wait_leads
 
 
 def settle(world: World, tag: str) -> None:
