@@ -190,6 +190,21 @@ def test_review_mode_holds_the_lead_until_an_operator_sends_it(world: World) -> 
     assert lead["ASSIGNED_BY_ID"] == world.managers["anna"]
 
 
+def test_review_mode_junk_dismissed_by_the_operator_goes_nowhere(world: World) -> None:
+    r = world.daemon.post("review", {"your_name": "Купи Рекламу", "tel": "+79031112213"}, token=REVIEW_TOKEN)
+    sid = r.json()["id"]
+    [item] = [i for i in world.daemon.admin("GET", "/api/review").json() if i["external_id"] == sid]
+    done = world.daemon.admin("POST", f"/admin/review/{item['id']}/resolve", json={"dismiss": "1"})
+    assert done.status_code == 200, done.text
+    assert all(i["external_id"] != sid for i in world.daemon.admin("GET", "/api/review").json())
+    # the site posting it again is the same (dismissed) submission, not a new one for the operator
+    again = world.daemon.post("review", {"your_name": "Купи Рекламу", "tel": "+79031112213"}, token=REVIEW_TOKEN)
+    assert again.json()["id"] == sid
+    settle(world, "junk")
+    assert world.portal.leads(NAME="Купи Рекламу") == []
+    assert all(i["external_id"] != sid for i in world.daemon.admin("GET", "/api/review").json())
+
+
 def test_the_per_ip_rate_limit_is_429(world: World) -> None:
     codes = [world.daemon.post("limited", {"your_name": f"Частый {i}", "tel": f"+7903111230{i}"},
                                token=LIMITED_TOKEN).status_code for i in range(4)]
