@@ -116,8 +116,10 @@ def test_example_config_and_mappings_load() -> None:
     env = {k: "x" for k in ("SYNCD_ADMIN_TOKEN", "SHOP_PASSWORD", "B24_WEBHOOK_URL", "B24_APP_TOKEN",
                             "ONEC_PASSWORD")}
     env["B24_WEBHOOK_URL"] = "https://portal.example.ru/rest/1/abc/"
+    env["FORM_CALLBACK_TOKEN"] = "form-token-0123"
     s = load_settings(root / "config.example.toml", env=env)
     assert s.systems
+    assert s.connector_settings["forms"].form["callback"].require_consent is True
     load_mappings(s.daemon.mappings, base=root)
     assert s.daemon.retention_days == 90
     assert s.daemon.database_url == "sqlite:////var/lib/syncd/syncd.db"        # STATE_DIRECTORY unset
