@@ -8,7 +8,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
+
+pytestmark = pytest.mark.slow        # a whole demo: ~25 s (SYNCD_SLOW=1)
 
 
 def test_the_demo_prints_a_form_url_that_makes_a_lead() -> None:
