@@ -59,6 +59,14 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
+SANDBOX_APP = """
+import sys, threading
+from syncd.sandbox import bitrix24
+bitrix24.start(port=int(sys.argv[1]), rate_limit=False)
+threading.Event().wait()
+"""
+
+
 def percentile(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -193,10 +201,10 @@ def fresh_pg(url: str) -> tuple[str, Any]:
     return base.set(database=name).render_as_string(hide_password=False), drop
 
 
-def write_config(tmp: Path, port: int, webhook_url: str, db_url: str) -> Path:
+def write_config(tmp: Path, port: int, webhook_url: str, db_url: str, push_interval: float = 0.2) -> Path:
     maps = [str(ROOT / "mappings" / n) for n in ("sync.toml", "bitrix24.toml", "forms.toml")]
     lines = ["[daemon]", f'database_url = "{db_url}"', f'listen = "127.0.0.1:{port}"', f"mappings = {json.dumps(maps)}",
-             f'state_dir = "{tmp}"', "push_interval = 1.0", 'log_level = "warning"', "retention_days = 0", "",
+             f'state_dir = "{tmp}"', f"push_interval = {push_interval}", 'log_level = "warning"', "retention_days = 0", "",
              "[systems.crm]", 'type = "bitrix24"', f'webhook_url = "{webhook_url}"', "",
              "[systems.forms]", 'type = "forms"', "",
              "[systems.forms.form.bench]", f'token = "{TOKEN}"',
@@ -213,35 +221,40 @@ def lead_total(webhook_url: str) -> int:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from syncd.sandbox import bitrix24
-
     out: dict[str, Any] = {"bench": "intake_forms", "store": "postgresql" if args.pg else "sqlite",
+                           "push_interval": args.push_interval,
                            "goal": {"posts_per_s": args.rate, "seconds": args.seconds, "p99_ms": 200}}
-    b24 = bitrix24.start(rate_limit=False)
-    portal = requests.post(b24.url + "/_sandbox/portals", json={"name": "bench", "rate_limit": False}, timeout=30).json()
-    webhook = portal["webhook_url"]
-    for name, type_ in (("UF_CRM_SHOP_ORDER", "string"), ("UF_CRM_FROM_SHOP", "boolean")):
-        # the user fields the example deal map names (the daemon checks them at start)
-        requests.post(f"{b24.url}/_sandbox/bench/userfields", json={"entity": "deal", "field_name": name,
-                                                                     "type": type_, "label": name}, timeout=30)
+    # the portal in a process of its own, as a real one is: it must not share this client's GIL
+    bport = free_port()
+    procs: list[subprocess.Popen[bytes]] = [subprocess.Popen([sys.executable, "-c", SANDBOX_APP, str(bport)])]
+    b24_url = f"http://127.0.0.1:{bport}"
     tmp = Path(tempfile.mkdtemp(prefix="syncd-bench-forms-"))
     drop = None
     db_url = f"sqlite:///{tmp}/syncd.db"
-    if args.pg:
-        db_url, drop = fresh_pg(args.pg)
-    procs: list[subprocess.Popen[bytes]] = []
     try:
+        wait_up(b24_url + "/_sandbox/portals")
+        portal = requests.post(b24_url + "/_sandbox/portals", json={"name": "bench", "rate_limit": False},
+                               timeout=30).json()
+        webhook = portal["webhook_url"]
+        for name, type_ in (("UF_CRM_SHOP_ORDER", "string"), ("UF_CRM_FROM_SHOP", "boolean")):
+            # the user fields the example deal map names (the daemon checks them at start)
+            requests.post(f"{b24_url}/_sandbox/bench/userfields", json={"entity": "deal", "field_name": name,
+                                                                         "type": type_, "label": name}, timeout=30)
+        if args.pg:
+            db_url, drop = fresh_pg(args.pg)
         # 1. the anchor: a bare endpoint on the same uvicorn and loopback
         aport = free_port()
         procs.append(subprocess.Popen([sys.executable, "-c", ANCHOR_APP, str(aport)]))
         wait_up(f"http://127.0.0.1:{aport}/")
         anchor = Load(f"http://127.0.0.1:{aport}/hooks/forms/anchor", args.workers, "anchor", None)
         out["anchor"] = anchor.figures(anchor.closed(args.burst_seconds))
-        procs.pop().terminate()
+        anchor_proc = procs.pop()
+        anchor_proc.terminate()
+        anchor_proc.wait(10)
 
         # the daemon
         port = free_port()
-        cfg = write_config(tmp, port, webhook, db_url)
+        cfg = write_config(tmp, port, webhook, db_url, args.push_interval)
         daemon = subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "run"], cwd=str(ROOT),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(daemon)
@@ -284,7 +297,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if pr.poll() is None:
                 pr.kill()
                 pr.wait(10)
-        b24.stop()
         if drop is not None:
             drop()
 
@@ -295,7 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=200.0, help="offered posts/s in the paced phase (goal: 200)")
     ap.add_argument("--workers", type=int, default=16, help="client threads (keep-alive connections)")
     ap.add_argument("--burst-seconds", type=float, default=5.0, help="closed-loop phases (anchor, saturation)")
-    ap.add_argument("--drain-timeout", type=float, default=300.0, help="seconds to wait for every lead")
+    ap.add_argument("--drain-timeout", type=float, default=900.0, help="seconds to wait for every lead")
+    # the daemon drains its outbox this often while posts arrive: short pushes keep the store's
+    # writer (and the GIL) free for the posts; a long interval makes each push a long pause
+    ap.add_argument("--push-interval", type=float, default=0.2, help="the daemon's push_interval, seconds")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server: a fresh database on it instead of SQLite")
     args = ap.parse_args(argv)
     res = run(args)
