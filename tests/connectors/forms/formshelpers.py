@@ -83,6 +83,9 @@ class Portal:
         self._call("POST", f"/{self.name}/userfields", {"entity": entity, "field_name": name, "type": type_,
                                                          "label": label})
 
+    def add_pipeline(self, name: str, stages: list[dict[str, str]]) -> int:
+        return int(self._call("POST", f"/{self.name}/pipelines", {"name": name, "stages": stages})["id"])
+
     def rest(self, method: str, params: dict[str, Any] | None = None) -> Any:
         r = self.http.post(self.webhook_url + method + ".json", json=params or {}, timeout=30)
         body = r.json()

@@ -17,6 +17,7 @@ SIGN_SECRET = "hmac-secret-0c9d"
 REVIEW_TOKEN = "tok-review-3b3b3b"
 KNOWN_TOKEN = "tok-known-c0ffee"
 LIMITED_TOKEN = "tok-limited-4242"
+DEAL_TOKEN = "tok-deal-99ab01"
 
 # the known client: an existing contact of the portal, with its own manager
 CLIENT_EMAIL = "olga.smirnova@teaclub.example"
@@ -32,7 +33,7 @@ chain = [
 """
 
 
-def suite_forms(managers: dict[str, str]) -> dict[str, dict[str, Any]]:
+def suite_forms(managers: dict[str, str], pipeline: int) -> dict[str, dict[str, Any]]:
     return {
         # the site's contact form: a fixed manager, consent required, a honeypot
         "contact": form(TOKEN, responsible=managers["anna"], consent_field="agree", consent_version="2024-05",
@@ -45,6 +46,9 @@ def suite_forms(managers: dict[str, str]) -> dict[str, dict[str, Any]]:
         "known": form(KNOWN_TOKEN, required=[]),
         # a tight per-IP limit
         "limited": form(LIMITED_TOKEN, rate_limit=2, rate_window=60.0, duplicate_window=0),
+        # a CRM run without leads: a deal in the site's pipeline, at its first stage
+        "deal": form(DEAL_TOKEN, target="deal", pipeline=str(pipeline), stage=f"C{pipeline}:REQUEST",
+                     responsible=managers["anna"]),
     }
 
 
@@ -55,9 +59,10 @@ class World:
     managers: dict[str, str]
     client_id: str
     db: Path
+    pipeline: int
 
 
-def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str]:
+def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str, int]:
     portal = Portal(sandbox_url)
     # the user fields the example deal map names (an integrator adds them in the portal's settings)
     portal.add_userfield("deal", "UF_CRM_SHOP_ORDER", "string", "Номер заказа на сайте")
@@ -70,14 +75,18 @@ def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str]:
         "NAME": "Ольга", "LAST_NAME": "Смирнова", "ASSIGNED_BY_ID": managers["boris"],
         "EMAIL": [{"VALUE": CLIENT_EMAIL, "VALUE_TYPE": "WORK"}],
         "PHONE": [{"VALUE": CLIENT_PHONE, "VALUE_TYPE": "WORK"}]}})
-    return portal, managers, str(client)
+    # the site's requests pipeline, for the form run without leads
+    pipeline = portal.add_pipeline("Заявки с сайта", [{"id": "REQUEST", "name": "Заявка"},
+                                                      {"id": "WON", "name": "Успех", "semantics": "S"},
+                                                      {"id": "LOSE", "name": "Отказ", "semantics": "F"}])
+    return portal, managers, str(client), pipeline
 
 
 def start_world(tmp: Path, sandbox_url: str, **cfg: Any) -> World:
-    portal, managers, client = make_portal(sandbox_url)
+    portal, managers, client, pipeline = make_portal(sandbox_url)
     port = free_port()
-    path = write_config(tmp, port, portal.webhook_url, suite_forms(managers), rules=RULES, **cfg)
+    path = write_config(tmp, port, portal.webhook_url, suite_forms(managers, pipeline), rules=RULES, **cfg)
     daemon = Daemon(path, port)
     db = tmp / "syncd.db"
     daemon.wait(lambda: daemon.person_known(db, CLIENT_EMAIL), "the existing contact is pulled", 30)
-    return World(portal, daemon, managers, client, db)
+    return World(portal, daemon, managers, client, db, pipeline)

@@ -14,9 +14,9 @@ from syncd.sandbox.server import free_port
 
 
 def test_kill_9_right_after_200_the_lead_arrives_after_restart(tmp_path: Path, sandbox_url: str) -> None:
-    portal, managers, _client = make_portal(sandbox_url)
+    portal, managers, _client, pipeline = make_portal(sandbox_url)
     port = free_port()
-    forms = suite_forms(managers)
+    forms = suite_forms(managers, pipeline)
     # the first run never drains its outbox by itself (an hour between drains): whatever reaches the
     # CRM reaches it after the restart, from what was committed before the answer
     cfg = write_config(tmp_path, port, portal.webhook_url, forms, push_interval=3600)

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
+from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
                       SIGNED_TOKEN, TOKEN, World)
 from formshelpers import sign, stored_fields, wait_leads
 
@@ -211,3 +211,19 @@ def test_the_per_ip_rate_limit_is_429(world: World) -> None:
     assert codes == [200, 200, 429, 429], codes
     body = world.daemon.post("limited", {"your_name": "Частый", "tel": "+79031112300"}, token=LIMITED_TOKEN)
     assert body.status_code == 429 and json.loads(body.text)["ok"] is False
+
+
+def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: World) -> None:
+    r = world.daemon.post("deal", {"your_name": "Сделка Формы", "tel": "+79031112230", "msg": "Нужен счёт"},
+                          token=DEAL_TOKEN)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Сделка Формы"},
+                                                            "select": ["*"]})) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(deals) == 1, deals
+    deal = deals[0]
+    assert str(deal["CATEGORY_ID"]) == str(world.pipeline) and deal["STAGE_ID"] == f"C{world.pipeline}:REQUEST"
+    assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
+    assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
+    assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
