@@ -601,14 +601,20 @@ def review(ctx: click.Context) -> None:
 @click.argument("review_id", type=int)
 @click.option("--create", is_flag=True, help="create a new entity")
 @click.option("--entity", "entity_id", help="bind to this entity id")
+@click.option("--dismiss", is_flag=True, help="junk (a spam form post): send it nowhere")
 @click.pass_context
-def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: str | None) -> None:
-    """Decide a review: create an entity or bind to an existing one."""
-    if create == bool(entity_id):
-        click.echo("give exactly one of --create or --entity ID", err=True)
+def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: str | None,
+                   dismiss: bool) -> None:
+    """Decide a review: create an entity, bind to an existing one, or dismiss it as junk."""
+    if create + bool(entity_id) + dismiss != 1:
+        click.echo("give exactly one of --create, --entity ID or --dismiss", err=True)
         sys.exit(EXIT_CONFIG)
     rt = _runtime(ctx, connect=False)
     try:
+        if dismiss:
+            rt.syncer.engine.dismiss_review(review_id)
+            click.echo(f"review {review_id} dismissed: sent nowhere")
+            return
         eid = rt.syncer.engine.resolve_review(review_id, entity_id=entity_id, create=create)
     except (KeyError, ValueError) as exc:
         click.echo(str(exc.args[0] if exc.args else exc), err=True)

@@ -20,6 +20,8 @@ from typing import Any, Callable
 
 import requests
 
+from syncd import demo_forms
+
 DEMO_TOKEN = "demo-admin-token"
 
 
@@ -122,6 +124,7 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     patterns = [str(maps / n) for n in ("sync.toml", "shop.toml", "bitrix24.toml")]
     if onec:
         patterns.append(str(maps / "onec.toml"))
+    patterns += demo_forms.mapping_file(maps)
     if (maps / "rules.toml").exists():
         patterns.append(str(maps / "rules.toml"))
     if peers.mailbox is not None:
@@ -153,6 +156,7 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     if onec:
         lines += ["[systems.onec]", 'type = "onec"', 'login = "onec"', 'password = "demo-1c-password"',
                   f'spool_dir = "{state_dir}/1c-spool"', ""]
+    lines += demo_forms.config_lines()
     if peers.mailbox is not None:
         lines += mailbox_config(peers.mailbox)
     for system, stream, every in (("shop", "orders", "3s"), ("crm", "deals", "3s"), ("crm", "contacts", "5s"),
@@ -291,6 +295,8 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     _say(f"  shop exchange    {peers.shop.extra['exchange_url']}   "
          f"({peers.shop.extra['login']} / {peers.shop.extra['password']})")
     _say(f"  shop control API {peers.shop.url}/_sandbox/state   (place an order: POST /_sandbox/orders)")
+    for line in demo_forms.announce(url):
+        _say(line)
     _say_mailbox(peers.mailbox)
     _say(f"  config           {cfg}")
     if on_ready:

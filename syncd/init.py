@@ -31,6 +31,7 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "shop": ("shop", ("shop.toml",)),
     "bitrix24": ("crm", ("bitrix24.toml", "rules.toml")),  # the rules assign the CRM's managers
     "onec": ("onec", ("onec.toml",)),
+    "forms": ("forms", ("forms.toml",)),
     "imap": ("mail", ("mail.toml",)),
 }
 DEFAULT_STATE_DIR = "/var/lib/syncd"
@@ -42,6 +43,7 @@ SECRET_HELP = {
     "B24_WEBHOOK_URL": "Bitrix24 inbound webhook https://PORTAL/rest/USER_ID/CODE/ (scopes crm task user im)",
     "B24_APP_TOKEN": "application_token of the Bitrix24 outbound webhook (verifies posted events)",
     "ONEC_PASSWORD": "password 1C uses for the exchange (login `onec` of [systems.onec]); choose one",
+    "FORM_CALLBACK_TOKEN": "token the site sends with the callback form (X-Syncd-Token or ?token=); choose one",
     "MAIL_PASSWORD": "password of the mailbox `username` of [systems.mail] (IMAP login)",
 }
 _NOT_SECRETS = {"STATE_DIRECTORY"}
@@ -101,7 +103,7 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
                 owner = f"jobs[{jobs_seen}]"
                 jobs_seen += 1
         if owner and owner.startswith("systems."):
-            if owner.split(".", 1)[1] not in keep_systems:
+            if owner.split(".")[1] not in keep_systems:      # [systems.forms.form.x] is the forms system's
                 continue
         elif owner and owner.startswith("jobs[") and headers:
             if job_systems[int(owner[5:-1])] not in keep_systems:

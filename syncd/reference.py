@@ -277,6 +277,8 @@ def render() -> str:
             level=4,
             intro=ctype.doc[:1].upper() + ctype.doc[1:] + "." if ctype.doc else "",
         )
+        for sub in nested_models(ctype.settings):      # tables inside it (a form of `forms`)
+            out += model_section(f'type = "{name}": {sub.__name__}', sub, level=5)
 
     out += [
         "## Mapping files",

@@ -116,8 +116,10 @@ def test_example_config_and_mappings_load() -> None:
     env = {k: "x" for k in ("SYNCD_ADMIN_TOKEN", "SHOP_PASSWORD", "B24_WEBHOOK_URL", "B24_APP_TOKEN",
                             "ONEC_PASSWORD", "MAIL_PASSWORD")}
     env["B24_WEBHOOK_URL"] = "https://portal.example.ru/rest/1/abc/"
+    env["FORM_CALLBACK_TOKEN"] = "form-token-0123"
     s = load_settings(root / "config.example.toml", env=env)
     assert s.systems
+    assert s.connector_settings["forms"].form["callback"].require_consent is True
     load_mappings(s.daemon.mappings, base=root)
     mail = s.connector_settings["mail"]       # the documented mailbox block validates as written
     assert mail.tls == "implicit" and mail.password.get_secret_value() == "x" and mail.target == "lead"

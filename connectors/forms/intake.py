@@ -96,7 +96,13 @@ class Intake:
                     stop = True
                     break
                 posts.append(nxt)
-            self._commit(posts)
+            try:
+                self._commit(posts)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive a bug: answer 503, go on
+                log.error("form_intake_failed", system=self.system, error=f"{type(exc).__name__}: {exc}")
+                for p in posts:
+                    if not p.result.done():
+                        p.result.set_exception(exc)
             if stop:
                 return
 

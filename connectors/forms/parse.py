@@ -63,6 +63,8 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str]:
     head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
     msg = BytesParser(policy=policy.HTTP).parsebytes(head + body)
     if not msg.is_multipart():
+        if b"content-disposition" not in body.lower():
+            return {}                     # only the closing boundary: a form with no fields
         raise FormError(400, None, "Повреждённое multipart-тело", "broken multipart body")
     out: dict[str, str] = {}
     for part in msg.iter_parts():

@@ -37,7 +37,7 @@ class FormSettings(BaseModel):
     # optional HMAC-SHA256 of the raw body with this key, hex, in `signature_header` (a leading
     # "sha256=" is accepted); when set, a post without a valid signature is answered 403
     signature_secret: SecretStr | None = None
-    signature_header: str = "X-Syncd-Signature"
+    signature_header: str = "X-Syncd-Signature"  # the header carrying the signature
     # the form's field names -> canonical fields (lead.name, lead.email, lead.phone, lead.comment,
     # lead.title); fields not listed are ignored (a site's hidden fields, captcha answers)
     fields: dict[str, str] = Field(default_factory=dict)
@@ -56,7 +56,7 @@ class FormSettings(BaseModel):
     # send: the lead goes to the CRM at once; review: it waits for an operator (`syncd review`, the
     # status page), who sends it (resolve --create) or throws it away as junk
     mode: Literal["send", "review"] = "send"
-    # the consent checkbox's field name; a checked box ("on", "1", "true", "yes", "да", "Y") is
+    # the consent checkbox's field name; a checked box ("on", "1", "true", "yes", "y", "да") is
     # stored as lead.consent with lead.consent_at (when syncd took the post) and lead.consent_version
     consent_field: str | None = None
     consent_version: str | None = None          # version of the consent text on the site (e.g. "2024-05")
@@ -65,7 +65,7 @@ class FormSettings(BaseModel):
     # success, and nothing is stored
     honeypot: str | None = None
     rate_limit: int = Field(20, ge=0)           # posts per `rate_window` seconds from one IP (0: no limit)
-    rate_window: float = Field(60.0, gt=0)
+    rate_window: float = Field(60.0, gt=0)     # seconds of the rate limit's sliding window
     # the client IP is taken from this header's first address (a reverse proxy's X-Forwarded-For)
     # instead of the socket's peer; only when syncd sits behind a proxy that sets it
     client_ip_header: str | None = None
@@ -102,6 +102,7 @@ class FormsSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # the forms by name ([systems.<name>.form.<form>]); <form> is the last part of the form's URL
     form: dict[str, FormSettings] = Field(default_factory=dict)
 
     @field_validator("form")

@@ -649,8 +649,10 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
                 eid = engine.resolve_review(rid, entity_id=entity_id)
             elif _truthy(p.get("create")):
                 eid = engine.resolve_review(rid, create=True)
+            elif _truthy(p.get("dismiss")):
+                eid = engine.dismiss_review(rid)       # junk (a spam form post): sent nowhere
             else:
-                raise Refusal(N_("give `create=1` or `entity_id`"))
+                raise Refusal(N_("give `create=1` or `entity_id`"))   # (or `dismiss=1`)
             return {"review": rid, "entity_id": eid}
 
         return await admin_action(request, act, lambda r, tr: tr._("Review item {id} resolved: entity {entity}.").format(

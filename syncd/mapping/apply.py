@@ -114,8 +114,10 @@ class Mapper:
         out: dict[str, Any] = dict(em.defaults) if create else {}
         for name, value in fields.items():
             fm = em.fields.get(name)
-            if fm is None or fm.direction == "pull":
+            if fm is None or fm.direction == "pull" or (fm.create_only and not create):
                 continue
+            if fm.create_only and value is None:
+                continue                  # nothing said: the map's default stands
             out[fm.field] = self._push_value(name, fm, value, f"{name} -> {fm.field}")
         return out
 

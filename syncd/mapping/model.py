@@ -35,6 +35,9 @@ class FieldMap(_Strict):
     # a value this system derives from others (a deal's sum from its product rows, an order line's
     # price for the catalog): taken for a record that has no value yet, never as an edit of one
     derived: bool = False
+    # written only when syncd creates the record: a value the system cannot change afterwards (a
+    # Bitrix24 deal's pipeline, CATEGORY_ID); it overrides the map's `defaults` for that field
+    create_only: bool = False
 
 
 class EntityMap(_Strict):

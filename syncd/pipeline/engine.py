@@ -188,6 +188,12 @@ class Engine:
 
         return holds.resolve_review(self, review_id, entity_id=entity_id, create=create)
 
+    def dismiss_review(self, review_id: int) -> str:
+        """Settle a review as junk: the held record is sent nowhere (a spam form post)."""
+        from syncd.pipeline import holds
+
+        return holds.dismiss_review(self, review_id)
+
     def release_quarantine(self, quarantine_id: int) -> str:
         """Take a quarantined record in again (after its cause was fixed); raises BadInput when it
         still cannot be processed. Records that link to it and waited are planned again."""

@@ -87,6 +87,21 @@ def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = 
         return str(result)
 
 
+def dismiss_review(engine: "Engine", review_id: int) -> str:
+    """Settle a review as junk (a spam form post): the record goes nowhere. Its held entity stays
+    held — written to no system, matched by nothing — so the same record read again stays bound to
+    it instead of coming back as new. Returns the held entity's id."""
+    with engine.store.begin() as conn:
+        row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
+        if row is None:
+            raise KeyError(f"no review item {review_id}")
+        if row["status"] != "open":
+            raise ValueError(f"review item {review_id} is already {row['status']}")
+        conn.execute(update(t.review).where(t.review.c.id == review_id).values(
+            status="dismissed", resolved_at=utcnow()))
+        return str(row["entity_id"] or "")
+
+
 def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: RawRecord, review_id: int) -> None:
     """The held entity is `into`: move its bindings, take its record in, re-point its links."""
     from syncd.pipeline.engine import _BatchRun
@@ -176,4 +191,4 @@ def release_quarantine(engine: "Engine", quarantine_id: int) -> str:
         return f"taken in again: {counts.created} created, {counts.updated} updated, {counts.planned} writes planned"
 
 
-__all__ = ["resolve_review", "release_quarantine", "relink"]
+__all__ = ["dismiss_review", "resolve_review", "release_quarantine", "relink"]

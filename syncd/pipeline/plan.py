@@ -40,6 +40,8 @@ def plan_fields(mapper: Mapper, em: EntityMap, golden: dict[str, Any], shadow: d
     for name in mapper.pushable_fields(em):
         if name in held or name not in golden:
             continue
+        if shadow is not None and em.fields[name].create_only:
+            continue                      # written on create only (a deal's pipeline)
         value = golden[name]
         if shadow is None:
             if value is not None:

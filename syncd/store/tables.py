@@ -107,7 +107,7 @@ review = Table(
     Column("record", Text, nullable=False),
     Column("candidates", Text, nullable=False, default="[]"),
     Column("reason", Text, nullable=False),
-    Column("status", String(16), nullable=False),         # open | resolved
+    Column("status", String(16), nullable=False),         # open | resolved | dismissed (junk)
     Column("created_at", TS, nullable=False),
     Column("resolved_at", TS),
     Column("entity_id", ID),                              # the held entity standing for the record

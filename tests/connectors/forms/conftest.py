@@ -1,62 +1,12 @@
-"""Fixtures of the forms suite: one Bitrix24 sandbox, and per module a fresh portal set up like an
-integrator's (own managers, an existing client) with `syncd run` serving the suite's forms."""
+"""Fixtures of the forms suite: one Bitrix24 sandbox for the session, and per module a fresh portal
+with `syncd run` serving the suite's forms (formsworld.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
-from formshelpers import Daemon, Portal, form, write_config
-
-from syncd.sandbox.server import free_port
-
-TOKEN = "tok-contact-5f1e9a"
-SIGNED_TOKEN = "tok-signed-77aa21"
-SIGN_SECRET = "hmac-secret-0c9d"
-REVIEW_TOKEN = "tok-review-3b3b3b"
-KNOWN_TOKEN = "tok-known-c0ffee"
-LIMITED_TOKEN = "tok-limited-4242"
-
-# the known client: an existing contact of the portal, with its own manager
-CLIENT_EMAIL = "olga.smirnova@teaclub.example"
-CLIENT_PHONE = "+7 (912) 345-67-89"
-
-RULES = """
-[rules.assign.lead]
-system = "crm"
-chain = [
-  { name = "known client", strategy = "keep" },
-  { strategy = "none" },
-]
-"""
-
-
-def suite_forms(managers: dict[str, str]) -> dict[str, dict[str, Any]]:
-    return {
-        # the site's contact form: a fixed manager, consent required, a honeypot
-        "contact": form(TOKEN, responsible=managers["anna"], consent_field="agree", consent_version="2024-05",
-                        require_consent=True, honeypot="website"),
-        # a form whose posts are signed (HMAC-SHA256 of the body)
-        "signed": form(SIGNED_TOKEN, signature_secret=SIGN_SECRET, responsible=managers["anna"]),
-        # junk is weeded out by an operator before it is sent
-        "review": form(REVIEW_TOKEN, mode="review", responsible=managers["anna"]),
-        # no fixed manager: [rules.assign.lead] decides (keep: the client's own manager)
-        "known": form(KNOWN_TOKEN, required=[]),
-        # a tight per-IP limit
-        "limited": form(LIMITED_TOKEN, rate_limit=2, rate_window=60.0, duplicate_window=0),
-    }
-
-
-@dataclass
-class World:
-    portal: Portal
-    daemon: Daemon
-    managers: dict[str, str]
-    client_id: str
-    db: Path
+from formsworld import World, start_world
 
 
 @pytest.fixture(scope="session")
@@ -66,32 +16,6 @@ def sandbox_url() -> Iterator[str]:
     handle = start(rate_limit=False)
     yield handle.url
     handle.stop()
-
-
-def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str]:
-    portal = Portal(sandbox_url)
-    # the user fields the example deal map names (an integrator adds them in the portal's settings)
-    portal.add_userfield("deal", "UF_CRM_SHOP_ORDER", "string", "Номер заказа на сайте")
-    portal.add_userfield("deal", "UF_CRM_FROM_SHOP", "boolean", "Заказ с сайта")
-    # the company's staff: managers among other employees, so their ids are not the examples'
-    portal.add_user("Пётр", "Кладовщиков", position="Кладовщик")
-    managers = {"anna": portal.add_user("Анна", "Лебедева", position="Менеджер"),
-                "boris": portal.add_user("Борис", "Орлов", position="Менеджер")}
-    client = portal.rest("crm.contact.add", {"fields": {
-        "NAME": "Ольга", "LAST_NAME": "Смирнова", "ASSIGNED_BY_ID": managers["boris"],
-        "EMAIL": [{"VALUE": CLIENT_EMAIL, "VALUE_TYPE": "WORK"}],
-        "PHONE": [{"VALUE": CLIENT_PHONE, "VALUE_TYPE": "WORK"}]}})
-    return portal, managers, str(client)
-
-
-def start_world(tmp: Path, sandbox_url: str, **cfg: Any) -> World:
-    portal, managers, client = make_portal(sandbox_url)
-    port = free_port()
-    path = write_config(tmp, port, portal.webhook_url, suite_forms(managers), rules=RULES, **cfg)
-    daemon = Daemon(path, port)
-    db = tmp / "syncd.db"
-    daemon.wait(lambda: daemon.person_known(db, CLIENT_EMAIL), "the existing contact is pulled", 30)
-    return World(portal, daemon, managers, client, db)
 
 
 @pytest.fixture(scope="module")

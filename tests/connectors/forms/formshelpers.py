@@ -83,6 +83,9 @@ class Portal:
         self._call("POST", f"/{self.name}/userfields", {"entity": entity, "field_name": name, "type": type_,
                                                          "label": label})
 
+    def add_pipeline(self, name: str, stages: list[dict[str, str]]) -> int:
+        return int(self._call("POST", f"/{self.name}/pipelines", {"name": name, "stages": stages})["id"])
+
     def rest(self, method: str, params: dict[str, Any] | None = None) -> Any:
         r = self.http.post(self.webhook_url + method + ".json", json=params or {}, timeout=30)
         body = r.json()
@@ -208,3 +211,12 @@ def stored_fields(db: Path, system: str, submission_id: str) -> dict[str, Any] |
     if row is None:
         return None
     return {**json.loads(row[0]), "_hold": row[1]}
+
+
+def wait_leads(portal: Portal, n: int, timeout: float = 20.0, **flt: Any) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = portal.leads(**flt)
+        if len(got) >= n or time.monotonic() > deadline:
+            return got
+        time.sleep(0.1)

@@ -8,18 +8,9 @@ import json
 import time
 from typing import Any
 
-from conftest import (CLIENT_EMAIL, CLIENT_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
+from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
                       SIGNED_TOKEN, TOKEN, World)
-from formshelpers import Portal, sign, stored_fields
-
-
-def wait_leads(portal: Portal, n: int, timeout: float = 20.0, **flt: Any) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = portal.leads(**flt)
-        if len(got) >= n or time.monotonic() > deadline:
-            return got
-        time.sleep(0.1)
+from formshelpers import sign, stored_fields, wait_leads
 
 
 def settle(world: World, tag: str) -> None:
@@ -199,9 +190,40 @@ def test_review_mode_holds_the_lead_until_an_operator_sends_it(world: World) -> 
     assert lead["ASSIGNED_BY_ID"] == world.managers["anna"]
 
 
+def test_review_mode_junk_dismissed_by_the_operator_goes_nowhere(world: World) -> None:
+    r = world.daemon.post("review", {"your_name": "Купи Рекламу", "tel": "+79031112213"}, token=REVIEW_TOKEN)
+    sid = r.json()["id"]
+    [item] = [i for i in world.daemon.admin("GET", "/api/review").json() if i["external_id"] == sid]
+    done = world.daemon.admin("POST", f"/admin/review/{item['id']}/resolve", json={"dismiss": "1"})
+    assert done.status_code == 200, done.text
+    assert all(i["external_id"] != sid for i in world.daemon.admin("GET", "/api/review").json())
+    # the site posting it again is the same (dismissed) submission, not a new one for the operator
+    again = world.daemon.post("review", {"your_name": "Купи Рекламу", "tel": "+79031112213"}, token=REVIEW_TOKEN)
+    assert again.json()["id"] == sid
+    settle(world, "junk")
+    assert world.portal.leads(NAME="Купи Рекламу") == []
+    assert all(i["external_id"] != sid for i in world.daemon.admin("GET", "/api/review").json())
+
+
 def test_the_per_ip_rate_limit_is_429(world: World) -> None:
     codes = [world.daemon.post("limited", {"your_name": f"Частый {i}", "tel": f"+7903111230{i}"},
                                token=LIMITED_TOKEN).status_code for i in range(4)]
     assert codes == [200, 200, 429, 429], codes
     body = world.daemon.post("limited", {"your_name": "Частый", "tel": "+79031112300"}, token=LIMITED_TOKEN)
     assert body.status_code == 429 and json.loads(body.text)["ok"] is False
+
+
+def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: World) -> None:
+    r = world.daemon.post("deal", {"your_name": "Сделка Формы", "tel": "+79031112230", "msg": "Нужен счёт"},
+                          token=DEAL_TOKEN)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Сделка Формы"},
+                                                            "select": ["*"]})) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(deals) == 1, deals
+    deal = deals[0]
+    assert str(deal["CATEGORY_ID"]) == str(world.pipeline) and deal["STAGE_ID"] == f"C{world.pipeline}:REQUEST"
+    assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
+    assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
+    assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
