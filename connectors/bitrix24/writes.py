@@ -3,8 +3,6 @@ one by one or packed into `batch` calls; products by XML_ID."""
 
 from __future__ import annotations
 
-import re
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,11 +134,6 @@ class Writes:
                     del fields[m]
         if ext is None:
             fields["ORIGINATOR_ID"], fields["ORIGIN_ID"] = self.stamp(op)
-            stage = str(fields.get("STAGE_ID") or "")
-            if op.kind == "deal" and re.fullmatch(r"C\d+:.+", stage):
-                # a pipeline's stage ids name it ("C3:NEW"): a deal created at such a stage is created
-                # in that pipeline, whatever the map's default CATEGORY_ID (a mailbox's deals, S5)
-                fields["CATEGORY_ID"] = int(stage[1:stage.index(":")])
         else:
             fields.pop("ORIGINATOR_ID", None)
             fields.pop("ORIGIN_ID", None)
