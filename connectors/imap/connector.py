@@ -35,12 +35,19 @@ import structlog
 from connectors.imap.parse import MailError, ParsedMail, parse
 from connectors.imap.settings import ImapSettings
 from connectors.imap.transport import Fetched, FolderState, Session
-from syncd.connector import BaseConnector, Batch, ConnectorContext, Health, RawRecord, Rejected, StreamSpec
+from syncd.connector import (BaseConnector, Batch, ConnectorContext, Health, LiveSchema, RawRecord, Rejected,
+                             StreamSpec)
 from syncd.errors import PermanentError, TransientError
 
 log = structlog.get_logger("syncd.imap")
 
 STREAM = "mail"
+# the fields each record kind carries (describe(): `syncd check` finds a mapping's typo)
+MAIL_FIELDS = frozenset({"Subject", "Body", "From", "FromName", "ForwardedBy", "To", "Cc", "Recipients", "MessageId",
+                         "InReplyTo", "References", "Date", "Folder", "Uid", "Attachments", "Html", "Auto",
+                         "Mailbox"})
+VCARD_FIELDS = frozenset({"Name", "FirstName", "LastName", "MiddleName", "Email", "Emails", "Phone", "Phones",
+                          "Position", "Company"})
 
 
 def load_cursor(cursor: str | None) -> dict[str, dict[str, int]]:
@@ -85,6 +92,9 @@ class ImapConnector(BaseConnector):
         folders = ", ".join(f"{st.folder} ({st.exists} mails)" for st in states)
         return Health(True, f"{self.settings.username}@{self.settings.host}: {folders}; "
                             f"{'IDLE' if idle and self.settings.idle else 'polling'}")
+
+    def describe(self) -> LiveSchema:
+        return LiveSchema(kinds={"mail": set(MAIL_FIELDS), "vcard": set(VCARD_FIELDS)})
 
     def read(self, stream: str, cursor: str | None, *, since: dt.datetime | None = None) -> Iterator[Batch]:
         if stream != STREAM:

@@ -4,6 +4,7 @@ after-commit flag/move, IDLE, and the settings' safety rules."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import json
 import threading
 import time
@@ -253,3 +254,31 @@ def test_without_idle_the_watcher_leaves_it_to_polling(tmp_path: Any) -> None:
             assert c.streams["mail"].default_interval == 60.0
         finally:
             c.close()
+
+
+def test_records_carry_exactly_the_fields_described_and_the_example_mapping_uses_only_those(server: Dovecot) -> None:
+    from syncd.mapping import load_mappings
+    from syncd.mapping.live import check_live
+
+    server.append("INBOX", raw(1))
+    c = ImapConnector("mail", ImapSettings(**server.settings()))
+    recs = read_all(c, None)[0]
+    assert set(recs[0].fields) == c.describe().kinds["mail"]
+    root = Path(__file__).resolve().parents[3]
+    ms = load_mappings([str(root / "mappings" / "mail.toml")])
+    assert check_live(ms, {"mail": c}) == []
+
+
+def test_syncd_init_writes_a_mailbox(tmp_path: Any) -> None:
+    from syncd.config import load_settings
+    from syncd.init import init_directory
+
+    init_directory(tmp_path / "etc", ["bitrix24", "imap"], state_dir=str(tmp_path / "state"))
+    cfg = (tmp_path / "etc" / "config.toml").read_text(encoding="utf-8")
+    assert "[systems.mail]" in cfg and '"mappings/mail.toml"' in cfg and "[systems.shop]" not in cfg
+    assert "MAIL_PASSWORD=" in (tmp_path / "etc" / "env").read_text(encoding="utf-8")
+    assert (tmp_path / "etc" / "mappings" / "mail.toml").exists()
+    s = load_settings(tmp_path / "etc" / "config.toml", env={"MAIL_PASSWORD": "p", "B24_WEBHOOK_URL":
+                                                             "https://portal.example.ru/rest/1/abc/",
+                                                             "B24_APP_TOKEN": "t", "SYNCD_ADMIN_TOKEN": "a"})
+    assert s.connector_settings["mail"].host == "imap.example.ru"
