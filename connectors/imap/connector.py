@@ -35,8 +35,16 @@ import structlog
 from connectors.imap.parse import MailError, ParsedMail, parse
 from connectors.imap.settings import ImapSettings
 from connectors.imap.transport import Fetched, FolderState, Session
-from syncd.connector import (BaseConnector, Batch, ConnectorContext, Health, LiveSchema, RawRecord, Rejected,
-                             StreamSpec)
+from syncd.connector import (
+    BaseConnector,
+    Batch,
+    ConnectorContext,
+    Health,
+    LiveSchema,
+    RawRecord,
+    Rejected,
+    StreamSpec,
+)
 from syncd.errors import PermanentError, TransientError
 
 log = structlog.get_logger("syncd.imap")

@@ -4,10 +4,10 @@ after-commit flag/move, IDLE, and the settings' safety rules."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
