@@ -125,7 +125,7 @@ class _Routing:
         self.conn = run.conn
         self.origin = f"route:{run.system}"
         self.by_mid: dict[str, dict[str, Any]] = {}     # Message-ID -> refs decided in this batch
-        self.new_leads: dict[str, str] = {}            # address -> lead made in this batch
+        self.new_refs: dict[str, dict[str, str]] = {}  # address -> the lead / deal made in this batch
         self.leads: dict[str, str] = {}                # address -> open lead stored before
 
     def decide_all(self, msgs: list[str]) -> set[str]:
@@ -165,9 +165,11 @@ class _Routing:
             skip = "excluded"
         elif direction == "internal":
             skip = "internal"
+        elif direction == "in" and g.get("message.auto"):
+            skip = "auto"               # bounces and auto-replies are noise even inside a thread
         if skip:
             self._count_skipped(eid, skip)
-            return {"message.route": skip}, []
+            return {"message.route": "internal" if skip == "internal" else "excluded"}, []
         # 2. the thread
         for mid in _thread_ids(g):
             refs = self.by_mid.get(mid) or parents.get(mid)
@@ -184,11 +186,11 @@ class _Routing:
             # our own mail to somebody the CRM does not know: nothing to attach it to
             self._count_skipped(eid, "outgoing_unknown")
             return {"message.route": "outgoing"}, []
-        if g.get("message.auto"):
-            self._count_skipped(eid, "auto")
-            return {"message.route": "excluded"}, []
-        # 4. an open lead of this sender
-        lead = self.new_leads.get(sender) or self.leads.get(sender)
+        # 4. an open lead of this sender (or the lead / deal an earlier mail of this batch made)
+        made = self.new_refs.get(sender)
+        if made is not None:
+            return self._comment(g, direction, made), []
+        lead = self.leads.get(sender)
         if lead is not None:
             return self._comment(g, direction, {"message.lead": lead}), []
         # 5. new
@@ -220,10 +222,11 @@ class _Routing:
             order = {"order.title": title, "order.pipeline": r.pipeline, "order.stage": r.stage,
                      "order.responsible": r.manager, "order.source": r.source, "order.comment": body or None,
                      "order.customer": pid}
+            self.new_refs[sender] = {"message.order": oid, "message.person": pid}
             return ({"message.route": "new", "message.order": oid, "message.person": pid},
                     [("person", _drop_none(person), pid), ("order", _drop_none(order), oid)])
         lid = new_id()
-        self.new_leads[sender] = lid
+        self.new_refs[sender] = {"message.lead": lid}
         lead = {"lead.title": title, "lead.name": name or None, "lead.email": sender, "lead.comment": body or None,
                 "lead.source": r.source, "lead.responsible": r.manager, "lead.mailbox": self.run.system,
                 "lead.status": "new"}

@@ -310,3 +310,28 @@ def test_our_mail_to_a_stranger_and_mail_between_colleagues_make_nothing(w: Mail
     assert counts.skipped == 2 and counts.created == 0
     w.sync()
     assert w.portal.leads() == [] and w.portal.comments("deal", w.open_deal) == []
+
+
+def test_two_mails_of_a_new_sender_in_one_batch_make_one_lead(w: MailWorld) -> None:
+    a, _ = mail("twice@buyer.example", "Первое письмо", "Хочу купить")
+    b, _ = mail("twice@buyer.example", "Второе письмо", "И ещё кое-что")
+    w.deliver(a)
+    w.deliver(b)
+    w.sync()
+    leads = w.portal.leads()
+    assert [lead["TITLE"] for lead in leads] == ["Первое письмо"]
+    comments = w.portal.comments("lead", leads[0]["ID"])
+    assert len(comments) == 1 and "И ещё кое-что" in comments[0]["COMMENT"]
+
+
+def test_an_auto_reply_to_our_thread_is_not_attached(w: MailWorld) -> None:
+    first, mid = mail("ivan@samovar-fan.example", "Заявка", "Нужен самовар")
+    w.deliver(first)
+    w.sync()
+    (lead,) = w.portal.leads()
+    ooo, _ = mail("ivan@samovar-fan.example", "Автоответ: Re: Заявка", "Я в отпуске", in_reply_to=mid,
+                  extra_headers={"Auto-Submitted": "auto-replied"})
+    w.deliver(ooo)
+    assert w.pull_mail().skipped == 1
+    w.sync()
+    assert w.portal.comments("lead", lead["ID"]) == []
