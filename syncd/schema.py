@@ -150,7 +150,8 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("message", "auto", "bool", doc="a bounce, auto-reply or bulk mail"),
         _f("message", "mailbox", "str", doc="the mailbox (syncd system) it was read from"),
         _f("message", "route", "str", doc="set by routing: new (made a lead/deal), comment (attached to one), "
-                                          "excluded, internal"),
+                                          "excluded (robots, bounces, auto-replies), internal, outgoing "
+                                          "(ours to somebody unknown)"),
         _f("message", "comment", "text", doc="set by routing: the text of the CRM timeline comment"),
     ],
     "document": [

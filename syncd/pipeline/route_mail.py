@@ -4,15 +4,17 @@ after identify/record and before rules, for the messages a batch created.
 The connector only reads mail; the mailbox's settings (`[systems.NAME]` of type imap: target,
 pipeline, stage, manager, source, exclude, own_domains, closed_stages) say where its mail goes:
 
-1. excluded senders (robots, bounces, auto-replies) and mail between two own addresses are
-   ignored: recorded, counted as skipped, written nowhere, never quarantined;
+1. excluded senders (robots, bounces), auto-replies (even inside a thread) and mail between two
+   own addresses are ignored: recorded, counted as skipped, written nowhere, never quarantined;
+   so is our own mail to somebody the CRM does not know;
 2. a reply (In-Reply-To / References naming a mail syncd has) goes where its thread went: the
    same lead or deal, as a timeline comment — never a second lead;
 3. a known client — the sender, or on an outgoing mail (from an own domain) a recipient — is the
    one person with that address (syncd/pipeline/link.py, the same lookup identify uses): the mail
    becomes a comment on their open deal (an order linked to them whose stage is not closed), else
    on the contact;
-4. an open lead with that address takes the mail as a comment (a second mail is not a second lead);
+4. an open lead with that address (or the lead/deal an earlier mail of the same batch made) takes
+   the mail as a comment (a second mail is not a second lead);
 5. anyone else: a new lead with the mailbox's manager and source (or, for `target = "deal"`, a new
    contact and a deal in the mailbox's pipeline and stage); the mail is that record's text.
 
