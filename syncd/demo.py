@@ -105,7 +105,7 @@ def mailbox_config(server: Any) -> list[str]:
     """The demo's [systems.mail]: plain IMAP on loopback (tls = "none" is refused anywhere else)."""
     return ["[systems.mail]", 'type = "imap"', f'host = "{server.host}"', f"port = {server.port}", 'tls = "none"',
             f'username = "{server.user}"', f'password = "{server.password}"', 'own_domains = ["demo-shop.example"]',
-            'source = "EMAIL"', ""]
+            'source = "EMAIL"', "poll_interval = 5.0", ""]
 
 
 def _has_onec() -> bool:
