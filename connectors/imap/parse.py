@@ -28,6 +28,7 @@ import email.errors
 import email.header
 import email.policy
 import email.utils
+import functools
 import hashlib
 import quopri
 import re
@@ -102,6 +103,33 @@ class ParsedMail:
     defects: tuple[str, ...] = field(default_factory=tuple)   # minor defects tolerated
 
 
+# -- the policy ------------------------------------------------------------------------------------
+
+_STRUCTURAL = frozenset({"content-type", "content-transfer-encoding", "content-disposition", "mime-version"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _structural_header(policy: email.policy.EmailPolicy, name: str, value: str) -> Any:
+    return email.policy.EmailPolicy.header_fetch_parse(policy, name, value)
+
+
+class _Policy(email.policy.EmailPolicy):
+    """`policy.default`, with the MIME structure headers' parsed objects shared between mails.
+
+    The parser reads each part's Content-Type several times, and policy.default parses it anew each
+    time; most mails carry the same few values ("text/plain; charset=utf-8"). The parsed header
+    objects are immutable, so one per distinct value serves every mail: parsing is ~5x faster
+    (bench/intake_mail.py) with the same results."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if not hasattr(value, "name") and name.lower() in _STRUCTURAL:
+            return _structural_header(self, name, value)
+        return super().header_fetch_parse(name, value)
+
+
+POLICY = _Policy()
+
+
 # -- entry point ------------------------------------------------------------------------------------
 
 def parse(raw: bytes, *, keep_content: bool = False, max_attachment: int = 10 * 2**20,
@@ -120,7 +148,7 @@ def parse(raw: bytes, *, keep_content: bool = False, max_attachment: int = 10 * 
 def _parse(raw: bytes, keep_content: bool, max_attachment: int, max_body_chars: int) -> ParsedMail:
     if not raw.strip():
         raise MailError("empty mail")
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    msg = email.message_from_bytes(raw, policy=POLICY)
     assert isinstance(msg, EmailMessage)
     if not msg.keys():
         raise MailError("no header block: not an RFC 5322 mail")
