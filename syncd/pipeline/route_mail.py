@@ -297,18 +297,22 @@ class _Routing:
 
     def _open_leads(self, msgs: list[str]) -> dict[str, str]:
         """Address -> its open lead (not converted, not junk; the newest), for the batch's senders
-        in one query per chunk (the lead's e-mail is inside its stored fields)."""
-        from sqlalchemy import or_
-
-        addrs = sorted({str(self.ents[e].golden.get("message.sender") or "").lower() for e in msgs} - {""})
+        that may need one (incoming, not excluded, not a known person): one query per 400. The
+        lead's e-mail lives inside its stored fields: read with the database's JSON functions
+        (SQLite json_extract, PostgreSQL ->>), else by LIKE."""
+        addrs = set()
+        for e in msgs:
+            g = self.ents[e].golden
+            sender = str(g.get("message.sender") or "").lower()
+            if (sender and g.get("message.person") is None and not g.get("message.auto")
+                    and domain(sender) not in self.route.own_domains and not excluded(sender, self.route)):
+                addrs.add(sender)
         best: dict[str, tuple[str, str]] = {}
-        for i in range(0, len(addrs), 50):
-            chunk = addrs[i:i + 50]
-            pats = ["%" + json.dumps({"lead.email": a}, ensure_ascii=False, separators=(",", ":"))[1:-1] + "%"
-                    for a in chunk]
+        ordered = sorted(addrs)
+        for i in range(0, len(ordered), 400):
+            chunk = ordered[i:i + 400]
             q = (select(t.entities.c.id, t.entities.c.fields, t.entities.c.created_at)
-                 .where(t.entities.c.type == "lead", t.entities.c.hold.is_(None),
-                        or_(*[t.entities.c.fields.like(p) for p in pats])))
+                 .where(t.entities.c.type == "lead", t.entities.c.hold.is_(None), self._lead_email_in(chunk)))
             wanted = set(chunk)
             for eid, fields, created in self.conn.execute(q):
                 f = schema.decode(fields)
@@ -319,6 +323,21 @@ class _Routing:
                 if addr not in best or key > best[addr]:
                     best[addr] = key
         return {a: k[1] for a, k in best.items()}
+
+    def _lead_email_in(self, addrs: list[str]) -> Any:
+        from sqlalchemy import JSON, cast, func, or_, type_coerce
+        from sqlalchemy.dialects.postgresql import JSONB
+
+        dialect = self.conn.dialect.name
+        if dialect == "sqlite":
+            email = type_coerce(t.entities.c.fields, JSON)["lead.email"].as_string()
+        elif dialect == "postgresql":
+            email = cast(t.entities.c.fields, JSONB)["lead.email"].astext
+        else:
+            pats = ["%" + json.dumps({"lead.email": a}, ensure_ascii=False, separators=(",", ":"))[1:-1] + "%"
+                    for a in addrs]
+            return or_(*[t.entities.c.fields.like(p) for p in pats])
+        return func.lower(email).in_(addrs)
 
 
 def _thread_ids(g: Mapping[str, Any]) -> list[str]:

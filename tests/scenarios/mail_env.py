@@ -180,12 +180,12 @@ class MailWorld:
 
 
 def write_config(tmp: Path, webhook_url: str, server: Any, manager: str, *, folders: list[str],
-                 extra: str = "") -> tuple[Path, dict[str, str]]:
+                 extra: str = "", db_url: str | None = None) -> tuple[Path, dict[str, str]]:
     (tmp / "sync.toml").write_text(SYNC_TOML, encoding="utf-8")
     maps = [str(tmp / "sync.toml"), str(REPO / "mappings" / "bitrix24.toml"), str(REPO / "mappings" / "mail.toml")]
     text = f"""
 [daemon]
-database_url = "sqlite:///{tmp}/syncd.db"
+database_url = "{db_url or f"sqlite:///{tmp}/syncd.db"}"
 listen = "127.0.0.1:0"
 mappings = {json.dumps(maps)}
 state_dir = "{tmp}"
@@ -221,7 +221,7 @@ crm_address = "{CRM_ADDRESS}"
 
 
 def make_world(tmp: Path, sandbox_url: str, *, folders: list[str] | None = None, extra: str = "",
-               box: bool = False) -> MailWorld:
+               box: bool = False, db_url: str | None = None) -> MailWorld:
     """`box`: the mailbox makes deals in its own pipeline (seed 004's «BOX», a portal without leads)."""
     portal = Portal(sandbox_url)
     portal.add_userfield("deal", "UF_CRM_SHOP_ORDER", "string", "Номер заказа на сайте")
@@ -244,5 +244,5 @@ def make_world(tmp: Path, sandbox_url: str, *, folders: list[str] | None = None,
         extra += f'\ntarget = "deal"\npipeline = "{pid}"\nstage = "C{pid}:NEW"\n'
     server = Dovecot(tmp / "dovecot").start()
     fs = folders or ["INBOX"]
-    cfg, env = write_config(tmp, portal.webhook_url, server, manager, folders=fs, extra=extra)
+    cfg, env = write_config(tmp, portal.webhook_url, server, manager, folders=fs, extra=extra, db_url=db_url)
     return MailWorld(tmp, portal, server, manager, client, open_deal, closed_deal, cfg, env, folders=fs)

@@ -335,3 +335,26 @@ def test_an_auto_reply_to_our_thread_is_not_attached(w: MailWorld) -> None:
     assert w.pull_mail().skipped == 1
     w.sync()
     assert w.portal.comments("lead", lead["ID"]) == []
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_sender_keeps_one_lead_and_threads_on_it(tmp_path: Path, sandbox_url: str, pg_url: str) -> None:
+    """The routing's look-ups (open leads by e-mail through PostgreSQL's JSON operators, parents by
+    Message-ID) on the shared-database backend."""
+    world = make_world(tmp_path, sandbox_url, db_url=pg_url)
+    try:
+        world.sync()
+        first, mid = mail("Pg.Buyer@buyer.example", "Заявка PG", "Нужен термос")
+        world.deliver(first)
+        world.sync()
+        second, _ = mail("pg.buyer@buyer.example", "Ещё одно", "И кружку")
+        reply, _ = mail("pg.buyer@buyer.example", "Re: Заявка PG", "Жду счёт", in_reply_to=mid)
+        world.deliver(second)
+        world.deliver(reply)
+        world.sync()
+        (lead,) = world.portal.leads()
+        assert lead["TITLE"] == "Заявка PG"
+        texts = [c["COMMENT"] for c in world.portal.comments("lead", lead["ID"])]
+        assert len(texts) == 2 and any("И кружку" in x for x in texts) and any("Жду счёт" in x for x in texts)
+    finally:
+        world.close()
