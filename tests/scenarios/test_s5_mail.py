@@ -358,3 +358,20 @@ def test_on_postgresql_a_sender_keeps_one_lead_and_threads_on_it(tmp_path: Path,
         assert len(texts) == 2 and any("И кружку" in x for x in texts) and any("Жду счёт" in x for x in texts)
     finally:
         world.close()
+
+
+def test_vcard_of_a_known_client_updates_the_contact_instead_of_making_another(w: MailWorld) -> None:
+    vcf = ("BEGIN:VCARD\r\nVERSION:3.0\r\nN:Смирнова;Ольга;;;\r\nFN:Ольга Смирнова\r\n"
+           f"EMAIL:{CLIENT_EMAIL}\r\nTEL;TYPE=WORK:+7 495 765-43-21\r\nTITLE:Директор чайной\r\nEND:VCARD\r\n")
+    raw = (f"From: anna@{OWN_DOMAIN}\r\nTo: {CRM_ADDRESS}\r\nSubject: card\r\nMessage-ID: <vcard-2@{OWN_DOMAIN}>\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=VV\r\n\r\n--VV\r\n"
+           "Content-Type: text/plain; charset=utf-8\r\n\r\nОбновлённая визитка\r\n--VV\r\n"
+           "Content-Type: text/vcard; charset=utf-8\r\nContent-Disposition: attachment; filename=olga.vcf\r\n\r\n"
+           + vcf + "--VV--\r\n").encode()
+    before = len(w.portal.contacts())
+    w.deliver(raw)
+    w.sync()
+    assert len(w.portal.contacts()) == before                     # matched by e-mail: no second contact
+    olga = w.portal.rest("crm.contact.get", {"id": w.client_id})
+    assert olga["POST"] == "Директор чайной"
+    assert "4957654321" in "".join(ch for ch in str(olga.get("PHONE")) if ch.isdigit())
