@@ -227,3 +227,23 @@ def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: Worl
     assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
     assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
     assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
+
+
+def test_syncd_review_lists_a_held_post_and_dismisses_it(world: World) -> None:
+    import subprocess
+    import sys
+
+    r = world.daemon.post("review", {"your_name": "Из Консоли", "tel": "+79031112214"}, token=REVIEW_TOKEN)
+    sid = r.json()["id"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(world.daemon.cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    listed = cli("review", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [item] = [i for i in json.loads(listed.stdout) if i["external_id"] == sid]
+    done = cli("review", "resolve", str(item["id"]), "--dismiss")
+    assert done.returncode == 0 and "dismissed" in done.stdout, (done.stdout, done.stderr)
+    assert all(i["external_id"] != sid for i in json.loads(cli("review", "--json").stdout))
+    assert "Из Консоли" not in listed.stderr + done.stdout
