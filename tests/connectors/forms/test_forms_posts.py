@@ -43,6 +43,11 @@ def test_a_post_becomes_a_lead_with_the_mapped_fields_and_the_forms_manager(worl
     assert [p["VALUE"] for p in lead["PHONE"]] == ["+79031112201"]          # E.164, as dedup compares
     assert [e["VALUE"] for e in lead["EMAIL"]] == ["ivan.p@example.ru"]
     assert not lead.get("CONTACT_ID"), "an unknown visitor is linked to nobody"
+    # personal data never reaches the log (the daemon logs at info level here)
+    log = "".join(world.daemon.raw_log)
+    assert "form_post" in log
+    for private in ("ivan.p@example.ru", "Иван Петров", "9031112201", "Перезвоните", TOKEN):
+        assert private not in log, private
 
 
 def test_json_and_multipart_bodies_and_the_token_as_a_query_parameter(world: World) -> None:
