@@ -89,6 +89,9 @@ class FormSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FormSettings:
+        if not self.fields:
+            # nothing mapped would make every post the same, empty submission
+            raise ValueError("fields: map at least one of the form's fields (e.g. { name = \"lead.name\" })")
         if self.target == "deal" and not (self.pipeline and self.stage):
             raise ValueError("target = \"deal\" needs `pipeline` and `stage`")
         if self.require_consent and not self.consent_field:
