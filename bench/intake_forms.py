@@ -301,7 +301,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             drop()
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options `run` reads (bench/intake.py: `run(parser().parse_args([...]))`)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="paced phase length (goal: 60)")
     ap.add_argument("--rate", type=float, default=200.0, help="offered posts/s in the paced phase (goal: 200)")
@@ -312,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     # writer (and the GIL) free for the posts; a long interval makes each push a long pause
     ap.add_argument("--push-interval", type=float, default=0.2, help="the daemon's push_interval, seconds")
     ap.add_argument("--pg", metavar="URL", help="PostgreSQL server: a fresh database on it instead of SQLite")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     res = run(args)
     a, p, s, d = res["anchor"], res["paced"], res["saturation"], res["drain"]
     print(f"anchor (bare Starlette endpoint): {a['posts_per_s']} posts/s, p50 {a['p50_ms']} ms, p99 {a['p99_ms']} ms")

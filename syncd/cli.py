@@ -605,7 +605,7 @@ def review(ctx: click.Context) -> None:
 @click.pass_context
 def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: str | None,
                    dismiss: bool) -> None:
-    """Decide a review: create an entity, bind to an existing one, or dismiss it as junk."""
+    """Decide a review: create, bind (--entity) or dismiss as junk."""
     if create + bool(entity_id) + dismiss != 1:
         click.echo("give exactly one of --create, --entity ID or --dismiss", err=True)
         sys.exit(EXIT_CONFIG)

@@ -7,7 +7,9 @@ one batch, so under load the commits grow instead of the queue, and an idle form
 
 Being the only writer of this system also makes the duplicate window exact within one process: a
 post is checked against the committed submissions (its fingerprint is the prefix of the record's
-id, so the bindings' primary key finds them) and against the batch being built.
+id, so the bindings' primary key finds them) and against the batch being built. Two instances
+sharing a PostgreSQL store each have their own writer: an identical post reaching both within the
+same few milliseconds can make two leads (a load balancer hashing by client IP avoids it).
 """
 
 from __future__ import annotations

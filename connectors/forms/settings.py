@@ -64,7 +64,10 @@ class FormSettings(BaseModel):
     # a field hidden from people that bots fill in: a post with it non-empty is answered like a
     # success, and nothing is stored
     honeypot: str | None = None
-    rate_limit: int = Field(20, ge=0)           # posts per `rate_window` seconds from one IP (0: no limit)
+    # posts per `rate_window` seconds from one IP (0: no limit). A site that posts from its own
+    # server (not the visitor's browser) is one IP for every visitor: give `client_ip_header` if it
+    # forwards the visitor's address, else raise the limit or set 0
+    rate_limit: int = Field(20, ge=0)
     rate_window: float = Field(60.0, gt=0)     # seconds of the rate limit's sliding window
     # the client IP is taken from this header's first address (a reverse proxy's X-Forwarded-For)
     # instead of the socket's peer; only when syncd sits behind a proxy that sets it
@@ -86,6 +89,9 @@ class FormSettings(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FormSettings:
+        if not self.fields:
+            # nothing mapped would make every post the same, empty submission
+            raise ValueError("fields: map at least one of the form's fields (e.g. { name = \"lead.name\" })")
         if self.target == "deal" and not (self.pipeline and self.stage):
             raise ValueError("target = \"deal\" needs `pipeline` and `stage`")
         if self.require_consent and not self.consent_field:

@@ -13,7 +13,6 @@ import hmac
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -192,25 +191,37 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
-    def person_known(self, db: Path, email: str) -> bool:
+    def person_known(self, db: str, email: str) -> bool:
         """Set-up readiness only (never an assertion): the daemon has pulled the existing contact."""
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-            return c.execute("SELECT 1 FROM match_keys WHERE type = 'person' AND key = ?",
-                             (f"email:{email}",)).fetchone() is not None
+        return bool(_query(db, "SELECT 1 FROM match_keys WHERE type = 'person' AND key = :k", k=f"email:{email}"))
 
     def admin(self, method: str, path: str, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {ADMIN}", **kw.pop("headers", {})}
         return self.http.request(method, self.url + path, headers=headers, timeout=30, **kw)
 
 
-def stored_fields(db: Path, system: str, submission_id: str) -> dict[str, Any] | None:
+def _query(db: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Read the daemon's store (a SQLite file path or a database URL)."""
+    from sqlalchemy import create_engine, text
+
+    from syncd.store.db import normalize_url
+
+    url = db if "://" in db else f"sqlite:///{db}"
+    eng = create_engine(normalize_url(url))
+    try:
+        with eng.connect() as c:
+            return [tuple(r) for r in c.execute(text(sql), params)]
+    finally:
+        eng.dispose()
+
+
+def stored_fields(db: str | Path, system: str, submission_id: str) -> dict[str, Any] | None:
     """The golden record syncd keeps for a submission (what the daemon committed), or None."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
-        row = c.execute("SELECT e.fields, e.hold FROM bindings b JOIN entities e ON e.id = b.entity_id "
-                        "WHERE b.system = ? AND b.external_id = ?", (system, submission_id)).fetchone()
-    if row is None:
+    rows = _query(str(db), "SELECT e.fields, e.hold FROM bindings b JOIN entities e ON e.id = b.entity_id "
+                           "WHERE b.system = :s AND b.external_id = :x", s=system, x=submission_id)
+    if not rows:
         return None
-    return {**json.loads(row[0]), "_hold": row[1]}
+    return {**json.loads(rows[0][0]), "_hold": rows[0][1]}
 
 
 def wait_leads(portal: Portal, n: int, timeout: float = 20.0, **flt: Any) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ class World:
     daemon: Daemon
     managers: dict[str, str]
     client_id: str
-    db: Path
+    db: str                       # the daemon's store: a SQLite file or a PostgreSQL URL
     pipeline: int
 
 
@@ -87,6 +87,6 @@ def start_world(tmp: Path, sandbox_url: str, **cfg: Any) -> World:
     port = free_port()
     path = write_config(tmp, port, portal.webhook_url, suite_forms(managers, pipeline), rules=RULES, **cfg)
     daemon = Daemon(path, port)
-    db = tmp / "syncd.db"
+    db = cfg.get("db_url") or str(tmp / "syncd.db")
     daemon.wait(lambda: daemon.person_known(db, CLIENT_EMAIL), "the existing contact is pulled", 30)
     return World(portal, daemon, managers, client, db, pipeline)

@@ -110,8 +110,10 @@ def test_settings_refuse_what_cannot_work() -> None:
     for bad in ({"fields": {"x": "lead.responsible"}}, {"target": "deal"}, {"require_consent": True},
                 {"honeypot": "x", "fields": {"x": "lead.name"}}, {"surprise": 1}):
         with pytest.raises(ValidationError):
-            FormSettings(token="tok-0123456789", **bad)
+            FormSettings(token="tok-0123456789", **{"fields": {"n": "lead.name"}, **bad})
     with pytest.raises(ValidationError):
-        FormSettings(token="short")
+        FormSettings(token="short", fields={"n": "lead.name"})
+    with pytest.raises(ValidationError, match="at least one"):
+        FormSettings(token="tok-0123456789")
     with pytest.raises(ValidationError, match="form name"):
-        FormsSettings(form={"Bad Name": {"token": "tok-0123456789"}})
+        FormsSettings(form={"Bad Name": {"token": "tok-0123456789", "fields": {"n": "lead.name"}}})

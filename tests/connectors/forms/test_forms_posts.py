@@ -43,6 +43,11 @@ def test_a_post_becomes_a_lead_with_the_mapped_fields_and_the_forms_manager(worl
     assert [p["VALUE"] for p in lead["PHONE"]] == ["+79031112201"]          # E.164, as dedup compares
     assert [e["VALUE"] for e in lead["EMAIL"]] == ["ivan.p@example.ru"]
     assert not lead.get("CONTACT_ID"), "an unknown visitor is linked to nobody"
+    # personal data never reaches the log (the daemon logs at info level here)
+    log = "".join(world.daemon.raw_log)
+    assert "form_post" in log
+    for private in ("ivan.p@example.ru", "Иван Петров", "9031112201", "Перезвоните", TOKEN):
+        assert private not in log, private
 
 
 def test_json_and_multipart_bodies_and_the_token_as_a_query_parameter(world: World) -> None:
@@ -227,3 +232,23 @@ def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: Worl
     assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
     assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
     assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
+
+
+def test_syncd_review_lists_a_held_post_and_dismisses_it(world: World) -> None:
+    import subprocess
+    import sys
+
+    r = world.daemon.post("review", {"your_name": "Из Консоли", "tel": "+79031112214"}, token=REVIEW_TOKEN)
+    sid = r.json()["id"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(world.daemon.cfg), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    listed = cli("review", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [item] = [i for i in json.loads(listed.stdout) if i["external_id"] == sid]
+    done = cli("review", "resolve", str(item["id"]), "--dismiss")
+    assert done.returncode == 0 and "dismissed" in done.stdout, (done.stdout, done.stderr)
+    assert all(i["external_id"] != sid for i in json.loads(cli("review", "--json").stdout))
+    assert "Из Консоли" not in listed.stderr + done.stdout
