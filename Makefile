@@ -45,7 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/engine.py --n 20000
 	$(BIN)/python bench/commerceml.py --scale 0.05
 	$(BIN)/python bench/bitrix24.py --n 1000
-	$(BIN)/python bench/intake_mail.py --n 2000
+	$(BIN)/python bench/intake.py --seconds 20 --n 2000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info
