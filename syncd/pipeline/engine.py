@@ -216,6 +216,9 @@ class _BatchRun:
         self.bind_cache: dict[tuple[str, str], str] = {}
         self.aliases: set[tuple[str, str]] = set()        # (type, external id) of alias records
         self.new_bindings: list[dict[str, Any]] = []
+        # entities that got a record of this system in this batch: writes to this system that
+        # waited for the entity to exist here (a create whose answer was lost, read back) go on
+        self._bound_here: set[str] = set()
         self.changelog: list[dict[str, Any]] = []
         self.forced: dict[tuple[str, str], str | None] = {}
 
@@ -278,6 +281,11 @@ class _BatchRun:
         if self._filled:
             # writes that waited for these records to be read look again now, not after link_wait
             outbox.unblock(self.conn, sorted(self._filled), now=self.now)
+        if self._bound_here:
+            # a record read here for the first time may be one syncd created and never confirmed
+            # (the process died after the write): its own create settles as "in step", and the
+            # writes that wait for it to exist here must not wait for a confirm that never comes
+            outbox.unblock(self.conn, sorted(self._bound_here), system=self.system, now=self.now)
         if self._freed:
             from syncd.pipeline import holds
 
@@ -373,6 +381,7 @@ class _BatchRun:
         this one names as its source — so when that record is read it joins the same entity)."""
         if system is None:
             self.bind_cache[(etype, ext)] = eid
+            self._bound_here.add(eid)
         # the source record counts as the entity's first (its key names the entity elsewhere)
         when = self.now if system is None else self.now - dt.timedelta(milliseconds=1)
         self.new_bindings.append(dict(system=system or self.system, type=etype, external_id=ext, entity_id=eid,

@@ -211,6 +211,33 @@ def test_a_restarted_instance_takes_back_its_claims_at_once(store: Store) -> Non
     assert Pusher(store, syncer.mapper, syncer.connectors, worker="other").push("crm").pushed == 0
 
 
+def test_a_create_read_back_before_its_confirm_wakes_the_writes_that_wait_for_it(store: Store) -> None:
+    """The process dies right after creating a contact; before it is back, another instance blocks
+    the deal on that contact, and a pull reads the contact back. The deal must go on: the
+    contact's own write then settles as "in step", with no confirm that would wake the deal."""
+    policy = PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300)
+    syncer, remote = make_world(store, systems=("crm", "shop"), policy=policy)
+    remote["shop"].edit("person", "u1", **person(name="Анна", email="anna@example.ru"))
+    syncer.pull("shop", "person")
+    remote["crm"].faults.append("crash_after")          # kill -9 right after the contact is written
+    with pytest.raises(SimulatedCrash):
+        syncer.push("crm")
+    remote["shop"].edit("order", "o1", number="B-1", status="N", total="300", customer_id="u1")
+    syncer.pull("shop", "order")
+    Pusher(store, syncer.mapper, syncer.connectors, worker="other", policy=policy).push("crm")
+    (row,) = _rows(store, system="crm", entity_type="order")
+    assert (row["status"], row["blocked_why"]) == ("blocked", "create"), "the deal waits for its contact"
+    syncer.pull("crm", "person")                        # the contact written before the crash, read back
+    restarted = Pusher(store, syncer.mapper, syncer.connectors, worker=syncer.worker, policy=policy)
+    restarted.push("crm")
+    restarted.push("crm")
+    assert store.count("outbox", status="blocked") == 0, "the deal still waits for a contact that exists"
+    contact = _obj(remote["crm"], "person", email="anna@example.ru")
+    deal = _obj(remote["crm"], "order", number="B-1")
+    assert deal["customer_id"] == next(k for k, v in remote["crm"].objects["person"].items() if v is contact)
+    assert remote["crm"].creates == 2, "one contact, one deal"
+
+
 def test_a_claim_taken_over_settles_nothing(store: Store) -> None:
     syncer, remote = make_world(store, systems=("crm", "shop"))
     remote["shop"].edit("person", "s1", **person())
