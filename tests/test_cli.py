@@ -167,7 +167,7 @@ def test_cml_check_prints_documents_and_fails_on_bad_files(tmp_path: Path) -> No
 def test_rules_explain_and_check(tmp_path: Path, names: tuple[str, str]) -> None:
     crm, shop = names
     cfg = _cfg(tmp_path, names)
-    (tmp_path / "mappings" / "rules.toml").write_text(f"""
+    (tmp_path / "mappings" / "rules.toml").write_text("""
 [rules.defaults.person]
 "person.client_type" = "новый"
 
@@ -175,7 +175,7 @@ def test_rules_explain_and_check(tmp_path: Path, names: tuple[str, str]) -> None
 name = "vip by comment"
 entity = "person"
 when = "person.comment == 'VIP'"
-set = {{ "person.client_type" = "VIP" }}
+set = { "person.client_type" = "VIP" }
 field = "person.client_type"
 allow_backwards = true
 """, encoding="utf-8")

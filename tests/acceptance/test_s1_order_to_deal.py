@@ -3,7 +3,6 @@ user fields, often an existing client base, the example mappings adapted (harnes
 
 from __future__ import annotations
 
-import pytest
 from harness import (
     FROM_SITE_FIELD,
     MUG,

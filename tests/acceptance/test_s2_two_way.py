@@ -3,7 +3,6 @@ shop's payments and statuses move the deal, the totals agree both ways."""
 
 from __future__ import annotations
 
-import pytest
 from harness import MUG, TEAPOT, THERMOS, Integration, money, person
 
 BUYER = person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru", "8-903-555-12-34")

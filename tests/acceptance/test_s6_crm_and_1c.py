@@ -4,7 +4,6 @@ review, never silently into the CRM. The accountant's 1C is the sandbox 1C clien
 
 from __future__ import annotations
 
-import pytest
 from harness import MUG, TEAPOT, Integration, company, money
 
 BUYER = company("ООО «Ромашка»", "7707083893", "773601001", phone="+7 (495) 765-43-21")

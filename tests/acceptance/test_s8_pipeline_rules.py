@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from harness import MUG, SAMOVAR, TEAPOT, THERMOS, Integration, company, money, person
 
 from syncd.store import utcnow

@@ -3,7 +3,6 @@ write the peer refuses (dead letter) fixed and replayed, a held customer decided
 
 from __future__ import annotations
 
-import pytest
 from harness import MUG, ORDER_FIELD, TEAPOT, THERMOS, Integration, person
 
 BUYER = person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru", "8-903-555-12-34")

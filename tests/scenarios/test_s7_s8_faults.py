@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import random
 
-import pytest
 from scenario_env import MUG, PERSON, TEAPOT, THERMOS, World, company_buyer, money
 
 from syncd.keys.generate import make_account

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import requests
 
-from syncd.sandbox.server import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 ADMIN = "forms-admin-token-0123"

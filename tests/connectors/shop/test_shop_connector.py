@@ -5,7 +5,6 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import pytest
 import requests
 from shop_world import MUG, PERSON, TEAPOT, place, settle
 
