@@ -73,6 +73,16 @@ MUTATIONS = (
         "    outbox.unblock(conn, [old], now=utcnow())\n",
         "    br.flush_entities(ents)\n",
         ("tests/pipeline/test_write_path.py", "tests/scenarios/test_s7_s8_faults.py")),
+    Mutation(
+        "a record read back wakes nobody", "syncd/pipeline/engine.py",
+        "            self._bound_here.add(eid)\n",
+        "",
+        ("tests/pipeline/test_write_path.py",)),
+    Mutation(
+        "senders never linked to their client", "syncd/pipeline/engine.py",
+        "            if person_id is not None:\n",
+        "            if False:\n",
+        ("tests/pipeline/test_link.py",)),
 )
 
 
