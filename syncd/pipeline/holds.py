@@ -32,17 +32,23 @@ if TYPE_CHECKING:
     from syncd.pipeline.engine import Engine
 
 
+def _open_review(conn: Any, review_id: int) -> Any:
+    """The review item, which a person may still settle (KeyError / ValueError name it otherwise)."""
+    row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
+    if row is None:
+        raise KeyError(f"no review item {review_id}")
+    if row["status"] != "open":
+        raise ValueError(f"review item {review_id} is already {row['status']}")
+    return row
+
+
 def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
     from syncd.pipeline.engine import _BatchRun
 
     if not create and not entity_id:
         raise ValueError("say which entity the record is (entity_id), or create a new one")
     with engine.store.begin() as conn:
-        row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
-        if row is None:
-            raise KeyError(f"no review item {review_id}")
-        if row["status"] != "open":
-            raise ValueError(f"review item {review_id} is already {row['status']}")
+        row = _open_review(conn, review_id)
         held = row["entity_id"]
         rec = json.loads(row["record"])
         raw = RawRecord(kind=rec["kind"], external_id=row["external_id"], fields=rec["fields"],
@@ -92,11 +98,7 @@ def dismiss_review(engine: "Engine", review_id: int) -> str:
     held — written to no system, matched by nothing — so the same record read again stays bound to
     it instead of coming back as new. Returns the held entity's id."""
     with engine.store.begin() as conn:
-        row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
-        if row is None:
-            raise KeyError(f"no review item {review_id}")
-        if row["status"] != "open":
-            raise ValueError(f"review item {review_id} is already {row['status']}")
+        row = _open_review(conn, review_id)
         conn.execute(update(t.review).where(t.review.c.id == review_id).values(
             status="dismissed", resolved_at=utcnow()))
         return str(row["entity_id"] or "")
