@@ -113,6 +113,10 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("order", "title", "str"),
         _f("order", "from_shop", "bool", doc="CRM flag: a deal by phone that must become a shop order"),
         _f("order", "to_onec", "bool", doc="the deal goes to 1C"),
+        _f("order", "contact_email", "str", doc="the e-mail a visitor typed into a form that makes deals: "
+                                                 "links the deal to the one known person with it"),
+        _f("order", "contact_phone", "str", doc="the phone a visitor typed into a form that makes deals: "
+                                                 "links the deal to the one known person with it"),
     ],
     "lead": [
         _f("lead", "title", "str"), _f("lead", "name", "str"), _f("lead", "email", "str"),

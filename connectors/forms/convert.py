@@ -88,6 +88,10 @@ def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, n
         out = dict(common, pipeline=settings.pipeline, stage=settings.stage)
         if lines:
             out["comment"] = "\n".join(lines)
+        # the visitor's e-mail and phone: the deal links to the known client who has them
+        for c in ("lead.email", "lead.phone"):
+            if canon.get(c):
+                out[c.split(".", 1)[1]] = canon[c]
         return "deal", out
     out = dict(common)
     for c in ("lead.name", "lead.email", "lead.phone", "lead.comment"):

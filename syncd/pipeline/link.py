@@ -30,6 +30,8 @@ CHUNK = 400
 SENDER_FIELDS: Mapping[str, tuple[str, str | None, str | None]] = {
     "lead": ("lead.customer", "lead.email", "lead.phone"),
     "message": ("message.person", "message.sender", None),
+    # a deal made by a form (a CRM run without leads) names its visitor the same way
+    "order": ("order.customer", "order.contact_email", "order.contact_phone"),
 }
 
 

@@ -232,6 +232,23 @@ def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: Worl
     assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
     assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
     assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
+    assert not deal.get("CONTACT_ID"), "a stranger's deal links to nobody (and makes no contact)"
+
+
+def test_a_known_clients_deal_from_a_form_is_linked_to_their_contact(world: World) -> None:
+    contacts_before = len(world.portal.rest("crm.contact.list", {"select": ["ID"]}))
+    r = world.daemon.post("deal", {"your_name": "Ольга со сделкой", "tel": "8 912 345 67 89", "msg": "Повторный заказ"},
+                          token=DEAL_TOKEN)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 30
+    while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Ольга со сделкой"},
+                                                            "select": ["ID", "CONTACT_ID", "CATEGORY_ID"]})):
+        assert time.monotonic() < deadline, "the deal never reached the portal"
+        time.sleep(0.2)
+    [deal] = deals
+    assert str(deal["CONTACT_ID"]) == world.client_id, "the client who typed their own phone is the deal's contact"
+    assert str(deal["CATEGORY_ID"]) == str(world.pipeline)
+    assert len(world.portal.rest("crm.contact.list", {"select": ["ID"]})) == contacts_before, "no new contact"
 
 
 def test_syncd_review_lists_a_held_post_and_dismisses_it(world: World) -> None:
