@@ -27,7 +27,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -169,18 +169,10 @@ def run_same_rows_anchor(src_url: str, dst_url: str, n: int, batch: int) -> floa
     return 2 * n / elapsed
 
 
-def fresh_pg(url: str) -> tuple[str, callable]:  # type: ignore[valid-type]
-    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
-    name = f"syncd_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
+def fresh_pg(url: str) -> tuple[str, Any]:
+    from syncd.store.scratch import scratch_database
 
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname='{name}'"))
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-    return normalize_url(url).rsplit("/", 1)[0] + "/" + name, drop
+    return scratch_database(url, "syncd_bench_")
 
 
 def peak_rss_mb() -> float:

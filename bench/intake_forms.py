@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +123,14 @@ class Load:
             if sid:
                 self.ids.add(sid)
 
+    def _each_worker(self, worker: Any) -> None:
+        """Run `worker` in each of the client threads, until all return."""
+        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.workers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+
     def paced(self, rate: float, seconds: float) -> float:
         """Open loop: post i at t0 + i/rate. Returns the elapsed seconds."""
         total = int(rate * seconds)
@@ -144,11 +151,7 @@ class Load:
                         self.late.append(now - due)
                 self._one(s, i)
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.workers)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        self._each_worker(worker)
         return time.perf_counter() - t0
 
     def closed(self, seconds: float, start: int = 0) -> float:
@@ -162,11 +165,7 @@ class Load:
             while time.perf_counter() < stop:
                 self._one(s, self._take())
 
-        threads = [threading.Thread(target=worker, daemon=True) for _ in range(self.workers)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        self._each_worker(worker)
         return time.perf_counter() - t0
 
     def figures(self, elapsed: float) -> dict[str, Any]:
@@ -181,24 +180,9 @@ class Load:
 # -- set-up ------------------------------------------------------------------------------------------
 def fresh_pg(url: str) -> tuple[str, Any]:
     """A new database on the server of `url`, and a function dropping it."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from syncd.store.scratch import scratch_database
 
-    from syncd.store.db import normalize_url
-
-    base = make_url(normalize_url(url))
-    name = "syncd_bench_" + uuid.uuid4().hex[:8]
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as c:
-            c.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-    return base.set(database=name).render_as_string(hide_password=False), drop
+    return scratch_database(url, "syncd_bench_")
 
 
 def write_config(tmp: Path, port: int, webhook_url: str, db_url: str, push_interval: float = 0.2) -> Path:
