@@ -1,6 +1,6 @@
-"""Streaming CommerceML 2 readers built on `lxml.etree.iterparse`.
+"""Streaming CommerceML 2 readers built on lxml's pull parser, fed by syncd (pull.py).
 
-Each reader asks iterparse only for its record tags (`tag=` filter), converts a finished record with a
+Each reader asks the parser only for its record tags (`tag=` filter), converts a finished record with a
 local tag→field dispatch, then clears it and drops its preceding siblings, so memory stays flat in the
 file size. A record that cannot be converted — bad content, or not well-formed XML (recovery.py finds
 its bytes and parsing resumes after it) — is yielded as `Rejected` with its whole text (or passed to
@@ -21,7 +21,7 @@ import dataclasses
 import re
 from datetime import tzinfo
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from lxml import etree
 
@@ -32,9 +32,10 @@ from .model import (Address, AddressField, Bank, BankAccount, Contact, Counterpa
                     Document, Group, Header, Item, Offer, Price, PriceType, Product, Property,
                     Rejected, Representative, Stock, Tax, Unit, Warehouse)
 from .paths import ROOT, is_record
+from .pull import Pull
 from .recovery import Span, Splitter, Unsplittable, View, ViewReader
 from .safety import (DEFAULT_LIMITS, Limits, Source, is_encoding_error, is_limit_error, open_xml,
-                     parser_options, safe_parser, syntax_message, translate_syntax_error)
+                     safe_parser, syntax_message, translate_syntax_error)
 
 OnError = Callable[[Rejected], None]
 
@@ -782,12 +783,18 @@ class _Pass:
 
 def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, limits: Limits,
            on_error: OnError | None, ps: _Pass) -> Any:
-    """Stream records; returns None at a clean end, or the XMLSyntaxError that stopped lxml."""
+    """Stream records; returns None at a clean end, or the XMLSyntaxError that stopped lxml.
+
+    Nothing the parser reports together with its error is delivered: a parser may close the
+    elements still open when it stops (lxml 6.2 does, 6.1 did not), so a record reported then may
+    be a damaged one cut short, and another version may report fewer. iter_records reads the
+    records between the last one delivered here and the damage from the bytes (`_intact`).
+    """
     # remove_blank_text: the indentation between elements is never read; not building those text
     # nodes saves libxml2 a node per element (text inside an element without children is kept)
-    ctx = etree.iterparse(stream, events=("end",), tag=["{*}" + t for t in tags], encoding=encoding,
-                          remove_blank_text=True, **parser_options())
-    it = iter(ctx)
+    pull = Pull(stream, events=("end",), tag=["{*}" + t for t in tags], encoding=encoding,
+                remove_blank_text=True)
+    it = iter(pull)
     max_depth = limits.max_depth
     shift = ps.shift
     first = True
@@ -801,8 +808,8 @@ def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, 
             _, el = next(it)
         except StopIteration:
             break
-        except etree.XMLSyntaxError as e:
-            return e
+        if pull.error is not None:
+            break
         if first:
             first = False
             tree = el.getroottree()
@@ -843,11 +850,50 @@ def _parse(stream: Any, encoding: str | None, tags: tuple[str, ...], cv: _Conv, 
             on_error(obj)
         else:
             yield obj
-    root = ctx.root
+    if pull.error is not None:
+        return pull.error
+    root = pull.root
     if root is not None and _local(root.tag) != ROOT:
         raise ProtocolError(f"root element is <{_local(root.tag)}>, expected <{ROOT}>",
                             line=root.sourceline + shift)
     return None
+
+
+def _intact(view: View, splitter: Splitter, at: tuple[int | None, int, tuple], ps: _Pass,
+            encoding: str, tags: tuple[str, ...], cv: _Conv, limits: Limits, error: ProtocolError,
+            on_error: OnError | None) -> Generator[Any, None, tuple[tuple[int | None, int, tuple], int,
+                                                                   tuple[int, str] | None]]:
+    """After the parser's error: the intact records between the last one delivered and the damage.
+
+    Each is a clean start tag through its matching end tag whose bytes parse on their own; the
+    first thing that is not stops the walk. Returns where the damage search resumes: (position,
+    line, enclosing elements), the records to skip from there, and the last record's (line, tag).
+    """
+    skip, last = ps.done, ps.last
+    while True:
+        span = splitter.whole_span(at[0], at[1], at[2], skip, last)
+        if span is None:
+            return at, skip, last
+        got, ok = _drain(_read_span(view, span, encoding, splitter.codec, tags, cv, limits, error,
+                                    whole=True))
+        if not ok:
+            return at, skip, last
+        for obj in got:
+            if on_error is not None and type(obj) is Rejected:
+                on_error(obj)
+            else:
+                yield obj
+        at, skip, last = (span.end, splitter.line_at(span.end), span.stack), 0, None
+
+
+def _drain(gen: Generator[Any, None, bool]) -> tuple[list[Any], bool]:
+    """What `gen` yields, and what it returns."""
+    items: list[Any] = []
+    while True:
+        try:
+            items.append(next(gen))
+        except StopIteration as stop:
+            return items, bool(stop.value)
 
 
 def _declaration(encoding: str) -> bytes:
@@ -855,8 +901,12 @@ def _declaration(encoding: str) -> bytes:
 
 
 def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[str, ...], cv: _Conv,
-               limits: Limits, error: ProtocolError) -> Iterator[Any]:
-    """Parse one record's bytes on their own (inside copies of their enclosing start tags)."""
+               limits: Limits, error: ProtocolError, *, whole: bool = False) -> Generator[Any, None, bool]:
+    """Parse one record's bytes on their own (inside copies of their enclosing start tags).
+
+    Returns whether they were well-formed. `whole`: only asking, so a record that is not
+    well-formed yields nothing (the caller then treats it as damaged).
+    """
     raw = view.get(span.start, span.end)
     text = raw.decode(codec, "replace")
     head = _declaration(encoding) + b"".join(f.tag for f in span.stack)
@@ -865,6 +915,8 @@ def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[st
     try:
         root = etree.fromstring(head + raw + tail, safe_parser(encoding))
     except etree.XMLSyntaxError as e:
+        if whole:
+            return False
         # the exception is libxml2's first error here (its error_log also holds earlier parses')
         msg, line = _POSITION.sub("", str(getattr(e, "msg", None) or e)).strip(), e.lineno
         if is_encoding_error(msg) or is_limit_error(msg):
@@ -877,7 +929,7 @@ def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[st
         yield Rejected(f"not well-formed XML in <{span.kind}>: {reason}",
                        line + shift if line is not None else span.line, span.record_id, text,
                        _KIND[span.kind])
-        return
+        return False
     path = tuple(f.name for f in span.stack)
     parent = root
     for _ in span.stack[1:]:
@@ -892,6 +944,7 @@ def _read_span(view: View, span: Span, encoding: str, codec: str, tags: tuple[st
                 yield from obj
             else:
                 yield obj
+    return True
 
 
 def iter_records(source: Source, kinds: tuple[str, ...] | None = None, *,
@@ -924,8 +977,6 @@ def iter_records(source: Source, kinds: tuple[str, ...] | None = None, *,
                 return
             error = _shifted(translate_syntax_error(broken, sniffed, stream.eof), ps.shift)
             msg, _ = syntax_message(broken)
-            if is_encoding_error(msg) or is_limit_error(msg):
-                raise error
             if view is None:
                 view = View.open(reader.origin)
                 if view is None:
@@ -933,8 +984,12 @@ def iter_records(source: Source, kinds: tuple[str, ...] | None = None, *,
                 splitter = Splitter(view, sniffed.encoding, tags, max_depth=limits.max_depth,
                                     max_record=limits.max_record)
             assert splitter is not None
+            at, skip, last = yield from _intact(view, splitter, at, ps, sniffed.encoding, tags, cv,
+                                                limits, error, on_error)
+            if is_encoding_error(msg) or is_limit_error(msg):
+                raise error
             try:
-                span = splitter.next_span(at[0], at[1], at[2], ps.done, ps.last)
+                span = splitter.next_span(at[0], at[1], at[2], skip, last)
             except Unsplittable as u:
                 raise (u.error or error) from None
             if span is None:
@@ -997,30 +1052,26 @@ def read_header(source: Source, limits: Limits | None = None, *, tz: tzinfo = MO
     root = None
     section = only = None
     try:
-        ctx = etree.iterparse(reader, events=("start",),
-                              encoding=sniffed.encoding if sniffed.override else None,
-                              **parser_options())
-        try:
-            for _, el in ctx:
-                if root is None:
-                    root = el
-                    if _local(el.tag) != ROOT:
-                        raise ProtocolError(f"root element is <{_local(el.tag)}>, expected <{ROOT}>",
-                                            line=el.sourceline)
-                    continue
-                if el.getparent() is root:
-                    section = _local(el.tag)
-                    val = el.get("СодержитТолькоИзменения")
-                    if val is not None:
-                        only = parse_bool(val)
-                    if section in _SECTIONS and section not in ("Классификатор",):
-                        break
-                    if section == "Классификатор":
-                        continue
-                    break
-        except etree.XMLSyntaxError as e:
+        pull = Pull(reader, events=("start",), encoding=sniffed.encoding if sniffed.override else None)
+        for _, el in pull:
             if root is None:
-                raise translate_syntax_error(e, sniffed) from None
+                root = el
+                if _local(el.tag) != ROOT:
+                    raise ProtocolError(f"root element is <{_local(el.tag)}>, expected <{ROOT}>",
+                                        line=el.sourceline)
+                continue
+            if el.getparent() is root:
+                section = _local(el.tag)
+                val = el.get("СодержитТолькоИзменения")
+                if val is not None:
+                    only = parse_bool(val)
+                if section in _SECTIONS and section not in ("Классификатор",):
+                    break
+                if section == "Классификатор":
+                    continue
+                break
+        if root is None and pull.error is not None:
+            raise translate_syntax_error(pull.error, sniffed) from None
     finally:
         reader.close()
     if root is None:

@@ -48,6 +48,10 @@ _ROOT_SECTIONS = frozenset({"Документ", "Контейнер", "Конт�
                             "ПакетПредложений", "ИзмененияПакетаПредложений"})
 
 
+class _NotWhole(Exception):
+    """whole_span: the next record is not a clean start tag (it is damaged, or junk comes first)."""
+
+
 class Unsplittable(Exception):
     """The bytes cannot be split into records here; `error`, when set, is the error to raise."""
 
@@ -75,6 +79,7 @@ class Span:
     stack: tuple[Frame, ...]
     line: int
     record_id: str | None
+    after: int = 0        # end of its start tag (whole_span only)
 
 
 # ---- the bytes ---------------------------------------------------------------------------------
@@ -100,6 +105,8 @@ class View:
         if kind == "path":
             f = open(obj, "rb")
             return cls._map(f, start, [f])
+        if kind == "spool":
+            return cls._map(obj.rest(), start, [])
         f = obj
         if isinstance(f, io.BytesIO):
             return cls(f.getvalue(), start, [])
@@ -225,6 +232,7 @@ class Splitter:
         self._find = _Finder(self.data)
         self._skip_re: dict[bytes, re.Pattern] = {}
         self.lines = _Lines(view, view.start, 1)
+        self._whole = False
 
     # -- tokens ----------------------------------------------------------------------------------
     def _token(self, lt: int) -> tuple[str, Any, int]:
@@ -340,6 +348,22 @@ class Splitter:
     def line_at(self, pos: int) -> int:
         return self.lines.at(pos)
 
+    def whole_span(self, pos: int | None, line: int, stack: tuple[Frame, ...], skip: int,
+                   last: tuple[int, str] | None) -> Span | None:
+        """The record after the first `skip` ones if its tags are intact: a clean start tag through
+        its matching end tag (the caller parses it to be sure); None when anything else comes next.
+
+        After a parser's error this walks the records it may or may not have reported, up to the
+        damage, without trusting what it reported.
+        """
+        self._whole = True
+        try:
+            return self.next_span(pos, line, stack, skip, last)
+        except (Unsplittable, _NotWhole):
+            return None
+        finally:
+            self._whole = False
+
     # -- pieces ----------------------------------------------------------------------------------
     def _prolog(self) -> tuple[int, tuple[Frame, ...]]:
         pos = self.view.start
@@ -443,6 +467,12 @@ class Splitter:
         """
         stack = tuple(frames)
         line = self.lines.at(start)
+        if self._whole:
+            m = _TOKEN.match(self.data, start) if opened and after is not None else None
+            if m is None or m.group("start") is None:
+                raise _NotWhole
+            end = after if empty else self._skip(m.group("start"), after)
+            return Span(kind, start, end, stack, line, None, after)
         if empty:
             return Span(kind, start, after, stack, line, None)
         ancestors = {f.name for f in frames}

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import stat
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -100,6 +101,38 @@ class _Reader(io.RawIOBase):
         super().close()
 
 
+class _Spool(io.RawIOBase):
+    """A one-way stream read through a copy on disk, which `rest()` completes for re-reading."""
+
+    def __init__(self, f: IO[bytes], limit: int) -> None:
+        self._f, self._limit = f, limit
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="syncd-cml-")
+        self._size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self._f.read(n)
+        if data:
+            self._size += len(data)
+            if self._size > self._limit:
+                raise ProtocolError(f"file larger than the limit of {self._limit} bytes")
+            self.file.write(data)
+        return data
+
+    def rest(self) -> IO[bytes]:
+        """The whole stream's bytes: what was read so far plus what is left, on disk."""
+        while self.read(1 << 20):
+            pass
+        self.file.flush()
+        return self.file
+
+    def close(self) -> None:
+        self.file.close()
+        super().close()
+
+
 _PROLOG_SKIP = re.compile(rb"\s*(?:<\?.*?\?>|<!--.*?-->)", re.S)
 
 
@@ -155,6 +188,12 @@ def open_xml(source: Source, limits: Limits = DEFAULT_LIMITS) -> tuple[_Reader, 
             origin = ("file", f, f.tell()) if f.seekable() else None
         except (AttributeError, OSError, ValueError):
             origin = None
+        if origin is None:
+            # a one-way stream (a socket, a pipe): keep a copy, so a damaged record costs one
+            # record here too (recovery re-reads the bytes), not the rest of the stream
+            f = _Spool(f, limits.max_file_size)
+            owned = True
+            origin = ("spool", f, 0)
     head = f.read(HEAD_SIZE)
     try:
         check_prolog(head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,15 @@ from lxml import etree
 
 from syncd.commerceml import (Document, Group, Limits, Rejected, check_files, document_element,
                               iter_catalog, iter_documents, iter_records)
+from syncd.commerceml import pull as pull_module
+from syncd.commerceml import reader as reader_module
+from syncd.commerceml.pull import Pull
 from syncd.errors import ProtocolError
 
 from .factories import (BOM, NS_1C, cml, doc_xml, order, record_text, records_file, sample_records,
                         write_file)
+
+pytestmark = pytest.mark.usefixtures("feed_size")
 
 KIND_NAME = {"Документ": "order", "Контрагент": "counterparty", "Товар": "product",
              "Предложение": "offer", "Группа": "group"}
@@ -239,7 +245,7 @@ def test_every_seekable_source_recovers(tmp_path: Path, how: str) -> None:
     assert out[1].raw == texts[1]
 
 
-def test_a_stream_that_cannot_be_read_again_fails_as_before() -> None:
+def test_a_one_way_stream_is_kept_on_disk_and_recovers_like_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [doc_xml(str(i)).strip() for i in range(3)]
     texts[1] = texts[1].replace("<Роль>", "<Роль>\x01")
     data = records_file("Документ", texts).encode()
@@ -254,11 +260,44 @@ def test_a_stream_that_cannot_be_read_again_fails_as_before() -> None:
         def readinto(self, b) -> int:   # type: ignore[no-untyped-def]
             return self._b.readinto(b)
 
-    got = []
-    with pytest.raises(ProtocolError) as e:
-        for d in iter_documents(OneWay()):
-            got.append(d.id)
-    assert got == ["0"] and e.value.line == 4
+    spools: list = []
+    real = tempfile.TemporaryFile
+
+    def spy(*a, **kw):  # type: ignore[no-untyped-def]
+        spools.append(real(*a, **kw))
+        return spools[-1]
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", spy)
+    out = list(iter_documents(OneWay()))
+    assert [getattr(o, "id", None) for o in out] == ["0", None, "2"]
+    assert out[1].raw == texts[1] and out[1].line == 4 and out[1].record_id == "1"
+    assert len(spools) == 1 and spools[0].closed      # the copy is gone when reading ends
+
+
+class _Forgetful(Pull):
+    """A parser binding that reports nothing of the chunk it failed in (lxml 6.2's iterparse)."""
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        batch: list = []
+        for ev in super().__iter__():
+            batch.append(ev)
+            if self.error is None:
+                yield from batch
+                batch = []
+
+
+@pytest.mark.parametrize("feed", [5, 300, 1 << 16])
+def test_records_the_parser_did_not_report_before_its_error_come_from_the_bytes(
+        monkeypatch: pytest.MonkeyPatch, feed: int) -> None:
+    monkeypatch.setattr(reader_module, "Pull", _Forgetful)
+    monkeypatch.setattr(pull_module, "FEED_SIZE", feed)
+    texts = [doc_xml(str(i)).strip() for i in range(40)]
+    texts[30] = texts[30].replace("<Роль>", "<Роль>\x01")
+    out = list(iter_documents(records_file("Документ", texts).encode()))
+    assert [getattr(o, "id", None) for o in out] == [str(i) for i in range(30)] + [None] + \
+        [str(i) for i in range(31, 40)]
+    body = "<Контейнер>\n" + doc_xml("1") + "\x01\n" + doc_xml("2") + "</Контейнер>\n"
+    assert [getattr(o, "id", None) for o in iter_documents(cml(body).encode())] == ["1", None, "2"]
 
 
 def test_what_cannot_be_split_still_ends_the_file() -> None:
@@ -300,6 +339,7 @@ def test_recovery_keeps_the_safety_limits() -> None:
     with pytest.raises(ProtocolError, match="runs past 2000 bytes"):
         list(iter_documents(cml(doc_xml("1") + huge.replace("</Документ>", "") + doc_xml("3")).encode(),
                             Limits(max_record=2000)))
+
 
 
 def test_damage_between_records_does_not_cost_a_record() -> None:

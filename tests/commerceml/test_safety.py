@@ -15,6 +15,8 @@ from syncd.errors import BadInput, ProtocolError
 
 from .factories import cml, doc_xml, requisites_xml, write_file
 
+pytestmark = pytest.mark.usefixtures("feed_size")
+
 XXE = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE КоммерческаяИнформация [<!ENTITY x SYSTEM "file:///etc/passwd">]>
 <КоммерческаяИнформация ВерсияСхемы="2.08" ДатаФормирования="2026-11-24T10:15:00">
