@@ -3,13 +3,18 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What syncd runs with, pinned with hashes: requirements.lock (the README's deploy steps install
+# it) and requirements-dev.lock (the same pins plus the test tools; make install and CI).
+LOCK := requirements.lock
+DEV_LOCK := requirements-dev.lock
+PIP_TOOLS := pip-tools==7.7.0
 
-.PHONY: demo test test-fast test-slow bench install clean reference wheel catalogs
+.PHONY: demo test test-fast test-slow test-latest test-compat lock bench install clean reference wheel catalogs
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,6 +29,39 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	SYNCD_SLOW=0 $(BIN)/python -m pytest -q -x $(PYTEST_ARGS)
+
+## Drift: the newest versions pyproject.toml allows (not the lock), in their own venv, against the
+## suites that depend most on the libraries' behaviour: the CommerceML reader (lxml), the IMAP
+## connector (imapclient, Dovecot) and the Bitrix24 client with its third-party peers. CI runs it,
+## so a new release that breaks syncd is a named failure here before a user meets it.
+LATEST_SUITES := tests/commerceml tests/connectors/imap tests/connectors/bitrix24 tests/sandbox
+test-latest:
+	rm -rf .cache/latest-venv
+	$(PY) -m venv .cache/latest-venv
+	.cache/latest-venv/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	.cache/latest-venv/bin/python -m syncd.versions
+	.cache/latest-venv/bin/python -m pytest -q -p no:cacheprovider $(LATEST_SUITES)
+
+## The oldest lxml series the reader supports (pyproject.toml: lxml>=6.1), with the rest as locked:
+## the CommerceML suites, since 6.1 and 6.2 report syntax errors differently.
+COMPAT_LXML ?= 6.1.3
+test-compat: $(STAMP)
+	rm -rf .cache/compat-venv
+	$(PY) -m venv .cache/compat-venv
+	.cache/compat-venv/bin/python -m pip install -q --require-hashes -r $(DEV_LOCK)
+	.cache/compat-venv/bin/python -m pip install -q 'lxml==$(COMPAT_LXML)'
+	.cache/compat-venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	.cache/compat-venv/bin/python -m syncd.versions
+	.cache/compat-venv/bin/python -m pytest -q -p no:cacheprovider tests/commerceml
+
+## Re-pin both lock files to the newest versions pyproject.toml allows (then: make test test-compat).
+lock:
+	test -x .cache/lock-venv/bin/pip-compile || ($(PY) -m venv .cache/lock-venv && \
+	  .cache/lock-venv/bin/python -m pip install -q '$(PIP_TOOLS)')
+	.cache/lock-venv/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --extra test -o $(DEV_LOCK) pyproject.toml
+	.cache/lock-venv/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links -c $(DEV_LOCK) -o $(LOCK) pyproject.toml
 
 ## docs/reference.md from the config, mapping and rules models (a test compares them).
 reference: $(STAMP)
@@ -40,6 +78,7 @@ catalogs: $(STAMP)
 ## dist/: the sdist, then the wheel built from it (example mappings, config and unit inside).
 wheel: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
+	cp $(LOCK) dist/
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py --n 20000
@@ -48,4 +87,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/intake.py --seconds 20 --n 2000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist *.egg-info .cache/latest-venv .cache/compat-venv
