@@ -153,14 +153,37 @@ def _with_json_option(cmd: click.Command) -> None:
             _with_json_option(sub)
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta[f"syncd.{param.name}"] = True
+
+
+def _print_version(ctx: click.Context) -> None:
+    """`--version [--verbose]`: both flags are eager and only remembered; this runs from the first
+    non-eager option's callback, after both are seen in whichever order they were given."""
+    if not ctx.meta.get("syncd.version") or ctx.resilient_parsing:
+        return
+    if ctx.meta.get("syncd.verbose"):
+        from syncd.versions import versions
+
+        for name, v in versions().items():
+            click.echo(f"{name} {v}")
+    else:
+        click.echo(f"syncd, version {_version()}")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config", default=_default_config, show_default="$SYNCD_CONFIG or ./config.toml",
-              help="config file")
+              help="config file", callback=lambda c, _p, v: _print_version(c) or v)
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default=None)
 @click.option("--env-file", type=click.Path(dir_okay=False), default=None,
               help="read NAME=value lines into the environment first (the unit's EnvironmentFile)")
-@click.version_option(package_name="syncd")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_remember,
+              help="show the version and exit (with --verbose: lxml, libxml2, SQLAlchemy, drivers)")
+@click.option("--verbose", is_flag=True, expose_value=False, is_eager=True, callback=_remember,
+              help="with --version: every version")
 @click.pass_context
 def main(ctx: click.Context, config: str, as_json: bool, log_format: str | None,
          env_file: str | None) -> None:
@@ -235,8 +258,11 @@ def check(ctx: click.Context) -> None:
 
     from syncd import check as checks
 
+    from syncd.versions import describe
+
     settings = _settings(ctx)
-    findings: list[checks.Finding] = []
+    # first, so a support request that pastes the output carries them
+    findings: list[checks.Finding] = [checks.Finding("versions", True, describe(settings.daemon.database_url))]
     db_file = checks.sqlite_file(settings.daemon.database_url)
     scratch = None
     if db_file is not None and not db_file.exists():

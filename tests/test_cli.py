@@ -409,12 +409,14 @@ chain = [{ name = "ghost", manager = "999" }]
 def test_check_reports_a_database_not_created_yet(tmp_path: Path, names: tuple[str, str]) -> None:
     cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/new/syncd.db"})
     code, findings, _ = _check(cfg)
-    assert code == 0 and findings[0]["name"] == "database" and "does not exist yet" in str(findings[0]["detail"])
+    db = [f for f in findings if f["name"] == "database"]
+    assert code == 0 and len(db) == 1 and "does not exist yet" in str(db[0]["detail"])
     assert not (tmp_path / "new").exists()          # check creates nothing
     (tmp_path / "ro").write_text("", encoding="utf-8")
     cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/ro/x/syncd.db"})
     code, findings, _ = _check(cfg)
-    assert code == 1 and "cannot be created" in str(findings[0]["detail"])
+    db = [f for f in findings if f["name"] == "database"]
+    assert code == 1 and "cannot be created" in str(db[0]["detail"])
 
 
 # ---- init, purge, replay ---------------------------------------------------------------------------
@@ -568,3 +570,33 @@ def test_sync_dry_run_reports_and_changes_nothing(tmp_path: Path, names: tuple[s
     code, out, _ = _run("-c", str(cfg), "--json", "sync", "--dry-run")
     report = json.loads(out)
     assert report["writes"].get(crm, {"create": 0})["create"] == 0
+
+
+def test_version_and_verbose_versions_in_either_order() -> None:
+    import sqlalchemy
+    from lxml import etree
+
+    code, out, _ = _run("--version")
+    assert code == 0 and out.startswith("syncd, version ")
+    libxml2 = ".".join(map(str, etree.LIBXML_VERSION))
+    for args in (("--version", "--verbose"), ("--verbose", "--version")):
+        code, out, _ = _run(*args)
+        got = dict(line.split(" ", 1) for line in out.splitlines())
+        assert code == 0 and got["libxml2"] == libxml2
+        assert got["lxml"] == ".".join(map(str, etree.LXML_VERSION[:3]))
+        assert got["sqlalchemy"] == sqlalchemy.__version__ and "psycopg" in got and "sqlite" in got
+
+
+def test_check_prints_the_versions_a_support_request_needs(tmp_path: Path, names: tuple[str, str]) -> None:
+    import sqlite3
+
+    import sqlalchemy
+    from lxml import etree
+
+    code, out, _ = _run("-c", str(_cfg(tmp_path, names)), "check")
+    first = out.splitlines()[0]
+    assert first.startswith("✓ versions: syncd ")
+    assert f"lxml {'.'.join(map(str, etree.LXML_VERSION[:3]))}" in first
+    assert f"libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}" in first
+    assert f"sqlalchemy {sqlalchemy.__version__}" in first and f"sqlite {sqlite3.sqlite_version}" in first
+    assert "psycopg" not in first          # only the driver of the configured database
