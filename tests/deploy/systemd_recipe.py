@@ -4,8 +4,11 @@ Each line of the block runs as written, with these differences only:
 
 - absolute paths (`/opt/…`, `/etc/…`) are moved under the temporary root;
 - the group is a throw-away one (`syncd-t…`), deleted afterwards, not the machine's `syncd`;
-- `pip install ./syncd-*.whl` installs the test's wheel offline (its declared dependencies linked
-  from the test environment, wheel_env.py), since tests never reach an index;
+- `pip install --require-hashes -r requirements.lock` is checked offline, since tests never reach
+  an index: the lock beside the wheel pins, with hashes, exactly the wheel's dependency closure at
+  the versions the (locked) test environment runs (wheel_env.check_lock);
+- `pip install --no-deps ./syncd-*.whl` installs the test's wheel offline (its declared
+  dependencies linked from the test environment, wheel_env.py);
 - `$EDITOR …` is `edit(root)`: the caller fills in the secrets and URLs, as the operator would;
 - `systemctl daemon-reload && systemctl enable --now syncd` (there is no running systemd here) is
   `systemd-analyze verify` on the installed unit, then the unit's own ExecStart run the way systemd
@@ -42,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wheel_env import install_offline  # noqa: E402
+from wheel_env import check_lock, install_offline  # noqa: E402
 
 
 def recipe_lines(readme: Path = README) -> list[str]:
@@ -187,7 +190,11 @@ def run_recipe(
         log(f"$ {line}")
         if re.match(r"\S*python3 -m venv ", cmd):
             cmd = cmd.replace("python3", shlex.quote(getattr(sys, "_base_executable", sys.executable)), 1)
+        elif re.search(r"/bin/pip install .*-r requirements\.lock", cmd):
+            check_lock(wheel_dir / "requirements.lock", wheel)
+            continue
         elif re.search(r"/bin/pip install ", cmd):
+            assert "--no-deps" in cmd, "the wheel goes in after the lock, without pulling anything else"
             install_offline(Path(cmd.split()[0]).parent / "python", wheel, copy=True)
             continue
         elif cmd.startswith("$EDITOR "):

@@ -9,6 +9,7 @@ environment (no index is ever asked). A dependency the wheel forgets is missing 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +37,40 @@ def build_wheel(dist_dir: Path) -> Path:
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     wheels = sorted(dist_dir.glob("syncd-*.whl"))
     assert wheels, r.stdout[-2000:]
+    shutil.copy2(ROOT / "requirements.lock", dist_dir / "requirements.lock")   # as `make wheel` does
     return wheels[-1]
+
+
+_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s\\;]+)")
+
+
+def lock_pins(path: Path) -> dict[str, tuple[str, int]]:
+    """A pip-compile lock file: canonical name → (version, number of hashes)."""
+    out: dict[str, tuple[str, int]] = {}
+    name = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = _PIN.match(line)
+        if m:
+            name = canonicalize_name(m.group(1))
+            out[name] = (m.group(2), 0)
+        elif name and line.strip().startswith("--hash=sha256:"):
+            v, n = out[name]
+            out[name] = (v, n + 1)
+    return out
+
+
+def check_lock(lock: Path, wheel: Path) -> None:
+    """Offline stand-in for `pip install --require-hashes -r requirements.lock` before the wheel:
+    the lock pins, with hashes, exactly the packages the wheel's dependencies close over, at the
+    versions this (locked) test environment runs — so the deployed venv is the tested one."""
+    assert lock.exists(), f"{lock.name} is not beside the wheel (make wheel copies it into dist/)"
+    pins = lock_pins(lock)
+    needed = {k: d.version for k, d in closure(wheel_requirements(wheel)).items()}
+    needed = {canonicalize_name(k): v for k, v in needed.items()}
+    assert set(pins) == set(needed), f"lock vs wheel closure: {sorted(set(pins) ^ set(needed))}"
+    wrong = {k: (pins[k][0], v) for k, v in needed.items() if Version(pins[k][0]) != Version(v)}
+    assert not wrong, f"locked vs tested versions: {wrong}"
+    assert all(n > 0 for _, n in pins.values()), "every pin needs its hashes (--require-hashes)"
 
 
 def wheel_requirements(wheel: Path) -> list[Requirement]:
