@@ -662,6 +662,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool, no_push: b
     """
     from sqlalchemy import select
 
+    from syncd.pipeline import outbox
     from syncd.progress import SyncProgress
     from syncd.store import tables as t
 
@@ -677,7 +678,7 @@ def replay(ctx: click.Context, ids: tuple[int, ...], list_only: bool, no_push: b
         q = q.where(t.outbox.c.id.in_(ids))
     with rt.store.read() as c:
         systems = sorted(c.execute(q).scalars())
-    n = rt.store.replay(list(ids) or None)
+    n = outbox.replay(rt.store, list(ids) or None)
     data: dict[str, Any] = {"replayed": n}
     try:
         if n and not no_push:

@@ -212,6 +212,14 @@ class StatsCollector(Collector):
         conflicts = GaugeMetricFamily("syncd_conflicts_open", "Open field conflicts")
         conflicts.add_metric([], float(st.get("totals", {}).get("conflicts_open", 0)))
         yield conflicts
+        stale = GaugeMetricFamily("syncd_outbox_blocked_stale",
+                                  "Writes blocked on a record that exists (0 unless a wake-up was missed)")
+        stale.add_metric([], float(st.get("totals", {}).get("outbox_blocked_stale", 0)))
+        yield stale
+        repaired = CounterMetricFamily("syncd_outbox_blocked_stale_repaired",
+                                       "Blocked writes the outbox sweep woke since the daemon started")
+        repaired.add_metric([], float(st.get("totals", {}).get("outbox_blocked_stale_repaired", 0)))
+        yield repaired
 
 
 def _ts(v: Any) -> float | None:
@@ -670,7 +678,9 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
                     if n is None:
                         raise Refusal(N_("not an outbox id: {value}"), value=repr(x))
                     ids.append(n)
-            return {"replayed": rt.store.replay(ids)}
+            from syncd.pipeline import outbox
+
+            return {"replayed": outbox.replay(rt.store, ids)}
 
         return await admin_action(request, act, lambda r, t: t.ngettext(
             "{n} write put back in the queue.", "{n} writes put back in the queue.", r["replayed"]).format(

@@ -43,6 +43,7 @@ log = structlog.get_logger("syncd.scheduler")
 
 RETENTION_EVERY = 86400.0          # seconds between purges
 RETENTION_FIRST = 600.0           # the first purge waits until start-up traffic has settled
+SWEEP_EVERY = 30.0                # seconds between checks of "nothing blocked on what is there"
 
 
 def job_id(system: str, stream: str) -> str:
@@ -215,6 +216,8 @@ class Scheduler:
         if self.rt.rules_tick is not None:
             self.sched.add_job(self._tick, IntervalTrigger(seconds=self.rt.settings.daemon.rules_interval),
                                id="rules:tick")
+        self.sched.add_job(self._sweep, IntervalTrigger(seconds=SWEEP_EVERY), id="outbox:sweep",
+                           next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=SWEEP_EVERY))
         from syncd.daemon.glance import SAMPLE_EVERY
 
         self.sched.add_job(self._sample_lag, IntervalTrigger(seconds=SAMPLE_EVERY), id="lag:sample",
@@ -245,6 +248,16 @@ class Scheduler:
         if out.outbox or out.runs or out.changelog:
             log.info("retention", outbox=out.outbox, runs=out.runs, changelog=out.changelog,
                      batches=out.batches, seconds=round(out.seconds, 1))
+
+    def _sweep(self) -> None:
+        """The outbox invariant: nothing blocked on a record that is there (syncd.pipeline.outbox)."""
+        if self._stopping:
+            return
+        try:
+            if self.rt.sweep_outbox():
+                self._push(None)
+        except Exception as exc:  # noqa: BLE001 - checked again at the next tick
+            log.warning("outbox_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _sample_lag(self) -> None:
         """One point of each system's lag for the status page's chart (one instance per tick)."""

@@ -22,9 +22,10 @@ from syncd import schema
 from syncd.connector import WriteResult
 from syncd.mapping import Mapper
 from syncd.pipeline import outbox, plan
-from syncd.pipeline.payload import Blocked, Ready, block_until
+from syncd.pipeline.payload import Blocked, Ready
 from syncd.store import utcnow
 from syncd.store import tables as t
+from syncd.store.db import dialect_insert
 
 
 class BindingClash(Exception):
@@ -54,53 +55,68 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
     assert em is not None
     ext = str(result.external_id)
     if op.op == "create":
-        have = conn.execute(select(t.bindings.c.entity_id).where(
-            t.bindings.c.system == op.system, t.bindings.c.type == op.entity,
-            t.bindings.c.external_id == ext)).scalar()
-        if have is None:
-            conn.execute(insert(t.bindings).values(system=op.system, type=op.entity, external_id=ext,
-                                                   entity_id=op.entity_id, created_at=now))
-        elif have != op.entity_id:
-            # a pull may have bound it already (it carried our stamp): the same entity is fine
-            raise BindingClash(f"{op.system} {op.kind} {ext} is already bound to another entity ({have})")
-    sh = conn.execute(select(t.shadows.c.fields).where(t.shadows.c.entity_id == op.entity_id,
-                                                       t.shadows.c.system == op.system)).scalar()
-    shadow = schema.decode(sh) if sh else {}
+        b = t.bindings.c
+        made = conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing(
+            index_elements=[b.system, b.type, b.external_id]).returning(b.entity_id),
+            dict(system=op.system, type=op.entity, external_id=ext, entity_id=op.entity_id, created_at=now)).first()
+        if made is None:
+            have = conn.execute(select(b.entity_id).where(b.system == op.system, b.type == op.entity,
+                                                          b.external_id == ext)).scalar()
+            if have != op.entity_id:
+                # a pull may have bound it already (it carried our stamp): the same entity is fine
+                raise BindingClash(f"{op.system} {op.kind} {ext} is already bound to another entity ({have})")
     # what the target will report back, so reading it is not a change (no echo)
-    shadow.update({k: mapper.roundtrip(em, k, v) for k, v in ready.sent.items()})
-    text = schema.encode(shadow)
-    if sh is None:
-        conn.execute(insert(t.shadows).values(entity_id=op.entity_id, system=op.system, fields=text,
-                                              fingerprint="", source_version=result.version, updated_at=now))
-    else:
-        vals: dict[str, Any] = dict(fields=text, updated_at=now)
-        if result.version is not None:
-            vals["source_version"] = result.version
-        conn.execute(update(t.shadows).where(t.shadows.c.entity_id == op.entity_id,
-                                             t.shadows.c.system == op.system).values(**vals))
+    shadow = _merge_shadow(conn, op.entity_id, op.system,
+                           {k: mapper.roundtrip(em, k, v) for k, v in ready.sent.items()}, result.version, now)
     conn.execute(insert(t.changelog).values(entity_id=op.entity_id, system=op.system, origin="push",
                                             fields=schema.encode(ready.sent), source_version=result.version,
                                             source_time=None, observed_at=now, run_id=None))
     common = dict(attempts=fenced["attempts"] + 1, payload=schema.encode(ready.sent), updated_at=now,
                   external_key=op.external_key if op.op == "create" else fenced["external_key"])
-    if ready.deferred is not None:
-        on, why, detail = ready.deferred
-        status = "blocked"
-        outbox.settle(conn, row["id"], status=status, blocked_on=on, blocked_why=why, last_error=detail,
-                      next_attempt_at=block_until(why, now, link_wait), **common)
-    elif _in_step(conn, mapper, em, op.entity_id, shadow):
-        status = "done"
-        outbox.settle(conn, row["id"], status=status, last_error=None, **common)
-    else:
-        # the record changed while the write was in flight: the row goes again, decided anew
-        status = "pending"
-        outbox.settle(conn, row["id"], status=status, last_error=None, next_attempt_at=now, **common)
     for e in ready.embedded:
         _bind_embedded(conn, mapper, op.system, e, now)
     if op.op == "create":
         # writes that waited for this record here look again now
         outbox.unblock(conn, [op.entity_id], system=op.system, now=now)
+    if ready.deferred is not None:
+        on, why, detail = ready.deferred
+        # a link left out: the write waits for it — unless it appeared meanwhile (another write of
+        # this claim created it), which `block` sees in this transaction
+        status = outbox.block(conn, fenced, on=on, why=why, detail=detail, now=now, link_wait=link_wait,
+                              **common)
+    elif _in_step(conn, mapper, em, op.entity_id, shadow):
+        status = "done"
+        outbox.done(conn, row["id"], last_error=None, **common)
+    else:
+        # the record changed while the write was in flight: the row goes again, decided anew
+        status = "pending"
+        outbox.again(conn, row["id"], at=now, last_error=None, **common)
     return status
+
+
+def _merge_shadow(conn: Connection, eid: str, system: str, sent: dict[str, Any], version: str | None,
+                  now: dt.datetime) -> dict[str, Any]:
+    """The target's shadow with what it was sent on top; made when missing. A pull may make the same
+    shadow concurrently (it read the record syncd just created): the insert then does nothing and
+    the row it made is merged into, under its row lock."""
+    sh = t.shadows.c
+    for _ in range(2):
+        q = select(sh.fields).where(sh.entity_id == eid, sh.system == system)
+        cur = conn.execute(q.with_for_update() if conn.dialect.name == "postgresql" else q).scalar()
+        if cur is not None:
+            shadow = dict(schema.decode(cur), **sent)
+            vals: dict[str, Any] = dict(fields=schema.encode(shadow), updated_at=now)
+            if version is not None:
+                vals["source_version"] = version
+            conn.execute(update(t.shadows).where(sh.entity_id == eid, sh.system == system).values(**vals))
+            return shadow
+        made = conn.execute(dialect_insert(conn, t.shadows).on_conflict_do_nothing(
+            index_elements=[sh.entity_id, sh.system]).returning(sh.entity_id),
+            dict(entity_id=eid, system=system, fields=schema.encode(sent), fingerprint="", source_version=version,
+                 updated_at=now)).first()
+        if made is not None:
+            return dict(sent)
+    raise AssertionError(f"shadow {eid}/{system} neither readable nor insertable")
 
 
 def _bind_embedded(conn: Connection, mapper: Mapper, system: str, e: Any, now: dt.datetime) -> None:
@@ -111,14 +127,14 @@ def _bind_embedded(conn: Connection, mapper: Mapper, system: str, e: Any, now: d
     if conn.execute(select(t.bindings.c.external_id).where(t.bindings.c.entity_id == e.entity_id,
                                                             t.bindings.c.system == system)).first():
         return
-    conn.execute(insert(t.bindings).values(system=system, type=e.entity_type, external_id=e.external_id,
-                                           entity_id=e.entity_id, created_at=now))
+    conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing().values(
+        system=system, type=e.entity_type, external_id=e.external_id, entity_id=e.entity_id, created_at=now))
     em = mapper.push_map(system, e.entity_type)
     fields = {k: mapper.roundtrip(em, k, v) for k, v in e.sent.items()} if em is not None else dict(e.sent)
-    if conn.execute(select(t.shadows.c.entity_id).where(t.shadows.c.entity_id == e.entity_id,
-                                                         t.shadows.c.system == system)).first() is None:
-        conn.execute(insert(t.shadows).values(entity_id=e.entity_id, system=system, fields=schema.encode(fields),
-                                              fingerprint="", source_version=None, updated_at=now))
+    conn.execute(dialect_insert(conn, t.shadows).on_conflict_do_nothing().values(
+        entity_id=e.entity_id, system=system, fields=schema.encode(fields), fingerprint="", source_version=None,
+        updated_at=now))
+    outbox.unblock(conn, [e.entity_id], system=system, now=now)
 
 
 def _in_step(conn: Connection, mapper: Mapper, em: Any, eid: str, shadow: dict[str, Any]) -> bool:
@@ -136,20 +152,21 @@ def _in_step(conn: Connection, mapper: Mapper, em: Any, eid: str, shadow: dict[s
 def nothing(conn: Connection, row: dict[str, Any], token: str, reason: str) -> bool:
     if outbox.fence(conn, row["id"], token) is None:
         return False
-    outbox.settle(conn, row["id"], status="done", last_error=f"nothing to send: {reason}")
+    outbox.done(conn, row["id"], last_error=f"nothing to send: {reason}")
     return True
 
 
 def blocked(conn: Connection, row: dict[str, Any], token: str, b: Blocked, *, link_wait: float,
-            now: dt.datetime | None = None) -> bool:
+            now: dt.datetime | None = None) -> str:
+    """Settle a write that cannot go yet. Returns "blocked", "pending" (what it waited for came
+    meanwhile) or "lost"."""
     now = now or utcnow()
-    if outbox.fence(conn, row["id"], token) is None:
-        return False
+    fenced = outbox.fence(conn, row["id"], token)
+    if fenced is None:
+        return "lost"
     if b.plan is not None:
         outbox.plan(conn, [b.plan], now)
-    outbox.settle(conn, row["id"], status="blocked", blocked_on=b.on, blocked_why=b.why, last_error=b.detail,
-                  next_attempt_at=block_until(b.why, now, link_wait))
-    return True
+    return outbox.block(conn, fenced, on=b.on, why=b.why, detail=b.detail, now=now, link_wait=link_wait)
 
 
 def failed(conn: Connection, row: dict[str, Any], token: str, error: BaseException, *, backoff: Backoff,
@@ -168,17 +185,10 @@ def failed(conn: Connection, row: dict[str, Any], token: str, error: BaseExcepti
         text += "".join(f" | {f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in tb)
     if permanent or attempts >= backoff.max_attempts:
         prefix = "" if permanent else f"gave up after {attempts} attempts: "
-        outbox.settle(conn, row["id"], status="dead", attempts=attempts, last_error=prefix + text)
-        # the writes that wait for this record here wait for a person now: say so where they show
-        conn.execute(update(t.outbox).where(t.outbox.c.status == "blocked", t.outbox.c.blocked_on == row["entity_id"],
-                                            t.outbox.c.system == row["system"])
-                     .values(blocked_why="dead", last_error=f"the write of the {row['entity_type']} it links to "
-                                                            f"is a dead letter (row {row['id']}): replay it",
-                             updated_at=now))
+        outbox.dead(conn, fenced, error=prefix + text, now=now, attempts=attempts)
         return "dead"
     delay = backoff.delay(attempts, getattr(error, "retry_after", None))
-    outbox.settle(conn, row["id"], status="pending", attempts=attempts, last_error=text,
-                  next_attempt_at=now + dt.timedelta(seconds=delay))
+    outbox.again(conn, row["id"], at=now + dt.timedelta(seconds=delay), attempts=attempts, last_error=text)
     return "pending"
 
 

@@ -120,9 +120,7 @@ def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: 
     conn.execute(update(t.entities).where(t.entities.c.id == held).values(
         hold="merged", merged_into=into, updated_at=now))
     # the held entity's own queued writes (none should exist) go nowhere
-    conn.execute(update(t.outbox).where(t.outbox.c.entity_id == held, t.OPEN_WRITES,
-                                        t.outbox.c.status != "sending")
-                 .values(status="done", last_error=f"merged into {into} (review {review_id})", updated_at=now))
+    outbox.close_merged(conn, held, into, f"review {review_id}")
     # the record's fields, as a pull from its system (its binding now leads to `into`)
     _BatchRun(engine, conn, system, None, "review").run([raw])
     relink(engine, conn, held, into, origin=f"review:{review_id}")

@@ -347,11 +347,4 @@ def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], who
     return out, tuple(new)
 
 
-def block_until(why: str, now: dt.datetime, link_wait: float) -> dt.datetime:
-    """When a blocked write is looked at again without being woken: only a wait for a linked
-    record's first appearance ends by itself (after `link_wait`)."""
-    return now + dt.timedelta(seconds=link_wait if why == "record" else 365 * 86400)
-
-
-__all__ = ["Ready", "Embedded", "Nothing", "Blocked", "Failed", "Outcome", "build", "external_key",
-           "block_until"]
+__all__ = ["Ready", "Embedded", "Nothing", "Blocked", "Failed", "Outcome", "build", "external_key"]

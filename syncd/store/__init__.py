@@ -1,5 +1,5 @@
 """Persistent state: entities, bindings, shadows, change log, queues, cursors, runs, leases."""
 
-from syncd.store.store import Store, new_id, utcnow
+from syncd.store.store import Store, after_commit, new_id, utcnow
 
-__all__ = ["Store", "new_id", "utcnow"]
+__all__ = ["Store", "after_commit", "new_id", "utcnow"]

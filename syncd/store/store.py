@@ -6,20 +6,40 @@ leases, runs, queues, stats) has a named method here.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import json
+import os
 import threading
 import time
 import uuid
+import weakref
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import delete, func, insert, or_, select, update
+import structlog
+from sqlalchemy import case, delete, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from syncd.store import tables as t
-from syncd.store.db import WRITE, make_engine, migrate
+from syncd.store.db import WRITE, dialect_insert_for, make_engine, migrate
+
+_log = structlog.get_logger("syncd.store")
+
+
+# Work to do after a transaction commits, per connection: what a transaction wrote is read again
+# once it is visible to everyone (the outbox's wake-ups; see syncd/pipeline/outbox.py).
+_AFTER_COMMIT: "weakref.WeakKeyDictionary[Connection, list[Callable[[Connection], None]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def after_commit(conn: Connection, fn: Callable[[Connection], None]) -> None:
+    """Run `fn` in a transaction of its own once the transaction on `conn` has committed (never when
+    it rolls back). Only for transactions opened with `Store.begin`; elsewhere it never runs."""
+    _AFTER_COMMIT.setdefault(conn, []).append(fn)
 
 
 def utcnow() -> dt.datetime:
@@ -69,17 +89,24 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A write transaction (on SQLite it takes the write lock at BEGIN)."""
-        if self._writer is None:
-            with self.engine.connect() as conn:
-                conn.execution_options(**{WRITE: True})
+        """A write transaction (on SQLite it takes the write lock at BEGIN); after it commits, what
+        was registered with `after_commit` runs, each in a transaction of its own."""
+        with self._writer or contextlib.nullcontext(), self.engine.connect() as conn:
+            conn.execution_options(**{WRITE: True})
+            try:
                 with conn.begin():
                     yield conn
-            return
-        with self._writer, self.engine.connect() as conn:
-            conn.execution_options(**{WRITE: True})
-            with conn.begin():
-                yield conn
+            except BaseException:
+                _AFTER_COMMIT.pop(conn, None)
+                raise
+            hooks = _AFTER_COMMIT.pop(conn, None)
+            if hooks:
+                try:
+                    with conn.begin():
+                        for fn in hooks:
+                            fn(conn)
+                except Exception as exc:  # noqa: BLE001 - what committed stands; the sweep repairs the rest
+                    _log.warning("after_commit_failed", error=f"{type(exc).__name__}: {exc}")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -169,6 +196,50 @@ class Store:
         with self.begin() as c:
             c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))
 
+    # -- rate budgets (one peer's request rate, shared by every instance) ------------------------
+    def _db_now(self) -> Any:
+        # on PostgreSQL the server's clock: instances on several hosts share one timeline
+        if self.is_postgres:
+            return func.extract("epoch", func.clock_timestamp())
+        return literal(time.time())
+
+    def take_rate(self, key: str, rate: float, burst: float) -> float:
+        """Reserve the next request slot of budget `key` (`rate` a second, up to `burst` at once),
+        for whichever instance asks; returns the seconds to wait before sending (GCRA: the budget
+        is one number, its theoretical arrival time, moved in one statement)."""
+        step = 1.0 / rate
+        now = self._db_now()
+        rb = t.rate_budgets.c
+        ins = dialect_insert_for(self.engine.dialect.name, t.rate_budgets)
+        stmt = ins.values(key=key, tat=now + step).on_conflict_do_update(
+            index_elements=[rb.key], set_={"tat": case((rb.tat > now, rb.tat), else_=now) + step}
+        ).returning(rb.tat, now)
+        with self.begin() as c:
+            tat, at = c.execute(stmt).one()
+        return max(0.0, float(tat) - step * max(1.0, burst) - float(at))
+
+    def rate_budget(self, key: str, rate: float, burst: float) -> "RateBudget | FileRateBudget":
+        """A request-rate budget shared by every instance on this database: a row on PostgreSQL;
+        a locked file beside a SQLite database (whose instances are processes of one machine, and
+        whose one write lock a connector call inside a pull's transaction must never wait for)."""
+        if self.is_postgres:
+            return RateBudget(self, key, rate, burst)
+        db = self.engine.url.database
+        if not db or db == ":memory:":
+            return FileRateBudget(None, rate, burst)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+        return FileRateBudget(f"{db}.rate-{digest}", rate, burst)
+
+    def fill_rate(self, key: str, rate: float, burst: float) -> None:
+        """The peer said its budget is spent (QUERY_LIMIT_EXCEEDED): nobody sends until it drains."""
+        now = self._db_now()
+        full = now + max(1.0, burst) / rate
+        rb = t.rate_budgets.c
+        ins = dialect_insert_for(self.engine.dialect.name, t.rate_budgets)
+        with self.begin() as c:
+            c.execute(ins.values(key=key, tat=full).on_conflict_do_update(
+                index_elements=[rb.key], set_={"tat": case((rb.tat > full, rb.tat), else_=full)}))
+
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, system: str, stream: str, instance: str = "") -> str:
         run_id = new_id()
@@ -235,13 +306,6 @@ class Store:
         with self.read() as c:
             return [dict(r) for r in c.execute(q).mappings()]
 
-    def replay(self, ids: list[int] | None = None) -> int:
-        """Put dead-lettered writes back in the queue (all, or the given ids); the writes that
-        waited for them look again."""
-        from syncd.pipeline.outbox import replay
-
-        return replay(self, ids)
-
     # -- entities -------------------------------------------------------------------------------
     def entity(self, entity_id: str) -> dict[str, Any] | None:
         from syncd.schema import decode
@@ -274,3 +338,82 @@ class Store:
             q = q.where(tbl.c[k] == v)
         with self.read() as c:
             return int(c.execute(q).scalar() or 0)
+
+
+class RateBudget:
+    """One peer's request rate, shared through the database by every instance (and every thread):
+    `acquire()` before each request waits for its slot, `fill()` after the peer refused one."""
+
+    def __init__(self, store: Store, key: str, rate: float, burst: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store, self.key, self.rate, self.burst = store, key, rate, burst
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._local_next = 0.0          # used only while the database cannot be asked
+
+    def acquire(self) -> float:
+        try:
+            wait = self.store.take_rate(self.key, self.rate, self.burst)
+        except Exception as exc:  # noqa: BLE001 - the database is down: pace this process alone
+            _log.warning("rate_budget_unavailable", key=self.key, error=type(exc).__name__)
+            with self._lock:
+                now = time.monotonic()
+                self._local_next = max(self._local_next, now) + 1.0 / self.rate
+                wait = max(0.0, self._local_next - now - 1.0 / self.rate)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def fill(self) -> None:
+        try:
+            self.store.fill_rate(self.key, self.rate, self.burst)
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("rate_budget_unavailable", key=self.key, error=type(exc).__name__)
+
+
+class FileRateBudget:
+    """The same budget (GCRA: one theoretical arrival time) in a small file under an exclusive
+    lock: the processes of one machine sharing a SQLite database share it without a database write.
+    `path` None: this process alone (an in-memory database)."""
+
+    def __init__(self, path: str | None, rate: float, burst: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.path, self.rate, self.burst = path, rate, burst
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tat = 0.0
+
+    def _move(self, fn: Callable[[float, float], float]) -> tuple[float, float]:
+        """Apply `fn(tat, now) -> new tat` atomically; returns (new tat, now)."""
+        with self._lock:
+            now = time.time()
+            if self.path is None:
+                self._tat = fn(self._tat, now)
+                return self._tat, now
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                raw = os.pread(fd, 64, 0)
+                try:
+                    tat = float(raw.decode().strip() or 0)
+                except ValueError:
+                    tat = 0.0
+                now = time.time()
+                new = fn(tat, now)
+                data = repr(new).encode()
+                os.pwrite(fd, data.ljust(32), 0)
+                return new, now
+            finally:
+                os.close(fd)
+
+    def acquire(self) -> float:
+        step = 1.0 / self.rate
+        tat, now = self._move(lambda tat, now: max(tat, now) + step)
+        wait = max(0.0, tat - step * max(1.0, self.burst) - now)
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def fill(self) -> None:
+        full = max(1.0, self.burst) / self.rate
+        self._move(lambda tat, now: max(tat, now + full))

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import make_mapper, make_world, person
+from syncd.pipeline import outbox
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import SimulatedCrash
 from syncd.store import Store
@@ -222,7 +223,7 @@ def test_transient_errors_retry_then_dead_letter_and_replay(store: Store) -> Non
     dead = store.list_outbox("dead")
     assert len(dead) == 1 and "gave up after 2 attempts" in dead[0]["last_error"]
     assert json.loads(dead[0]["payload"])["person.email"] == "ivan@example.ru"
-    assert store.replay() == 1
+    assert outbox.replay(store) == 1
     syncer.push("crm")
     assert remote["crm"].creates == 1 and store.list_outbox("dead") == []
 
@@ -286,6 +287,21 @@ def test_rejected_record_keeps_its_line_in_quarantine(store: Store) -> None:
     assert c.quarantined == 1 and c.created == 1
     q = store.list_quarantine()[0]
     assert q["reason"].startswith("line 42: ") and q["raw"] == "<Документ>…" and q["external_id"] == "o9"
+
+
+def test_a_rejected_record_without_an_id_is_quarantined_too(store: Store) -> None:
+    """Issue 20: a batch holding only records that could not be read, none with an id, was
+    acknowledged without a trace. Each goes to quarantine whole, the batch is counted as such."""
+    from syncd.connector import Batch, Rejected
+
+    syncer, _remote = make_world(store)
+    counts = syncer.engine.ingest("onec", Batch("order", [
+        Rejected("<Документ> без <Ид>", kind="order", external_id=None, line=7, raw="<Документ><Номер>102</Номер>"),
+        Rejected("not XML", kind=None, external_id=None, raw=b"\x00\x01")]))
+    assert counts.quarantined == 2
+    items = store.list_quarantine()
+    assert sorted(q["raw"] for q in items) == sorted(["<Документ><Номер>102</Номер>", "\x00\x01"])
+    assert any("line 7" in q["reason"] for q in items)
 
 
 def test_second_record_of_one_system_goes_to_review_then_binds_as_alias(store: Store) -> None:

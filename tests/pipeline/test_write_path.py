@@ -283,6 +283,24 @@ def test_an_unexpected_connector_error_is_an_attempt_then_a_dead_letter(store: S
     assert store.count("outbox", status="sending") == 0
 
 
+def test_an_update_whose_answer_never_came_is_sent_again_until_it_lands(store: Store) -> None:
+    """An update fails past the pusher's inline retries (the target never answered, nothing was
+    written): it is not settled as sent — it is tried again until the target holds the value."""
+    syncer, remote = make_world(store, systems=("crm", "shop"),
+                                policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, max_attempts=10))
+    remote["shop"].edit("person", "s1", **person(comment="первый"))
+    syncer.until_quiet()
+    remote["shop"].edit("person", "s1", comment="второй")
+    syncer.pull("shop", "person")
+    remote["crm"].faults.extend(["transient"] * (syncer.policy.inline_tries + 1))
+    c = syncer.push("crm")
+    assert c.failed >= 1
+    syncer.push("crm")
+    (crm_person,) = remote["crm"].objects["person"].values()
+    assert crm_person["comment"] == "второй", "an update that never reached the target was settled as sent"
+    assert store.count("outbox", status="pending") == 0
+
+
 def test_a_write_waiting_for_a_dead_letter_is_blocked_until_it_is_replayed(store: Store) -> None:
     syncer, remote = make_world(store, systems=("crm", "shop"))
     remote["shop"].edit("person", "c1", **person())
@@ -298,7 +316,7 @@ def test_a_write_waiting_for_a_dead_letter_is_blocked_until_it_is_replayed(store
     for _ in range(3):                                  # it does not spin
         syncer.push("crm")
     assert remote["crm"].writes == writes and _rows(store, system="crm", entity_type="order")[0]["attempts"] == 0
-    assert store.replay() == 1
+    assert outbox.replay(store) == 1
     c = syncer.push("crm")
     assert c.pushed == 2
     deal = _obj(remote["crm"], "order", number="77")

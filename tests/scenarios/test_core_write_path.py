@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from scenario_env import MUG, World, company_buyer
 
+from syncd.pipeline import outbox
+
 
 def _requisite(w: World) -> dict:
     (co,) = w.portal.companies()
@@ -55,7 +57,7 @@ def test_a_company_read_half_written_never_wipes_its_accounts(world: World) -> N
     assert [a["account"] for a in w.runtime().store.entity(eid)["fields"]["company.bank_accounts"]] == [acc]
     # the operator fixes it and replays: the account reaches the CRM once
     w.portal._j("DELETE", "/rejections")
-    assert w.runtime().store.replay() == 1
+    assert outbox.replay(w.runtime().store) == 1
     w.sync()
     assert [b["RQ_ACC_NUM"] for b in w.portal.bank_details(rq["ID"])] == [acc]
     assert w.runtime().store.list_outbox("dead") == []

@@ -7,6 +7,7 @@ from pathlib import Path
 from b24helpers import new_portal
 
 from syncd.mapping import Mapper, load_mappings
+from syncd.pipeline import outbox
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import MemoryConnector, MemorySystem
 from syncd.store import Store
@@ -103,7 +104,7 @@ def test_a_refused_create_is_dead_lettered_then_replayed_after_the_fix(sandbox, 
     assert portal._j("GET", "/rejections")["rejections"][0]["hits"] == 1, "a permanent error is not retried"
     # the fix in the portal, then the replay: created once, nothing dead any more
     portal._j("DELETE", f"/rejections/{rule['id']}")
-    assert store.replay() == 1
+    assert outbox.replay(store) == 1
     syncer.until_quiet()
     assert names() == ["Сидоров", "Смирнова"] and store.list_outbox("dead") == []
     assert syncer.pass_once().pushed == 0
