@@ -16,6 +16,7 @@ from syncd.pipeline.counts import Counts
 from syncd.pipeline.engine import Engine, IntakeHook, RuleHook
 from syncd.pipeline.push import Pusher, PushPolicy
 from syncd.store import Store
+from syncd.store.presence import Presence
 
 log = structlog.get_logger("syncd.sync")
 
@@ -31,16 +32,23 @@ class Syncer:
     worker: str = "w"
     policy: PushPolicy = field(default_factory=PushPolicy)
     intake: IntakeHook | None = None     # routing of arrived mail (syncd/pipeline/route_mail.py)
+    presence: Presence | None = None     # this process among the instances (see Pusher)
 
     def __post_init__(self) -> None:
         self.engine = Engine(self.store, self.mapper, rules=self.rules, intake=self.intake)
-        self.pusher = Pusher(self.store, self.mapper, self.connectors, worker=self.worker, policy=self.policy)
+        self.pusher = Pusher(self.store, self.mapper, self.connectors, worker=self.worker, policy=self.policy,
+                             presence=self.presence)
+
+    @property
+    def name(self) -> str:
+        """The name this process works under (its presence's, else `worker`)."""
+        return self.presence.name if self.presence is not None else self.worker
 
     def pull(self, system: str, stream: str, *, since: dt.datetime | None = None,
              progress: Progress | None = None) -> Counts:
         """Run one stream once: read batches from the cursor (or `since`), ingest each."""
         conn = self.connectors[system]
-        run_id = self.store.start_run(system, stream, self.worker)
+        run_id = self.store.start_run(system, stream, self.name)
         counts = Counts()
         error = None
         structlog.contextvars.bind_contextvars(integration=system, stream=stream, run_id=run_id)
@@ -69,7 +77,7 @@ class Syncer:
         return counts
 
     def push(self, system: str, *, max_rows: int | None = None) -> Counts:
-        run_id = self.store.start_run(system, "push", self.worker)
+        run_id = self.store.start_run(system, "push", self.name)
         structlog.contextvars.bind_contextvars(integration=system, stream="push", run_id=run_id)
         error = None
         counts = Counts()

@@ -82,6 +82,8 @@ class Daemon:
             if not self._http_thread.is_alive():
                 raise RuntimeError(f"HTTP server could not listen on {self.settings.daemon.listen}")
             self.stop_event.wait(0.02)
+        # the instance's name, and the claims its dead predecessor held (kill -9), before any work
+        self.rt.syncer.pusher.start()
         self.scheduler.start()
         self.checks.start()
         notify("READY=1\nSTATUS=syncing")

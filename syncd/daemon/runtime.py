@@ -17,6 +17,7 @@ from syncd.pipeline.counts import Counts
 from syncd.pipeline.push import PushPolicy
 from syncd.registry import connector_type
 from syncd.store import Store, utcnow
+from syncd.store.presence import Presence
 from syncd.store.stats import collect
 from syncd.sync import Syncer
 
@@ -45,6 +46,10 @@ class _Context:
 
     def trigger(self, stream: str) -> None:
         self.rt.trigger(self.system, stream)
+
+    def rate_budget(self, key: str, rate: float, burst: float) -> Any:
+        """A peer's request rate shared by every instance on this database (one per portal)."""
+        return self.rt.store.rate_budget(key, rate, burst)
 
     def take_writes(self, limit: int | None = None) -> WriteClaim:
         if self.rt.is_paused(self.system):
@@ -98,9 +103,11 @@ class Runtime:
     def __init__(self, settings: Settings, *, connect: bool = True) -> None:
         self.settings = settings
         d = settings.daemon
-        self.instance = d.instance or stable_instance(d.state_dir, settings.base_dir)
         self.started_at = utcnow()
+        self.stale_repaired = 0            # blocked writes the sweep woke since start (see sweep_outbox)
         self.store = Store(d.database_url)
+        # the name this process works under: the installation's, unless a live process holds it
+        self.presence = Presence(self.store, d.instance or stable_instance(d.state_dir, settings.base_dir))
         self.mapper = Mapper(load_mappings(d.mappings, base=settings.base_dir))
         self.connectors: dict[str, Connector] = {}
         self.trigger_hook: Callable[[str, str], None] | None = None
@@ -113,11 +120,17 @@ class Runtime:
                 self.connectors[name] = ctype.factory(name, settings.connector_settings[name], _Context(self, name))
         self.rules, self.rules_tick = self._build_rules()
         p = settings.push
-        self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules, worker=self.instance,
+        self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules,
+                             worker=self.presence.base, presence=self.presence,
                              policy=PushPolicy(max_attempts=p.max_attempts, inline_tries=p.inline_tries,
                                                base_delay=p.base_delay, max_delay=p.max_delay,
                                                claim_ttl=p.claim_ttl),
                              intake=self._build_intake())
+
+    @property
+    def instance(self) -> str:
+        """This process's name among the instances on the database (syncd.store.presence)."""
+        return self.presence.name
 
     def _build_intake(self) -> Any:
         """The routing stage of the mailboxes' mail (None without an imap system)."""
@@ -246,14 +259,32 @@ class Runtime:
                 out[name] = Health(False, f"{type(exc).__name__}: {exc}")
         return out
 
+    def sweep_outbox(self) -> int:
+        """Check the invariant "no write is blocked on a record that is there" and repair it; returns
+        the writes it woke (0 unless a wake-up was missed, which is logged as the bug it is)."""
+        from syncd.pipeline import outbox
+
+        with self.store.begin() as c:
+            n = outbox.sweep(c)
+        if n:
+            self.stale_repaired += n
+            log.warning("blocked_writes_woken_by_sweep", writes=n,
+                        note="they waited for records that exist; a wake-up was missed")
+        return n
+
     def stats(self) -> dict[str, Any]:
+        from syncd.pipeline import outbox
         from syncd.store.retention import database_size
 
         out = collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at)
         out["database"] = database_size(self.store)
+        with self.store.read() as c:
+            out["totals"]["outbox_blocked_stale"] = outbox.stale_blocked(c)
+        out["totals"]["outbox_blocked_stale_repaired"] = self.stale_repaired
         return out
 
     def close(self) -> None:
+        self.presence.leave()
         for c in self.connectors.values():
             try:
                 c.close()

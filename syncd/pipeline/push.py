@@ -31,8 +31,13 @@ from syncd.pipeline.counts import Counts
 from syncd.pipeline.payload import Blocked, Failed, Nothing, Ready, external_key
 from syncd.store import Store, utcnow
 from syncd.store import tables as t
+from syncd.store.presence import Presence
 
 log = structlog.get_logger("syncd.push")
+
+# writes handed to a connector's write_many at once: about one `batch` call of Bitrix24 (a deal is
+# two commands, its add and its rows)
+WRITE_MANY_PART = 25
 
 
 @dataclass(frozen=True)
@@ -85,11 +90,15 @@ class ClaimKeeper:
 
 
 class Pusher:
+    """`presence` names this process among the instances (syncd.store.presence): its claims are
+    taken back at start only when the name's last holder is dead. Without one, the caller vouches
+    that no other live process works as `worker` (tests that restart a pusher in one process)."""
+
     def __init__(self, store: Store, mapper: Mapper, connectors: Mapping[str, Connector], *,
                  worker: str = "w", policy: PushPolicy = PushPolicy(),
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None, presence: Presence | None = None) -> None:
         self.store, self.mapper, self.connectors = store, mapper, connectors
-        self.worker, self.policy = worker, policy
+        self.worker, self.policy, self.presence = worker, policy, presence
         self._sleep = sleep
         self.stopping = threading.Event()     # set on shutdown: finish the row in hand, claim no more
         self.keeper = ClaimKeeper(store, policy.claim_ttl)
@@ -102,12 +111,17 @@ class Pusher:
         self._downloads: dict[str, dict[int, tuple[dict[str, Any], Ready]]] = {}
 
     def start(self) -> int:
-        """Take back the claims this instance held when it last stopped (crash, kill -9)."""
+        """Take back the claims this instance's dead predecessor held (crash, kill -9) — never a
+        live process's."""
         with self._start_lock:
             if self._started:
                 return 0
             self._started = True
-        n = outbox.release_own(self.store, self.worker)
+            if self.presence is not None:
+                self.worker = self.presence.name
+                if not self.presence.took_over:
+                    return 0
+        n = outbox.reclaim(self.store, self.worker)
         if n:
             log.info("claims_taken_back", rows=n, instance=self.worker)
         return n
@@ -149,14 +163,21 @@ class Pusher:
             outbox.release(self.store, [r["id"] for r, _ in ready], cl.token)
             return
         if len(ready) > 1 and hasattr(conn_, "write_many"):
-            try:
-                results: list[Any] = list(conn_.write_many([o.op for _, o in ready]))
-            except Exception as exc:  # noqa: BLE001 - classified per row below
-                results = [exc] * len(ready)
-            if len(results) != len(ready):
-                results = [PermanentError("the connector returned a wrong number of results")] * len(ready)
-            for (row, o), res in zip(ready, results):
-                self._settle(row, cl.token, o, res, counts)
+            # a part at a time, each settled as soon as its answers are in: a restart resends at
+            # most the part in flight, and the first confirmed write does not wait for the claim
+            for k in range(0, len(ready), WRITE_MANY_PART):
+                if self.stopping.is_set():
+                    outbox.release(self.store, [r["id"] for r, _ in ready[k:]], cl.token)
+                    return
+                part = ready[k:k + WRITE_MANY_PART]
+                try:
+                    results: list[Any] = list(conn_.write_many([o.op for _, o in part]))
+                except Exception as exc:  # noqa: BLE001 - classified per row below
+                    results = [exc] * len(part)
+                if len(results) != len(part):
+                    results = [PermanentError("the connector returned a wrong number of results")] * len(part)
+                for (row, o), res in zip(part, results):
+                    self._settle(row, cl.token, o, res, counts)
             return
         for i, (row, o) in enumerate(ready):
             if self.stopping.is_set():
@@ -190,10 +211,11 @@ class Pusher:
                 counts.skipped += 1
             elif isinstance(o, Blocked):
                 with self.store.begin() as c:
-                    confirm.blocked(c, row, cl.token, o, link_wait=self.policy.link_wait, now=now)
-                counts.blocked += 1
-                log.info("push_blocked", system=row["system"], entity_id=row["entity_id"], on=o.on, why=o.why,
-                         detail=o.detail)
+                    status = confirm.blocked(c, row, cl.token, o, link_wait=self.policy.link_wait, now=now)
+                if status == "blocked":
+                    counts.blocked += 1
+                    log.info("push_blocked", system=row["system"], entity_id=row["entity_id"], on=o.on,
+                             why=o.why, detail=o.detail)
             elif isinstance(o, Failed):
                 self._fail(row, cl.token, o.error, counts, permanent=isinstance(o.error, (PermanentError, BadInput)))
         return ready
