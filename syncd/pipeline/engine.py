@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import structlog
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from syncd import schema
 from syncd.connector import Batch, RawRecord, Rejected
@@ -28,9 +29,11 @@ from syncd.pipeline.counts import Counts
 from syncd.schema import Ref
 from syncd.store import Store, new_id, utcnow
 from syncd.store import tables as t
+from syncd.store.db import dialect_insert
 
 log = structlog.get_logger("syncd.engine")
 CHUNK = 400
+RACE_RETRIES = 4        # a batch taken in again after losing a race on a binding (see BindingRace)
 
 
 @dataclass
@@ -93,10 +96,20 @@ class Engine:
     # -- public ---------------------------------------------------------------------------------
     def ingest(self, system: str, batch: Batch, *, run_id: str | None = None) -> Counts:
         """Process one batch and save its cursor in the same transaction; then ack the source."""
-        with self.store.begin() as conn:
-            counts = self.ingest_in(conn, system, batch.records, run_id=run_id, stream=batch.stream)
-            if batch.cursor is not None:
-                self.store.set_cursor(conn, system, batch.stream, batch.cursor)
+        for attempt in range(1, RACE_RETRIES + 1):
+            try:
+                with self.store.begin() as conn:
+                    counts = self.ingest_in(conn, system, batch.records, run_id=run_id, stream=batch.stream)
+                    if batch.cursor is not None:
+                        self.store.set_cursor(conn, system, batch.stream, batch.cursor)
+                break
+            except (BindingRace, IntegrityError) as exc:
+                # another transaction bound or created one of these records first: nothing of this
+                # attempt was committed; the next one reads what that transaction made
+                if attempt == RACE_RETRIES:
+                    raise
+                log.info("batch_retried", system=system, stream=batch.stream, attempt=attempt,
+                         reason=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
         if batch.ack is not None:
             batch.ack()   # only after the commit: a crash before this re-reads, never loses
         self._note_growth(len(batch.records))
@@ -221,6 +234,7 @@ class _BatchRun:
         self._bound_here: set[str] = set()
         self.changelog: list[dict[str, Any]] = []
         self.forced: dict[tuple[str, str], str | None] = {}
+        self._adopted: list[tuple[str, str]] = []       # (stub, entity it joined): see _join_stub
 
     # -- orchestration --------------------------------------------------------------------------
     def run(self, records: Sequence[RawRecord | Rejected]) -> Counts:
@@ -255,11 +269,12 @@ class _BatchRun:
         wanted = {(et, r.external_id) for r, et, _ in parsed} | {
             (ref.entity, ref.external_id) for _, _, f in parsed for ref in _refs(f)} | {
             (et, ext) for et, ext in held_types if et}
-        if not wanted:
+        if not wanted and not bad:
             return self.counts
         self._new_ents: dict[str, _Ent] = {}
-        self._load_bindings(wanted)       # type: ignore[arg-type]
-        for b in bad:
+        if wanted:
+            self._load_bindings(wanted)   # type: ignore[arg-type]
+        for b in bad:                     # every one, with an id or not: nothing is dropped
             self._quarantine(b)
         if not parsed:
             self.flush_entities(self._new_ents)
@@ -286,11 +301,13 @@ class _BatchRun:
             # (the process died after the write): its own create settles as "in step", and the
             # writes that wait for it to exist here must not wait for a confirm that never comes
             outbox.unblock(self.conn, sorted(self._bound_here), system=self.system, now=self.now)
-        if self._freed:
+        if self._freed or self._adopted:
             from syncd.pipeline import holds
 
             for eid in self._freed:            # what linked to it and waited goes on
                 holds.relink(self.e, self.conn, eid, eid, origin=f"released:{self.system}")
+            for stub, into in self._adopted:   # what linked to the stub links to the entity it joined
+                holds.relink(self.e, self.conn, stub, into, origin=f"joined:{self.system}")
         return self.counts
 
     def _entity_type(self, kind: str | None) -> str | None:
@@ -394,10 +411,15 @@ class _BatchRun:
 
     def _identify(self, parsed: list[tuple[RawRecord, str, dict[str, Any]]]
                   ) -> list[tuple[str, RawRecord, str, dict[str, Any], bool]]:
-        # match keys of every record not bound yet, looked up in one go
+        # records syncd knew only by a link until now (a buyer named by an order read first): their
+        # first read identifies them like new records (_join_stub)
+        stubs = self._stubs({self.bind_cache[(etype, rec.external_id)] for rec, etype, _ in parsed
+                             if (etype, rec.external_id) in self.bind_cache})
+        # match keys of every record not bound yet (or bound to a stub), looked up in one go
         rec_keys: dict[int, set[str]] = {}
         for i, (rec, etype, fields) in enumerate(parsed):
-            if (etype, rec.external_id) not in self.bind_cache:
+            if self.bind_cache.get((etype, rec.external_id), "") in stubs or \
+                    (etype, rec.external_id) not in self.bind_cache:
                 rec_keys[i] = identify.keys_for(etype, fields, self.ms.identity.get(etype), self.e.region)
         index: dict[tuple[str, str], set[str]] = {}
         all_keys = sorted({k for ks in rec_keys.values() for k in ks})
@@ -415,6 +437,9 @@ class _BatchRun:
         for i, (rec, etype, fields) in enumerate(parsed):
             created = False
             eid = self.bind_cache.get((etype, rec.external_id))
+            if eid is not None and eid in stubs:
+                eid = self._join_stub(rec, etype, eid, rec_keys.get(i, set()), index)
+                stubs.discard(self.bind_cache.get((etype, rec.external_id), ""))
             if eid is None:
                 forced = self.forced.get((etype, rec.external_id), False)
                 rule = self.ms.identity.get(etype)
@@ -467,8 +492,61 @@ class _BatchRun:
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
             out.append((eid, rec, etype, fields, created))
+        if self._adopted:
+            # links this batch resolved to an adopted stub lead to the entity it joined
+            moved = dict(self._adopted)
+            for k, (eid_, rec_, etype_, fields_, created_) in enumerate(out):
+                for name, value in list(fields_.items()):
+                    if value is not None and schema.has_refs(name):
+                        fields_[name] = schema.map_refs(name, value, lambda _t, v: moved.get(v, v))
         self._link_senders(out)
         return out
+
+    def _stubs(self, eids: set[str]) -> set[str]:
+        """Entities known only by a link so far: no fields yet, not held, not made in this batch."""
+        eids = eids - set(self._new_ents)
+        out: set[str] = set()
+        for chunk in _chunks(sorted(eids)):
+            out.update(e for (e,) in self.conn.execute(select(t.entities.c.id).where(
+                t.entities.c.id.in_(chunk), t.entities.c.fields == "{}", t.entities.c.hold.is_(None))))
+        return out
+
+    def _join_stub(self, rec: RawRecord, etype: str, stub: str, keys: set[str],
+                   index: dict[tuple[str, str], set[str]]) -> str:
+        """The first read of a record syncd knew only by a link: identified like a new record. When
+        it is an entity syncd has (the CRM's client placing a shop order whose order was read
+        before the buyer), the record joins that entity and the stub is merged into it — never a
+        second contact; when several match, the stub waits for a person (review); else it is new."""
+        match = self._stamped(rec, etype)
+        if match is None:
+            cands: set[str] = set()
+            for k in keys:
+                cands |= index.get((etype, k), set())
+            cands.discard(stub)
+            if len(cands) > 1:
+                self.conn.execute(update(t.entities).where(t.entities.c.id == stub).values(hold="review"))
+                self._review(rec, etype, f"ambiguous: {len(cands)} entities share a match key", sorted(cands), stub)
+                return stub
+            match = next(iter(cands), None)
+        if match is None or match == stub:
+            return stub
+        if self._bound_elsewhere(match, etype):
+            self.conn.execute(update(t.entities).where(t.entities.c.id == stub).values(hold="review"))
+            self._review(rec, etype, f"matched entity is already bound to another {self.system} record",
+                         [match], stub)
+            return stub
+        b = t.bindings.c
+        self.conn.execute(update(t.bindings).where(b.system == self.system, b.type == etype,
+                                                   b.external_id == rec.external_id).values(entity_id=match))
+        self.conn.execute(update(t.entities).where(t.entities.c.id == stub).values(
+            hold="merged", merged_into=match, updated_at=self.now))
+        outbox.close_merged(self.conn, stub, match, f"its record {self.system} {rec.external_id} is {match}'s")
+        self.bind_cache[(etype, rec.external_id)] = match
+        self._adopted.append((stub, match))
+        self.counts.bound += 1
+        log.info("link_joined_known_entity", system=self.system, type=etype, external_id=rec.external_id,
+                 entity_id=match, stub=stub)
+        return match
 
     def _link_senders(self, out: list[tuple[str, RawRecord, str, dict[str, Any], bool]]) -> None:
         """A new lead or mail whose e-mail/phone is one known person's links to that person
@@ -575,7 +653,7 @@ class _BatchRun:
                 fields=bindparam("fields"), versions=bindparam("versions"), hold=bindparam("hold"),
                 updated_at=bindparam("updated_at")), upd)
         if self.new_bindings:
-            self.conn.execute(insert(t.bindings), self.new_bindings)
+            _insert_bindings(self.conn, self.new_bindings)
             self.new_bindings = []
         if self.changelog:
             self.conn.execute(insert(t.changelog), self.changelog)
@@ -801,7 +879,14 @@ class _BatchRun:
             else:
                 ins.append(dict(row, entity_id=eid, system=system))
         if ins:
-            self.conn.execute(insert(t.shadows), ins)
+            # a push confirm may have made it meanwhile (a record syncd created, read back here):
+            # what was read now is what the system holds
+            stmt = dialect_insert(self.conn, t.shadows)
+            self.conn.execute(stmt.on_conflict_do_update(
+                index_elements=[t.shadows.c.entity_id, t.shadows.c.system],
+                set_={"fields": stmt.excluded.fields, "fingerprint": stmt.excluded.fingerprint,
+                      "source_version": stmt.excluded.source_version, "updated_at": stmt.excluded.updated_at}),
+                ins)
         if upd:
             self.conn.execute(update(t.shadows).where(t.shadows.c.entity_id == bindparam("b_eid"),
                                                       t.shadows.c.system == bindparam("b_sys"))
@@ -865,6 +950,32 @@ class _BatchRun:
     def plan(self, ents: dict[str, _Ent], touched: set[str], *, origin: str) -> int:
         """Queue (or bump) the writes the touched entities need."""
         return plan.plan_entities(self.conn, self.mapper, ents, sorted(touched), origin=origin, now=self.now)
+
+
+class BindingRace(Exception):
+    """A record this batch bound was bound to another entity by a concurrent transaction (a push
+    confirm of the record syncd created, read back here before that confirm committed): the batch
+    is taken in again from the start, and then sees the binding."""
+
+
+def _insert_bindings(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert bindings; one a concurrent transaction made for the same entity is fine, one it made
+    for another entity means this batch decided on stale reads (BindingRace)."""
+    b = t.bindings.c
+    stmt = dialect_insert(conn, t.bindings).on_conflict_do_nothing(
+        index_elements=[b.system, b.type, b.external_id]).returning(b.system, b.type, b.external_id)
+    for chunk in _chunks(rows):
+        made = {tuple(r) for r in conn.execute(stmt, list(chunk))}     # only the rows inserted come back
+        if len(made) == len(chunk):
+            continue                      # nobody else bound them
+        for r in chunk:
+            if (r["system"], r["type"], r["external_id"]) in made:
+                continue
+            have = conn.execute(select(t.bindings.c.entity_id).where(
+                t.bindings.c.system == r["system"], t.bindings.c.type == r["type"],
+                t.bindings.c.external_id == r["external_id"])).scalar()
+            if have != r["entity_id"]:
+                raise BindingRace(f"{r['system']} {r['type']} {r['external_id']} was bound to {have} meanwhile")
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, create_engine, event
+from sqlalchemy.engine import Connection, Engine
 
 WRITE = "syncd_write"      # execution option of connections that write (Store.begin)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -54,6 +55,25 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
 
 
+def dialect_insert(conn: Connection, table: Table) -> Any:
+    """An INSERT with ON CONFLICT clauses (PostgreSQL's or SQLite's, which SQLAlchemy spell alike)."""
+    return dialect_insert_for(conn.dialect.name, table)
+
+
+def dialect_insert_for(dialect: str, table: Table) -> Any:
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+# Two instances starting together on a fresh PostgreSQL database would both create the schema; the
+# second dies on a duplicate type. Migrations take this transaction-scoped advisory lock first, so
+# the others wait, then find the schema at head and do nothing.
+MIGRATION_LOCK = 0x73796E6364   # "syncd"
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (alembic upgrade head)."""
     from alembic import command
@@ -62,5 +82,7 @@ def migrate(engine: Engine) -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.connect() as conn, conn.execution_options(**{WRITE: True}).begin():
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

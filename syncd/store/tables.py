@@ -212,5 +212,13 @@ kv = Table(
     Column("updated_at", TS, nullable=False),
 )
 
+# A request-rate budget several instances share (one per peer: a portal's 2 requests a second), as
+# GCRA's "theoretical arrival time" in unix seconds of the database's clock (Store.take_rate).
+rate_budgets = Table(
+    "rate_budgets", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("tat", Float, nullable=False),
+)
+
 ALL = [entities, bindings, match_keys, shadows, changelog, conflicts, review, quarantine, outbox,
-       cursors, runs, leases, kv]
+       cursors, runs, leases, kv, rate_budgets]

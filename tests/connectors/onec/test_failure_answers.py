@@ -160,3 +160,25 @@ def test_a_file_never_uploaded_and_the_utf8_endpoint(world_factory) -> None:
     h, s = _session(world)
     reason = _failure(_import(world, h, s, "nothing.xml"), "utf-8")
     assert reason == "файл nothing.xml не загружался в этом обмене"
+
+
+ORDERS_NO_ID = """<?xml version="1.0" encoding="windows-1251"?>
+<КоммерческаяИнформация ВерсияСхемы="2.08">
+<Документ><Ид>doc-ok</Ид><Номер>101</Номер><Дата>2026-11-24</Дата><ХозОперация>Заказ товара</ХозОперация>
+<Роль>Продавец</Роль><Валюта>руб</Валюта><Курс>1</Курс><Сумма>100.00</Сумма></Документ>
+<Документ><Номер>102</Номер><Дата>2026-11-24</Дата><ХозОперация>Заказ товара</ХозОперация>
+<Роль>Продавец</Роль><Валюта>руб</Валюта><Курс>1</Курс><Сумма>200.00</Сумма></Документ>
+</КоммерческаяИнформация>""".encode("cp1251")
+
+
+def test_a_document_without_an_id_is_quarantined_whole_and_1c_is_told(world: World) -> None:
+    """Issue 20: a <Документ> without <Ид> was answered `success` and dropped. It goes to
+    quarantine with its raw form, 1C gets `failure` naming it, the other document is taken in."""
+    h, s = _session(world)
+    _raw(world, h, s, "sale", "file", ORDERS_NO_ID, filename="orders.xml")
+    reason = _failure(_import(world, h, s, "orders.xml"))
+    assert reason.startswith("не приняты записи: 1 из 2"), reason
+    (q,) = world.store.list_quarantine()
+    assert q["external_id"] is None and "<Номер>102</Номер>" in q["raw"] and "Ид" in q["reason"]
+    assert world.store.find_entity("onec", "order", "doc-ok") is not None or \
+        world.store.count("entities", type="order") == 1
