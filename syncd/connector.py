@@ -136,6 +136,9 @@ class ConnectorContext(Protocol):
     def state_swap(self, key: str, expected: Any, value: Any) -> bool: ...
     def ingest(self, batch: Batch) -> Any: ...          # push connectors: store what arrived
     def trigger(self, stream: str) -> None: ...         # webhooks: poll this stream now
+    # a peer's request rate shared by every instance (acquire() before a request, fill() when the
+    # peer refused one for its limit): N instances together stay under a portal's limit
+    def rate_budget(self, key: str, rate: float, burst: float) -> Any: ...
     # download connectors (the peer fetches its writes): claim what is ready, decided now; settle
     # it when the peer confirms; give it back when it does not
     def take_writes(self, limit: int | None = None) -> "WriteClaim": ...

@@ -148,6 +148,11 @@ class LeakyBucket:
             self._level = max(self._level, self.burst)
 
 
+def safe_burst(burst: float) -> float:
+    """The burst syncd allows itself: the portal's, less a margin for clock skew and latency."""
+    return max(1.0, burst - min(5.0, max(1.0, burst * 0.05)))
+
+
 # -- results --------------------------------------------------------------------------------------
 
 @dataclass
@@ -217,13 +222,14 @@ class Bitrix24Client:
     def __init__(self, settings: Bitrix24Settings, *, name: str = "bitrix24",
                  state_get: Callable[[str, Any], Any] | None = None,
                  state_set: Callable[[str, Any], None] | None = None,
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None, bucket: Any = None) -> None:
         self.settings, self.name = settings, name
         self._state_set = state_set
         self.session = session or requests.Session()
         self.session.headers.update({"Accept": "application/json", "User-Agent": "syncd-bitrix24"})
-        # keep our bucket a little under the portal's so clock skew never tips it over
-        self.bucket = LeakyBucket(settings.rate, max(1.0, settings.burst - min(5.0, max(1.0, settings.burst * 0.05))))
+        # a bucket shared by every instance writing to this portal (the daemon's, kept in its
+        # database), else this process's own; a little under the portal's so clock skew never tips it
+        self.bucket = bucket or LeakyBucket(settings.rate, safe_burst(settings.burst))
         self._refresh_lock = threading.Lock()
         self._verify: bool | str = settings.ca_bundle or True
         self.calls = 0                     # HTTP requests sent (for the benchmark and tests)

@@ -25,8 +25,9 @@ notice carries ``TAG`` = the op's external key, so a repeat replaces it on the u
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
-from connectors.bitrix24.client import Bitrix24Client
+from connectors.bitrix24.client import Bitrix24Client, safe_burst
 from connectors.bitrix24.events import Events
 from connectors.bitrix24.requisites import Requisites
 from connectors.bitrix24.schema import Schema
@@ -51,9 +52,13 @@ from syncd.errors import PermanentError, TransientError
 class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events, BaseConnector):
     def __init__(self, name: str, settings: Bitrix24Settings, ctx: ConnectorContext | None = None) -> None:
         self.name, self.settings, self.ctx = name, settings, ctx
+        budget = getattr(ctx, "rate_budget", None)
         self.client = Bitrix24Client(settings, name=name,
                                      state_get=ctx.state_get if ctx is not None else None,
-                                     state_set=ctx.state_set if ctx is not None else None)
+                                     state_set=ctx.state_set if ctx is not None else None,
+                                     # one budget per portal, whichever system or instance writes to it
+                                     bucket=budget(f"bitrix24:{_portal(settings)}", settings.rate,
+                                                   safe_burst(settings.burst)) if budget else None)
         self.streams = {s: StreamSpec(s, (k,), f"Bitrix24 {k}s changed since the cursor (DATE_MODIFY|ID)")
                         for s, k in STREAMS.items()}
         self.writes = WRITES
@@ -89,3 +94,9 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
 
 __all__ = ["STREAMS", "WRITES", "Bitrix24Connector", "merge_multi", "multi_items", "norm_multi", "parse_bx_time",
            "parse_cursor", "utc_version"]
+
+
+def _portal(settings: Bitrix24Settings) -> str:
+    """The portal's host: its budget is one, whatever webhook or application calls it."""
+    url = settings.webhook_url.get_secret_value() if settings.webhook_url else (settings.portal_url or "")
+    return urlsplit(url).netloc.lower()

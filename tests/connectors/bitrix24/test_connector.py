@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from b24helpers import State, new_portal, op
+from b24helpers import Portal, State, new_portal, op
 from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.routing import Route as SRoute
@@ -346,3 +347,78 @@ def test_portal_events_reach_the_route(sandbox) -> None:
     finally:
         srv.stop()
         conn.close()
+
+
+def test_side_effects_go_in_batches_and_a_retry_after_a_lost_answer_adds_nothing(portal) -> None:
+    """Notices, comments and tasks: their look-ups in `batch` calls, then their adds in `batch`
+    calls — 150 side effects in a handful of requests, each settled by its own command's result;
+    the same writes again (a claim resent after a lost answer) add no comment, task or notice."""
+    conn = portal.connector()
+    u = portal._j("POST", "/users", {"name": "Анна", "last_name": "Смирнова"})["ID"]
+    deals = [conn.write(op("deal", f"sd{i}", {"TITLE": f"Заказ {i}"})).external_id for i in range(50)]
+    ops = []
+    for i, d in enumerate(deals):
+        ops.append(op("notify", f"n{i}", {"USER_ID": u, "MESSAGE": f"Новая сделка {i}"}))
+        ops.append(op("comment", f"c{i}", {"ENTITY_ID": d, "ENTITY_TYPE": "deal", "COMMENT": f"Оплата {i}"}))
+        ops.append(op("task", f"t{i}", {"TITLE": f"Позвонить {i}", "RESPONSIBLE_ID": u, "DEAL_ID": d}))
+    portal.clear_log()
+    out = conn.write_many(ops)
+    assert not [x for x in out if isinstance(x, Exception)]
+    reqs = [e for e in portal.log()["entries"] if e.get("kind", "rest") == "rest"]
+    assert len(reqs) <= 8, f"{len(reqs)} requests for 150 side effects"   # 2 look-up + 3 add batches
+    # a whole add batch's answer is lost: the portal did every command of it
+    portal.faults(methods=["im.notify.system.add"], lost_next=1)
+    again = conn.write_many(ops)
+    assert [isinstance(x, Exception) for x in again].count(True) == 50     # the notices' batch: lost
+    again = conn.write_many(ops)                                            # resent, as the outbox would
+    assert not [x for x in again if isinstance(x, Exception)]
+    assert [a.external_id for a in again[1::3]] == [o.external_id for o in out[1::3]], "comments found"
+    assert [a.external_id for a in again[2::3]] == [o.external_id for o in out[2::3]], "tasks found"
+    assert len(portal._j("GET", "/comments")["comments"]) == 50
+    assert len(portal.rest("tasks.task.list", {})["result"]["tasks"]) == 50
+    seen = portal._j("GET", f"/users/{u}/notifications")["notifications"]
+    assert sorted(n["MESSAGE"] for n in seen) == sorted(f"Новая сделка {i}" for i in range(50))
+
+
+def test_instances_share_one_rate_budget_per_portal(sandbox, db_url) -> None:
+    """Two instances (two stores on one database, each its own connector and threads) writing to
+    one portal at its limit: together they stay under it — no QUERY_LIMIT_EXCEEDED — where two
+    processes each with its own bucket are refused."""
+    import threading
+
+    from syncd.store import Store
+
+    stores = [Store(db_url), Store(db_url, create=False)]
+
+    class Ctx(State):
+        def __init__(self, store: Store) -> None:
+            super().__init__()
+            self.store = store
+
+        def rate_budget(self, key: str, rate: float, burst: float) -> Any:
+            return self.store.rate_budget(key, rate, burst)
+
+    def run(portal_: Portal, shared: bool) -> int:
+        portal_.limits(enabled=True, leak_rate=10, burst=5)
+        conns = [portal_.connector(f"crm{i}", rate=10.0, burst=5.0, limit_retries=0,
+                                   ctx=Ctx(stores[i]) if shared else None) for i in range(2)]
+        errors: list[Exception] = []
+
+        def writer(i: int) -> None:
+            for k in range(12):
+                try:
+                    conns[i].write(op("contact", f"r{shared}{i}-{k}", {"NAME": f"{i}-{k}"}))
+                except Exception as exc:  # noqa: BLE001 - counted below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(2)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+        return int(portal_.log()["limit_hits"])
+
+    assert run(new_portal(sandbox), shared=True) == 0
+    assert run(new_portal(sandbox), shared=False) > 0, "the control: without a shared budget they collide"
+    for s in stores:
+        s.close()
