@@ -25,6 +25,8 @@ from connectors.bitrix24.values import (
 from syncd.connector import WriteOp, WriteResult
 from syncd.errors import BadInput, PermanentError, TransientError
 
+SIDE_EFFECTS = frozenset({"task", "comment", "notify"})
+
 
 class Writes:
     client: Bitrix24Client
@@ -216,11 +218,13 @@ class Writes:
         updates packed into `batch` calls of ≤ 50 commands (a deal's add + productrows.set stay in
         one call, linked by `$result`). Results line up with `ops`; a failed op yields its exception.
 
-        Companies with requisites, multi-field updates, tasks, comments and notifications go
-        through `write` one by one (they need reads between writes).
+        New tasks, comments and notices go in batches too (their look-ups, then their adds:
+        `side_effects_many`). Companies with requisites and multi-field updates go through `write`
+        one by one (they need reads between writes).
         """
         out: list[WriteResult | Exception | None] = [None] * len(ops)
         fast: list[int] = []
+        side: list[tuple[int, WriteOp]] = []
         for i, op in enumerate(ops):
             simple = op.kind in CRM_KINDS and op.op in ("create", "update") and not (
                 op.kind == "company" and any(k in op.fields for k in PSEUDO["company"])) and not (
@@ -228,11 +232,16 @@ class Writes:
                 and any(m in op.fields for m in MULTI))
             if simple:
                 fast.append(i)
+            elif op.kind in SIDE_EFFECTS and op.op == "create" and op.external_id is None:
+                side.append((i, op))
             else:
                 try:
                     out[i] = self.write(op)
                 except (TransientError, PermanentError, BadInput) as exc:
                     out[i] = exc
+        if side:
+            for i, res in self.side_effects_many(side).items():   # type: ignore[attr-defined]
+                out[i] = res
         # look up the keys of creates, per kind
         ext: dict[int, str | None] = {i: ops[i].external_id for i in fast}
         by_kind: dict[str, list[int]] = {}
