@@ -40,7 +40,9 @@ class DaemonSettings(_Strict):
     # info: starts, stops and the runs that did something; debug: everything
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     admin_token: str | None = None         # Bearer token (or page login) for admin actions; none: refused
-    instance: str | None = None            # this instance's name in runs and leases (default hostname-pid)
+    # this instance's name in runs, leases and claims, held by one live process at a time
+    # (default: made on first start, kept in <state_dir>/instance-id)
+    instance: str | None = None
     # mapping files or globs, relative to config.toml; each must match a file
     mappings: list[str] = Field(default_factory=lambda: ["mappings/*.toml"])
     state_dir: str = "/var/lib/syncd"      # files syncd keeps besides the database (1C upload spool)
