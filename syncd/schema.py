@@ -465,6 +465,12 @@ def is_list(name: str) -> bool:
     return field_spec(name).type in ("items", "strs")
 
 
+# Lists that are a document's lines: meaningful only whole (an order's positions with their
+# quantities). A partial copy of them is not more members: at first contact with a record another
+# integration made, one side's lines are taken whole, never merged member by member.
+DOCUMENT_LINES = frozenset({"order.items"})
+
+
 def _member_key(name: str, member: Any) -> Any:
     if isinstance(member, Mapping):
         for k in LIST_KEYS.get(name, ()):

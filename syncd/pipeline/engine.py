@@ -723,7 +723,12 @@ class _BatchRun:
             # a record syncd is writing to right now may be read half-written (a company before its
             # requisites): what it lacks then says nothing
             complete = not rec.partial and eid not in in_flight
-            applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}), complete=complete)
+            # first contact: a record that existed before syncd bound it here (adopted by its key,
+            # matched by e-mail or ИНН, a re-install) — there is no shadow, so nothing it holds is a
+            # change to take; it is merged (see _resolve_fields)
+            first = sh is None and not created and bool(ent.golden) and skey == self.system
+            applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}), complete=complete,
+                                           first=first)
             if applied:
                 self._changed.setdefault(eid, {}).update(applied)
                 ent.dirty = True
@@ -739,13 +744,27 @@ class _BatchRun:
         return touched
 
     def _resolve_fields(self, ent: _Ent, changes: dict[str, Any], sh_fields: dict[str, Any],
-                        rec: RawRecord, held: dict[str, int], *, complete: bool = True) -> dict[str, Any]:
+                        rec: RawRecord, held: dict[str, int], *, complete: bool = True,
+                        first: bool = False) -> dict[str, Any]:
+        """Apply a record's changes to the golden record under the conflict policies.
+
+        `first`: first contact with a record others made. Its values are not edits: an empty value
+        or list never replaces a non-empty one, an empty one syncd holds is filled, and two
+        different non-empty values go by the field's `owner`/`priority`/`review` policy — under
+        `newest` the value syncd holds stays (it came from the record's origin, the system that had
+        it first; a record's creation by another integration says nothing of when a field changed).
+        A document's lines (schema.DOCUMENT_LINES) are taken whole, never merged member by member
+        (a partial copy would add its rows); other lists (phones, e-mails, accounts) are merged.
+        """
         applied: dict[str, Any] = {}
         em = self.mapper.entity_map(self.system, rec.kind)
         for name, value in changes.items():
             current = ent.golden.get(name)
             fm = em.fields.get(name) if em else None
+            if first and _blank(value) and not _blank(current):
+                continue          # what the other side lacks is filled from syncd's record, not wiped
             if (current is not None and value is not None and schema.is_list(name)
+                    and not (first and name in schema.DOCUMENT_LINES)
                     and not (complete and fm is not None and fm.list == "replace")):
                 # absence is not deletion: a member this system lacks stays, unless it owns the list
                 value = schema.merge_lists(name, current, value)
@@ -771,6 +790,14 @@ class _BatchRun:
                 winner: str | None = rule.owner
             elif in_step:
                 winner = self.system
+            elif first and rule.policy == "newest" and not (schema.is_list(name)
+                                                            and name not in schema.DOCUMENT_LINES):
+                # (a merged list holds both sides' members: it is taken as it is)
+                cur = resolve.Candidate(cur_system or "?", current, _parse_time(cur_ver[1]))
+                inc = resolve.Candidate(self.system, value, rec.source_time)
+                winner = cur_system
+                self._record_conflict(ent, name, "first contact", [cur, inc], winner or "?")
+                self.counts.conflicts += 1
             else:
                 cur = resolve.Candidate(cur_system or "?", current, _parse_time(cur_ver[1]))
                 inc = resolve.Candidate(self.system, value, rec.source_time)
@@ -1013,6 +1040,11 @@ def _refs(fields: dict[str, Any]) -> list[Ref]:
         if value is not None and schema.has_refs(name):
             out.extend(r for r in schema.refs_of(name, value) if isinstance(r, Ref))
     return out
+
+
+def _blank(v: Any) -> bool:
+    """No value: None, an empty text or list (zero is a value)."""
+    return v is None or v == "" or (isinstance(v, (list, tuple, dict, set)) and not v)
 
 
 def _parse_time(s: str | None) -> dt.datetime | None:

@@ -291,11 +291,15 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
     changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)
     if not changed:
         return Nothing("the target is in step")
-    whole = plan.plan_fields(mapper, em, ent.golden, None, held) if (traits.whole_records or create) else changed
+    # the whole record as the target should hold it (`WriteOp.full`): an update of a deal's rows sets
+    # them whole, its delivery row included, even when only the goods changed
+    whole = plan.plan_fields(mapper, em, ent.golden, None, held)
     wait_over = row.get("claimed_from") == "blocked" and row.get("blocked_why") == "record"
     fn = _translator(mapper, data, system, traits, wait_over=wait_over, origin=row.get("origin") or "")
     full, blocks, omitted = _translate(whole, fn)
-    sent_names = set(whole) if traits.whole_records else set(changed)
+    sent_names = set(whole) if traits.whole_records or create else set(changed)
+    # a link that cannot be written yet matters only where it is sent
+    blocks = {n: b for n, b in blocks.items() if n in sent_names}
     deferred: _Block | None = None
     for name, b in blocks.items():
         fm = em.fields.get(name)

@@ -1,0 +1,88 @@
+"""First contact with data others made (issue 21): binding a record that already existed in another
+system is a merge, never a wipe.
+
+Deals the shop's own CRM integration made before syncd (no product rows, other rows, another sum),
+a contact a manager typed with the phone spelled differently, a product made by hand with the
+shop's XML_ID: each is adopted, and afterwards the deal's rows and OPPORTUNITY are the order's,
+nothing is created twice, and nothing of the order was overwritten by the CRM's partial copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness import MUG, ORDER_FIELD, TEAPOT, THERMOS, Integration, digits, money, person
+
+
+def _vendor_deal(it: Integration, o: dict[str, Any], cid: int | None = None, **fields: Any) -> int:
+    """A deal as the shop's own integration made it: ORIGINATOR_ID/ORIGIN_ID and the order number."""
+    body = {"TITLE": f"Заказ №{o['number']} с сайта", "CATEGORY_ID": it.setup.shop_pipeline,
+            "STAGE_ID": it.setup.stage("NEW"), "ORIGINATOR_ID": "shop", "ORIGIN_ID": o["xml_id"],
+            ORDER_FIELD: o["number"], "CURRENCY_ID": "RUB", **fields}
+    if cid is not None:
+        body["CONTACT_ID"] = cid
+    return int(it.portal.rest("crm.deal.add", {"fields": body}))
+
+
+def _rows_of_order(it: Integration, o: dict[str, Any]) -> list[tuple[str, float, float]]:
+    order = it.shop.order(o["id"])
+    rows = [(i["name"], float(money(i["price"])), float(i["quantity"])) for i in order["items"]]
+    if money(order.get("delivery_price") or 0):
+        rows.append(("Доставка", float(money(order["delivery_price"])), 1.0))
+    return sorted(rows)
+
+
+def _rows_of_deal(it: Integration, did: int) -> list[tuple[str, float, float]]:
+    return sorted((r["PRODUCT_NAME"], float(r["PRICE"]), float(r["QUANTITY"])) for r in it.portal.rows(did))
+
+
+def test_a_vendor_deal_without_rows_gets_the_orders_rows_and_sum(it: Integration) -> None:
+    o = it.shop.place(person("Волков", "Дмитрий", "d.volkov@example.ru", "+7 (912) 345-67-01"),
+                      [(MUG, 2), (TEAPOT, 1), (THERMOS, 1)], delivery_price="300")
+    did = _vendor_deal(it, o, OPPORTUNITY="300")                 # only the delivery, no rows
+    it.sync()
+    assert [int(d["ID"]) for d in it.portal.deals()] == [did], "adopted, not duplicated"
+    assert _rows_of_deal(it, did) == _rows_of_order(it, o)
+    assert money(it.portal.deal(did)["OPPORTUNITY"]) == money(it.shop.order(o["id"])["total"])
+    # and nothing of the CRM's partial copy went back to the shop
+    assert len(it.shop.order(o["id"])["items"]) == 3
+
+
+def test_a_vendor_deal_with_other_rows_or_another_sum_takes_the_orders(it: Integration) -> None:
+    buyer = person("Соколова", "Анна", "a.sokolova@example.ru", "+7 903 100-20-30")
+    o1 = it.shop.place(buyer, [(MUG, 4)])
+    o2 = it.shop.place(buyer, [(TEAPOT, 2)])
+    d1 = _vendor_deal(it, o1, OPPORTUNITY="490")
+    it.portal.rest("crm.deal.productrows.set", {"id": d1, "rows": [
+        {"PRODUCT_NAME": "Кружка керамическая 350 мл", "PRICE": 490, "QUANTITY": 1}]})
+    d2 = _vendor_deal(it, o2, OPPORTUNITY="99999")
+    it.sync()
+    for o, d in ((o1, d1), (o2, d2)):
+        assert _rows_of_deal(it, d) == _rows_of_order(it, o), f"deal {d}"
+        assert money(it.portal.deal(d)["OPPORTUNITY"]) == money(it.shop.order(o["id"])["total"]), f"deal {d}"
+        assert [float(i["quantity"]) for i in it.shop.order(o["id"])["items"]] == [4.0 if o is o1 else 2.0]
+    # the story says why the order's content was taken
+    story = it.cli("trace", str(o1["number"]))[1]
+    assert "first contact" in story, story
+
+
+def test_a_contact_a_manager_typed_with_another_phone_spelling_is_the_buyer(it: Integration) -> None:
+    cid = it.crm_contact("Мария", "Иванова", phone="8 (916) 123-45-67")
+    o = it.shop.place(person("Иванова", "Мария", "", "+79161234567"), [(MUG, 1)])
+    it.sync()
+    contacts = [c for c in it.portal.contacts() if digits(str(c.get("PHONE", ""))).endswith("9161234567")
+                or "Иванова" in c.get("LAST_NAME", "")]
+    assert [int(c["ID"]) for c in contacts] == [cid], contacts
+    assert int(it.deal_of(o)["CONTACT_ID"]) == cid
+
+
+def test_a_product_made_by_hand_with_the_shops_xml_id_is_the_one_the_rows_use(it: Integration) -> None:
+    pid = int(it.portal.rest("crm.product.add", {"fields": {"NAME": "Кружка (заведена вручную)", "XML_ID": MUG,
+                                                            "PRICE": 490, "CURRENCY_ID": "RUB"}}))
+    o = it.shop.place(person("Белов", "Игорь", "i.belov@example.ru", "+7 900 555-00-11"), [(MUG, 3)])
+    it.sync()
+    products = it.portal.all("crm.product.list", {"filter": {"XML_ID": MUG}, "select": ["ID", "XML_ID"]})
+    assert [int(p["ID"]) for p in products] == [pid], "a second product with the shop's XML_ID"
+    (row,) = it.portal.rows(int(it.deal_of(o)["ID"]))
+    assert int(row["PRODUCT_ID"]) == pid and float(row["QUANTITY"]) == 3
+    assert it.dead() == []
