@@ -1,12 +1,17 @@
 """Show that the test suite can fail: apply each mutation of the core in turn and run the tests
 that guard it; a mutation the tests do not catch is a gap.
 
-    python tests/mutations/run.py [--only NAME] [--keep]
+    python tests/mutations/run.py [--only NAME] [--keep] [--first]
 
-Each mutation is applied to a copy of the source tree (never to the working tree), and the
-guarding tests run against that copy on SQLite (and PostgreSQL when SYNCD_TEST_POSTGRES_URL is
-set). The report prints one line per mutation: caught (with the first failing test) or MISSED.
-Exit code 0 when every mutation is caught, 1 otherwise.
+Each mutation is applied to a copy of the source tree (never to the working tree), and its guarding
+tests run against that copy on SQLite (and PostgreSQL when SYNCD_TEST_POSTGRES_URL is set), all of
+them (no -x, unless --first): the report names every test that caught it. The three core mutations
+(priority, dedup, stale versions) and the lost wake-up are also run against the concurrency model
+alone (tests/pipeline/test_interleavings.py, whose oracle comes from what people did, not from what
+syncd computed), which must catch them on its own. Hypothesis does not shrink in these runs (only
+caught or not is asked).
+
+Exit code 0 when every mutation is caught (and every model-alone run catches its mutation), else 1.
 """
 
 from __future__ import annotations
@@ -23,97 +28,123 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("tests/pipeline/test_interleavings.py",)
 
 
 @dataclass(frozen=True)
 class Mutation:
     name: str
     file: str
-    old: str
-    new: str
+    edits: tuple[tuple[str, str], ...]          # (old, new), each must occur exactly once
     tests: tuple[str, ...]
+    model: bool = False                         # the model tests alone must catch it too
+
+
+def _m(name: str, file: str, old: str, new: str, tests: tuple[str, ...], model: bool = False) -> Mutation:
+    return Mutation(name, file, ((old, new),), tests, model)
 
 
 MUTATIONS = (
-    Mutation(
-        "priority policy inverted", "syncd/pipeline/resolve.py",
-        "if rank.get(incoming.system, big) < rank.get(current.system, big):",
-        "if rank.get(incoming.system, big) > rank.get(current.system, big):",
-        ("tests/pipeline/test_engine.py", "tests/pipeline/test_convergence.py")),
-    Mutation(
-        "dedup disabled", "syncd/pipeline/identify.py",
-        "    cands = sorted(set(candidates))\n",
-        "    cands = []\n",
-        ("tests/pipeline/test_engine.py", "tests/pipeline/test_write_path.py")),
-    Mutation(
-        "stale-version check removed", "syncd/pipeline/resolve.py",
-        "    return incoming is not None and applied is not None and version_key(incoming) < version_key(applied)",
-        "    return False",
-        ("tests/pipeline/test_engine.py",)),
-    Mutation(
-        "payload frozen at plan time", "syncd/pipeline/payload.py",
-        "    changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)\n",
-        "    changed = {k: v for k, v in schema.decode(row['payload']).items() if k in ent.golden} "
-        "or plan.plan_fields(mapper, em, ent.golden, shadow, held)\n",
-        ("tests/pipeline/test_write_path.py", "tests/pipeline/test_model.py")),
-    Mutation(
-        "claims not fenced", "syncd/pipeline/outbox.py",
-        "    n = conn.execute(update(t.outbox).where(t.outbox.c.id == row_id, t.outbox.c.claim_token == token,\n"
-        "                                            t.outbox.c.status == \"sending\")",
-        "    n = conn.execute(update(t.outbox).where(t.outbox.c.id == row_id)",
-        ("tests/pipeline/test_write_path.py",)),
-    Mutation(
-        "claims not renewed", "syncd/pipeline/outbox.py",
-        "                            .values(claim_until=now + dt.timedelta(seconds=ttl))).rowcount",
-        "                            .values(claim_until=now)).rowcount",
-        ("tests/pipeline/test_write_path.py",)),
-    Mutation(
-        "review resolution not re-planning dependents", "syncd/pipeline/holds.py",
-        "    br._apply_rules(ents, touched)\n    br.flush_entities(ents)\n    br.plan(ents, touched, origin=origin)\n"
-        "    outbox.unblock(conn, [old], now=utcnow())\n",
-        "    br.flush_entities(ents)\n",
-        ("tests/pipeline/test_write_path.py", "tests/scenarios/test_s7_s8_faults.py")),
-    Mutation(
-        "a record read back wakes nobody", "syncd/pipeline/engine.py",
-        "            self._bound_here.add(eid)\n",
-        "",
-        ("tests/pipeline/test_write_path.py",)),
-    Mutation(
-        "senders never linked to their client", "syncd/pipeline/engine.py",
-        "            if person_id is not None:\n",
-        "            if False:\n",
-        ("tests/pipeline/test_link.py",)),
+    _m("priority policy inverted", "syncd/pipeline/resolve.py",
+       "if rank.get(incoming.system, big) < rank.get(current.system, big):",
+       "if rank.get(incoming.system, big) > rank.get(current.system, big):",
+       ("tests/pipeline/test_engine.py", "tests/pipeline/test_convergence.py"), model=True),
+    _m("dedup disabled", "syncd/pipeline/identify.py",
+       "    cands = sorted(set(candidates))\n",
+       "    cands = []\n",
+       ("tests/pipeline/test_engine.py", "tests/pipeline/test_write_path.py"), model=True),
+    _m("stale-version check removed", "syncd/pipeline/resolve.py",
+       "    return incoming is not None and applied is not None and version_key(incoming) < version_key(applied)",
+       "    return False",
+       ("tests/pipeline/test_engine.py",), model=True),
+    _m("payload frozen at plan time", "syncd/pipeline/payload.py",
+       "    changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)\n",
+       "    changed = {k: v for k, v in schema.decode(row['payload']).items() if k in ent.golden} "
+       "or plan.plan_fields(mapper, em, ent.golden, shadow, held)\n",
+       ("tests/pipeline/test_write_path.py", "tests/pipeline/test_model.py")),
+    _m("claims not fenced", "syncd/pipeline/outbox.py",
+       "    n = conn.execute(update(t.outbox).where(o.id == row_id, o.claim_token == token, o.status == \"sending\")",
+       "    n = conn.execute(update(t.outbox).where(o.id == row_id)",
+       ("tests/pipeline/test_write_path.py",)),
+    _m("claims not renewed", "syncd/pipeline/outbox.py",
+       "                            .values(claim_until=now + dt.timedelta(seconds=ttl))).rowcount",
+       "                            .values(claim_until=now)).rowcount",
+       ("tests/pipeline/test_write_path.py",)),
+    _m("review resolution not re-planning dependents", "syncd/pipeline/holds.py",
+       "    br._apply_rules(ents, touched)\n    br.flush_entities(ents)\n    br.plan(ents, touched, origin=origin)\n"
+       "    outbox.unblock(conn, [old], now=utcnow())\n",
+       "    br.flush_entities(ents)\n",
+       ("tests/pipeline/test_write_path.py", "tests/scenarios/test_s7_s8_faults.py")),
+    _m("a record read back wakes nobody", "syncd/pipeline/engine.py",
+       "            self._bound_here.add(eid)\n",
+       "",
+       ("tests/pipeline/test_write_path.py", "tests/pipeline/test_concurrency.py")),
+    _m("senders never linked to their client", "syncd/pipeline/engine.py",
+       "            if person_id is not None:\n",
+       "            if False:\n",
+       ("tests/pipeline/test_link.py",)),
+    # issue 20
+    Mutation("unblock wakes only rows already blocked", "syncd/pipeline/outbox.py", (
+        ('    if present(conn, on, why, row["system"]):\n        _settle(conn, row["id"], "pending"',
+         '    if False:\n        _settle(conn, row["id"], "pending"'),
+        ('    after_commit(conn, lambda c: _wake_if_present(c, row["id"], on, why, row["system"]))\n', "")),
+        ("tests/pipeline/test_concurrency.py",), model=True),
+    _m("a restart releases claims of a live instance", "syncd/store/presence.py",
+       "            if not force and row.expires_at >= now and held is not None and not held.dead_here():",
+       "            if False:",
+       ("tests/store/test_presence.py",)),
+    _m("an unanswered update is settled as sent", "syncd/pipeline/confirm.py",
+       "    outbox.again(conn, row[\"id\"], at=now + dt.timedelta(seconds=delay), attempts=attempts, last_error=text)",
+       "    outbox.done(conn, row[\"id\"], attempts=attempts, last_error=text)",
+       ("tests/pipeline/test_write_path.py", "tests/pipeline/test_engine.py")),
+    _m("a record without an id is acknowledged", "syncd/pipeline/engine.py",
+       "        if not wanted and not bad:\n",
+       "        if not wanted:\n",
+       ("tests/pipeline/test_engine.py", "tests/connectors/onec/test_failure_answers.py")),
 )
 
 
 def _copy_tree(dest: Path) -> None:
     ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", ".hypothesis", "artifacts",
-                                    ".cache", "*.egg-info", "build")
+                                    ".cache", "*.egg-info", "build", "dist")
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
 
 
-def run_one(m: Mutation, python: str, keep: bool) -> tuple[bool, str, float]:
+def _pytest(tmp: Path, python: str, tests: tuple[str, ...], first: bool) -> tuple[int, list[str], str]:
+    env = dict(os.environ, PYTHONPATH=str(tmp), SYNCD_HYPOTHESIS_EXAMPLES=os.environ.get(
+        "SYNCD_HYPOTHESIS_EXAMPLES", "150"), SYNCD_HYPOTHESIS_NO_SHRINK="1", PYTHONDONTWRITEBYTECODE="1")
+    r = subprocess.run([python, "-m", "pytest", *(["-x"] if first else []), "-q", "-p", "no:cacheprovider",
+                        "--no-header", "-o", "addopts=", *tests], cwd=tmp, env=env,
+                       capture_output=True, text=True, timeout=3600)
+    failed = re.findall(r"^FAILED (\S+)", r.stdout, re.M)
+    return r.returncode, failed, r.stdout[-600:] + r.stderr[-600:]
+
+
+def run_one(m: Mutation, python: str, keep: bool, first: bool) -> tuple[bool, list[str], bool | None, list[str], float]:
+    """(caught, by which tests, caught by the models alone (None: not asked), by which, seconds)."""
     tmp = Path(tempfile.mkdtemp(prefix="syncd-mut-"))
+    t0 = time.monotonic()
     try:
         _copy_tree(tmp)
         path = tmp / m.file
         text = path.read_text(encoding="utf-8")
-        if text.count(m.old) != 1:
-            return False, f"the mutation no longer applies ({m.file} changed): fix tests/mutations/run.py", 0.0
-        path.write_text(text.replace(m.old, m.new), encoding="utf-8")
-        env = dict(os.environ, PYTHONPATH=str(tmp), SYNCD_HYPOTHESIS_EXAMPLES=os.environ.get(
-            "SYNCD_HYPOTHESIS_EXAMPLES", "30"), PYTHONDONTWRITEBYTECODE="1")
-        t0 = time.monotonic()
-        r = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
-                            "-o", "addopts=", *m.tests], cwd=tmp, env=env, capture_output=True, text=True,
-                           timeout=3600)
-        took = time.monotonic() - t0
-        failed = re.findall(r"^FAILED (\S+)", r.stdout, re.M)
-        if r.returncode == 0:
-            return False, "no test failed", took
-        if r.returncode not in (1,):
-            return False, f"pytest exit {r.returncode}: {r.stdout[-400:]}{r.stderr[-400:]}", took
-        return True, failed[0] if failed else "(a test failed)", took
+        for old, new in m.edits:
+            if text.count(old) != 1:
+                return False, [f"the mutation no longer applies ({m.file} changed): fix tests/mutations/run.py"], \
+                    None, [], 0.0
+            text = text.replace(old, new)
+        path.write_text(text, encoding="utf-8")
+        shutil.rmtree(tmp / ".hypothesis", ignore_errors=True)
+        code, failed, tail = _pytest(tmp, python, m.tests, first)
+        caught = code == 1 and bool(failed)
+        if code not in (0, 1):
+            failed = [f"pytest exit {code}: {tail}"]
+        model_caught, model_failed = None, []
+        if m.model:
+            shutil.rmtree(tmp / ".hypothesis", ignore_errors=True)
+            mcode, model_failed, _ = _pytest(tmp, python, MODELS, first)
+            model_caught = mcode == 1 and bool(model_failed)
+        return caught, failed, model_caught, model_failed, time.monotonic() - t0
     finally:
         if keep:
             print(f"  kept {tmp}", file=sys.stderr)
@@ -125,17 +156,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="run the mutations whose name contains this")
     ap.add_argument("--keep", action="store_true", help="keep the mutated copies")
+    ap.add_argument("--first", action="store_true", help="stop each run at its first failing test (-x)")
     args = ap.parse_args()
     python = sys.executable
     chosen = [m for m in MUTATIONS if not args.only or args.only in m.name]
     missed = 0
     print(f"{len(chosen)} mutations; tests on SQLite"
-          + (" and PostgreSQL" if os.environ.get("SYNCD_TEST_POSTGRES_URL") else "") + "\n")
+          + (" and PostgreSQL" if os.environ.get("SYNCD_TEST_POSTGRES_URL") else "") + "\n", flush=True)
     for m in chosen:
-        caught, detail, took = run_one(m, python, args.keep)
-        missed += not caught
-        print(f"{'caught' if caught else 'MISSED':7} {m.name:48} {took:6.0f} s  {detail}", flush=True)
-    print(f"\n{len(chosen) - missed} of {len(chosen)} mutations caught")
+        caught, by, model_caught, model_by, took = run_one(m, python, args.keep, args.first)
+        missed += (not caught) + (model_caught is False)
+        print(f"{'caught' if caught else 'MISSED':7} {m.name:48} {took:6.0f} s  {len(by)} test(s)", flush=True)
+        for name in by:
+            print(f"          {name}", flush=True)
+        if model_caught is not None:
+            print(f"  models alone: {'caught' if model_caught else 'MISSED'} by {len(model_by)} test(s)", flush=True)
+            for name in model_by:
+                print(f"          {name}", flush=True)
+    print(f"\n{len(chosen)} mutations, {missed} gap(s)")
     return 0 if missed == 0 else 1
 
 

@@ -22,7 +22,7 @@ import tempfile
 import uuid
 from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -39,6 +39,13 @@ from syncd.sync import Syncer
 SYSTEMS = ("shop", "crm", "onec")
 KINDS = ("person", "company", "order")
 WORDS = st.sampled_from(["альфа", "бета", "гамма", "VIP", "опт", ""])
+
+
+def _phases() -> tuple[Phase, ...]:
+    """tests/mutations/run.py only asks whether a mutation is caught: it skips shrinking."""
+    if os.environ.get("SYNCD_HYPOTHESIS_NO_SHRINK"):
+        return (Phase.explicit, Phase.reuse, Phase.generate)
+    return tuple(Phase)
 
 
 def mapping() -> Mapper:
@@ -371,7 +378,7 @@ class Model(RuleBasedStateMachine):
 
 Model.TestCase.settings = settings(
     max_examples=int(os.environ.get("SYNCD_HYPOTHESIS_EXAMPLES", "60" if os.environ.get("SYNCD_SLOW") == "1" else "8")),
-    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    stateful_step_count=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], phases=_phases())
 TestModel = Model.TestCase
 
 
@@ -389,6 +396,7 @@ def test_model_on_postgres() -> None:
 
         n = 15 if os.environ.get("SYNCD_SLOW") == "1" else 3
         run_state_machine_as_test(Model, settings=settings(max_examples=n, stateful_step_count=30, deadline=None,
-                                                           suppress_health_check=[HealthCheck.too_slow]))
+                                                           suppress_health_check=[HealthCheck.too_slow],
+                                                           phases=_phases()))
     finally:
         os.environ.pop("SYNCD_MODEL_PG", None)

@@ -157,14 +157,17 @@ def test_concurrent_planning_and_pushing_lose_no_change(db_url: str) -> None:
 # -- 3. fenced claims ---------------------------------------------------------------------------
 
 def test_a_slow_write_keeps_its_claim_and_nothing_is_written_twice(db_url: str) -> None:
+    """Each write takes longer than the claim's TTL: only the renewal keeps the claim. Another
+    instance looking for expired claims the whole time never gets one of them."""
     store = Store(db_url)
     syncer, remote = make_world(store, systems=("crm", "shop"))
-    n = 12
+    n = 4
     for i in range(n):
         remote["shop"].edit("person", f"s{i}", **person(name=f"К{i}", email=f"c{i}@example.ru"))
     syncer.pull("shop", "person")
     seen: Counter[str] = Counter()
     lock = threading.Lock()
+    done = threading.Event()
 
     class Counting(MemoryConnector):
         def write(self, op: WriteOp) -> WriteResult:
@@ -172,22 +175,25 @@ def test_a_slow_write_keeps_its_claim_and_nothing_is_written_twice(db_url: str) 
                 seen[op.entity_id] += 1
             return super().write(op)
 
-    def worker(name: str) -> None:
+    def slow() -> None:
         own = Store(db_url, create=False)
-        # each write takes longer than the claim's TTL: only renewal keeps it ours
-        p = Pusher(own, syncer.mapper, {"crm": Counting("crm", remote["crm"], write_delay=0.5)}, worker=name,
+        p = Pusher(own, syncer.mapper, {"crm": Counting("crm", remote["crm"], write_delay=0.5)}, worker="slow",
                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=0.6))
-        p.push("crm", limit=4)
+        p.push("crm", limit=n)
         own.close()
+        done.set()
 
-    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-    assert len(seen) == n
-    assert max(seen.values()) == 1, f"written twice: {[k for k, v in seen.items() if v > 1]}"
-    assert store.count("outbox", status="done") == n
+    th = threading.Thread(target=slow)
+    th.start()
+    taken: list[int] = []
+    other = Store(db_url, create=False)
+    while not done.is_set():                        # another instance, looking for expired claims
+        taken += [r["id"] for r in outbox.claim(other, "crm", instance="other", ttl=30, limit=100).rows]
+        time.sleep(0.05)
+    th.join(120)
+    other.close()
+    assert taken == [], f"claims taken from a live writer: {taken}"
+    assert len(seen) == n and max(seen.values()) == 1
     store.close()
 
 
