@@ -169,6 +169,9 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("notice", "user", "str", doc="the user it is for (that system's user id)"),
         _f("notice", "text", "text"), _f("notice", "rule", "str", doc="the rule that sent it"),
         _f("notice", "subject", "str", doc="the entity it is about (syncd id)"),
+        _f("notice", "on", "str", doc="\"created\": sent only once syncd has created its subject in that "
+                                       "system (a record adopted there is not new, nor is one read again "
+                                       "after a re-install)"),
     ],
     "task": [
         _f("task", "title", "str"), _f("task", "description", "text"),

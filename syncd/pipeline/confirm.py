@@ -58,7 +58,8 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
         b = t.bindings.c
         made = conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing(
             index_elements=[b.system, b.type, b.external_id]).returning(b.entity_id),
-            dict(system=op.system, type=op.entity, external_id=ext, entity_id=op.entity_id, created_at=now)).first()
+            dict(system=op.system, type=op.entity, external_id=ext, entity_id=op.entity_id, created_at=now,
+                 how="created")).first()
         if made is None:
             have = conn.execute(select(b.entity_id).where(b.system == op.system, b.type == op.entity,
                                                           b.external_id == ext)).scalar()
@@ -128,7 +129,8 @@ def _bind_embedded(conn: Connection, mapper: Mapper, system: str, e: Any, now: d
                                                             t.bindings.c.system == system)).first():
         return
     conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing().values(
-        system=system, type=e.entity_type, external_id=e.external_id, entity_id=e.entity_id, created_at=now))
+        system=system, type=e.entity_type, external_id=e.external_id, entity_id=e.entity_id, created_at=now,
+        how="created"))
     em = mapper.push_map(system, e.entity_type)
     fields = {k: mapper.roundtrip(em, k, v) for k, v in e.sent.items()} if em is not None else dict(e.sent)
     conn.execute(dialect_insert(conn, t.shadows).on_conflict_do_nothing().values(

@@ -324,7 +324,7 @@ class _BatchRun:
             eid = self.bind_cache.get((etype, b.external_id))
             if eid is None:
                 eid = self._new_entity(etype, hold="quarantine")
-                self._bind(etype, b.external_id, eid)
+                self._bind(etype, b.external_id, eid, how="read")
         record = _record_json(b.record) if b.record is not None else None
         self.e.store.quarantine(self.conn, system=self.system, stream=self.stream, kind=b.kind,
                                 external_id=b.external_id, reason=b.reason, raw=b.raw, run_id=self.run_id,
@@ -393,7 +393,7 @@ class _BatchRun:
                 if alias:
                     self.aliases.add((typ, ext))
 
-    def _bind(self, etype: str, ext: str, eid: str, *, system: str | None = None) -> None:
+    def _bind(self, etype: str, ext: str, eid: str, *, system: str | None = None, how: str = "read") -> None:
         """Bind a record of this system (or, `system` given, the record of another system that
         this one names as its source — so when that record is read it joins the same entity)."""
         if system is None:
@@ -402,7 +402,7 @@ class _BatchRun:
         # the source record counts as the entity's first (its key names the entity elsewhere)
         when = self.now if system is None else self.now - dt.timedelta(milliseconds=1)
         self.new_bindings.append(dict(system=system or self.system, type=etype, external_id=ext, entity_id=eid,
-                                      created_at=when))
+                                      created_at=when, how=how))
 
     def _new_entity(self, etype: str, hold: str | None = None) -> str:
         eid = new_id()
@@ -454,7 +454,7 @@ class _BatchRun:
                 elif stamped:
                     # made from a record syncd knows (by syncd, or by the vendor's own integration
                     # before syncd): that record's entity — adopted, never a second one
-                    outcome = identify.Outcome(stamped, "matched")
+                    outcome = identify.Outcome(stamped, "matched", "stamp")
                 elif origin is not None and identify.origin_allows(rule, origin[0]):
                     # made from a record syncd has not read yet: a new entity that record joins
                     outcome = identify.Outcome(None, "created")
@@ -464,6 +464,9 @@ class _BatchRun:
                     for k in rec_keys.get(i, ()):
                         cands |= index.get((etype, k), set())
                     outcome = identify.decide(self.system, rule, cands)
+                    if outcome.action == "matched":
+                        outcome = identify.Outcome(outcome.entity_id, "matched", _key_name(
+                            rec_keys.get(i, ()), index, etype, outcome.entity_id), outcome.candidates)
                     if outcome.action == "matched" and self._bound_elsewhere(outcome.entity_id, etype):
                         # the match already has a record of this system: a second record is a
                         # different entity unless a human says otherwise
@@ -473,21 +476,23 @@ class _BatchRun:
                     # a held entity stands for the record until a person decides: it takes the
                     # record's fields, is written nowhere, and whatever links to it waits
                     eid = self._new_entity(etype, hold="review")
-                    self._bind(etype, rec.external_id, eid)
+                    self._bind(etype, rec.external_id, eid, how="review")
                     self._review(rec, etype, outcome.reason, outcome.candidates, eid)
                     out.append((eid, rec, etype, self._resolve_refs(fields), True))
                     continue
                 if outcome.action == "created":
                     eid = self._new_entity(etype)
                     created = True
+                    how = "origin" if promises and promises[-1][0] == i else "read"
                 else:
                     eid = outcome.entity_id
                     self.counts.bound += 1
+                    how = outcome.reason if forced is False else "review"
                 assert eid is not None
-                self._bind(etype, rec.external_id, eid)
+                self._bind(etype, rec.external_id, eid, how=how or "read")
                 if promises and promises[-1][0] == i:
                     osys, oext = promises[-1][1]
-                    self._bind(etype, oext, eid, system=osys)
+                    self._bind(etype, oext, eid, system=osys, how="origin")
                 for k in rec_keys.get(i, ()):
                     index.setdefault((etype, k), set()).add(eid)
             fields = self._resolve_refs(fields)
@@ -518,6 +523,7 @@ class _BatchRun:
         before the buyer), the record joins that entity and the stub is merged into it — never a
         second contact; when several match, the stub waits for a person (review); else it is new."""
         match = self._stamped(rec, etype)
+        how = "stamp"
         if match is None:
             cands: set[str] = set()
             for k in keys:
@@ -528,6 +534,7 @@ class _BatchRun:
                 self._review(rec, etype, f"ambiguous: {len(cands)} entities share a match key", sorted(cands), stub)
                 return stub
             match = next(iter(cands), None)
+            how = _key_name(keys, index, etype, match) if match else "read"
         if match is None or match == stub:
             return stub
         if self._bound_elsewhere(match, etype):
@@ -537,7 +544,7 @@ class _BatchRun:
             return stub
         b = t.bindings.c
         self.conn.execute(update(t.bindings).where(b.system == self.system, b.type == etype,
-                                                   b.external_id == rec.external_id).values(entity_id=match))
+                                                   b.external_id == rec.external_id).values(entity_id=match, how=how))
         self.conn.execute(update(t.entities).where(t.entities.c.id == stub).values(
             hold="merged", merged_into=match, updated_at=self.now))
         outbox.close_merged(self.conn, stub, match, f"its record {self.system} {rec.external_id} is {match}'s")
@@ -617,7 +624,7 @@ class _BatchRun:
                 eid = self.bind_cache.get((target, ref.external_id))
                 if eid is None and identify.origin_allows(self.ms.identity.get(target), self.system):
                     eid = self._new_entity(target)   # a stub, filled when its own record arrives
-                    self._bind(target, ref.external_id, eid)
+                    self._bind(target, ref.external_id, eid, how="link")
                 return eid
 
             mapped = schema.map_refs(name, value, fn)
@@ -1040,6 +1047,14 @@ def _refs(fields: dict[str, Any]) -> list[Ref]:
         if value is not None and schema.has_refs(name):
             out.extend(r for r in schema.refs_of(name, value) if isinstance(r, Ref))
     return out
+
+
+def _key_name(keys: Any, index: dict[tuple[str, str], set[str]], etype: str, eid: str | None) -> str:
+    """How a match was made: "key:<name>" of the first match key the record shares with `eid`."""
+    for k in sorted(keys):
+        if eid in index.get((etype, k), ()):
+            return "key:" + k.split(":", 1)[0]
+    return "key"
 
 
 def _blank(v: Any) -> bool:

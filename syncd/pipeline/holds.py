@@ -114,7 +114,7 @@ def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: 
     have = {s for (s,) in conn.execute(select(t.bindings.c.system).where(t.bindings.c.entity_id == into))}
     for system_, in conn.execute(select(t.bindings.c.system).where(t.bindings.c.entity_id == held)).all():
         conn.execute(update(t.bindings).where(t.bindings.c.entity_id == held, t.bindings.c.system == system_)
-                     .values(entity_id=into, alias=system_ in have))
+                     .values(entity_id=into, alias=system_ in have, how="review"))
     conn.execute(delete(t.shadows).where(t.shadows.c.entity_id == held))
     conn.execute(delete(t.match_keys).where(t.match_keys.c.entity_id == held))
     conn.execute(update(t.entities).where(t.entities.c.id == held).values(

@@ -105,6 +105,7 @@ class _Block(Exception):
 class _Loaded:
     ents: dict[str, _Target] = field(default_factory=dict)
     binds: dict[tuple[str, str, str], str] = field(default_factory=dict)   # (eid, system, type) -> ext
+    hows: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (eid, system) -> bindings.how
     first: dict[str, tuple[str, str]] = field(default_factory=dict)        # eid -> its first record
     natural: frozenset[str] = frozenset()
     shadows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -131,11 +132,12 @@ def _load_entities(conn: Connection, ids: set[str], into: _Loaded) -> None:
 def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
     for chunk in _chunks(sorted(ids)):
         rows = conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system, t.bindings.c.type,
-                                   t.bindings.c.external_id)
+                                   t.bindings.c.external_id, t.bindings.c.how)
                             .where(t.bindings.c.entity_id.in_(chunk), t.bindings.c.alias.is_(False))
                             .order_by(t.bindings.c.created_at.desc()))
-        for eid, system, typ, ext in rows:
+        for eid, system, typ, ext, how in rows:
             into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
+            into.hows[(eid, system)] = how
             into.first[eid] = (system, ext)
 
 
@@ -147,6 +149,8 @@ def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> _Loaded:
     # linked entities (and what they were merged into)
     refs: set[str] = set()
     for e in out.ents.values():
+        if e.golden.get("notice.subject"):
+            refs.add(str(e.golden["notice.subject"]))    # what a notice is about (see _news)
         for name, value in e.golden.items():
             if value is not None and schema.is_field(name) and schema.has_refs(name):
                 refs.update(str(r) for r in schema.refs_of(name, value))
@@ -280,6 +284,10 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
         return Failed(PermanentError(f"no push mapping for {etype} in {system}", connector=system))
     ext = data.binds.get((eid, system, etype))
     create = ext is None
+    if create and ent.golden.get("notice.on") == "created":
+        news = _news(data, ent, system)
+        if news is not None:
+            return news
     if create and not em.create:
         return Nothing(f"{system} does not take new {em.kind} records (create = false)")
     if create and em.kind in traits.embedded_kinds:
@@ -293,7 +301,7 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
         return Nothing("the target is in step")
     # the whole record as the target should hold it (`WriteOp.full`): an update of a deal's rows sets
     # them whole, its delivery row included, even when only the goods changed
-    whole = plan.plan_fields(mapper, em, ent.golden, None, held)
+    whole = {**plan.plan_fields(mapper, em, ent.golden, None, held), **changed}   # (a cleared value too)
     wait_over = row.get("claimed_from") == "blocked" and row.get("blocked_why") == "record"
     fn = _translator(mapper, data, system, traits, wait_over=wait_over, origin=row.get("origin") or "")
     full, blocks, omitted = _translate(whole, fn)
@@ -325,6 +333,22 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
                  origin=origin, also_known_as=(external_key(eid),) if origin else ())
     dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
     return Ready(op, sent, dfr, embedded)
+
+
+def _news(data: _Loaded, ent: _Target, system: str) -> Outcome | None:
+    """A notice "a new deal": it waits until its subject is in `system`, and goes only if syncd
+    created it there — a deal adopted there (the shop's own integration made it, a re-install read
+    it back) is not news. None: it may go."""
+    subject = _resolve(data, str(ent.golden.get("notice.subject") or ""))
+    if subject is None:
+        return Nothing("the record the notice is about is gone")
+    if (subject.id, system) not in data.hows:
+        return Blocked(subject.id, "create", f"the notice waits for {subject.type} {subject.id} to reach {system}")
+    how = data.hows[(subject.id, system)]
+    if how != "created":
+        return Nothing(f"{subject.type} {subject.id} was in {system} before syncd ({how or 'bound earlier'}): "
+                       "not new, no notice")
+    return None
 
 
 def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], whole: dict[str, Any]

@@ -104,7 +104,7 @@ class RuleSet:
                 who = golden.get(f"{etype}.responsible")
                 if who:
                     creates.append(notice(self._notify_system(etype), who, render(d.notify, ctx),
-                                          f"defaults {etype}", inp.entity_id))
+                                          f"defaults {etype}", inp.entity_id, on="created"))
                 else:
                     warn(self.store, inp.conn, f"defaults {etype}", f"{etype} {inp.entity_id} has no responsible "
                          "to notify")

@@ -72,12 +72,15 @@ def responsible_of(ctx: Context, explicit: str | None = None) -> str | None:
     return None
 
 
-def notice(system: str | None, user: str | None, text: str, rule: str, subject: str | None = None
-           ) -> tuple[str, dict[str, Any]]:
+def notice(system: str | None, user: str | None, text: str, rule: str, subject: str | None = None,
+           *, on: str | None = None) -> tuple[str, dict[str, Any]]:
     """A notice to a user, as a new `notice` entity: planned through the outbox to the system
     whose notice map (only_when notice.system) matches, sent once (its key is looked up or
-    replaces an earlier one with the same tag)."""
+    replaces an earlier one with the same tag). `on="created"`: only once syncd has created the
+    subject in that system (payload.py) — "a new deal" is not news when the deal existed."""
     fields: dict[str, Any] = {"notice.text": text, "notice.rule": rule}
+    if on:
+        fields["notice.on"] = on
     if system:
         fields["notice.system"] = system
     if user:

@@ -268,12 +268,20 @@ class Store:
                    kind: str | None = None, external_id: str | None = None, raw: Any = None,
                    run_id: str | None = None, record: str | None = None, entity_id: str | None = None) -> int:
         """Keep a record that could not be processed, whole, with why; returns its id."""
+        raw_bytes = None
         if isinstance(raw, bytes):
+            if b"\x00" in raw:
+                raw_bytes = raw
             raw = _decode_raw(raw)
         elif raw is not None and not isinstance(raw, str):
             raw = json.dumps(raw, ensure_ascii=False, default=str)
+        if raw is not None and "\x00" in raw:
+            # PostgreSQL's text holds no NUL: the exact bytes are kept beside a readable form
+            raw_bytes = raw_bytes or raw.encode("utf-8", "surrogatepass")
+            raw = raw.replace("\x00", "\\x00")
         res = conn.execute(insert(t.quarantine).values(
             system=system, stream=stream, kind=kind, external_id=external_id, reason=reason, raw=raw,
+            raw_bytes=raw_bytes,
             record=record, entity_id=entity_id, status="open", created_at=utcnow(), run_id=run_id))
         return int(res.inserted_primary_key[0])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer,
-                        MetaData, String, Table, Text, text)
+                        LargeBinary, MetaData, String, Table, Text, text)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -45,9 +45,18 @@ bindings = Table(
     # review resolved as "the same"); the earliest binding is the one writes go to, the others are
     # aliases: their edits reach the golden record, each against a shadow of its own.
     Column("alias", Boolean, nullable=False, default=False),
+    # how the record came to be bound (BINDING_HOW): syncd created it there, read it as new, or
+    # adopted a record that existed before (by its stamp, its source record, a match key, a person)
+    Column("how", String(32)),
     Index("ix_bindings_entity", "entity_id"),
     Index("ix_bindings_entity_system", "entity_id", "system", "type"),
 )
+
+# bindings.how: "created" (syncd's create there was confirmed), "read" (read as a new record),
+# "stamp" (it carries syncd's key or names its source record: adopted), "origin" (made from a
+# record of another system syncd had not read yet), "key:<name>" (matched by a match key, e.g.
+# "key:email"), "link" (known first as the target of a link), "review" (a person decided).
+BINDING_HOW = ("created", "read", "stamp", "origin", "link", "review")
 
 # Dedup keys of each entity ("phone:+74951234567").
 match_keys = Table(
@@ -122,7 +131,8 @@ quarantine = Table(
     Column("kind", String(32)),
     Column("external_id", String(128)),
     Column("reason", Text, nullable=False),
-    Column("raw", Text),                                  # the whole input as it arrived
+    Column("raw", Text),                                  # the whole input as it arrived (as text)
+    Column("raw_bytes", LargeBinary),                     # its exact bytes, when they are not text
     Column("record", Text),                               # the decoded record, to ingest again on release
     Column("entity_id", ID),                              # the held entity standing for the record
     Column("status", String(16), nullable=False),         # open | released | superseded

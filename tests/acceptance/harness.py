@@ -170,6 +170,22 @@ class Portal(_Http):
             raise PeerError(f"{method}: {body}")
         return body["result"]
 
+    def log(self) -> dict[str, Any]:
+        return self.call("GET", "/log")
+
+    def clear_log(self) -> None:
+        self.call("DELETE", "/log")
+
+    def writes(self) -> list[str]:
+        """REST methods in the request log that change something (also those inside a batch)."""
+        out = []
+        for e in self.log()["entries"]:
+            for m in [e.get("method")] + list(e.get("batch_methods") or []):
+                if isinstance(m, str) and (m.rsplit(".", 1)[-1] in ("add", "update", "set", "delete")
+                                           or m.startswith("im.notify")):
+                    out.append(m)
+        return out
+
     def all(self, method: str, params: dict[str, Any]) -> list[dict[str, Any]]:
         """Every page of a list method."""
         out: list[dict[str, Any]] = []
@@ -508,6 +524,18 @@ class Integration:
                                  f"open review: {[(r['type'], r['reason']) for r in store.list_review()]}; "
                                  f"dead writes: {[(d['entity_type'], d['last_error']) for d in self.dead()]}")
         return deals[0]
+
+    def reinstall(self) -> None:
+        """syncd installed again beside the same systems: a new empty database and state folder
+        (a disaster recovery, a second environment), the same config and mappings."""
+        import shutil
+
+        if self.rt is not None:
+            self.rt.close()
+            self.rt = None
+        state = Path(self.env["STATE_DIRECTORY"])
+        shutil.rmtree(state, ignore_errors=True)
+        state.mkdir(parents=True)
 
     def close(self) -> None:
         for c in self.onec_clients:

@@ -86,3 +86,36 @@ def test_a_product_made_by_hand_with_the_shops_xml_id_is_the_one_the_rows_use(it
     (row,) = it.portal.rows(int(it.deal_of(o)["ID"]))
     assert int(row["PRODUCT_ID"]) == pid and float(row["QUANTITY"]) == 3
     assert it.dead() == []
+
+
+def _portal_counts(it: Integration) -> dict[str, int]:
+    return {k: len(it.portal.all(f"crm.{k}.list", {"select": ["ID"]}))
+            for k in ("deal", "contact", "company", "product")}
+
+
+def test_a_reinstall_beside_filled_systems_binds_everything_and_writes_nothing(it: Integration) -> None:
+    """A full sync, then syncd installed again with an empty database against the same portal and
+    shop: every record is bound by its natural key (deals by ORIGIN_ID, contacts by e-mail and phone,
+    companies by ИНН+КПП, products by XML_ID); nothing is created, written twice or dead-lettered."""
+    from harness import SAMOVAR, company
+
+    buyers = [person("Кузнецов", "Дмитрий", "d.kuznetsov@example.ru", "8-903-555-12-34"),
+              person("Орлова", "Екатерина", "kate.orlova@example.ru", "+79261112233"),
+              company("ООО «Ромашка»", "7707083893", "773601001", phone="+7 (495) 765-43-21")]
+    orders = [it.shop.place(b, items) for b, items in
+              zip(buyers + buyers[:1], [[(MUG, 2), (TEAPOT, 1)], [(THERMOS, 1)], [(SAMOVAR, 1)], [(MUG, 1)]])]
+    it.sync()
+    before = _portal_counts(it)
+    imports_before = len(it.shop.imports())
+    assert before["deal"] == len(orders)
+    it.reinstall()
+    it.portal.clear_log()
+    it.sync()
+    assert it.dead() == [], [(d["entity_type"], d["last_error"]) for d in it.dead()]
+    assert _portal_counts(it) == before, "a re-install created records again"
+    assert len(it.shop.imports()) == imports_before, "a re-install wrote to the shop"
+    store = it.runtime().store
+    for o in orders:
+        assert store.find_entity("shop", "order", o["xml_id"]) == store.find_entity(
+            "crm", "order", it.deal_of(o)["ID"]), f"order {o['number']} and its deal are one record"
+    assert it.portal.writes() == [], f"a re-install wrote to the portal: {it.portal.writes()[:10]}"

@@ -300,7 +300,8 @@ def test_a_rejected_record_without_an_id_is_quarantined_too(store: Store) -> Non
         Rejected("not XML", kind=None, external_id=None, raw=b"\x00\x01")]))
     assert counts.quarantined == 2
     items = store.list_quarantine()
-    assert sorted(q["raw"] for q in items) == sorted(["<Документ><Номер>102</Номер>", "\x00\x01"])
+    assert sorted(q["raw"] for q in items) == sorted(["<Документ><Номер>102</Номер>", "\\x00\x01"])
+    assert [q["raw_bytes"] for q in items if q["raw_bytes"]] == [b"\x00\x01"]   # exactly, NUL and all
     assert any("line 7" in q["reason"] for q in items)
 
 

@@ -182,3 +182,11 @@ def test_a_document_without_an_id_is_quarantined_whole_and_1c_is_told(world: Wor
     assert q["external_id"] is None and "<Номер>102</Номер>" in q["raw"] and "Ид" in q["reason"]
     assert world.store.find_entity("onec", "order", "doc-ok") is not None or \
         world.store.count("entities", type="order") == 1
+    # a file holding nothing but such a document (the batch has no id to look up at all)
+    a, b = ORDERS_NO_ID.index("<Документ><Ид>doc-ok".encode("cp1251")), \
+        ORDERS_NO_ID.index("<Документ><Номер>102".encode("cp1251"))
+    only = ORDERS_NO_ID[:a] + ORDERS_NO_ID[b:]
+    _raw(world, h, s, "sale", "file", only, filename="orders2.xml")
+    reason = _failure(_import(world, h, s, "orders2.xml"))
+    assert reason.startswith("не приняты записи: 1 из 1"), reason
+    assert len(world.store.list_quarantine()) == 2
