@@ -98,6 +98,9 @@ class WriteResult:
     external_id: str
     fields: Mapping[str, Any] = field(default_factory=dict)   # as applied, when the peer says
     version: str | None = None
+    # a create that found the record already there by its key (made earlier by syncd, by a previous
+    # install or by the vendor's own integration): adopted, not created now
+    found: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,9 @@ class ConnectorType:
     settings: type                     # a pydantic model (extra="forbid")
     factory: Callable[[str, Any, ConnectorContext], Connector]
     doc: str = ""
+    # "download": the peer fetches syncd's writes when it connects (1C's mode=query); until then
+    # they wait for the peer, which is not a write that is late (stats count them apart)
+    delivery: str = "push"
 
 
 class BaseConnector:
@@ -214,6 +220,15 @@ class BaseConnector:
     # kinds created there only inside another record (1C gets a new counterparty inside its first
     # order): a create of one alone is not sent; the record that embeds it creates it there
     embedded_kinds: frozenset[str] = frozenset()
+
+    # `syncd audit` reads records back by their ids: the kinds `fetch` can read (none: the audit
+    # lists the system as unreadable, with `unreadable_why`)
+    fetchable: frozenset[str] = frozenset()
+    unreadable_why: str = "its connector cannot read a record back by its id"
+
+    def fetch(self, kind: str, external_ids: list[str]) -> Iterator[RawRecord]:
+        """The current state of these records, as `read` would give them (missing ones left out)."""
+        raise NotImplementedError(f"{self.name} cannot read {kind} records back")
 
     def describe(self) -> LiveSchema:
         return LiveSchema()

@@ -473,6 +473,13 @@ def is_list(name: str) -> bool:
 # integration made, one side's lines are taken whole, never merged member by member.
 DOCUMENT_LINES = frozenset({"order.items"})
 
+# Values systems compute from other fields of the record (a deal's sum from its rows): read together
+# with a change of what they are computed from, they are that change's result and count; read alone
+# they are the system's own arithmetic, not an edit (engine: _without_derived).
+DERIVED_FROM: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "order.total": ("order.items", "order.delivery_price", "order.discount"),
+})
+
 
 def _member_key(name: str, member: Any) -> Any:
     if isinstance(member, Mapping):

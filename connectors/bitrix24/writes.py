@@ -173,8 +173,10 @@ class Writes:
     def _write_crm(self, op: WriteOp) -> WriteResult:
         kind = op.kind
         ext = op.external_id
+        found = False
         if ext is None:
             ext = self._find(op, self.lookup(kind, self._stamps(op)))
+            found = ext is not None
         current = None
         if ext is not None and kind in MULTI_KINDS and any(m in op.fields for m in MULTI):
             current = self.client.call(f"crm.{kind}.get", {"id": ext}).result
@@ -191,7 +193,7 @@ class Writes:
         new_id = str(new_id)
         if kind == "company" and pseudo:
             self._write_requisites(new_id, pseudo, op.external_key)
-        return WriteResult(new_id, rec, version=utc_version(rec.get("DATE_MODIFY")))
+        return WriteResult(new_id, rec, version=utc_version(rec.get("DATE_MODIFY")), found=found)
 
     def _write_product(self, op: WriteOp) -> WriteResult:
         c = self.client
@@ -199,19 +201,20 @@ class Writes:
         fields = dict(op.fields)
         # a catalog's goods share their 1C Ид as XML_ID (as the vendor's catalog exchange does)
         xml_id = op.origin[1] if op.origin is not None else op.external_key
+        found = False
         if ext is None:
             for key in (xml_id, *op.also_known_as):
                 rows = result_rows(c.call("crm.product.list", {"filter": {"XML_ID": key},
                                                                "select": ["ID"], "start": -1}).result)
                 if rows:
-                    ext = str(rows[0]["ID"])
+                    ext, found = str(rows[0]["ID"]), True
                     break
         if ext is None:
             ext = str(c.call("crm.product.add", {"fields": {**fields, "XML_ID": xml_id}}).result)
         elif fields:
             c.call("crm.product.update", {"id": ext, "fields": fields})
         rec = c.call("crm.product.get", {"id": ext}).result or {}
-        return WriteResult(str(ext), rec, version=utc_version(rec.get("TIMESTAMP_X")))
+        return WriteResult(str(ext), rec, version=utc_version(rec.get("TIMESTAMP_X")), found=found)
 
     def write_many(self, ops: Sequence[WriteOp]) -> list[WriteResult | Exception]:
         """Many writes in few requests: look-ups batched (50 keys a command), then creates and
@@ -244,6 +247,7 @@ class Writes:
                 out[i] = res
         # look up the keys of creates, per kind
         ext: dict[int, str | None] = {i: ops[i].external_id for i in fast}
+        existed: set[int] = set()                # creates whose record was found by its key
         by_kind: dict[str, list[int]] = {}
         for i in fast:
             if ext[i] is None:
@@ -261,6 +265,8 @@ class Writes:
             for kind, idx in by_kind.items():
                 for i in idx:
                     ext[i] = self._find(ops[i], found[kind])
+                    if ext[i] is not None:
+                        existed.add(i)
             # an existing record with multi-fields needs its current values to merge: one by one
             for i in [i for i in fast if ops[i].external_id is None and ext[i] is not None
                       and ops[i].kind in MULTI_KINDS and any(m in ops[i].fields for m in MULTI)]:
@@ -326,5 +332,5 @@ class Writes:
                 out[i] = err
                 continue
             x = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
-            out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(versions.get(i)))
+            out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(versions.get(i)), found=i in existed)
         return [x if x is not None else PermanentError("not written", connector=self.name) for x in out]

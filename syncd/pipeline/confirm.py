@@ -56,16 +56,21 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
     ext = str(result.external_id)
     if op.op == "create":
         b = t.bindings.c
+        how = "found" if result.found else "created"
         made = conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing(
             index_elements=[b.system, b.type, b.external_id]).returning(b.entity_id),
             dict(system=op.system, type=op.entity, external_id=ext, entity_id=op.entity_id, created_at=now,
-                 how="created")).first()
+                 how=how)).first()
         if made is None:
             have = conn.execute(select(b.entity_id).where(b.system == op.system, b.type == op.entity,
                                                           b.external_id == ext)).scalar()
             if have != op.entity_id:
                 # a pull may have bound it already (it carried our stamp): the same entity is fine
                 raise BindingClash(f"{op.system} {op.kind} {ext} is already bound to another entity ({have})")
+            if how == "created":
+                # the pull read it back before this confirm: it is syncd's own record all the same
+                conn.execute(update(t.bindings).where(b.system == op.system, b.type == op.entity,
+                                                      b.external_id == ext).values(how="created"))
     # what the target will report back, so reading it is not a change (no echo)
     shadow = _merge_shadow(conn, op.entity_id, op.system,
                            {k: mapper.roundtrip(em, k, v) for k, v in ready.sent.items()}, result.version, now)

@@ -702,7 +702,7 @@ class _BatchRun:
                 log.info("stale_change_dropped", system=self.system, entity_id=eid,
                          version=rec.version, applied=sh["source_version"])
                 continue
-            fields = self._without_derived(rec, fields, ent)
+            fields = self._without_derived(rec, fields, ent, sh_fields)
             changes = record.diff(sh_fields, fields)
             new_shadow = dict(sh_fields, **fields)
             shadow_rows[(eid, skey)] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
@@ -818,16 +818,23 @@ class _BatchRun:
                 applied[name] = value
         return applied
 
-    def _without_derived(self, rec: RawRecord, fields: dict[str, Any], ent: _Ent) -> dict[str, Any]:
-        """Values the system derives from other fields (its sum from its rows) count only where the
-        record has none yet: read later they are neither an edit nor what the system holds — so a
-        portal recomputing a deal's sum never overrides the order's total, nor makes syncd write it
-        again and again."""
+    def _without_derived(self, rec: RawRecord, fields: dict[str, Any], ent: _Ent,
+                         sh_fields: dict[str, Any]) -> dict[str, Any]:
+        """Values the system derives from other fields (its sum from its rows) count where the
+        record has none yet, and when what they derive from changed in this record (a manager's
+        row edit: the new sum is that edit's); otherwise they are neither an edit nor what the system
+        holds — a portal recomputing a deal's sum never overrides the order's total, nor makes syncd
+        write it again and again."""
         em = self.mapper.entity_map(self.system, rec.kind)
         if em is None:
             return fields
+
+        def sources_changed(name: str) -> bool:
+            return any(src in fields and fields[src] != sh_fields.get(src)
+                       for src in schema.DERIVED_FROM.get(name, ()))
+
         drop = [n for n in fields if (fm := em.fields.get(n)) is not None and fm.derived
-                and ent.golden.get(n) is not None]
+                and ent.golden.get(n) is not None and not sources_changed(n)]
         return {k: v for k, v in fields.items() if k not in drop} if drop else fields
 
     def _writes_in_flight(self, ids: list[str]) -> set[str]:

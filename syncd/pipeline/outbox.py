@@ -69,7 +69,7 @@ CHUNK = 400
 # Seconds until a blocked write is decided again without being woken. A wake-up normally comes at
 # once (unblock); this bounds what a missed one could cost. A wait for a linked record's first
 # appearance ends after `link_wait` instead (the write then goes without the link).
-RECHECK = {"create": 120.0, "held": 900.0, "dead": 900.0}
+RECHECK = {"create": 120.0, "confirm": 120.0, "held": 900.0, "dead": 900.0}
 
 o = t.outbox.c
 
@@ -240,8 +240,8 @@ def again(conn: Connection, row_id: int, *, at: dt.datetime, **values: Any) -> N
 
 def block(conn: Connection, row: dict[str, Any], *, on: str, why: str, detail: str, now: dt.datetime,
           link_wait: float, **values: Any) -> str:
-    """Wait for `on` (create: its record in this system; record: its first read; held: its review
-    or quarantine; dead: its dead letter replayed). Returns "blocked", or "pending" when what it
+    """Wait for `on` (create: its record in this system; confirm: syncd's create of it there
+    confirmed; record: its first read; held: its review or quarantine; dead: its dead letter replayed). Returns "blocked", or "pending" when what it
     waits for is already there — decided in this transaction, and checked again after commit."""
     if present(conn, on, why, row["system"]):
         _settle(conn, row["id"], "pending", dict(values, next_attempt_at=now, last_error=None))
@@ -297,7 +297,10 @@ def _present_clause() -> Any:
         and_(o.blocked_why == "record", exists().where(e.c.id == o.blocked_on, e.c.fields != "{}")),
         and_(o.blocked_why == "held", exists().where(e.c.id == o.blocked_on, e.c.hold.is_(None))),
         and_(o.blocked_why == "dead", not_(exists().where(d.c.entity_id == o.blocked_on, d.c.system == o.system,
-                                                          d.c.status == "dead"))))
+                                                          d.c.status == "dead"))),
+        and_(o.blocked_why == "confirm", or_(
+            exists().where(b.c.entity_id == o.blocked_on, b.c.system == o.system, b.c.how.in_(("created", "found"))),
+            not_(exists().where(d.c.entity_id == o.blocked_on, d.c.system == o.system, d.c.status == "sending")))))
 
 
 def present(conn: Connection, on: str, why: str, system: str) -> bool:
@@ -316,6 +319,11 @@ def present(conn: Connection, on: str, why: str, system: str) -> bool:
     if why == "dead":
         return conn.execute(select(d.id).where(d.entity_id == on, d.system == system, d.status == "dead")
                             .limit(1)).first() is None
+    if why == "confirm":           # the create of `on` there is confirmed (or no longer in flight)
+        return conn.execute(select(b.external_id).where(b.entity_id == on, b.system == system,
+                                                        b.how.in_(("created", "found"))).limit(1)).first() \
+            is not None or conn.execute(select(d.id).where(d.entity_id == on, d.system == system,
+                                                           d.status == "sending").limit(1)).first() is None
     return False
 
 

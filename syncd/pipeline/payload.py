@@ -70,7 +70,7 @@ class Nothing:
 @dataclass(frozen=True)
 class Blocked:
     on: str                                        # entity the write waits for
-    why: str                                       # create | held | dead | record
+    why: str                                       # create | confirm | held | dead | record
     detail: str
     plan: outbox.Intent | None = None              # the write that entity itself needs, if none is queued
 
@@ -345,10 +345,15 @@ def _news(data: _Loaded, ent: _Target, system: str) -> Outcome | None:
     if (subject.id, system) not in data.hows:
         return Blocked(subject.id, "create", f"the notice waits for {subject.type} {subject.id} to reach {system}")
     how = data.hows[(subject.id, system)]
-    if how != "created":
-        return Nothing(f"{subject.type} {subject.id} was in {system} before syncd ({how or 'bound earlier'}): "
-                       "not new, no notice")
-    return None
+    if how == "created":
+        return None
+    row = data.open.get((subject.id, system))
+    if how == "stamp" and row is not None and row["status"] == "sending":
+        # read back (by its stamp) while syncd's create of it is in flight: its confirm says whose it is
+        return Blocked(subject.id, "confirm", f"the notice waits for the confirm of {subject.type} {subject.id} "
+                                              f"in {system}")
+    return Nothing(f"{subject.type} {subject.id} was in {system} before syncd ({how or 'bound earlier'}): "
+                   "not new, no notice")
 
 
 def _links(mapper: Mapper, data: _Loaded, system: str, full: dict[str, Any], whole: dict[str, Any]

@@ -122,6 +122,21 @@ class MemoryConnector(BaseConnector):
                 time.sleep(self.read_delay)
             yield Batch(stream, recs, cursor=str(chunk[-1][0]))
 
+    @property
+    def fetchable(self) -> frozenset[str]:          # type: ignore[override]
+        return frozenset(self.system.kinds)
+
+    def fetch(self, kind: str, external_ids: list[str]) -> Iterator[RawRecord]:
+        for ext in external_ids:
+            obj = self.system.objects.get(kind, {}).get(ext)
+            if obj is None:
+                continue
+            obj = dict(obj)
+            stamp = obj.pop(STAMP, None)
+            ver = self.system.versions.get((kind, ext))
+            yield RawRecord(kind, ext, obj, version=str(ver) if ver is not None else None, stamp=stamp,
+                            source_time=self.system.times.get((kind, ext)) if self.system.timed else None)
+
     def write(self, op: WriteOp) -> WriteResult:
         if self.write_delay:
             time.sleep(self.write_delay)
@@ -138,9 +153,11 @@ class MemoryConnector(BaseConnector):
             s.writes += 1
             objs = s.objects[op.kind]
             ext = op.external_id
+            found = False
             if op.op == "create":
                 keys = (op.external_key, *op.also_known_as)
                 ext = next((e for e, o in objs.items() if o.get(STAMP) in keys), None)
+                found = ext is not None
                 if ext is None:
                     ext = s.new_id(op.kind)
                     objs[ext] = {STAMP: op.external_key}
@@ -156,7 +173,7 @@ class MemoryConnector(BaseConnector):
             raise SimulatedCrash(f"crash after writing {op.kind} {ext}")
         if fault == "lost":
             raise TransientError(f"injected: answer lost after writing {op.kind} {ext}", connector=self.name)
-        return WriteResult(ext, dict(op.fields), version=str(ver))
+        return WriteResult(ext, dict(op.fields), version=str(ver), found=found)
 
 
 _SYSTEMS: dict[str, MemorySystem] = {}

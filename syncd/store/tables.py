@@ -52,11 +52,12 @@ bindings = Table(
     Index("ix_bindings_entity_system", "entity_id", "system", "type"),
 )
 
-# bindings.how: "created" (syncd's create there was confirmed), "read" (read as a new record),
+# bindings.how: "created" (syncd's create there was confirmed), "found" (syncd's create found it
+# there by its key: made before, by a previous install or the vendor), "read" (read as a new record),
 # "stamp" (it carries syncd's key or names its source record: adopted), "origin" (made from a
 # record of another system syncd had not read yet), "key:<name>" (matched by a match key, e.g.
 # "key:email"), "link" (known first as the target of a link), "review" (a person decided).
-BINDING_HOW = ("created", "read", "stamp", "origin", "link", "review")
+BINDING_HOW = ("created", "found", "read", "stamp", "origin", "link", "review")
 
 # Dedup keys of each entity ("phone:+74951234567").
 match_keys = Table(

@@ -21,6 +21,7 @@ from syncd.mapping import Mapper, parse_mapping_doc
 from syncd.mapping.load import validate_set
 from syncd.pipeline import confirm, outbox, payload
 from syncd.pipeline.push import Pusher, PushPolicy
+from syncd.sandbox.memory import STAMP
 from syncd.store import Store, utcnow
 from syncd.store import tables as t
 
@@ -303,3 +304,67 @@ def test_a_bare_insert_of_a_row_waiting_on_nothing_present_is_not_stale(store: S
         c.execute(insert(t.bindings).values(system="crm", type="person", external_id="x1",
                                             entity_id=person_row["entity_id"], created_at=utcnow()))
         assert outbox.stale_blocked(c) == 1
+
+
+def _notice_world(store: Store) -> tuple[Any, dict[str, Any]]:
+    from syncd.sandbox.memory import MemoryConnector, MemorySystem
+    from syncd.sync import Syncer
+
+    doc = mapping_doc(systems=("crm", "shop"))
+    doc["maps"].append({"system": "crm", "kind": "notify", "entity": "notice", "create": True, "direction": "push",
+                        "only_when": {"notice.system": "crm"},
+                        "fields": {"notice.user": "user", "notice.text": "text"}})
+    ms = parse_mapping_doc(doc, "test")
+    validate_set(ms)
+    remote = {"crm": MemorySystem("crm", ("person", "order", "notify")), "shop": MemorySystem("shop")}
+    syncer = Syncer(store, Mapper(ms), {s: MemoryConnector(s, remote[s]) for s in remote}, policy=POLICY)
+    return syncer, remote
+
+
+def test_a_new_deal_notice_waits_for_the_deals_confirm_when_a_pull_read_the_deal_first(store: Store) -> None:
+    """Issue 20's benchmark found it: the CRM's event-triggered pull read syncd's own new deal back
+    (bound by its stamp) before the push confirmed it, and the 'new deal' notice was dropped as
+    'the deal existed before syncd'. It must wait for the confirm, then go — once."""
+    from syncd.pipeline.engine import RuleEffects
+    from syncd.rules.timers import notice
+
+    syncer, remote = _notice_world(store)
+    remote["shop"].edit("order", "o1", number="B-1", status="N", total="300")
+    syncer.pull("shop", "order")
+    cl = outbox.claim(store, "crm", instance="a", ttl=300)
+    (ready,) = _decide(syncer, cl)
+    res = syncer.connectors["crm"].write(ready.op)                 # the deal is made ...
+    syncer.pull("crm", "order")                                     # ... and read back before its confirm
+    order = store.find_entity("shop", "order", "o1")
+    syncer.engine.apply_effects({"": RuleEffects(creates=[notice("crm", "7", "Новая сделка", "defaults order",
+                                                                 order, on="created")])})
+    syncer.push("crm")
+    assert remote["crm"].objects["notify"] == {}, "the notice went before syncd knew the deal was its own"
+    (waiting,) = _rows(store, entity_type="notice")
+    assert (waiting["status"], waiting["blocked_why"]) == ("blocked", "confirm"), waiting
+    with store.begin() as c:
+        confirm.confirmed(c, syncer.mapper, cl.rows[0], cl.token, ready, res, link_wait=600)
+    syncer.push("crm")
+    assert [n["text"] for n in remote["crm"].objects["notify"].values()] == ["Новая сделка"]
+
+
+def test_a_new_deal_notice_is_not_sent_for_a_deal_that_existed(store: Store) -> None:
+    """A re-install: the deal is found by its key (a create that found it, or a pull that read it):
+    not news."""
+    from syncd.pipeline.engine import RuleEffects
+    from syncd.rules.timers import notice
+
+    syncer, remote = _notice_world(store)
+    remote["shop"].edit("order", "o1", number="B-1", status="N", total="300")
+    syncer.pull("shop", "order")
+    order = store.find_entity("shop", "order", "o1")
+    # a previous install made the deal: it carries the key syncd stamps
+    cl = outbox.claim(store, "crm", instance="a", ttl=300)
+    (ready,) = _decide(syncer, cl)
+    remote["crm"].edit("order", "old-1", number="B-1", **{STAMP: ready.op.external_key})
+    outbox.release(store, [cl.rows[0]["id"]], cl.token)
+    syncer.engine.apply_effects({"": RuleEffects(creates=[notice("crm", "7", "Новая сделка", "defaults order",
+                                                                 order, on="created")])})
+    syncer.until_quiet()
+    assert remote["crm"].creates == 0 and len(remote["crm"].objects["order"]) == 1
+    assert remote["crm"].objects["notify"] == {}, "a notice for a deal that existed"

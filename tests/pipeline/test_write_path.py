@@ -167,12 +167,13 @@ def test_a_slow_write_keeps_its_claim_and_nothing_is_written_twice(db_url: str) 
     syncer.pull("shop", "person")
     seen: Counter[str] = Counter()
     lock = threading.Lock()
-    done = threading.Event()
+    done, writing = threading.Event(), threading.Event()
 
     class Counting(MemoryConnector):
         def write(self, op: WriteOp) -> WriteResult:
             with lock:
                 seen[op.entity_id] += 1
+            writing.set()
             return super().write(op)
 
     def slow() -> None:
@@ -185,6 +186,7 @@ def test_a_slow_write_keeps_its_claim_and_nothing_is_written_twice(db_url: str) 
 
     th = threading.Thread(target=slow)
     th.start()
+    assert writing.wait(30)                         # every row is claimed by the slow writer now
     taken: list[int] = []
     other = Store(db_url, create=False)
     while not done.is_set():                        # another instance, looking for expired claims
