@@ -157,6 +157,25 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     return [Finding("rules", False, f"{where}: {problem}") for problem in check(rules_cfg, live)]
 
 
+def check_waiting(rt: Any) -> list[Finding]:
+    """Documents waiting for a system that fetches them itself (1C): how many, since when, and when
+    it last connected — so a 1C that stopped exchanging is told apart from writes that fail."""
+    from syncd.store.stats import collect
+
+    downloads = rt.downloads()
+    if not downloads:
+        return []
+    out = []
+    stats = collect(rt.store, downloads, downloads=downloads)
+    for name in downloads:
+        w = stats["integrations"][name]["waiting_peer"]
+        when = w["last_exchange"] or "never"
+        detail = (f"{w['documents']} documents wait for it since {w['since']}; last exchange {when}"
+                  if w["documents"] else f"no documents wait for it; last exchange {when}")
+        out.append(Finding(f"{name} waiting", True, detail))
+    return out
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (None for PostgreSQL and in-memory databases)."""
     from syncd.store.db import normalize_url

@@ -237,6 +237,16 @@ def run(ctx: click.Context) -> None:
         _fail_config(exc)
 
 
+def _waiting_text(s: dict[str, Any]) -> str:
+    """"3 since 2026-12-07T10:00, last exchange never" for a system that fetches its writes (1C)."""
+    w = s.get("waiting_peer")
+    if w is None:
+        return "-"
+    if not w["documents"]:
+        return f"0, last exchange {w['last_exchange'] or 'never'}"
+    return f"{w['documents']} since {w['since']}, last exchange {w['last_exchange'] or 'never'}"
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -291,6 +301,7 @@ def check(ctx: click.Context) -> None:
                 findings.append(checks.Finding("database", False, _database_error(exc) or str(exc)))
         for name, h in rt.health().items():
             findings.append(checks.Finding(name, h.ok, h.detail))
+        findings += checks.check_waiting(rt)
         try:
             origins = checks.MappingOrigins(settings)
         except ConfigError as exc:
@@ -409,6 +420,12 @@ def sync(ctx: click.Context, integration: str | None, create: bool, dry_run: boo
     _progress_sync(ctx, integration, None, create)
 
 
+# bindings.how as the dry run reports it (syncd/store/tables.py BINDING_HOW)
+_HOW = {"read": "new record", "stamp": "syncd's or the source's stamp", "origin": "made from another system's record",
+        "link": "named by a link", "review": "a person's decision", "found": "syncd's key found there",
+        "created": "created by syncd"}
+
+
 def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
     from syncd.dryrun import dry_run
 
@@ -428,6 +445,9 @@ def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
             click.echo(f"  {name}: read {c['created'] + c['bound'] + c['updated'] + c['skipped']} records — "
                        f"{c['created']} new, {c['bound']} bound to records syncd has, {c['updated']} updated, "
                        f"{c['review']} to review, {c['quarantined']} to quarantine")
+            if c.get("bound_by"):
+                click.echo("      bound by: " + ", ".join(f"{_HOW.get(k, k.replace('key:', 'match key '))} {v}"
+                                                       for k, v in sorted(c["bound_by"].items())))
         for name, w in r["writes"].items():
             kinds = ", ".join(f"{k} {v['create']}+{v['update']}" for k, v in sorted(w["by_kind"].items()))
             click.echo(f"  -> {name}: would create {w['create']}, update {w['update']}"
@@ -477,7 +497,8 @@ def stats(ctx: click.Context) -> None:
 
     rt = _runtime(ctx, connect=False)
     try:
-        data = collect(rt.store, sorted(rt.settings.systems), dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc))
+        data = collect(rt.store, sorted(rt.settings.systems), dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
+                       downloads=rt.downloads())
         data["database"] = database_size(rt.store)
     finally:
         rt.close()
@@ -488,7 +509,7 @@ def stats(ctx: click.Context) -> None:
 
         tbl = Table(title="syncd integrations", caption=f"database {_size(d['database']['size_bytes'])}")
         for col in ("integration", "last run", "result", "created", "updated", "failed", "conflicts",
-                    "quarantined", "pending", "blocked", "dead", "lag s"):
+                    "quarantined", "pending", "blocked", "dead", "lag s", "wait for peer"):
             tbl.add_column(col)
         for name, s in d["integrations"].items():
             lr = s["last_run"] or {}
@@ -496,7 +517,7 @@ def stats(ctx: click.Context) -> None:
             tbl.add_row(name, str(lr.get("finished_at") or "-"), str(lr.get("result") or "-"), str(c["created"]),
                         str(c["updated"]), str(c["failed"]), str(c["conflicts"]), str(c["quarantined"]),
                         str(s["outbox"]["pending"]), str(s["outbox"].get("blocked", 0)), str(s["outbox"]["dead"]),
-                        "-" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f}")
+                        "-" if s["lag_seconds"] is None else f"{s['lag_seconds']:.0f}", _waiting_text(s))
         Console().print(tbl)
 
     _emit(ctx, data, table)
@@ -780,6 +801,61 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
     lines = explain(rt.mapper.ms.rules, ent, store=rt.store, connectors=rt.connectors)
     rt.close()
     _emit(ctx, lines, lambda ls: click.echo("\n".join(ls) if ls else "no rule matches"))
+
+
+@main.command()
+@click.argument("integration", required=False)
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="only records changed since this day")
+@click.option("--repair", is_flag=True, help="bring drifted records back in step through the outbox")
+@click.option("--sample", type=int, default=None, help="compare only this many records per system, at random")
+@click.pass_context
+def audit(ctx: click.Context, integration: str | None, since: dt.datetime | None, repair: bool,
+          sample: int | None) -> None:
+    """Compare records read back from every system with syncd's.
+
+    One line per difference: the record, the field, what syncd holds, what the system holds and the
+    likely cause. Exit 1 when anything drifted (after --repair: what was found before repairing).
+    """
+    from syncd import audit as audit_mod
+    from syncd.progress import SyncProgress
+
+    rt = _runtime(ctx)
+    if integration and integration not in rt.connectors:
+        rt.close()
+        click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
+        sys.exit(EXIT_CONFIG)
+    if since is not None and since.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        since = since.replace(tzinfo=ZoneInfo(rt.settings.daemon.timezone)).astimezone(dt.timezone.utc)
+    try:
+        with SyncProgress(enabled=not ctx.obj["json"]) as bars:
+            report = audit_mod.audit(rt.store, rt.mapper, rt.connectors,
+                                     systems=[integration] if integration else None, since=since, sample=sample,
+                                     repair=repair, ingest=rt.syncer.engine.ingest,
+                                     progress=bars.reading(integration or "all", "audit"))
+        audit_mod.remember(rt.store, report, sample=sample is not None)
+        if repair and report.repaired:
+            rt.push_all()
+    finally:
+        rt.close()
+
+    def show(d: dict[str, Any]) -> None:
+        from syncd.logs import redact_text
+
+        for x in d["drift"]:
+            click.echo(redact_text(f"✗ {x['system']} {x['entity_type']} {x['external_id']} ({x['entity_id']}): "
+                                   f"{x['field']}: syncd {x['held']!r}, {x['system']} {x['found']!r} — {x['why']}"))
+        for name, why in d["unreadable"].items():
+            click.echo(f"– {name}: not read back: {why}")
+        checked = ", ".join(f"{s} {n}" for s, n in d["checked"].items()) or "nothing"
+        pending = sum(d["pending"].values())
+        click.echo(f"checked {checked}; drift in {d['drift_records']} record(s)"
+                   + (f"; {pending} difference(s) a queued write explains" if pending else "")
+                   + (f"; repaired {d['repaired']}" if repair else ""))
+    _emit(ctx, report.as_dict(), show)
+    sys.exit(EXIT_FAIL if report.drift else EXIT_OK)
 
 
 @main.command()

@@ -59,6 +59,10 @@ class DaemonSettings(_Strict):
     # show the integrations' counts, lag and charts on the status page without a login; records,
     # errors and traces always need one
     public_stats: bool = False
+    # seconds between scheduled audits (syncd audit on a sample): bound records read back from every
+    # system and compared; its finding is syncd_drift_records on /metrics, /stats and the page. 0: off
+    audit_interval: float = Field(3600.0, ge=0)
+    audit_sample: int = Field(200, ge=1)   # records compared per system in each scheduled audit
 
     @field_validator("listen")
     @classmethod

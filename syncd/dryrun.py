@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from syncd.connector import traits
 from syncd.pipeline import payload
@@ -30,6 +30,7 @@ def dry_run(syncer: Syncer, systems: list[str] | None = None, *, since: dt.datet
             ) -> dict[str, Any]:
     store, engine = syncer.store, syncer.engine
     report: dict[str, Any] = {"read": {}, "writes": {}, "failures": []}
+    start = utcnow() - dt.timedelta(milliseconds=10)   # bindings made by this pass are newer
     with store.engine.connect() as conn:
         conn.execution_options(**{WRITE: True})
         trans = conn.begin()
@@ -48,6 +49,13 @@ def dry_run(syncer: Syncer, systems: list[str] | None = None, *, since: dt.datet
                 report["read"][name] = {k: v for k, v in total.as_dict().items()
                                         if k in ("created", "bound", "updated", "skipped", "review", "quarantined",
                                                  "conflicts")}
+            # how each record would come to be bound (bindings.how): by syncd's stamp, a match key
+            # ("key:email"), read as new, made from another system's record… — per system
+            b = t.bindings.c
+            for system, how, n in conn.execute(select(b.system, b.how, func.count()).where(b.created_at >= start)
+                                               .group_by(b.system, b.how)):
+                if system in report["read"]:
+                    report["read"][system].setdefault("bound_by", {})[how or "read"] = n
             rows = [dict(r, claimed_from="pending") for r in conn.execute(
                 select(t.outbox).where(t.OPEN_WRITES).order_by(t.outbox.c.id)).mappings()]
             by_system: dict[str, list[dict[str, Any]]] = {}

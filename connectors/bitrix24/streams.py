@@ -13,6 +13,7 @@ from typing import Any
 from connectors.bitrix24.client import PAGE, Bitrix24Client
 from connectors.bitrix24.settings import Bitrix24Settings
 from connectors.bitrix24.values import (
+    CRM_KINDS,
     MULTI,
     MULTI_KINDS,
     ORIGINATOR,
@@ -128,6 +129,19 @@ class Streams:
                     yield Batch(stream, self._records(kind, rows), cursor=self._cursor(best, rq_best))
             if rq_best != rq_cur:
                 yield Batch(stream, [], cursor=self._cursor(best, rq_best))
+
+    # `syncd audit`: records read back by their ids, as the streams read them
+    fetchable = frozenset(CRM_KINDS)
+
+    def fetch(self, kind: str, external_ids: list[str]) -> Iterator[RawRecord]:
+        """The current state of these records (missing ones are left out), 50 ids a call."""
+        ids = sorted({int(x) for x in external_ids if str(x).isdigit()})
+        for i in range(0, len(ids), PAGE):
+            rows = result_rows(self.client.call(f"crm.{kind}.list", {
+                "select": self._select(kind), "filter": {"@ID": ids[i:i + PAGE]}, "start": -1,
+                "order": {"ID": "ASC"}}).result)
+            if rows:
+                yield from self._records(kind, rows)
 
     @staticmethod
     def _cursor(best: tuple[Any, int, str | None], rq: str | None) -> str | None:

@@ -23,7 +23,7 @@ connector = ConnectorType(
     "onec", OneCSettings, factory,
     "1C:Enterprise 'exchange with a site' (CommerceML 2): serves GET/POST <path>?type=catalog|sale&mode=...; "
     "reads orders (payments, shipments, statuses, requisites), counterparties, catalog and offers; "
-    "serves orders and counterparties to 1C's mode=query from the outbox")
+    "serves orders and counterparties to 1C's mode=query from the outbox", delivery="download")
 
 __all__ = [
     "COOKIE",

@@ -57,6 +57,8 @@ class OneCConnector(BaseConnector):
     whole_records = True               # a CommerceML document is always the whole record
     keys_are_ids = True                # a document syncd makes is known to 1C by the Ид syncd gave it
     embeds_links = True                # an order carries its counterparty
+    unreadable_why = ("1C sends its documents to syncd and downloads syncd's: nothing can be read back "
+                      "from it on demand")
 
     def __init__(self, name: str, settings: OneCSettings, ctx: ConnectorContext) -> None:
         self.name = name

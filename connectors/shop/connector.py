@@ -508,6 +508,8 @@ class ShopConnector(BaseConnector):
     embeds_links = True                 # an order carries its buyer
     # the shop shows its users to syncd only inside their orders: a buyer reaches it inside its order
     embedded_kinds = frozenset({"user", "company"})
+    unreadable_why = ("the CommerceML exchange exports only orders changed since the last export: a "
+                      "record cannot be read back by its id (compared when the shop sends it again)")
 
     def __init__(self, name: str, settings: ShopSettings, ctx: Any = None) -> None:
         self.name = name

@@ -177,6 +177,9 @@ class StatsCollector(Collector):
         dead = GaugeMetricFamily("syncd_outbox_dead", "Dead-lettered writes", labels=["integration"])
         blocked = GaugeMetricFamily("syncd_outbox_blocked", "Writes waiting for a record they link to",
                                     labels=["integration"])
+        waiting = GaugeMetricFamily("syncd_outbox_waiting_peer",
+                                    "Writes waiting for their system to fetch them (1C's next exchange)",
+                                    labels=["integration"])
         lag = GaugeMetricFamily("syncd_lag_seconds", "Age of the oldest pending write (0 when in step)",
                                 labels=["integration"])
         quar = GaugeMetricFamily("syncd_quarantine_open", "Open quarantine items", labels=["integration"])
@@ -195,6 +198,8 @@ class StatsCollector(Collector):
             pending.add_metric([name], float(ob.get("pending", 0)))
             dead.add_metric([name], float(ob.get("dead", 0)))
             blocked.add_metric([name], float(ob.get("blocked", 0)))
+            if "waiting" in ob:
+                waiting.add_metric([name], float(ob["waiting"]))
             if it.get("lag_seconds") is not None:
                 lag.add_metric([name], float(it["lag_seconds"]))
             quar.add_metric([name], float(it.get("quarantine_open", 0)))
@@ -208,7 +213,7 @@ class StatsCollector(Collector):
             ts = _ts(it.get("last_ok_at"))
             if ts is not None:
                 last_ok.add_metric([name], ts)
-        yield from (records, day, pending, blocked, dead, lag, quar, review, last, last_ok, last_failed)
+        yield from (records, day, pending, blocked, dead, waiting, lag, quar, review, last, last_ok, last_failed)
         conflicts = GaugeMetricFamily("syncd_conflicts_open", "Open field conflicts")
         conflicts.add_metric([], float(st.get("totals", {}).get("conflicts_open", 0)))
         yield conflicts
@@ -216,6 +221,11 @@ class StatsCollector(Collector):
                                   "Writes blocked on a record that exists (0 unless a wake-up was missed)")
         stale.add_metric([], float(st.get("totals", {}).get("outbox_blocked_stale", 0)))
         yield stale
+        drift = GaugeMetricFamily("syncd_drift_records",
+                                  "Records the last audit found out of step with a system", labels=["integration"])
+        for name, it in st.get("integrations", {}).items():
+            drift.add_metric([name], float(it.get("drift_records", 0)))
+        yield drift
         repaired = CounterMetricFamily("syncd_outbox_blocked_stale_repaired",
                                        "Blocked writes the outbox sweep woke since the daemon started")
         repaired.add_metric([], float(st.get("totals", {}).get("outbox_blocked_stale_repaired", 0)))

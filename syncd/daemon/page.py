@@ -165,6 +165,8 @@ def lag_chart(t: Lang, points: list[tuple[float, float]], now: dt.datetime, esc:
 
 
 # -- the page -------------------------------------------------------------------------------------
+# how a person names a system that fetches its documents itself (stats' waiting_peer), by type
+PEER_NAMES = {"onec": "1С"}
 CHECK_STATES = {"pending": N_("checking…"), "ok": N_("connected"), "unreachable": N_("unreachable"),
                 "mismatch": N_("mappings do not match")}
 RUN_RESULTS = {"ok": N_("ok"), "failed": N_("failed"), "running": N_("running")}
@@ -276,6 +278,16 @@ def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
         if name in paused:
             paused_label = _("paused")
             badges.append(f"<span class=\"badge warn\" data-k=\"paused\">{esc(paused_label)}</span>")
+        waiting = it.get("waiting_peer")
+        if waiting and waiting.get("documents"):
+            peer = PEER_NAMES.get(ctx.get("types", {}).get(name, ""), name)
+            waiting_label = _("waiting for {peer}: {n} since {since}, last exchange {when}").format(
+                peer=peer, n=t.number(waiting["documents"]), since=t.time(waiting.get("since")),
+                when=t.time(waiting["last_exchange"]) if waiting.get("last_exchange") else _("never"))
+            badges.append(f"<span class=\"badge warn\" data-k=\"waiting_peer\">{esc(waiting_label)}</span>")
+        if it.get("drift_records"):
+            drift_label = _("out of step: {n}").format(n=t.number(it["drift_records"]))
+            badges.append(f"<span class=\"badge bad\" data-k=\"drift\">{esc(drift_label)}</span>")
         since = it.get("counts", {})
         since_tip = _("since start: {counts}").format(counts=_counts_text(t, since) or "—")
         nums = "".join(
@@ -304,6 +316,12 @@ def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
         conflicts=t.number(totals.get("conflicts_open", 0)), review=t.number(totals.get("review_open", 0)),
         quarantine=t.number(totals.get("quarantine_open", 0)), pending=t.number(totals.get("outbox_pending", 0)),
         blocked=t.number(totals.get("outbox_blocked", 0)), dead=t.number(totals.get("outbox_dead", 0)))
+    if totals.get("outbox_waiting"):
+        summary += " · " + _("waiting to be fetched: {n}").format(n=t.number(totals["outbox_waiting"]))
+    last_audit = stats.get("audit")
+    if last_audit:
+        summary += " · " + _("out of step: {n} (audit {time})").format(
+            n=t.number(last_audit.get("drift_records", 0)), time=t.time(last_audit.get("at")))
     rules = stats.get("rules") or {}
     if rules.get("warnings"):
         summary += " · " + t.ngettext("{n} rule warning", "{n} rule warnings", rules["warnings"]).format(

@@ -272,15 +272,45 @@ class Runtime:
                         note="they waited for records that exist; a wake-up was missed")
         return n
 
+    def audit(self, *, sample: int | None = None, systems: list[str] | None = None, repair: bool = False) -> Any:
+        """Read bound records back and compare them (syncd.audit); remembered for stats and metrics."""
+        from syncd import audit
+
+        report = audit.audit(self.store, self.mapper, {n: c for n, c in self.connectors.items()
+                                                       if not self.is_paused(n)},
+                             systems=systems, sample=sample, repair=repair, ingest=self.syncer.engine.ingest)
+        audit.remember(self.store, report, sample=sample is not None)
+        return report
+
+    def downloads(self) -> list[str]:
+        """Systems that fetch syncd's writes when they connect (1C): their writes wait for them."""
+        from syncd.registry import connector_type
+
+        out = []
+        for name, sys_settings in self.settings.systems.items():
+            try:
+                if connector_type(sys_settings.type).delivery == "download":
+                    out.append(name)
+            except KeyError:
+                continue                    # an unknown type is config's error, said elsewhere
+        return out
+
     def stats(self) -> dict[str, Any]:
+        from syncd import audit
         from syncd.pipeline import outbox
         from syncd.store.retention import database_size
 
-        out = collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at)
+        out = collect(self.store, sorted(self.connectors) or sorted(self.settings.systems), self.started_at,
+                      downloads=self.downloads())
         out["database"] = database_size(self.store)
         with self.store.read() as c:
             out["totals"]["outbox_blocked_stale"] = outbox.stale_blocked(c)
         out["totals"]["outbox_blocked_stale_repaired"] = self.stale_repaired
+        last = audit.last(self.store)
+        out["audit"] = last
+        out["totals"]["drift_records"] = int(last["drift_records"]) if last else 0
+        for name, it in out["integrations"].items():
+            it["drift_records"] = int((last or {}).get("by_system", {}).get(name, 0))
         return out
 
     def close(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import func, select
 
@@ -20,7 +20,12 @@ def _sum(into: dict[str, int], counts: dict[str, Any]) -> None:
         into[k] = into.get(k, 0) + int(counts.get(k, 0) or 0)
 
 
-def collect(store: Store, systems: list[str], started_at: dt.datetime | None = None) -> dict[str, Any]:
+def collect(store: Store, systems: list[str], started_at: dt.datetime | None = None,
+            downloads: Collection[str] = ()) -> dict[str, Any]:
+    """`downloads`: systems that fetch their writes when they connect (1C): their open writes wait
+    for the peer (`outbox.waiting`, with since when and the peer's last exchange), apart from
+    writes syncd is late with; their lag is the age of the oldest one the peer left at its last
+    exchange."""
     now = utcnow()
     day_ago = now - dt.timedelta(hours=24)
     started_at = started_at or now
@@ -58,6 +63,7 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
     totals_since: dict[str, int] = {}
     totals_day: dict[str, int] = {}
     per: dict[str, dict[str, Any]] = {s: {"since_start": {}, "last_24h": {}} for s in systems}
+    waiting_total = {"documents": 0}
     for system, _stream, st, _fin, _status, counts, _err in runs:
         counts = json.loads(counts or "{}")
         st = _aware(st)
@@ -72,7 +78,19 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
         lr = last_runs.get(system, {})
         ob = outbox.get(system, {})
         lag = None
-        if system in oldest:
+        waiting: dict[str, Any] | None = None
+        if system in downloads:
+            exchanged = store.kv_get(f"conn:{system}:last_exchange")
+            seen = dt.datetime.fromtimestamp(exchanged, dt.UTC) if exchanged else None
+            waiting = {"documents": ob.get("pending", 0) + ob.get("sending", 0),
+                       "since": _iso(oldest.get(system)), "last_exchange": _iso(seen)}
+            ob = {k: v for k, v in ob.items() if k not in ("pending", "sending")}
+            # late only with what the peer could have taken at its last exchange
+            lag = 0.0
+            if system in oldest and seen is not None and oldest[system] < seen:
+                lag = max(0.0, (now - oldest[system]).total_seconds())
+            waiting_total["documents"] += waiting["documents"]
+        elif system in oldest:
             lag = max(0.0, (now - oldest[system]).total_seconds())
         elif lr.get("last_ok"):
             lag = 0.0
@@ -90,6 +108,9 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
             "quarantine_open": quarantine.get(system, 0),
             "review_open": review.get(system, 0),
         }
+        if waiting is not None:
+            out["integrations"][system]["outbox"]["waiting"] = waiting["documents"]
+            out["integrations"][system]["waiting_peer"] = waiting
     warnings = store.kv_get("rules:warnings", {}) or {}
     out["rules"] = {"warnings": int(warnings.get("total", 0)), "by_rule": warnings.get("by_rule", {}),
                     "last": warnings.get("last", [])[:5]}
@@ -98,7 +119,9 @@ def collect(store: Store, systems: list[str], started_at: dt.datetime | None = N
                      "conflicts_open": open_conflicts,
                      "quarantine_open": sum(quarantine.values()),
                      "review_open": sum(review.values()),
-                     "outbox_pending": sum(v.get("pending", 0) + v.get("sending", 0) for v in outbox.values()),
+                     "outbox_pending": sum(v.get("pending", 0) + v.get("sending", 0) for s, v in outbox.items()
+                                           if s not in downloads),
+                     "outbox_waiting": waiting_total["documents"],
                      "outbox_blocked": sum(v.get("blocked", 0) for v in outbox.values()),
                      "outbox_dead": sum(v.get("dead", 0) for v in outbox.values())}
     return out

@@ -110,6 +110,18 @@ def test_a_reinstall_beside_filled_systems_binds_everything_and_writes_nothing(i
     assert before["deal"] == len(orders)
     it.reinstall()
     it.portal.clear_log()
+    # the integrator looks first: the dry run says how each record would be bound, and would create
+    # nothing and write nothing
+    code, report = it.cli_json("sync", "--dry-run", "--create")
+    assert code == 0, report
+    crm = report["read"]["crm"]
+    assert crm["review"] == 0 and crm["quarantined"] == 0, crm
+    # the deals by the shop orders they name (ORIGINATOR_ID/ORIGIN_ID), their contacts, company and
+    # products as the records the deals link to
+    assert crm["bound_by"].get("origin", 0) == len(orders), crm
+    assert crm["bound_by"].get("link", 0) > 0, crm
+    assert all(w["create"] == 0 and w["update"] == 0 for w in report["writes"].values()), report["writes"]
+    assert it.portal.writes() == [] and len(it.shop.imports()) == imports_before
     it.sync()
     assert it.dead() == [], [(d["entity_type"], d["last_error"]) for d in it.dead()]
     assert _portal_counts(it) == before, "a re-install created records again"

@@ -76,3 +76,34 @@ def test_1c_receives_the_shop_orders_own_id(it1c: Integration) -> None:
 def test_the_order_sum_in_1c_includes_delivery(it1c: Integration) -> None:
     o, _, doc = _paid_order_in_1c(it1c, delivery_price=450)
     assert money(doc.total) == money(o["total"])
+
+
+def test_documents_wait_for_a_1c_that_has_not_connected_apart_from_writes_that_fail(it1c: Integration) -> None:
+    """Before the accountant's 1C first connects, its documents are "waiting for 1C" (how many, since
+    when, the last exchange: never) in `stats`, `check`, /metrics and the page — not pending writes
+    syncd is late with; the first exchange takes them and says when it was."""
+    it = it1c
+    o = it.shop.place(BUYER, [(MUG, 1)], pay_system="3")
+    it.sync()
+    it.shop.pay(o["id"])
+    it.sync()
+    code, st = it.cli_json("stats")
+    assert code == 0
+    onec = st["integrations"]["onec"]
+    waiting = onec["waiting_peer"]
+    assert waiting["documents"] >= 1 and waiting["since"] and waiting["last_exchange"] is None, onec
+    assert onec["outbox"]["pending"] == 0 and onec["lag_seconds"] == 0.0, onec
+    assert st["totals"]["outbox_waiting"] == waiting["documents"]
+    assert "waiting_peer" not in st["integrations"]["crm"]
+    code, findings = it.cli_json("check")
+    (line,) = [f for f in findings if f["name"] == "onec waiting"]
+    assert f"{waiting['documents']} documents wait for it since" in line["detail"], line
+    assert "last exchange never" in line["detail"], line
+    page = it.runtime().stats()
+    assert page["integrations"]["onec"]["waiting_peer"]["documents"] == waiting["documents"]
+
+    assert it.onec().run_cycle()["received"] >= 1            # 1C connects and takes them
+    it.sync()
+    code, st = it.cli_json("stats")
+    after = st["integrations"]["onec"]["waiting_peer"]
+    assert after["documents"] == 0 and after["last_exchange"], after
