@@ -785,7 +785,8 @@ class _BatchRun:
             rule = resolve.rule_for(self.ms.conflicts, name)
             if fm is not None and fm.read_only and current is not None:
                 rule = type(rule)(policy="owner", owner=cur_system)
-            in_step = name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
+            in_step = (name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
+                       or (first and _blank(current)))     # first contact: a blank is filled, never kept
             owner_holds = (rule.policy == "owner" and rule.owner != self.system
                            and self._owner_value(ent.id, rule.owner, name) is not None)
             if owner_holds:

@@ -101,6 +101,23 @@ MUTATIONS = (
        "        if not wanted and not bad:\n",
        "        if not wanted:\n",
        ("tests/pipeline/test_engine.py", "tests/connectors/onec/test_failure_answers.py")),
+    # issue 21
+    _m("first contact takes the newer side", "syncd/pipeline/engine.py",
+       "                winner = cur_system\n                self._record_conflict(ent, name, \"first contact\"",
+       "                winner = resolve.decide(rule, cur, inc).winner\n"
+       "                self._record_conflict(ent, name, \"first contact\"",
+       ("tests/pipeline/test_adoption.py", "tests/acceptance/test_first_contact.py",
+        "tests/acceptance/test_s1_order_to_deal.py")),
+    _m("an empty list replaces the items at first contact", "syncd/pipeline/engine.py",
+       "            if first and _blank(value) and not _blank(current):\n",
+       "            if first and _blank(value) and not _blank(current) and not schema.is_list(name):\n",
+       ("tests/pipeline/test_adoption.py", "tests/acceptance/test_first_contact.py",
+        "tests/acceptance/test_s1_order_to_deal.py")),
+    _m("audit ignores product rows", "syncd/audit.py",
+       "    fields = [n for n, fm in em.fields.items() if fm.direction != \"pull\" and not fm.create_only]",
+       "    fields = [n for n, fm in em.fields.items() if fm.direction != \"pull\" and not fm.create_only "
+       "and not schema.is_list(n)]",
+       ("tests/pipeline/test_audit.py",)),
 )
 
 
