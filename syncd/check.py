@@ -16,6 +16,7 @@ configured systems is checked here, one finding per fault, each naming the file 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,13 +191,68 @@ def sqlite_file(url: str) -> Path | None:
     return Path(path)
 
 
+# <state_dir>/database: which database each config of this installation made (by the config file's
+# path), written when syncd creates one. A missing SQLite file is then a typo or a lost file, never
+# a reason to start again on an empty one.
+DB_MARK = "database"
+
+
+def _marks(state_dir: str | Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads((Path(state_dir) / DB_MARK).read_text(encoding="utf-8"))
+        return dict(data) if isinstance(data, dict) else {}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def database_mark(state_dir: str | Path, config: Any) -> dict[str, Any] | None:
+    mark = _marks(state_dir).get(str(Path(str(config)).resolve()) if config else "")
+    return dict(mark) if isinstance(mark, dict) else None
+
+
+def mark_database(state_dir: str | Path, config: Any, path: Path) -> None:
+    """Record that this config's database is at `path` (best effort: a state folder that cannot
+    be written is said by the daemon elsewhere). Entries of config files that are gone are dropped."""
+    import datetime as dt
+    import json
+
+    if not config:
+        return
+    marks = {k: v for k, v in _marks(state_dir).items() if Path(k).exists()}
+    marks[str(Path(str(config)).resolve())] = {"path": str(path),
+                                               "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    try:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(state_dir) / f".{DB_MARK}.{os.getpid()}"
+        tmp.write_text(json.dumps(marks, ensure_ascii=False, indent=1), encoding="utf-8")
+        tmp.replace(Path(state_dir) / DB_MARK)
+    except OSError:
+        pass
+
+
+def missing_database(path: Path, state_dir: str | Path, config: Any) -> str | None:
+    """Why a missing SQLite file must not be created now (None: a first start may create it)."""
+    mark = database_mark(state_dir, config)
+    if mark is None:
+        return None
+    mark_file = Path(state_dir) / DB_MARK
+    if mark.get("path") != str(path):
+        return (f"{path} does not exist, and this config's database is {mark.get('path')} "
+                f"(made {mark.get('created_at')}, recorded in {mark_file}): check database_url in {config}")
+    return (f"{path} does not exist, but syncd made it on {mark.get('created_at')} (recorded in {mark_file}): "
+            f"restore it, or remove its line from {mark_file} to start again on an empty database")
+
+
 def creatable(path: Path) -> str | None:
-    """None when a SQLite file can be created at `path`; else why not."""
+    """None when a SQLite file can be created at `path`; else why not. Its folder must exist: a
+    missing folder is far more often a typo in database_url than a wish for a new tree."""
     import os
 
     parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
+    if not parent.exists():
+        return f"the folder {parent} does not exist (a typo in database_url? create the folder first)"
     if not parent.is_dir():
         return f"{parent} is not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -81,29 +81,35 @@ def _database_error(exc: BaseException, db_file: Path | None = None) -> str | No
     return None
 
 
-def _require_database(settings: Any, create: bool) -> None:
-    """Exit 3 when the SQLite file is missing (unless `create`) or is not a file."""
-    from syncd.check import creatable, sqlite_file
+def _require_database(settings: Any, create: bool, mark: bool = True) -> None:
+    """Exit 3 when the SQLite file is missing (unless `create` on a first start) or is not a file."""
+    from syncd.check import creatable, database_mark, mark_database, missing_database, sqlite_file
 
     path = sqlite_file(settings.daemon.database_url)
     if path is None:
         return
     if path.exists() and not path.is_file():
         _fail_database(f"{path} is not a file")
+    if path.exists() and create and mark and database_mark(settings.daemon.state_dir, settings.path) is None:
+        mark_database(settings.daemon.state_dir, settings.path, path)      # made by a version that kept no record
     if not path.exists():
         if not create:
             _fail_database(f"{path} does not exist (check database_url in {settings.path}; `syncd run` "
                            f"creates it on first start, `syncd sync --create` by hand)")
-        problem = creatable(path)
+        problem = creatable(path) or (missing_database(path, settings.daemon.state_dir, settings.path) if mark else None)
         if problem:
-            _fail_database(f"cannot create {path}: {problem}")
+            _fail_database(f"cannot create {path}: {problem}" if not problem.startswith(str(path)) else problem)
+        if mark:
+            mark_database(settings.daemon.state_dir, settings.path, path)
 
 
-def _runtime(ctx: click.Context, connect: bool = True, create: bool = False, settings: Any = None) -> Any:
+def _runtime(ctx: click.Context, connect: bool = True, create: bool = False, settings: Any = None,
+             mark: bool = True) -> Any:
+    """`mark`: record a database this creates as the config's (not for check's scratch database)."""
     from syncd.daemon.runtime import Runtime
 
     settings = settings or _settings(ctx)
-    _require_database(settings, create)
+    _require_database(settings, create, mark)
     try:
         return Runtime(settings, connect=connect)
     except ConfigError as exc:
@@ -278,10 +284,11 @@ def check(ctx: click.Context) -> None:
     if db_file is not None and not db_file.exists():
         # not created yet: check everything else against a scratch database, say whether it can be
         problem = checks.creatable(db_file)
+        refused = checks.missing_database(db_file, settings.daemon.state_dir, settings.path)
         findings.append(checks.Finding(
-            "database", problem is None,
-            f"{db_file} does not exist yet; `syncd run` creates it" if problem is None
-            else f"{db_file} cannot be created: {problem}"))
+            "database", problem is None and refused is None,
+            refused or (f"{db_file} does not exist yet; `syncd run` creates it" if problem is None
+                        else f"{db_file} cannot be created: {problem}")))
         scratch = tempfile.mkdtemp(prefix="syncd-check-")
         settings = settings.model_copy(update={"daemon": settings.daemon.model_copy(
             update={"database_url": f"sqlite:///{scratch}/check.db"})})
@@ -292,7 +299,7 @@ def check(ctx: click.Context) -> None:
             update={"state_dir": f"{scratch}/state"})})
     rt = None
     try:
-        rt = _runtime(ctx, settings=settings, create=db_file is not None and not db_file.exists())
+        rt = _runtime(ctx, settings=settings, create=db_file is not None and not db_file.exists(), mark=False)
         if not any(f.name == "database" for f in findings):
             try:
                 rt.store.ping()

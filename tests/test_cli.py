@@ -407,11 +407,20 @@ chain = [{ name = "ghost", manager = "999" }]
 
 
 def test_check_reports_a_database_not_created_yet(tmp_path: Path, names: tuple[str, str]) -> None:
-    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/new/syncd.db"})
+    (tmp_path / "new").mkdir()
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/new/syncd.db",
+                                        "state_dir": str(tmp_path / "state")})
     code, findings, _ = _check(cfg)
     db = [f for f in findings if f["name"] == "database"]
     assert code == 0 and len(db) == 1 and "does not exist yet" in str(db[0]["detail"])
-    assert not (tmp_path / "new").exists()          # check creates nothing
+    assert list((tmp_path / "new").iterdir()) == []          # check creates nothing
+    # a folder that does not exist is a typo far more often than a wish: ✗ naming the folder
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/nwe/syncd.db",
+                                        "state_dir": str(tmp_path / "state")})
+    code, findings, _ = _check(cfg)
+    db = [f for f in findings if f["name"] == "database"]
+    assert code == 1 and f"the folder {tmp_path}/nwe does not exist" in str(db[0]["detail"]), db
+    assert not (tmp_path / "nwe").exists()
     (tmp_path / "ro").write_text("", encoding="utf-8")
     cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/ro/x/syncd.db"})
     code, findings, _ = _check(cfg)
@@ -600,3 +609,30 @@ def test_check_prints_the_versions_a_support_request_needs(tmp_path: Path, names
     assert f"libxml2 {'.'.join(map(str, etree.LIBXML_VERSION))}" in first
     assert f"sqlalchemy {sqlalchemy.__version__}" in first and f"sqlite {sqlite3.sqlite_version}" in first
     assert "psycopg" not in first          # only the driver of the configured database
+
+
+def test_a_database_url_typo_never_starts_on_an_empty_database(tmp_path: Path, names: tuple[str, str]) -> None:
+    """The first start creates the database and records it in state_dir; afterwards a database_url
+    that names a missing file (a typo, a lost file) is refused by run/sync --create and by check,
+    naming the file, the recorded one and the config."""
+    state = tmp_path / "state"
+    cfg = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/syncd.db", "state_dir": str(state)})
+    code, out, err = _run("-c", str(cfg), "sync", "--create")
+    assert code == 0, err
+    assert (tmp_path / "syncd.db").exists() and (state / "database").exists()
+    typo = _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/sycnd.db", "state_dir": str(state)})
+    assert typo == cfg                                   # the same config file, edited
+    code, out, err = _run("-c", str(cfg), "sync", "--create")
+    assert code == 3 and not (tmp_path / "sycnd.db").exists(), (code, err)
+    assert f"{tmp_path}/sycnd.db does not exist" in err and f"{tmp_path}/syncd.db" in err and str(cfg) in err, err
+    code, findings, _ = _check(cfg)
+    (db,) = [f for f in findings if f["name"] == "database"]
+    assert code == 1 and not db["ok"] and f"{tmp_path}/syncd.db" in str(db["detail"]), db
+    # the file itself lost: refused too, saying how to start again on purpose
+    _cfg(tmp_path, names, daemon={"database_url": f"sqlite:///{tmp_path}/syncd.db", "state_dir": str(state)})
+    (tmp_path / "syncd.db").unlink()
+    code, out, err = _run("-c", str(cfg), "sync", "--create")
+    assert code == 3 and "restore it, or remove its line" in err, err
+    (state / "database").unlink()                        # the operator starts again on purpose
+    code, out, err = _run("-c", str(cfg), "sync", "--create")
+    assert code == 0 and (tmp_path / "syncd.db").exists(), err
