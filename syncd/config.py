@@ -181,6 +181,12 @@ def load_settings(path: str | Path, env: dict[str, str] | None = None, *, check_
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError("config file not found", file=file) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", file=file) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", file=file) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=file) from None
     secrets: list[str] = []

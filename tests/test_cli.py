@@ -391,6 +391,10 @@ shipped = "NO_SUCH_STAGE"
 [rules.assign.order]
 system = "crm"
 chain = [{ name = "ghost", manager = "999" }]
+
+[rules.defaults.order]
+"order.pipeline" = "0"
+"order.stage" = "NEWW"
 ''', encoding="utf-8")
         code, findings, _ = _check(cfg)
     finally:
@@ -403,7 +407,10 @@ chain = [{ name = "ghost", manager = "999" }]
     assert any(f.startswith(f"{crm_file}: values.deal_stage.shipped: crm has no STAGE_ID 'NO_SUCH_STAGE'")
                for f in failed), failed
     assert any(f.startswith(f"{crm_file}: rules.assign.order.chain[0] (ghost)") and "999" in f for f in failed), failed
-    assert len(failed) == 3
+    # a default stage the pipeline does not have, with the list of what it has
+    assert any(f.startswith(f"{crm_file}: rules.defaults.order.\"order.stage\": crm has no stage 'NEWW' of "
+                            "pipeline '0' (has: NEW,") for f in failed), failed
+    assert len(failed) == 4
 
 
 def test_check_reports_a_database_not_created_yet(tmp_path: Path, names: tuple[str, str]) -> None:
@@ -636,3 +643,15 @@ def test_a_database_url_typo_never_starts_on_an_empty_database(tmp_path: Path, n
     (state / "database").unlink()                        # the operator starts again on purpose
     code, out, err = _run("-c", str(cfg), "sync", "--create")
     assert code == 0 and (tmp_path / "syncd.db").exists(), err
+
+
+def test_a_config_that_cannot_be_read_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """Not UTF-8, a directory: one `config error:` line naming the file and why, exit 2, no traceback."""
+    bad = tmp_path / "cp1251.toml"
+    bad.write_bytes("[daemon]\n# комментарий\n".encode("cp1251"))
+    folder = tmp_path / "config.toml"
+    folder.mkdir()
+    for path, why in ((bad, "not UTF-8 text"), (folder, "is a directory, not a config file")):
+        code, out, err = _run("-c", str(path), "check")
+        assert code == 2 and err.strip() == f"config error: {path}: {why}" + err.strip().split(why, 1)[1], err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

@@ -228,7 +228,39 @@ class RuleSet:
         for ent, d in self.cfg.defaults.items():
             if d.notify_system and d.notify_system not in live:
                 out.append(f"rules.defaults.{ent}.notify_system: {d.notify_system!r} is not configured")
+            out += _check_default_stage(ent, d, self.cfg.assign.get(ent), live)
         return out
+
+
+def _check_default_stage(ent: str, d: Any, assign: Any, live: Mapping[str, LiveSchema]) -> list[str]:
+    """A default stage (and pipeline) must exist in the system whose pipelines it names: the
+    entity's assign system, else every configured system that has pipelines."""
+    stage, pipeline = d.fields.get(f"{ent}.stage"), d.fields.get(f"{ent}.pipeline")
+    if stage is None and pipeline is None:
+        return []
+    if "{" in str(stage or "") or "{" in str(pipeline or ""):
+        return []                             # filled from the record: known only then
+    systems = [assign.system] if assign is not None and assign.system in live else \
+        [n for n, ls in live.items() if ls.pipelines]
+    out = []
+    for name in systems:
+        pipes = live[name].pipelines
+        if not pipes:
+            continue
+        where = f"rules.defaults.{ent}"
+        if pipeline is not None and str(pipeline) not in pipes:
+            out.append(f"{where}.\"{ent}.pipeline\": {name} has no pipeline {str(pipeline)!r} "
+                       f"(has: {', '.join(sorted(pipes))})")
+            continue
+        if stage is None:
+            continue
+        allowed = [str(x) for x in pipes[str(pipeline)]] if pipeline is not None else \
+            sorted({str(x) for stages in pipes.values() for x in stages})
+        if str(stage) not in allowed:
+            in_pipe = f" of pipeline {str(pipeline)!r}" if pipeline is not None else ""
+            out.append(f"{where}.\"{ent}.stage\": {name} has no stage {str(stage)!r}{in_pipe} "
+                       f"(has: {', '.join(allowed)})")
+    return out
 
 
 def _entity_parts(entity: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
