@@ -245,14 +245,18 @@ def missing_database(path: Path, state_dir: str | Path, config: Any) -> str | No
             f"restore it, or remove its line from {mark_file} to start again on an empty database")
 
 
-def creatable(path: Path) -> str | None:
-    """None when a SQLite file can be created at `path`; else why not. Its folder must exist: a
-    missing folder is far more often a typo in database_url than a wish for a new tree."""
-    import os
-
+def creatable(path: Path, state_dir: str | Path | None = None) -> str | None:
+    """None when a SQLite file can be created at `path`; else why not. Its folder must exist — a
+    missing folder is far more often a typo in database_url than a wish for a new tree — unless
+    it is the state folder, which syncd (or systemd's StateDirectory=) makes at start."""
     parent = path.parent
     if not parent.exists():
-        return f"the folder {parent} does not exist (a typo in database_url? create the folder first)"
+        if state_dir is not None and Path(state_dir).resolve() == parent.resolve():
+            parent = parent.parent
+            while not parent.exists():
+                parent = parent.parent
+        else:
+            return f"the folder {parent} does not exist (a typo in database_url? create the folder first)"
     if not parent.is_dir():
         return f"{parent} is not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):

@@ -96,7 +96,7 @@ def _require_database(settings: Any, create: bool, mark: bool = True) -> None:
         if not create:
             _fail_database(f"{path} does not exist (check database_url in {settings.path}; `syncd run` "
                            f"creates it on first start, `syncd sync --create` by hand)")
-        problem = creatable(path) or (missing_database(path, settings.daemon.state_dir, settings.path) if mark else None)
+        problem = creatable(path, settings.daemon.state_dir) or (missing_database(path, settings.daemon.state_dir, settings.path) if mark else None)
         if problem:
             _fail_database(f"cannot create {path}: {problem}" if not problem.startswith(str(path)) else problem)
         if mark:
@@ -283,7 +283,7 @@ def check(ctx: click.Context) -> None:
     scratch = None
     if db_file is not None and not db_file.exists():
         # not created yet: check everything else against a scratch database, say whether it can be
-        problem = checks.creatable(db_file)
+        problem = checks.creatable(db_file, settings.daemon.state_dir)
         refused = checks.missing_database(db_file, settings.daemon.state_dir, settings.path)
         findings.append(checks.Finding(
             "database", problem is None and refused is None,

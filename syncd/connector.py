@@ -184,12 +184,19 @@ class Traits:
     # they are (the site's order Ид in 1C, as the vendor's exchange does); others are named with
     # their system's name ("crm-15"), so ids of two systems never meet
     natural_ids: bool = False
+    # kind -> the streams that read that kind: a create of it waits until each has been read
+    # through once (first contact: a contact a manager typed is bound, never made a second time)
+    first_read: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def traits(connector: Any) -> Traits:
     """How a connector takes writes (defaults for connectors not built on BaseConnector)."""
-    return Traits(**{f: getattr(connector, f, getattr(Traits, f)) for f in
-                     ("delivery", "whole_records", "keys_are_ids", "embeds_links", "embedded_kinds")})
+    out = {f: getattr(connector, f, getattr(Traits, f)) for f in
+           ("delivery", "whole_records", "keys_are_ids", "embeds_links", "embedded_kinds")}
+    kinds = getattr(connector, "read_before_create", frozenset())
+    streams = getattr(connector, "streams", {}) or {}
+    out["first_read"] = {k: tuple(s for s, spec in streams.items() if k in spec.kinds) for k in kinds}
+    return Traits(**out)
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,10 @@ class BaseConnector:
     # kinds created there only inside another record (1C gets a new counterparty inside its first
     # order): a create of one alone is not sent; the record that embeds it creates it there
     embedded_kinds: frozenset[str] = frozenset()
+
+    # kinds whose creates wait until syncd has read the streams that yield them once through (the
+    # records people made there before syncd are identified first; see Traits.first_read)
+    read_before_create: frozenset[str] = frozenset()
 
     # `syncd audit` reads records back by their ids: the kinds `fetch` can read (none: the audit
     # lists the system as unreadable, with `unreadable_why`)

@@ -9,9 +9,10 @@ from typing import Callable, Mapping
 
 import structlog
 
-from syncd.connector import Connector
+from syncd.connector import Connector, traits
 from syncd.errors import TransientError
 from syncd.mapping import Mapper
+from syncd.pipeline import outbox
 from syncd.pipeline.counts import Counts
 from syncd.pipeline.engine import Engine, IntakeHook, RuleHook
 from syncd.pipeline.push import Pusher, PushPolicy
@@ -38,6 +39,9 @@ class Syncer:
         self.engine = Engine(self.store, self.mapper, rules=self.rules, intake=self.intake)
         self.pusher = Pusher(self.store, self.mapper, self.connectors, worker=self.worker, policy=self.policy,
                              presence=self.presence)
+        # system -> streams whose first read creates of that system wait for (Traits.first_read)
+        self._first_read = {name: {s for ss in traits(c).first_read.values() for s in ss}
+                            for name, c in self.connectors.items()}
 
     @property
     def name(self) -> str:
@@ -74,6 +78,9 @@ class Syncer:
         finally:
             structlog.contextvars.unbind_contextvars("integration", "stream", "run_id")
         self.store.finish_run(run_id, counts.as_dict(), error)
+        if error is None and stream in self._first_read.get(system, ()):
+            with self.store.begin() as c:          # creates that waited for this stream's first read
+                outbox.unblock(c, [stream], system=system)
         return counts
 
     def push(self, system: str, *, max_rows: int | None = None) -> Counts:

@@ -25,6 +25,8 @@ notice carries ``TAG`` = the op's external key, so a repeat replaces it on the u
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from typing import Any
 from urllib.parse import urlsplit
 
 from connectors.bitrix24.client import Bitrix24Client, safe_burst
@@ -50,6 +52,11 @@ from syncd.errors import PermanentError, TransientError
 
 
 class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events, BaseConnector):
+    # a portal's contacts and companies are people's work (typed by managers, made by the shop's
+    # module): syncd reads them once through before it makes any, so a known client is bound by
+    # e-mail, phone or ИНН instead of getting a second contact (deals are found by their stamp)
+    read_before_create = frozenset({"contact", "company"})
+
     def __init__(self, name: str, settings: Bitrix24Settings, ctx: ConnectorContext | None = None) -> None:
         self.name, self.settings, self.ctx = name, settings, ctx
         budget = getattr(ctx, "rate_budget", None)
@@ -67,6 +74,7 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
         self._dirty_requisites: set[str] = set()
         self._debounce: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
+        self._taken: OrderedDict[tuple[str, str], Any] = OrderedDict()   # see Streams.read
         self.write_retries = 3
 
     def record_url(self, kind: str, external_id: str) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -30,8 +31,12 @@ from syncd.connector import Batch, RawRecord
 from syncd.errors import PermanentError, TransientError
 
 
+TAKEN_MAX = 100_000        # (kind, ID) -> DATE_MODIFY remembered per process for the overlap window
+
+
 class Streams:
     client: Bitrix24Client
+    _taken: "OrderedDict[tuple[str, str], Any]"
     settings: Bitrix24Settings
     name: str
     _lock: threading.Lock
@@ -58,8 +63,9 @@ class Streams:
             return None                    # only the progress bar needs it
 
     def _scan(self, kind: str, start: str | None, extra: Mapping[str, Any] | None = None
-              ) -> Iterator[list[dict[str, Any]]]:
-        """Pages ordered by (DATE_MODIFY, ID) from `start` on, keyset-paged with `start=-1`."""
+              ) -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        """Pages ordered by (DATE_MODIFY, ID) from `start` on, keyset-paged with `start=-1`; each
+        with the portal's own time when it began answering (its `time.date_start`)."""
         method = f"crm.{kind}.list"
         sel = self._select(kind)
         flt = {**self._base_filter(kind), **(extra or {})}
@@ -68,19 +74,20 @@ class Streams:
             f = dict(flt)
             if lower:
                 f[lower[0]] = lower[1]
-            rows = result_rows(self.client.call(method, {"select": sel, "filter": f, "start": -1,
-                                                   "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}}).result)
+            env = self.client.call(method, {"select": sel, "filter": f, "start": -1,
+                                            "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}})
+            rows = result_rows(env.result)
             if rows:
-                yield rows
+                yield rows, (env.time or {}).get("date_start")
             if len(rows) < PAGE:
                 return
             last_t, last_id = rows[-1]["DATE_MODIFY"], int(rows[-1]["ID"])
             while True:     # the rest of that second, by ID (a bulk import shares one DATE_MODIFY)
                 f2 = {**flt, ">=DATE_MODIFY": last_t, "<=DATE_MODIFY": last_t, ">ID": last_id}
-                more = result_rows(self.client.call(method, {"select": sel, "filter": f2, "start": -1,
-                                                       "order": {"ID": "ASC"}}).result)
+                env = self.client.call(method, {"select": sel, "filter": f2, "start": -1, "order": {"ID": "ASC"}})
+                more = result_rows(env.result)
                 if more:
-                    yield more
+                    yield more, (env.time or {}).get("date_start")
                 if len(more) < PAGE:
                     break
                 last_id = int(more[-1]["ID"])
@@ -104,14 +111,33 @@ class Streams:
         rq_best = rq_cur
         # a backfill says how many records it will read (one counting call; polls do not pay it)
         total = self._count(kind, start) if since is not None else None
-        for rows in self._scan(kind, start):
-            recs = self._records(kind, rows)
-            seen.update(str(r["ID"]) for r in rows)
+        memo = self._taken if since is None else None
+        for rows, read_at in self._scan(kind, start):
+            # the overlap window brings back records this process has taken in already, unchanged
+            # (the same DATE_MODIFY: a product rows' or requisites' edit moves it too): they are not
+            # read again (their product rows) nor handed over — most are syncd's own writes
+            fresh = rows if memo is None else [r for r in rows if memo.get((kind, str(r["ID"]))) != r.get("DATE_MODIFY")]
+            recs = self._records(kind, fresh) if fresh else []
+            seen.update(str(r["ID"]) for r in fresh)    # (a skipped company may have new requisites)
             last = rows[-1]
             lt = parse_bx_time(last.get("DATE_MODIFY"))
             if lt is not None and (best[0] is None or (lt, int(last["ID"])) > (best[0], best[1])):
                 best = (lt, int(last["ID"]), str(last["DATE_MODIFY"]))
             yield Batch(stream, recs, cursor=self._cursor(best, rq_best if kind == "company" else None), total=total)
+            asked = parse_bx_time(read_at)
+            if memo is not None and asked is not None:
+                # resumed: that batch was taken in (committed); a failed one closes this generator.
+                # Only what changed in an earlier second than the portal's own time of the read is
+                # remembered: an edit after the read within the same second keeps its DATE_MODIFY
+                with self._lock:
+                    for r in fresh:
+                        t_mod = parse_bx_time(r.get("DATE_MODIFY"))
+                        if t_mod is None or t_mod >= asked.replace(microsecond=0):
+                            continue
+                        memo[(kind, str(r["ID"]))] = r.get("DATE_MODIFY")
+                        memo.move_to_end((kind, str(r["ID"])))
+                    while len(memo) > TAKEN_MAX:
+                        memo.popitem(last=False)
         if kind == "company":
             # requisite / bank detail edits do not touch the company's DATE_MODIFY
             rq_start = since.isoformat(timespec="seconds") if since is not None else (

@@ -56,7 +56,10 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
     ext = str(result.external_id)
     if op.op == "create":
         b = t.bindings.c
-        how = "found" if result.found else "created"
+        # found by its key on a retry (an answer that never came, a claim taken back after a crash):
+        # syncd's own earlier attempt made it; found at the first attempt: made before syncd
+        retried = int(fenced.get("attempts") or 0) > 0 or row.get("claimed_from") == "sending"
+        how = "found" if result.found and not retried else "created"
         made = conn.execute(dialect_insert(conn, t.bindings).on_conflict_do_nothing(
             index_elements=[b.system, b.type, b.external_id]).returning(b.entity_id),
             dict(system=op.system, type=op.entity, external_id=ext, entity_id=op.entity_id, created_at=now,
@@ -157,8 +160,17 @@ def _in_step(conn: Connection, mapper: Mapper, em: Any, eid: str, shadow: dict[s
 
 
 def nothing(conn: Connection, row: dict[str, Any], token: str, reason: str) -> bool:
-    if outbox.fence(conn, row["id"], token) is None:
+    fenced = outbox.fence(conn, row["id"], token)
+    if fenced is None:
         return False
+    if fenced["op"] == "create" and (int(fenced["attempts"] or 0) > 0 or row.get("claimed_from") == "sending"):
+        # a create that was sent (its answer never came, or its process died) and whose record was
+        # then read back by syncd's stamp: that record is what it made — syncd's own, not adopted
+        b = t.bindings.c
+        conn.execute(update(t.bindings).where(b.entity_id == fenced["entity_id"], b.system == fenced["system"],
+                                              b.type == fenced["entity_type"], b.how == "stamp")
+                     .values(how="created"))
+        outbox.unblock(conn, [fenced["entity_id"]], system=fenced["system"])   # its notice may go now
     outbox.done(conn, row["id"], last_error=f"nothing to send: {reason}")
     return True
 

@@ -69,7 +69,7 @@ CHUNK = 400
 # Seconds until a blocked write is decided again without being woken. A wake-up normally comes at
 # once (unblock); this bounds what a missed one could cost. A wait for a linked record's first
 # appearance ends after `link_wait` instead (the write then goes without the link).
-RECHECK = {"create": 120.0, "confirm": 120.0, "held": 900.0, "dead": 900.0}
+RECHECK = {"create": 120.0, "confirm": 120.0, "read": 60.0, "held": 900.0, "dead": 900.0}
 
 o = t.outbox.c
 
@@ -290,8 +290,11 @@ def _present_clause() -> Any:
     gone_or_merged = or_(
         not_(exists().where(e.c.id == o.blocked_on)),
         exists().where(e.c.id == o.blocked_on, e.c.hold == "merged"))
+    r = t.runs.alias("r")
     return or_(
-        gone_or_merged,
+        and_(o.blocked_why != "read", gone_or_merged),
+        and_(o.blocked_why == "read", exists().where(r.c.system == o.system, r.c.stream == o.blocked_on,
+                                                     r.c.status == "ok")),
         and_(o.blocked_why == "create",
              exists().where(b.c.entity_id == o.blocked_on, b.c.system == o.system, b.c.alias.is_(False))),
         and_(o.blocked_why == "record", exists().where(e.c.id == o.blocked_on, e.c.fields != "{}")),
@@ -300,12 +303,25 @@ def _present_clause() -> Any:
                                                           d.c.status == "dead"))),
         and_(o.blocked_why == "confirm", or_(
             exists().where(b.c.entity_id == o.blocked_on, b.c.system == o.system, b.c.how.in_(("created", "found"))),
-            not_(exists().where(d.c.entity_id == o.blocked_on, d.c.system == o.system, d.c.status == "sending")))))
+            not_(exists().where(d.c.entity_id == o.blocked_on, d.c.system == o.system,
+                                d.c.status.in_(OPEN_CREATE))))))
+
+
+OPEN_CREATE = ("pending", "sending", "blocked")     # a create still to be confirmed
+
+
+def stream_read(conn: Connection, system: str, stream: str) -> bool:
+    """Has `stream` of `system` been read through once (a run of it ended ok)?"""
+    r = t.runs.c
+    return conn.execute(select(r.id).where(r.system == system, r.stream == stream, r.status == "ok")
+                        .limit(1)).first() is not None
 
 
 def present(conn: Connection, on: str, why: str, system: str) -> bool:
     """Is what a write waits for there now?"""
     e, b, d = t.entities.c, t.bindings.c, t.outbox.c
+    if why == "read":
+        return stream_read(conn, system, on)
     ent = conn.execute(select(e.hold, e.fields).where(e.id == on)).first()
     if ent is None or ent.hold == "merged":
         return True                      # decided again, it resolves the merge or finds nothing to do
@@ -323,7 +339,7 @@ def present(conn: Connection, on: str, why: str, system: str) -> bool:
         return conn.execute(select(b.external_id).where(b.entity_id == on, b.system == system,
                                                         b.how.in_(("created", "found"))).limit(1)).first() \
             is not None or conn.execute(select(d.id).where(d.entity_id == on, d.system == system,
-                                                           d.status == "sending").limit(1)).first() is None
+                                                           d.status.in_(OPEN_CREATE)).limit(1)).first() is None
     return False
 
 

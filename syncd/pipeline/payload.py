@@ -69,8 +69,8 @@ class Nothing:
 
 @dataclass(frozen=True)
 class Blocked:
-    on: str                                        # entity the write waits for
-    why: str                                       # create | confirm | held | dead | record
+    on: str                                        # entity the write waits for (read: a stream)
+    why: str                                       # create | confirm | held | dead | record | read
     detail: str
     plan: outbox.Intent | None = None              # the write that entity itself needs, if none is queued
 
@@ -112,6 +112,7 @@ class _Loaded:
     held: dict[str, set[str]] = field(default_factory=dict)
     open: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     dead: set[tuple[str, str]] = field(default_factory=set)
+    read: set[tuple[str, str]] = field(default_factory=set)      # (system, stream) read through once
 
 
 def _chunks(seq: Sequence[Any]) -> Any:
@@ -180,6 +181,9 @@ def build(conn: Connection, mapper: Mapper, rows: Sequence[dict[str, Any]], trai
     whose ids are documents' own ids (kept as they are in keys)."""
     data = load(conn, rows)
     data.natural = natural
+    streams = {s for ss in traits.first_read.values() for s in ss}
+    for system in {r["system"] for r in rows} if streams else ():
+        data.read |= {(system, s) for s in streams if outbox.stream_read(conn, system, s)}
     return [_decide(mapper, row, data, traits, now=now, link_wait=link_wait) for row in rows]
 
 
@@ -294,6 +298,14 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
         return Nothing(f"a new {em.kind} reaches {system} inside the first record that links to it")
     if not plan.wants(em, ent.golden):
         return Nothing(f"only_when of {system}.{em.kind} does not hold")
+    if create:
+        unread = [s for s in traits.first_read.get(em.kind, ()) if (system, s) not in data.read]
+        if unread:
+            # first contact: what people made in that system before syncd is read (and bound by its
+            # keys) before syncd makes a record of its own there — never a second contact of a client
+            return Blocked(unread[0], "read", f"a new {em.kind} waits until syncd has read {system}'s "
+                                              f"{unread[0]} once through (a record made there before is bound, "
+                                              "not made twice)")
     shadow = data.shadows.get((eid, system), {}) if not create else None
     held = data.held.get(eid, set())
     changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)
@@ -348,8 +360,9 @@ def _news(data: _Loaded, ent: _Target, system: str) -> Outcome | None:
     if how == "created":
         return None
     row = data.open.get((subject.id, system))
-    if how == "stamp" and row is not None and row["status"] == "sending":
-        # read back (by its stamp) while syncd's create of it is in flight: its confirm says whose it is
+    if how == "stamp" and row is not None:
+        # read back (by its stamp) while syncd's create of it is open (in flight, or retried after
+        # an answer that never came): its confirm says whose it is
         return Blocked(subject.id, "confirm", f"the notice waits for the confirm of {subject.type} {subject.id} "
                                               f"in {system}")
     return Nothing(f"{subject.type} {subject.id} was in {system} before syncd ({how or 'bound earlier'}): "

@@ -14,6 +14,7 @@ letter after `max_attempts`). Nothing stays claimed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 from dataclasses import dataclass
@@ -234,7 +235,18 @@ class Pusher:
                                       stop=stop_after_attempt(p.inline_tries), wait=_wait, reraise=True)
         if self._sleep is not None:
             kwargs["sleep"] = self._sleep
-        return retry(**kwargs)(conn_.write)(o.op)
+        tries = 0
+
+        def write(op: Any) -> WriteResult:
+            nonlocal tries
+            tries += 1
+            return conn_.write(op)
+
+        res = retry(**kwargs)(write)(o.op)
+        if tries > 1 and getattr(res, "found", False):
+            # found by its key after a try whose answer never came: that try made it — syncd's own
+            res = dataclasses.replace(res, found=False)
+        return res
 
     # -- outcomes -------------------------------------------------------------------------------
     def _settle(self, row: dict[str, Any], token: str, o: Ready, res: Any, counts: Counts) -> None:

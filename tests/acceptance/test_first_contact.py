@@ -76,6 +76,29 @@ def test_a_contact_a_manager_typed_with_another_phone_spelling_is_the_buyer(it: 
     assert int(it.deal_of(o)["CONTACT_ID"]) == cid
 
 
+def test_a_shop_order_pushed_before_the_crm_was_read_waits_and_binds_the_managers_contact(it: Integration) -> None:
+    """The scale test found it: the daemon's first shop pull and push ran before its first read of
+    the portal's contacts, and a client a manager had typed got a second contact. A new contact
+    waits until the portal's contacts were read once through; then the buyer is the manager's."""
+    from sqlalchemy import select
+
+    from syncd.store import tables as t
+
+    cid = it.crm_contact("Мария", "Иванова", phone="8 (916) 123-45-67", email="Maria.Ivanova@Example.ru")
+    o = it.shop.place(person("Иванова", "Мария", "maria.ivanova@example.ru", "+79161234567"), [(MUG, 1)])
+    rt = it.runtime()
+    rt.run_stream("shop", "orders")
+    rt.push("crm")                                    # before syncd has read a single CRM contact
+    assert [int(c["ID"]) for c in it.portal.contacts()] == [cid], "a contact made before the CRM was read"
+    with rt.store.read() as c:
+        waits = c.execute(select(t.outbox.c.entity_type, t.outbox.c.blocked_why, t.outbox.c.blocked_on)
+                          .where(t.outbox.c.system == "crm", t.outbox.c.status == "blocked")).all()
+    assert ("person", "read", "contacts") in [tuple(w) for w in waits], waits
+    it.sync()
+    assert [int(c["ID"]) for c in it.portal.contacts()] == [cid]
+    assert int(it.deal_of(o)["CONTACT_ID"]) == cid
+
+
 def test_a_product_made_by_hand_with_the_shops_xml_id_is_the_one_the_rows_use(it: Integration) -> None:
     pid = int(it.portal.rest("crm.product.add", {"fields": {"NAME": "Кружка (заведена вручную)", "XML_ID": MUG,
                                                             "PRICE": 490, "CURRENCY_ID": "RUB"}}))

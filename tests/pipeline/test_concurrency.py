@@ -13,7 +13,8 @@ import datetime as dt
 import threading
 from typing import Any
 
-from sqlalchemy import insert, select
+import pytest
+from sqlalchemy import insert, select, update
 
 from factories import make_world, mapping_doc, person
 from syncd.connector import traits
@@ -368,3 +369,39 @@ def test_a_new_deal_notice_is_not_sent_for_a_deal_that_existed(store: Store) -> 
     syncer.until_quiet()
     assert remote["crm"].creates == 0 and len(remote["crm"].objects["order"]) == 1
     assert remote["crm"].objects["notify"] == {}, "a notice for a deal that existed"
+
+
+@pytest.mark.parametrize("how", ["inline retry", "next claim", "read back first"])
+def test_a_new_deal_whose_create_answer_was_lost_still_gets_its_notice_once(store: Store, how: str) -> None:
+    """The scale test found it: the portal made the deal but its answer was lost; the retry (inline,
+    or by the next claim) found the deal by syncd's key — or a pull read it back first, bound by its
+    stamp, while the create waited for its retry. It is syncd's own deal all the same: the
+    manager's notice goes, exactly once, and only after the create is confirmed."""
+    from syncd.pipeline.engine import RuleEffects
+    from syncd.rules.timers import notice
+
+    syncer, remote = _notice_world(store)
+    if how != "inline retry":
+        # the retry waits (backoff) until the test makes it due
+        syncer.pusher.policy = PushPolicy(base_delay=60.0, inline_wait_max=0.0, claim_ttl=300, inline_tries=1)
+        syncer.pusher.backoff = confirm.Backoff(syncer.pusher.policy.max_attempts, 60.0, 60.0)
+    remote["shop"].edit("order", "o1", number="B-1", status="N", total="300")
+    syncer.pull("shop", "order")
+    order = store.find_entity("shop", "order", "o1")
+    syncer.engine.apply_effects({"": RuleEffects(creates=[notice("crm", "7", "Новая сделка", "defaults order",
+                                                                 order, on="created")])})
+    remote["crm"].faults.append("lost")                 # the deal is made; its answer never comes
+    syncer.push("crm")
+    assert len(remote["crm"].objects["order"]) == 1
+    if how != "inline retry":
+        assert remote["crm"].objects["notify"] == {}, "the notice went before the create was confirmed"
+    if how == "read back first":
+        syncer.pull("crm", "order")                     # read back by its stamp before the retry
+        syncer.push("crm")
+        assert remote["crm"].objects["notify"] == {}, "the notice went before the create was confirmed"
+    with store.begin() as c:                            # the retry is due now
+        c.execute(update(t.outbox).where(t.outbox.c.status == "pending").values(next_attempt_at=utcnow()))
+    syncer.push("crm")                                  # the retry finds the deal by its key
+    syncer.until_quiet()
+    assert len(remote["crm"].objects["order"]) == 1
+    assert [n["text"] for n in remote["crm"].objects["notify"].values()] == ["Новая сделка"]
