@@ -33,6 +33,11 @@ def mapped(settings: FormSettings, values: Mapping[str, str]) -> dict[str, str]:
     for name in settings.required:
         if not (values.get(name) or "").strip():
             raise FormError(400, name, f"Заполните поле «{name}»", f"required field {name!r} is missing or empty")
+    for group in settings.required_any:
+        if not any((values.get(name) or "").strip() for name in group):
+            named = " или ".join(f"«{n}»" for n in group)
+            raise FormError(400, group[0], f"Заполните поле {named}",
+                            f"one of the fields {', '.join(map(repr, group))} is required; all are missing or empty")
     out: dict[str, str] = {}
     for form_field, canonical in settings.fields.items():
         text = (values.get(form_field) or "").strip()

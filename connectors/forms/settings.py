@@ -44,6 +44,9 @@ class FormSettings(BaseModel):
     # form field names that must be present and non-empty: a post lacking one is answered 400
     # naming the field
     required: list[str] = Field(default_factory=list)
+    # groups of form fields of which at least one must be filled: [["phone", "email"]] — "a phone or
+    # an e-mail"; a post with none of a group is answered 400 naming them all
+    required_any: list[list[str]] = Field(default_factory=list)
     # lead: a CRM lead; deal: a deal in `pipeline` at `stage` (for CRMs run without leads)
     target: Literal["lead", "deal"] = "lead"
     pipeline: str | None = None                 # deal target: the pipeline (CRM id, e.g. "3")
@@ -96,7 +99,11 @@ class FormSettings(BaseModel):
             raise ValueError("target = \"deal\" needs `pipeline` and `stage`")
         if self.require_consent and not self.consent_field:
             raise ValueError("require_consent needs `consent_field` (the checkbox's field name)")
-        if self.honeypot and (self.honeypot in self.fields or self.honeypot in self.required):
+        for group in self.required_any:
+            if len(group) < 2:
+                raise ValueError(f"required_any: {group!r} needs at least two fields (one alone goes in `required`)")
+        if self.honeypot and (self.honeypot in self.fields or self.honeypot in self.required
+                              or any(self.honeypot in g for g in self.required_any)):
             raise ValueError(f"honeypot {self.honeypot!r} is also a mapped or required field")
         if len(self.token.get_secret_value()) < 8:
             raise ValueError("token: at least 8 characters (e.g. `openssl rand -hex 16`)")

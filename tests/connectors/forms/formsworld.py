@@ -16,6 +16,7 @@ SIGNED_TOKEN = "tok-signed-77aa21"
 SIGN_SECRET = "hmac-secret-0c9d"
 REVIEW_TOKEN = "tok-review-3b3b3b"
 KNOWN_TOKEN = "tok-known-c0ffee"
+EITHER_TOKEN = "tok-either-0ddba11"
 LIMITED_TOKEN = "tok-limited-4242"
 DEAL_TOKEN = "tok-deal-99ab01"
 
@@ -44,6 +45,8 @@ def suite_forms(managers: dict[str, str], pipeline: int) -> dict[str, dict[str, 
         "review": form(REVIEW_TOKEN, mode="review", responsible=managers["anna"]),
         # no fixed manager: [rules.assign.lead] decides (keep: the client's own manager)
         "known": form(KNOWN_TOKEN, required=[]),
+        # "a phone or an e-mail": either is enough, none is a 400 naming both
+        "either": form(EITHER_TOKEN, required=[], required_any=[["tel", "mail"]], responsible=managers["anna"]),
         # a tight per-IP limit
         "limited": form(LIMITED_TOKEN, rate_limit=2, rate_window=60.0, duplicate_window=0),
         # a CRM run without leads: a deal in the site's pipeline, at its first stage

@@ -125,6 +125,23 @@ def test_a_missing_required_field_or_a_bad_email_is_400_naming_the_field(world: 
     assert [ld for ld in world.portal.leads() if ld["NAME"] in ("Без Телефона", "Плохая Почта", "Плохой Телефон")] == []
 
 
+def test_a_phone_or_an_email_is_enough_and_none_is_400_naming_both(world: World) -> None:
+    from formsworld import EITHER_TOKEN
+
+    r = world.daemon.post("either", {"your_name": "Ни Того Ни Другого", "msg": "перезвоните"}, token=EITHER_TOKEN)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "Заполните поле «tel» или «mail»" and "'tel', 'mail'" in r.json()["detail"], r.text
+    ok_phone = world.daemon.post("either", {"your_name": "Только Телефон", "tel": "+7 903 111-22-31"},
+                                 token=EITHER_TOKEN)
+    ok_mail = world.daemon.post("either", {"your_name": "Только Почта", "mail": "only.mail@example.ru"},
+                                token=EITHER_TOKEN)
+    assert ok_phone.status_code == 200 and ok_mail.status_code == 200, (ok_phone.text, ok_mail.text)
+    assert len(wait_leads(world.portal, 1, NAME="Только Телефон")) == 1
+    assert len(wait_leads(world.portal, 1, NAME="Только Почта")) == 1
+    settle(world, "either")
+    assert world.portal.leads(NAME="Ни Того Ни Другого") == []
+
+
 def test_a_10_mb_body_is_413(world: World) -> None:
     big = b"your_name=x&tel=%2B79031112209&msg=" + b"a" * (10 * 1024 * 1024)
     r = world.daemon.post("contact", data=big, token=TOKEN,
