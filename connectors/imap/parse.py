@@ -374,24 +374,54 @@ def _charset(content_type: str) -> str | None:
     return m.group(1) if m else None
 
 
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+# '=' that starts neither an escape (two hex digits) nor a soft line break
+_QP_BAD = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?$)", re.M)
+
+
 def _payload(part: Message) -> bytes:
-    """The decoded bytes of a leaf part. A base64 body that is not base64 is a broken part."""
+    """The decoded bytes of a leaf part, decoded strictly: a base64 body with anything but the
+    alphabet and line breaks, or that decodes to binary noise where text was declared, and a
+    quoted-printable body with a broken escape, are broken parts (the mail is quarantined), never
+    garbage made into a contact."""
     cte = _header(part, "Content-Transfer-Encoding").lower()
+    kind = part.get_content_type()
     if cte == "base64":
         raw = part.get_payload(decode=False)
         if not isinstance(raw, str):
             return b""
-        data = raw.encode("ascii", "surrogateescape")
-        cleaned = re.sub(rb"[^A-Za-z0-9+/=]", b"", data).rstrip(b"=")
-        if len(cleaned) % 4 == 1 or (not cleaned and data.strip()):
-            raise MailError(f"broken MIME: the base64 body of a {part.get_content_type()} part is not base64")
+        compact = re.sub(r"\s+", "", raw)
+        if not _B64.fullmatch(compact) or len(compact.rstrip("=")) % 4 == 1:
+            raise MailError(f"broken MIME: the base64 body of a {kind} part is not base64")
         try:
-            return base64.b64decode(cleaned + b"=" * (-len(cleaned) % 4))
+            data = base64.b64decode(compact.rstrip("=") + "=" * (-len(compact.rstrip("=")) % 4), validate=True)
         except (binascii.Error, ValueError):
-            raise MailError(f"broken MIME: the base64 body of a {part.get_content_type()} part is not base64") \
-                from None
+            raise MailError(f"broken MIME: the base64 body of a {kind} part is not base64") from None
+        if part.get_content_maintype() == "text" and _noise(data, _charset(_header(part, "Content-Type"))):
+            raise MailError(f"broken MIME: the base64 body of a {kind} part decodes to binary noise, not text")
+        return data
+    if cte == "quoted-printable":
+        raw = part.get_payload(decode=False)
+        if isinstance(raw, str):
+            bad = _QP_BAD.search(raw)
+            if bad is not None:
+                raise MailError(f"broken MIME: the quoted-printable body of a {kind} part has a broken escape "
+                                f"{raw[bad.start():bad.start() + 3]!r}")
     data = part.get_payload(decode=True)     # quoted-printable, 7bit/8bit: the bytes as sent
     return data if isinstance(data, bytes) else b""
+
+
+def _noise(data: bytes, charset: str | None) -> bool:
+    """Bytes that no text is made of: invalid in a declared UTF-8, or full of control bytes."""
+    if not data:
+        return False
+    if (charset or "").lower().replace("_", "-") in ("utf-8", "utf8"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+    control = sum(1 for b in data if b < 32 and b not in (9, 10, 12, 13) or b == 127)
+    return control > max(2, len(data) // 20)
 
 
 def _filename(part: Message) -> str:

@@ -139,6 +139,13 @@ def test_auto_replies_and_bounces_are_marked() -> None:
     (b"From: a@b.example\r\nContent-Type: multipart/mixed\r\n\r\nno boundary\r\n", "broken MIME"),
     (b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=Q\r\n\r\nnever starts\r\n", "broken MIME"),
     (b"From: a@b.example\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n", "base64"),
+    # issue 22: a body that only looks like base64 (letters, digits) decodes to noise, not text
+    (b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+     b"Hello this is not base64 at all it is plain text\r\n", "base64"),
+    (b"From: a@b.example\r\nContent-Type: text/plain; charset=windows-1251\r\nContent-Transfer-Encoding: base64"
+     b"\r\n\r\nQWxsIHlvdXIgYmFzZSBhcmUg\x01\x02\r\n", "base64"),
+    (b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable"
+     b"\r\n\r\n=D0=9F=D1=80=ZZ\r\n", "quoted-printable"),
 ])
 def test_unreadable_mail_raises_mail_error_with_the_reason(raw: bytes, why: str) -> None:
     with pytest.raises(MailError) as e:
