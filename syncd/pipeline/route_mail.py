@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from syncd import schema
+from syncd.keys.names import is_organisation, person_parts
 from syncd.store import new_id
 from syncd.store import tables as t
 
@@ -218,12 +219,24 @@ class _Routing:
         title = subject or f"Письмо от {name or sender}"
         body = str(g.get("message.body") or "")
         if r.target == "deal":
-            pid, oid = new_id(), new_id()
-            person = {"person.email": sender, "person.emails": (sender,), "person.name": name or None,
-                      "person.source": r.source}
+            oid = new_id()
             order = {"order.title": title, "order.pipeline": r.pipeline, "order.stage": r.stage,
-                     "order.responsible": r.manager, "order.source": r.source, "order.comment": body or None,
-                     "order.customer": pid}
+                     "order.responsible": r.manager, "order.source": r.source, "order.comment": body or None}
+            if name and is_organisation(name):
+                # «ООО Ромашка» <office@…>: the deal's client is a company of that name
+                cid = new_id()
+                company = {"company.name": name, "company.email": sender, "company.emails": (sender,),
+                           }
+                order["order.company"] = cid
+                self.new_refs[sender] = {"message.order": oid}
+                return ({"message.route": "new", "message.order": oid},
+                        [("company", _drop_none(company), cid), ("order", _drop_none(order), oid)])
+            pid = new_id()
+            # the display name as the CRM keeps a person's: given name, surname, patronymic
+            parts = {f"person.{k}": v for k, v in person_parts(name).items()}
+            person = {"person.email": sender, "person.emails": (sender,), "person.name": name or None,
+                      "person.source": r.source, **parts}
+            order["order.customer"] = pid
             self.new_refs[sender] = {"message.order": oid, "message.person": pid}
             return ({"message.route": "new", "message.order": oid, "message.person": pid},
                     [("person", _drop_none(person), pid), ("order", _drop_none(order), oid)])

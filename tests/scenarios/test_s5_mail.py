@@ -239,6 +239,8 @@ def test_box_mailbox_makes_a_contact_and_a_deal_in_its_own_pipeline(tmp_path: Pa
         assert deal["STAGE_ID"] == f"C{pipeline}:NEW" and deal["ASSIGNED_BY_ID"] == world.manager
         contact = world.portal.rest("crm.contact.get", {"id": deal["CONTACT_ID"]})
         assert [e["VALUE"] for e in contact["EMAIL"]] == ["buyer@new-shop.example"]
+        # the sender's display name is the contact's name, not an empty one (issue 22 #10)
+        assert (contact["NAME"], contact["LAST_NAME"]) == ("Сергей", "Новиков"), contact
         assert world.portal.leads() == []
         # the buyer answers: a comment on that deal, no second deal
         reply, _ = mail("buyer@new-shop.example", "Re: Хотим стать дилером", "Интересует Москва и область.",
@@ -248,6 +250,19 @@ def test_box_mailbox_makes_a_contact_and_a_deal_in_its_own_pipeline(tmp_path: Pa
         assert len([d for d in world.portal.deals() if d["ID"] not in deals_before]) == 1
         comments = world.portal.comments("deal", deal["ID"])
         assert len(comments) == 1 and "Москва и область" in comments[0]["COMMENT"]
+        # surname first, as people often sign; and an organisation's name makes a company
+        for addr, display, subject in (("m.ivanova@buyer.example", "Иванова Мария", "Запрос цены"),
+                                       ("office@romashka.example", "ООО «Ромашка»", "Оптовый заказ")):
+            world.deliver(mail(addr, subject, "Пришлите прайс.", name=display)[0])
+        world.sync()
+        by_title = {d["TITLE"]: d for d in world.portal.deals() if d["ID"] not in deals_before}
+        maria = world.portal.rest("crm.contact.get", {"id": by_title["Запрос цены"]["CONTACT_ID"]})
+        assert (maria["NAME"], maria["LAST_NAME"]) == ("Мария", "Иванова"), maria
+        firm = by_title["Оптовый заказ"]
+        assert firm["COMPANY_ID"] and firm["COMPANY_ID"] != "0", firm
+        company = world.portal.rest("crm.company.get", {"id": firm["COMPANY_ID"]})
+        assert company["TITLE"] == "ООО «Ромашка»", company
+        assert not [c for c in world.portal.contacts() if "Ромашка" in (c.get("NAME") or "") + (c.get("LAST_NAME") or "")]
     finally:
         world.close()
 
