@@ -307,7 +307,9 @@ def check(ctx: click.Context) -> None:
             except Exception as exc:  # noqa: BLE001
                 findings.append(checks.Finding("database", False, _database_error(exc) or str(exc)))
         for name, h in rt.health().items():
-            findings.append(checks.Finding(name, h.ok, h.detail))
+            # a connector's error names its system already ("shop: checkauth: …"): said once
+            detail = h.detail[len(name) + 2:] if h.detail.startswith(f"{name}: ") else h.detail
+            findings.append(checks.Finding(name, h.ok, detail))
         findings += checks.check_waiting(rt)
         try:
             origins = checks.MappingOrigins(settings)

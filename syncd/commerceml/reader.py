@@ -265,7 +265,7 @@ class _Conv:
             elif code == 2:
                 f["requisites"] = self.pairs(c)
             elif code == 3:
-                f["counterparties"] = tuple([self.counterparty(x) for x in c])
+                f["counterparties"] = self.counterparties(c)
             elif code == 4:
                 date_t = self.text(c)
             elif code == 5:
@@ -284,6 +284,26 @@ class _Conv:
         if f["id"] is None:
             raise BadInput("<Документ> without <Ид>", line=el.sourceline)
         return _new(Document, f)
+
+    def counterparties(self, el: Any) -> tuple[Counterparty, ...]:
+        """A document's `<Контрагенты>`: each `<Контрагент>`. Some sites put the buyer's address
+        beside it instead of inside (`<АдресРегистрации>` directly under `<Контрагенты>`): that is
+        the buyer's address, never a counterparty of its own; other stray elements are left out
+        (the schema check names them)."""
+        out: list[Counterparty] = []
+        stray: list[Address] = []
+        for x in el:
+            if not isinstance(x.tag, str):
+                continue
+            if _local(x.tag) == "Контрагент":
+                out.append(self.counterparty(x))
+            elif (_CP_OTHER.get(x.tag) or _lookup(_CP_OTHER, x.tag)) == 4:
+                stray.append(self.address(x, _local(x.tag)))
+        if stray and out:
+            have = {(a.kind, a.presentation) for a in out[-1].addresses}
+            new = tuple(a for a in stray if (a.kind, a.presentation) not in have)
+            out[-1] = dataclasses.replace(out[-1], addresses=out[-1].addresses + new)
+        return tuple(out)
 
     def counterparty(self, el: Any) -> Counterparty:
         f: dict[str, Any] = {}

@@ -21,6 +21,7 @@ def test_check_says_one_line_per_system_and_names_what_is_wrong(it: Integration)
     code, out = it.cli("check")
     shop_line = next(x for x in out.splitlines() if x.startswith(("✓ shop:", "✗ shop:")))
     assert code == 1 and shop_line.startswith("✗") and "changed-by-the-shop-admin" not in out
+    assert not shop_line.startswith("✗ shop: shop:"), shop_line          # the system named once
     assert next(x for x in out.splitlines() if x.startswith(("✓ crm:", "✗ crm:"))).startswith("✓")
 
 

@@ -69,6 +69,23 @@ def test_container_form_and_root_documents_both_read(tmp_path: Path) -> None:
     assert [d.id for d in iter_documents(path)] == ["1", "1-p", "2", "3"]
 
 
+def test_an_address_beside_the_buyer_is_the_buyers_not_a_counterparty(tmp_path: Path) -> None:
+    """Issue 22 #12: a site that puts <АдресРегистрации>/<Представление> directly under
+    <Контрагенты> got counterparties with no id and a buyer without an address."""
+    body = ("<Документ><Ид>5</Ид><Номер>5</Номер><Дата>2026-11-24</Дата><ХозОперация>Заказ товара</ХозОперация>"
+            "<Роль>Продавец</Роль><Валюта>RUB</Валюта><Курс>1</Курс><Сумма>100</Сумма><Контрагенты>"
+            "<Контрагент><Ид>u1</Ид><Наименование>Иван Петров</Наименование><Роль>Покупатель</Роль></Контрагент>"
+            "<АдресРегистрации><Представление>Москва, ул. Лесная, 5</Представление></АдресРегистрации>"
+            "<Представление>Иван Петров</Представление></Контрагенты>"
+            "<Товары><Товар><Ид>g1</Ид><Наименование>Кружка</Наименование><ЦенаЗаЕдиницу>100</ЦенаЗаЕдиницу>"
+            "<Количество>1</Количество><Сумма>100</Сумма></Товар></Товары></Документ>")
+    path = write_file(tmp_path, "stray.xml", cml(body), "utf-8")
+    (doc,) = list(iter_documents(path))
+    (buyer,) = doc.counterparties
+    assert buyer.id == "u1" and [(a.kind, a.presentation) for a in buyer.addresses] == [
+        ("АдресРегистрации", "Москва, ул. Лесная, 5")]
+
+
 def test_1c_namespace_is_accepted(tmp_path: Path) -> None:
     path = write_file(tmp_path, "ns.xml", cml(doc_xml("9"), namespace="urn:1C.ru:commerceml_2"), "utf-8")
     (doc,) = list(iter_documents(path))
