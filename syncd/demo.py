@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -245,6 +246,10 @@ def _say_mailbox(server: Any) -> None:
          f"{len(DEMO_MAILS)} mails: new senders become leads, robots are ignored)")
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | None = None,
              timeout: float = 180.0, shop_orders: int = 5,
              on_ready: Callable[[Any, Peers], None] | None = None) -> int:
@@ -252,6 +257,12 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     from syncd.daemon.main import Daemon
     from syncd.logs import configure_logging
 
+    # SIGTERM (systemd, `kill`), SIGHUP (a terminal closing) end the demo as Ctrl-C does (SIGINT too,
+    # even where the shell that started it ignores it): every process it
+    # started (Dovecot, the peers) is stopped and its folder removed, never left behind
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
     tmp = None
     if state_dir is None:
         tmp = tempfile.mkdtemp(prefix="syncd-demo-")
@@ -259,13 +270,25 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     sd = Path(state_dir)
     sd.mkdir(parents=True, exist_ok=True)
     configure_logging("json" if until_synced else "console", "warning", stream=sys.stderr)
-    peers = Peers(shop_orders=shop_orders)
-    peers.mailbox = start_mailbox(sd)
-    onec = _has_onec()
-    cfg = write_config(sd, port, peers, onec)
-    settings = load_settings(cfg)
-    daemon = Daemon(settings)
-    daemon.start()
+    peers: Peers | None = None
+    daemon: Any = None
+    try:
+        peers = Peers(shop_orders=shop_orders)
+        peers.mailbox = start_mailbox(sd)
+        onec = _has_onec()
+        cfg = write_config(sd, port, peers, onec)
+        settings = load_settings(cfg)
+        daemon = Daemon(settings)
+        daemon.start()
+    except BaseException:
+        # stopped (or failed) while starting: what did start is stopped all the same
+        if daemon is not None:
+            daemon.stop()
+        if peers is not None:
+            peers.stop()
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     url = daemon.url
     onec_client = None
     if onec:

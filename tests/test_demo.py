@@ -4,8 +4,11 @@ last line of output is the final /stats JSON."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+
+import pytest
 
 
 def test_demo_until_synced() -> None:
@@ -31,3 +34,49 @@ def test_demo_until_synced() -> None:
     assert shop["counts"]["created"] >= 5          # seeded orders and their buyers came in
     assert crm["counts"]["pushed"] >= 5            # and became deals/contacts in the portal
     assert stats["totals"]["outbox_pending"] == 0 and stats["totals"]["outbox_dead"] == 0
+
+
+def _demo_processes(tmp: str) -> list[str]:
+    """Command lines of processes that still use the demo's folder (its Dovecot)."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if tmp in cmd:
+            out.append(cmd)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_demo_leaves_no_process_and_no_folder(sig: signal.Signals) -> None:
+    """Issue 22 #17: five demos stopped with SIGTERM left five Dovecots and their folders behind."""
+    import re
+    import time
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "demo", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if "Ctrl-C to stop" in line:
+            break
+    m = next((re.search(r"\(SQLite: (\S+)/syncd\.db\)", x) for x in seen if "SQLite:" in x), None)
+    assert m is not None and "Ctrl-C to stop" in seen[-1], "".join(seen)
+    folder = m.group(1)
+    from syncd.sandbox import dovecot
+
+    if dovecot.available():
+        assert _demo_processes(folder), "the demo's Dovecot was expected to run"
+    proc.send_signal(sig)
+    proc.wait(60)
+    assert proc.returncode in (0, 1, 130, -sig), proc.returncode
+    time.sleep(0.5)
+    assert _demo_processes(folder) == [], _demo_processes(folder)
+    assert not Path(folder).exists(), f"{folder} left behind"
