@@ -129,6 +129,81 @@ def check_map_targets(
     return out
 
 
+# entity types that only rules make (no system sends them): checked as the rules' effects
+_EFFECTS = {"notice": "notify", "task": "task", "comment": "comment"}
+
+
+def _map_where(origins: MappingOrigins, mapper: Any, em: Any) -> str:
+    i = mapper.ms.maps.index(em)
+    file = origins.maps[i] if i < len(origins.maps) else None
+    return f"{file or 'mappings'} [[maps]] system = {em.system!r} kind = {em.kind!r}"
+
+
+def check_flows(settings: Settings, mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
+                ) -> list[Finding]:
+    """Every flow the mappings promise can happen: a kind of record that arrives from a system and
+    has maps elsewhere can be created in at least one of them, and each effect the rules produce
+    (a notice, a task) has a map that takes it. A ✗ names the map to fix and how."""
+    from syncd.rules.config import parse_rules
+
+    out: list[Finding] = []
+    maps = [m for m in mapper.ms.maps if m.system in settings.systems]
+    for etype in sorted({m.entity for m in maps} - set(_EFFECTS)):
+        sources = [m for m in maps if m.entity == etype and m.direction in ("pull", "both")]
+        for src in sources:
+            targets = [m for m in maps if m.entity == etype and m.system != src.system
+                       and m.direction in ("push", "both")]
+            # a kind a connector makes inside the first record that links to it (a shop's buyer
+            # inside its order) needs no `create` of its own
+            if targets and not any(m.create or m.kind in getattr(connectors.get(m.system), "embedded_kinds", ())
+                                   for m in targets):
+                kinds = ", ".join(f"{m.system} {_plural(m.kind)}" for m in targets)
+                fix = "; ".join(f"{_map_where(origins, mapper, m)} has no `create = true`" for m in targets)
+                out.append(Finding("flows", False, f"{src.system} {_plural(src.kind)} cannot become {kinds}: {fix} "
+                                                   "(add it where new records should be made)"))
+    try:
+        rules = parse_rules(mapper.ms.rules or None)
+    except Exception:  # noqa: BLE001 - check_rules reports an invalid [rules]
+        return _dedup(out)
+    needs: list[tuple[str, str | None, str]] = []       # (effect entity, system or None, which rule)
+    for ent, d in rules.defaults.items():
+        if d.notify:
+            a = rules.assign.get(ent)  # type: ignore[call-overload]
+            needs.append(("notice", d.notify_system or (a.system if a else None), f"rules.defaults.{ent}.notify"))
+    for i, tr in enumerate(rules.timers):
+        if tr.notify:
+            needs.append(("notice", tr.notify_system, f"rules.timers[{i}] ({tr.name}).notify"))
+        if tr.task is not None:
+            needs.append(("task", None, f"rules.timers[{i}] ({tr.name}).task"))
+    if rules.repeat_sales is not None:
+        needs.append(("task", None, "rules.repeat_sales.task"))
+    for effect, system, where in needs:
+        takers = [m for m in maps if m.entity == effect and m.create and m.direction in ("push", "both")
+                  and (system is None or m.system == system)]
+        if not takers:
+            in_sys = f" in {system!r}" if system else ""
+            system = system or next((n for n, c in connectors.items() if _EFFECTS[effect] in getattr(c, "writes", ())),
+                                    None)
+            out.append(Finding("flows", False, f"{_rules_file(origins)}: {where} makes a {effect} that no map takes"
+                                               f"{in_sys}: add [[maps]] system = {system or '…'!r} kind = "
+                                               f"{_EFFECTS[effect]!r} entity = {effect!r} create = true"))
+    return _dedup(out)
+
+
+def _plural(kind: str) -> str:
+    return kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+
+
+def _rules_file(origins: MappingOrigins) -> str:
+    files = sorted(set(origins.rules.values()))
+    return ", ".join(files) or "mappings"
+
+
+def _dedup(findings: list[Finding]) -> list[Finding]:
+    seen: set[str] = set()
+    return [f for f in findings if not (f.detail in seen or seen.add(f.detail))]  # type: ignore[func-returns-value]
+
+
 def check_live_mappings(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins) -> list[Finding]:
     from syncd.mapping.live import check_live
 

@@ -317,6 +317,7 @@ def check(ctx: click.Context) -> None:
             _fail_config(exc)
         findings += checks.check_jobs(settings, rt.connectors)
         findings += checks.check_map_targets(settings, rt.mapper, rt.connectors, origins)
+        findings += checks.check_flows(settings, rt.mapper, rt.connectors, origins)
         findings += checks.check_live_mappings(rt.mapper, rt.connectors, origins)
         findings += checks.check_rules(rt.mapper, rt.connectors, origins)
     finally:

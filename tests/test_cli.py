@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 import uuid
 from pathlib import Path
 
@@ -410,7 +411,10 @@ chain = [{ name = "ghost", manager = "999" }]
     # a default stage the pipeline does not have, with the list of what it has
     assert any(f.startswith(f"{crm_file}: rules.defaults.order.\"order.stage\": crm has no stage 'NEWW' of "
                             "pipeline '0' (has: NEW,") for f in failed), failed
-    assert len(failed) == 4
+    # and neither map may create: the orders and deals of this config can never flow (issue 22 #1)
+    flows = [str(f["detail"]) for f in findings if f["name"] == "flows" and not f["ok"]]
+    assert len(flows) == 2 and any(f.startswith(f"{shop} orders cannot become crm deals: ") for f in flows), flows
+    assert len(failed) == 4 + len(flows)
 
 
 def test_check_reports_a_database_not_created_yet(tmp_path: Path, names: tuple[str, str]) -> None:
@@ -655,3 +659,55 @@ def test_a_config_that_cannot_be_read_is_one_line_naming_the_file(tmp_path: Path
         code, out, err = _run("-c", str(path), "check")
         assert code == 2 and err.strip() == f"config error: {path}: {why}" + err.strip().split(why, 1)[1], err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_check_follows_the_flows_of_the_examples_with_create_removed(tmp_path: Path) -> None:
+    """Issue 22 #1: a mapping set without `create = true` (upgraded from an earlier version) made
+    nothing anywhere, and check passed. The examples as they ship pass the flows check; with every
+    `create` removed each flow that can no longer happen is a ✗ naming the file, the map and the fix."""
+    from syncd.sandbox import bitrix24, shop
+
+    repo = Path(__file__).resolve().parents[1]
+    portal, site = bitrix24.start(rate_limit=False, seed=True), shop.start(seed=0)
+    try:
+        _flows_of_examples(tmp_path, repo, portal, site)
+    finally:
+        portal.stop()
+        site.stop()
+
+
+def _flows_of_examples(tmp_path: Path, repo: Path, portal: Any, site: Any) -> None:
+    import re
+    import shutil
+
+    for variant in ("as shipped", "create removed"):
+        d = tmp_path / variant.replace(" ", "-")
+        shutil.copytree(repo / "mappings", d / "mappings")
+        if variant == "create removed":
+            for f in (d / "mappings").glob("*.toml"):
+                f.write_text(re.sub(r"(?m)^create = true.*$", "", f.read_text(encoding="utf-8")), encoding="utf-8")
+        files = ", ".join(f'"{d}/mappings/{n}"' for n in ("sync.toml", "shop.toml", "bitrix24.toml", "rules.toml"))
+        (d / "config.toml").write_text(f"""[daemon]
+database_url = "sqlite:///{d}/syncd.db"
+state_dir = "{d}/state"
+mappings = [{files}]
+[systems.shop]
+type = "shop"
+url = "{site.extra['exchange_url']}"
+login = "{site.extra['login']}"
+password = "{site.extra['password']}"
+[systems.crm]
+type = "bitrix24"
+webhook_url = "{portal.extra['webhook_url']}"
+""", encoding="utf-8")
+        code, findings, _ = _check(d / "config.toml")
+        flows = [str(f["detail"]) for f in findings if f["name"] == "flows"]
+        if variant == "as shipped":
+            assert flows == [], flows
+            continue
+        bx = f"{d}/mappings/bitrix24.toml"
+        assert code == 1
+        assert f"shop orders cannot become crm deals: {bx} [[maps]] system = 'crm' kind = 'deal' has no " \
+               "`create = true` (add it where new records should be made)" in flows, flows
+        assert any(f.startswith("shop users cannot become crm contacts: ") for f in flows), flows
+        assert any("rules.defaults.order.notify makes a notice that no map takes in 'crm'" in f for f in flows), flows

@@ -285,6 +285,11 @@ def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
                 peer=peer, n=t.number(waiting["documents"]), since=t.time(waiting.get("since")),
                 when=t.time(waiting["last_exchange"]) if waiting.get("last_exchange") else _("never"))
             badges.append(f"<span class=\"badge warn\" data-k=\"waiting_peer\">{esc(waiting_label)}</span>")
+        day_counts = it.get("last_24h", {})
+        if day_counts.get("uncreated"):
+            uncreated_label = _("not created elsewhere (create = false): {n}").format(
+                n=t.number(day_counts["uncreated"]))
+            badges.append(f"<span class=\"badge warn\" data-k=\"uncreated\">{esc(uncreated_label)}</span>")
         if it.get("drift_records"):
             drift_label = _("out of step: {n}").format(n=t.number(it["drift_records"]))
             badges.append(f"<span class=\"badge bad\" data-k=\"drift\">{esc(drift_label)}</span>")

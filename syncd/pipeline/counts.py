@@ -19,6 +19,7 @@ class Counts:
     dead: int = 0
     blocked: int = 0
     bound: int = 0          # records bound to an entity syncd already had (matched, adopted)
+    uncreated: int = 0      # records a target system lacks and whose map may not create (create = false)
 
     def add(self, other: "Counts") -> "Counts":
         for f in dc_fields(self):

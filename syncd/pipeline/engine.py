@@ -991,7 +991,15 @@ class _BatchRun:
     # -- plan -----------------------------------------------------------------------------------
     def plan(self, ents: dict[str, _Ent], touched: set[str], *, origin: str) -> int:
         """Queue (or bump) the writes the touched entities need."""
-        return plan.plan_entities(self.conn, self.mapper, ents, sorted(touched), origin=origin, now=self.now)
+        uncreated: dict[tuple[str, str], int] = {}
+        n = plan.plan_entities(self.conn, self.mapper, ents, sorted(touched), origin=origin, now=self.now,
+                               uncreated=uncreated)
+        for (system, kind), k in sorted(uncreated.items()):
+            # counted and said, never only skipped: a map without `create = true` makes nothing
+            self.counts.uncreated += k
+            log.info("not_created", target=system, kind=kind, records=k,
+                     why=f"the {system} map of kind {kind} has no `create = true`")
+        return n
 
 
 class BindingRace(Exception):

@@ -61,8 +61,10 @@ class Planned(Protocol):
 
 
 def intents(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: Sequence[str], *,
-            origin: str) -> list[outbox.Intent]:
-    """The writes these entities need: one intent per target whose shadow differs."""
+            origin: str, uncreated: dict[tuple[str, str], int] | None = None) -> list[outbox.Intent]:
+    """The writes these entities need: one intent per target whose shadow differs. `uncreated`
+    counts, per (target system, kind), records that are not there and that its map may not
+    create (`create = false`): never a silent skip."""
     ids = sorted(e for e in ids if ents[e].golden and not ents[e].hold)
     if not ids:
         return []
@@ -88,6 +90,8 @@ def intents(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: 
                 continue
             is_bound = em.system in bound.get(eid, ())
             if not is_bound and not em.create:
+                if uncreated is not None:
+                    uncreated[(em.system, em.kind)] = uncreated.get((em.system, em.kind), 0) + 1
                 continue
             shadow = shadows.get((eid, em.system), {}) if is_bound else None
             fields = plan_fields(mapper, em, ent.golden, shadow, held.get(eid, set()))
@@ -98,6 +102,7 @@ def intents(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: 
 
 
 def plan_entities(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned], ids: Sequence[str], *,
-                  origin: str, now: dt.datetime | None = None) -> int:
+                  origin: str, now: dt.datetime | None = None,
+                  uncreated: dict[tuple[str, str], int] | None = None) -> int:
     """Queue (or bump) the writes these entities need; returns the writes planned."""
-    return outbox.plan(conn, intents(conn, mapper, ents, ids, origin=origin), now)
+    return outbox.plan(conn, intents(conn, mapper, ents, ids, origin=origin, uncreated=uncreated), now)

@@ -12,7 +12,7 @@ from syncd.store import tables as t
 from syncd.store.store import Store, _aware, utcnow
 
 COUNT_KEYS = ("created", "updated", "skipped", "failed", "conflicts", "quarantined", "review", "pushed", "dead",
-              "blocked")
+              "blocked", "uncreated")
 
 
 def _sum(into: dict[str, int], counts: dict[str, Any]) -> None:

@@ -329,3 +329,26 @@ def test_second_record_of_one_system_goes_to_review_then_binds_as_alias(store: S
     crm_order = next(iter(remote["crm"].objects["order"].values()))
     assert crm_order["customer_id"] == "c1"
     assert store.count("entities", type="person", hold=None) == 1
+
+
+def test_a_record_no_map_may_create_elsewhere_is_counted_and_shown_not_skipped_silently(store: Store) -> None:
+    """Issue 22 #1: the planner skipped records whose target map has no `create = true` and said
+    nothing; they are counted (`uncreated`) on the run, /stats and the page."""
+    from factories import mapping_doc
+    from syncd.mapping import Mapper, parse_mapping_doc
+    from syncd.mapping.load import validate_set
+    from syncd.store.stats import collect
+
+    doc = mapping_doc(systems=("crm", "shop"))
+    for m in doc["maps"]:
+        if m["system"] == "crm":
+            m["create"] = False
+    ms = parse_mapping_doc(doc, "test")
+    validate_set(ms)
+    syncer, remote = make_world(store, systems=("crm", "shop"), mapper=Mapper(ms))
+    remote["shop"].edit("person", "s1", **person())
+    counts = syncer.pull("shop", "person")
+    syncer.push("crm")
+    assert counts.uncreated == 1 and remote["crm"].objects["person"] == {}
+    stats = collect(store, ["shop", "crm"])
+    assert stats["integrations"]["shop"]["last_24h"]["uncreated"] == 1
