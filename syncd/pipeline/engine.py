@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -424,6 +425,14 @@ class _BatchRun:
         index: dict[tuple[str, str], set[str]] = {}
         all_keys = sorted({k for ks in rec_keys.values() for k in ks})
         types = sorted({parsed[i][1] for i in rec_keys})
+        if types and self.conn.dialect.name == "postgresql":
+            # Two instances identifying the same person at once (the shop's buyer in one, the
+            # manager's CRM contact in the other) would each see no match and make two entities —
+            # and two contacts. Identification of a type is serialised across instances (held to
+            # this transaction's end, taken in one order); READ COMMITTED lets the match-key
+            # look-up below see what the other committed. SQLite has one writer anyway.
+            for etype in types:
+                self.conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({identify_lock(etype)})")
         for chunk in _chunks(all_keys):
             # both columns of the primary key's prefix, so this is an index probe, not a scan
             for typ, key, eid in self.conn.execute(select(t.match_keys.c.type, t.match_keys.c.key,
@@ -1000,6 +1009,14 @@ class _BatchRun:
             log.info("not_created", target=system, kind=kind, records=k,
                      why=f"the {system} map of kind {kind} has no `create = true`")
         return n
+
+
+def identify_lock(etype: str) -> int:
+    """The PostgreSQL advisory lock key that serialises identification of one entity type."""
+    return IDENTIFY_LOCK_BASE + zlib.crc32(etype.encode()) % 1_000_000
+
+
+IDENTIFY_LOCK_BASE = 0x73796E6364 + 1_000        # beside db.MIGRATION_LOCK ("syncd")
 
 
 class BindingRace(Exception):

@@ -180,8 +180,10 @@ def reclaim(store: Store, instance: str) -> int:
     holder (syncd.store.presence): a live process's claims are never touched.
     """
     with store.begin() as conn:
+        # counted as an attempt: the dead holder may have sent them (a create then found by its key
+        # on the retry is syncd's own — confirm.confirmed)
         return conn.execute(update(t.outbox).where(o.status == "sending", o.claimed_by == instance)
-                            .values(status="pending", claim_token=None, claim_until=None,
+                            .values(status="pending", claim_token=None, claim_until=None, attempts=o.attempts + 1,
                                     updated_at=utcnow())).rowcount
 
 

@@ -121,6 +121,10 @@ MUTATIONS = (
        '        how = "found" if result.found and not retried else "created"',
        '        how = "found" if result.found else "created"',
        ("tests/pipeline/test_concurrency.py",)),
+    _m("identification not serialised across instances", "syncd/pipeline/engine.py",
+       '        if types and self.conn.dialect.name == "postgresql":',
+       '        if False:',
+       ("tests/pipeline/test_concurrency.py",)),
     _m("audit ignores product rows", "syncd/audit.py",
        "    fields = [n for n, fm in em.fields.items() if fm.direction != \"pull\" and not fm.create_only]",
        "    fields = [n for n, fm in em.fields.items() if fm.direction != \"pull\" and not fm.create_only "

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
 
 from factories import make_world, mapping_doc, person
-from syncd.connector import traits
+from syncd.connector import Batch, traits
 from syncd.mapping import Mapper, parse_mapping_doc
 from syncd.mapping.load import validate_set
 from syncd.pipeline import confirm, outbox, payload
@@ -402,6 +403,62 @@ def test_a_new_deal_whose_create_answer_was_lost_still_gets_its_notice_once(stor
     with store.begin() as c:                            # the retry is due now
         c.execute(update(t.outbox).where(t.outbox.c.status == "pending").values(next_attempt_at=utcnow()))
     syncer.push("crm")                                  # the retry finds the deal by its key
+    syncer.until_quiet()
+    assert len(remote["crm"].objects["order"]) == 1
+    assert [n["text"] for n in remote["crm"].objects["notify"].values()] == ["Новая сделка"]
+
+
+def test_two_instances_identifying_the_same_person_at_once_make_one_entity(store: Store) -> None:
+    """The scale test on PostgreSQL: one instance took in the shop's buyer while the other took in
+    the manager's CRM contact with the same e-mail; neither saw the other's uncommitted entity, so
+    two entities — and later a second contact — were made. Identification of a type is serialised:
+    the second waits for the first to commit and then matches it."""
+    from syncd.connector import RawRecord
+    from syncd.store import Store as _Store
+
+    syncer, _ = make_world(store, systems=("crm", "shop"))
+    other = _Store(store.url, create=False)
+    try:
+        from syncd.pipeline.engine import Engine
+
+        engine_b = Engine(other, syncer.mapper)
+        first_in = threading.Event()
+
+        def instance_a() -> None:
+            with store.begin() as c:
+                syncer.engine.ingest_in(c, "shop", [RawRecord("person", "s1", person(email="Olga@Example.ru"), "1")])
+                first_in.set()
+                time.sleep(1.0)                   # still not committed while the other identifies
+
+        a = threading.Thread(target=instance_a)
+        a.start()
+        assert first_in.wait(10)
+        engine_b.ingest("crm", Batch("person", [RawRecord("person", "c1", person(email="olga@example.ru"), "1")]))
+        a.join(10)
+        assert store.find_entity("shop", "person", "s1") == store.find_entity("crm", "person", "c1"), \
+            "two entities for one person"
+    finally:
+        other.close()
+
+
+def test_a_new_deal_made_just_before_a_kill_9_still_gets_its_notice_once(store: Store) -> None:
+    """The scale test on SQLite: the process died after the portal made the deal and before the
+    confirm; the next start took its claims back and the retry found the deal by its key — syncd's
+    own, so the manager's notice goes, once."""
+    from syncd.pipeline.engine import RuleEffects
+    from syncd.rules.timers import notice
+
+    syncer, remote = _notice_world(store)
+    remote["shop"].edit("order", "o1", number="B-1", status="N", total="300")
+    syncer.pull("shop", "order")
+    cl = outbox.claim(store, "crm", instance="dead-one", ttl=300)
+    (ready,) = _decide(syncer, cl)
+    syncer.connectors["crm"].write(ready.op)                       # made; then kill -9, no confirm
+    order = store.find_entity("shop", "order", "o1")
+    syncer.engine.apply_effects({"": RuleEffects(creates=[notice("crm", "7", "Новая сделка", "defaults order",
+                                                                 order, on="created")])})
+    assert outbox.reclaim(store, "dead-one") == 1                  # the next start takes its claims back
+    syncer.push("crm")
     syncer.until_quiet()
     assert len(remote["crm"].objects["order"]) == 1
     assert [n["text"] for n in remote["crm"].objects["notify"].values()] == ["Новая сделка"]
