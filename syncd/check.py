@@ -223,14 +223,23 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     from syncd.rules import check
 
     live = {}
+    unread: list[str] = []
     for name, conn in connectors.items():
         try:
             live[name] = conn.describe()
         except Exception:  # noqa: BLE001 - check_live has already reported the unreachable system
-            continue
+            unread.append(name)
     files = sorted(set(origins.rules.values()))
     where = files[0] if len(files) == 1 else ", ".join(files)
-    return [Finding("rules", False, f"{where}: {problem}") for problem in check(rules_cfg, live)]
+    # a rule naming a system that is configured but could not be read is not "not configured":
+    # it is not checked now, said once
+    problems = [p for p in check(rules_cfg, live)
+                if not any(f"system {n!r} is not configured" in p for n in unread)]
+    out = [Finding("rules", False, f"{where}: {problem}") for problem in problems]
+    if unread:
+        out.append(Finding("rules", False, f"{where}: not checked against {', '.join(unread)}: "
+                                           "its schema could not be read (see its line above)"))
+    return out
 
 
 def check_waiting(rt: Any) -> list[Finding]:
