@@ -190,3 +190,29 @@ def test_a_document_without_an_id_is_quarantined_whole_and_1c_is_told(world: Wor
     reason = _failure(_import(world, h, s, "orders2.xml"))
     assert reason.startswith("не приняты записи: 1 из 1"), reason
     assert len(world.store.list_quarantine()) == 2
+
+
+def test_1c_resending_a_partly_refused_file_takes_nothing_in_twice(world: World) -> None:
+    """Issue 22 #13: a file with one bad document is answered `failure` (1C shows the reason to the
+    accountant) while the good documents are taken in; 1C then sends the same file again at its next
+    exchange. The good documents are not taken in twice, nothing new is planned, and the answer is
+    the same `failure` naming the same record."""
+    from sqlalchemy import func, select
+
+    from syncd.store import tables as t
+
+    def state() -> tuple[int, int, int]:
+        with world.store.read() as c:
+            return (c.execute(select(func.count()).select_from(t.entities).where(t.entities.c.type == "order")).scalar(),
+                    c.execute(select(func.count()).select_from(t.outbox)).scalar(),
+                    c.execute(select(func.count()).select_from(t.changelog)).scalar())
+
+    h, s = _session(world)
+    _raw(world, h, s, "sale", "file", ORDERS_NO_ID, filename="orders.xml")
+    first = _failure(_import(world, h, s, "orders.xml"))
+    before = state()
+    h, s = _session(world)                               # the next exchange: the same file again
+    _raw(world, h, s, "sale", "file", ORDERS_NO_ID, filename="orders.xml")
+    again = _failure(_import(world, h, s, "orders.xml"))
+    assert again == first and again.startswith("не приняты записи: 1 из 2"), (first, again)
+    assert state() == before, "the resent file was taken in again"
