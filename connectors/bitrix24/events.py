@@ -33,9 +33,11 @@ class Events:
         from starlette.responses import JSONResponse
         body = (await request.body()).decode("utf-8", "replace")
         form = dict(parse_qsl(body, keep_blank_values=True))
-        want = self.settings.application_token
         got = form.get("auth[application_token]", "")
-        if want is None or not got or not secrets.compare_digest(got, want.get_secret_value()):
+        # any of the configured tokens (one per outgoing webhook / application), compared in constant
+        # time each, all of them always
+        ok = [secrets.compare_digest(got, w) for w in self.settings.application_tokens()] if got else []
+        if not any(ok):
             log.warning("event_rejected", system=self.name, reason="application_token mismatch")
             return JSONResponse({"error": "forbidden"}, status_code=403)
         event = form.get("event", "").upper()

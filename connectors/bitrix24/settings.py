@@ -46,7 +46,14 @@ class Bitrix24Settings(BaseModel):
     timeout: float = Field(30.0, gt=0)          # seconds per HTTP request
     ca_bundle: str | None = None                # PEM file of the CA to trust (a box portal behind a private
                                                 # CA); default: the system's CAs or REQUESTS_CA_BUNDLE
-    application_token: SecretStr | None = None  # verifies outbound events (auth[application_token])
+    # verifies outbound events (auth[application_token]). The portal gives each outgoing webhook
+    # handler (Developer resources -> Other -> Outgoing webhook) and each local application its
+    # own token: list every one whose events are posted to /hooks/bitrix24/<system>
+    application_token: SecretStr | list[SecretStr] | None = None
+
+    def application_tokens(self) -> list[str]:
+        t = self.application_token
+        return [] if t is None else [x.get_secret_value() for x in (t if isinstance(t, list) else [t])]
     page_overlap_seconds: int = Field(300, ge=0)
     from_shop_field: str | None = None          # e.g. UF_CRM_FROM_SHOP (S3 "deal by phone")
     # ORIGINATOR_ID each source system's records carry here, by syncd system name (default: the

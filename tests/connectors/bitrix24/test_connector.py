@@ -378,6 +378,34 @@ def test_portal_events_reach_the_route(sandbox) -> None:
         conn.close()
 
 
+def test_events_of_two_outgoing_webhooks_each_with_its_token_are_accepted(sandbox) -> None:
+    """Issue 22 #16: the portal gives each outgoing-webhook handler its own application token; the
+    portal's own delivery of a second handler was refused 403. Every configured token is accepted;
+    an event with a token not configured is still refused."""
+    p = new_portal(sandbox)
+    ctx = State()
+    conn = p.connector(event_debounce=0.2, ctx=ctx)
+    (route,) = conn.http_routes()
+    srv = serve_in_thread(Starlette(routes=[SRoute(route.path, route.endpoint, methods=["POST"])]))
+    try:
+        deals = p._j("POST", "/outgoing_webhooks", {"url": srv.url + route.path, "events": ["ONCRMDEALADD"]})
+        contacts = p._j("POST", "/outgoing_webhooks", {"url": srv.url + route.path, "events": ["ONCRMCONTACTADD"]})
+        assert deals["application_token"] != contacts["application_token"]
+        conn.settings.application_token = [SecretStr(deals["application_token"]),
+                                           SecretStr(contacts["application_token"])]
+        p.ui_add("deal", {"TITLE": "Сделка"})
+        p.ui_add("contact", {"NAME": "Контакт"})
+        p._j("POST", "/events/wait", {"timeout": 5})
+        time.sleep(0.5)
+        assert sorted(s for _, s in ctx.triggers) == ["contacts", "deals"]
+        client = TestClient(Starlette(routes=[SRoute(route.path, route.endpoint, methods=["POST"])]))
+        forged = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "1", "auth[application_token]": "not-one-of-them"}
+        assert client.post(route.path, data=forged).status_code == 403
+    finally:
+        srv.stop()
+        conn.close()
+
+
 def test_side_effects_go_in_batches_and_a_retry_after_a_lost_answer_adds_nothing(portal) -> None:
     """Notices, comments and tasks: their look-ups in `batch` calls, then their adds in `batch`
     calls — 150 side effects in a handful of requests, each settled by its own command's result;
