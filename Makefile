@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml $(DEV_LOCK)
 
 install: $(STAMP)
 
-## Run the daemon against the sandbox peers (shop, Bitrix24, 1C) on SQLite.
+## Run the daemon against the sandbox peers (shop, Bitrix24, 1C) on SQLite (`make demo PORT=9000`
+## for another port than 8787; PORT=0 takes a free one).
 demo: $(STAMP)
-	$(BIN)/syncd demo
+	$(BIN)/syncd demo $(if $(PORT),--port $(PORT),)
 
 ## The whole suite (slow suites included when SYNCD_SLOW=1, as CI sets it).
 test: $(STAMP)
