@@ -769,14 +769,17 @@ def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group
 @click.option("--port", type=int, default=8787, show_default=True, help="daemon HTTP port")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None, help="where the demo keeps its SQLite file")
 @click.option("--timeout", type=float, default=180.0, show_default=True)
-def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float) -> None:
+@click.option("--no-1c-client", "no_onec_client", is_flag=True,
+              help="do not run the demo's own 1C client: your 1C (or exchange tool) takes the documents")
+def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float, no_onec_client: bool) -> None:
     """Run the daemon against the sandbox peers on SQLite.
 
     Nothing to configure; --until-synced exits once the seeded work has flowed.
     """
     from syncd.demo import run_demo
 
-    sys.exit(run_demo(until_synced=until_synced, port=port, state_dir=state_dir, timeout=timeout))
+    sys.exit(run_demo(until_synced=until_synced, port=port, state_dir=state_dir, timeout=timeout,
+                      onec_client=not no_onec_client))
 
 
 @main.group()

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -80,3 +81,41 @@ def test_a_stopped_demo_leaves_no_process_and_no_folder(sig: signal.Signals) -> 
     time.sleep(0.5)
     assert _demo_processes(folder) == [], _demo_processes(folder)
     assert not Path(folder).exists(), f"{folder} left behind"
+
+
+def test_an_outside_1c_takes_the_documents_with_no_1c_client(tmp_path: Path) -> None:
+    """Issue 22 #14: the demo's own 1C client took every document every 3 s, so a 1C pointed at the
+    printed URL saw nothing. With --no-1c-client the banner says so and an outside 1C (the sandbox
+    client, as an accountant's 1C would) receives the paid orders."""
+    import re
+    import time
+
+    from syncd.sandbox.onec import OneCClient
+
+    proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "demo", "--port", "0", "--no-1c-client",
+                             "--state-dir", str(tmp_path / "demo")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    try:
+        seen: list[str] = []
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "Ctrl-C to stop" in line:
+                break
+        banner = "".join(seen)
+        m = re.search(r"1C exchange\s+(\S+)\s+\(login onec / demo-1c-password; no 1C client of the demo's", banner)
+        assert m is not None, banner
+        client = OneCClient(m.group(1), "onec", "demo-1c-password")
+        received = 0
+        deadline = time.monotonic() + 90
+        while received == 0 and time.monotonic() < deadline:
+            received += client.run_cycle()["received"]
+            time.sleep(1.0)
+        assert received >= 1 and client.db.orders, "the outside 1C received nothing"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
