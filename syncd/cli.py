@@ -357,21 +357,29 @@ def _push_with_progress(rt: Any, bars: Any, systems: list[str]) -> Any:
     return total
 
 
-def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None,
-                   create: bool) -> None:
-    from syncd.pipeline.engine import Counts
-    from syncd.progress import SyncProgress
-
+def _runtime_for(ctx: click.Context, integration: str | None, since: dt.datetime | None = None, *,
+                 create: bool = False) -> tuple[Any, dt.datetime | None]:
+    """The runtime for a command on one integration (or all), and `since` as a UTC moment: a day
+    without a zone is a day of the company's calendar (daemon.timezone), not of UTC. An unknown
+    integration is a usage error naming the configured ones."""
     rt = _runtime(ctx, create=create)
     if integration and integration not in rt.connectors:
         rt.close()
         click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
         sys.exit(EXIT_CONFIG)
     if since is not None and since.tzinfo is None:
-        # a day of the company's calendar: midnight where it works, not in UTC
         from zoneinfo import ZoneInfo
 
         since = since.replace(tzinfo=ZoneInfo(rt.settings.daemon.timezone)).astimezone(dt.timezone.utc)
+    return rt, since
+
+
+def _progress_sync(ctx: click.Context, integration: str | None, since: dt.datetime | None,
+                   create: bool) -> None:
+    from syncd.pipeline.engine import Counts
+    from syncd.progress import SyncProgress
+
+    rt, since = _runtime_for(ctx, integration, since, create=create)
     counts = Counts()
     started = dt.datetime.now(dt.timezone.utc)
     failed: list[dict[str, Any]] = []
@@ -439,11 +447,7 @@ _HOW = {"read": "new record", "stamp": "syncd's or the source's stamp", "origin"
 def _dry_run(ctx: click.Context, integration: str | None, create: bool) -> None:
     from syncd.dryrun import dry_run
 
-    rt = _runtime(ctx, create=create)
-    if integration and integration not in rt.connectors:
-        rt.close()
-        click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
-        sys.exit(EXIT_CONFIG)
+    rt, _ = _runtime_for(ctx, integration, create=create)
     try:
         report = dry_run(rt.syncer, [integration] if integration else None)
     finally:
@@ -833,15 +837,7 @@ def audit(ctx: click.Context, integration: str | None, since: dt.datetime | None
     from syncd import audit as audit_mod
     from syncd.progress import SyncProgress
 
-    rt = _runtime(ctx)
-    if integration and integration not in rt.connectors:
-        rt.close()
-        click.echo(f"no integration named {integration!r} (configured: {', '.join(rt.connectors)})", err=True)
-        sys.exit(EXIT_CONFIG)
-    if since is not None and since.tzinfo is None:
-        from zoneinfo import ZoneInfo
-
-        since = since.replace(tzinfo=ZoneInfo(rt.settings.daemon.timezone)).astimezone(dt.timezone.utc)
+    rt, since = _runtime_for(ctx, integration, since)
     try:
         with SyncProgress(enabled=not ctx.obj["json"]) as bars:
             report = audit_mod.audit(rt.store, rt.mapper, rt.connectors,
