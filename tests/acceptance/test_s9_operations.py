@@ -146,3 +146,13 @@ def test_trace_tells_an_orders_story(it: Integration) -> None:
     code, out = it.cli("trace", f"shop:order:{o['xml_id']}")
     assert code == 0, out
     assert o["number"] in out and d["ID"] in out and "crm" in out
+
+
+def test_audit_from_the_shell_finds_nothing_after_a_sync_and_names_an_unknown_integration(it: Integration) -> None:
+    it.shop.place(BUYER, [(MUG, 2)])
+    it.sync()
+    code, report = it.cli_json("audit")
+    assert code == 0 and report["drift_records"] == 0 and report["checked"].get("crm", 0) >= 2, report
+    assert "shop" in report["unreadable"], report                 # a CommerceML site: said, not skipped
+    code, out = it.cli("audit", "nosuch")
+    assert code == 2 and "no integration named 'nosuch'" in out, out
