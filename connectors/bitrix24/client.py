@@ -169,6 +169,7 @@ class BatchResult:
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)   # key -> {error, error_description}
     totals: dict[str, Any] = field(default_factory=dict)
     nexts: dict[str, Any] = field(default_factory=dict)
+    time_start: str | None = None      # the portal's `time.date_start` of the first call
 
     def get(self, key: str, *, connector: str = "bitrix24") -> Any:
         """The result of one command, or its error raised as Transient/PermanentError."""
@@ -389,6 +390,8 @@ class Bitrix24Client:
             env = self.call("batch", {"halt": halt, "cmd": {k: f"{m}?{php_query(p)}" if p else m
                                                               for k, (m, p) in chunk}}, retry=read)
             res = env.result or {}
+            if out.time_start is None:
+                out.time_start = (env.time or {}).get("date_start")
             for name, target in (("result", out.results), ("result_error", out.errors),
                                  ("result_total", out.totals), ("result_next", out.nexts)):
                 part = res.get(name) or {}

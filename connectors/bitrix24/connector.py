@@ -72,9 +72,15 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
         self._preset: str | None = None
         self._me: str | None = None
         self._dirty_requisites: set[str] = set()
-        self._debounce: dict[str, threading.Timer] = {}
         self._lock = threading.Lock()
         self._taken: OrderedDict[tuple[str, str], Any] = OrderedDict()   # see Streams.read
+        # portal events (see Events): armed timers, IDs the events named, syncd's own recent writes
+        self._debounce: dict[str, tuple[float, threading.Timer]] = {}
+        self._event_ids: dict[str, list[list[Any]]] = {}
+        self._scan_due: set[str] = set()
+        self._targeted: set[str] = set()
+        self._scanned: set[str] = set()
+        self._wrote: OrderedDict[tuple[str, str], list[tuple[str, float]]] = OrderedDict()
         self.write_retries = 3
 
     def record_url(self, kind: str, external_id: str) -> str | None:
@@ -93,7 +99,7 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
 
     def close(self) -> None:
         with self._lock:
-            timers = list(self._debounce.values())
+            timers = [t for _, t in self._debounce.values()]
             self._debounce.clear()
         for t in timers:
             t.cancel()

@@ -66,6 +66,11 @@ class Bitrix24Settings(BaseModel):
     delivery_row: str = "Доставка"
     category_id: list[int] | None = None        # only deals of these pipelines (None = all)
     event_debounce: float = Field(1.0, ge=0)    # events within this many seconds trigger one pull
+    # an event about a record syncd itself wrote less than `echo_window` seconds ago (its own echo)
+    # is read after `echo_delay` seconds, with whatever else is due: a manager's edit in that window
+    # reaches syncd late by at most `echo_delay`, and the echoes cost one request per `echo_delay`
+    echo_window: float = Field(3.0, ge=0)       # an event syncd's write accounts for within it is an echo
+    echo_delay: float = Field(10.0, ge=0)       # an echo is read this many seconds after it came
     limit_retries: int = Field(5, ge=0)         # QUERY_LIMIT_EXCEEDED retries inside the client
     transient_retries: int = Field(3, ge=0)     # 5xx/timeout retries of read-only calls in the client
 

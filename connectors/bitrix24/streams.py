@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from connectors.bitrix24.client import PAGE, Bitrix24Client
@@ -41,6 +41,8 @@ class Streams:
     name: str
     _lock: threading.Lock
     _dirty_requisites: set[str]
+    _scanned: set[str]                 # streams this process has read through (see Events)
+    _event_read: Callable[[str, bool], list[str] | None]     # Events
 
     def _select(self, kind: str) -> list[str]:
         sel = ["*", "UF_*"]
@@ -97,6 +99,14 @@ class Streams:
         if stream not in STREAMS:
             raise KeyError(f"unknown stream {stream!r}")
         kind = STREAMS[stream]
+        ids = self._event_read(stream, stream in self._scanned) if since is None else None
+        if ids is not None:
+            # the records this read's events named, by their IDs; the cursor stays (the scan moves it)
+            for i in range(0, len(ids), PAGE - 1):
+                recs, read_at = self._by_ids(kind, ids[i:i + PAGE - 1])
+                self._remember(kind, [r.fields for r in recs], read_at)
+                yield Batch(stream, list(recs))
+            return
         ct, cid, rq_cur = parse_cursor(cursor)
         overlap = dt.timedelta(seconds=self.settings.page_overlap_seconds)
         if since is not None:
@@ -124,20 +134,9 @@ class Streams:
             if lt is not None and (best[0] is None or (lt, int(last["ID"])) > (best[0], best[1])):
                 best = (lt, int(last["ID"]), str(last["DATE_MODIFY"]))
             yield Batch(stream, recs, cursor=self._cursor(best, rq_best if kind == "company" else None), total=total)
-            asked = parse_bx_time(read_at)
-            if memo is not None and asked is not None:
-                # resumed: that batch was taken in (committed); a failed one closes this generator.
-                # Only what changed in an earlier second than the portal's own time of the read is
-                # remembered: an edit after the read within the same second keeps its DATE_MODIFY
-                with self._lock:
-                    for r in fresh:
-                        t_mod = parse_bx_time(r.get("DATE_MODIFY"))
-                        if t_mod is None or t_mod >= asked.replace(microsecond=0):
-                            continue
-                        memo[(kind, str(r["ID"]))] = r.get("DATE_MODIFY")
-                        memo.move_to_end((kind, str(r["ID"])))
-                    while len(memo) > TAKEN_MAX:
-                        memo.popitem(last=False)
+            if memo is not None:
+                # resumed: that batch was taken in (committed); a failed one closes this generator
+                self._remember(kind, fresh, read_at)
         if kind == "company":
             # requisite / bank detail edits do not touch the company's DATE_MODIFY
             rq_start = since.isoformat(timespec="seconds") if since is not None else (
@@ -155,6 +154,40 @@ class Streams:
                     yield Batch(stream, self._records(kind, rows), cursor=self._cursor(best, rq_best))
             if rq_best != rq_cur:
                 yield Batch(stream, [], cursor=self._cursor(best, rq_best))
+        if since is None:
+            self._scanned.add(stream)      # read through: events may now be read by their IDs
+
+    def _remember(self, kind: str, rows: list[Mapping[str, Any]], read_at: str | None) -> None:
+        """Remember the DATE_MODIFY of records taken in, for the overlap window. Only what changed
+        in an earlier second than the portal's own time of the read: an edit after the read within
+        the same second keeps its DATE_MODIFY."""
+        asked = parse_bx_time(read_at)
+        if asked is None:
+            return
+        with self._lock:
+            for r in rows:
+                t_mod = parse_bx_time(r.get("DATE_MODIFY"))
+                if t_mod is None or t_mod >= asked.replace(microsecond=0):
+                    continue
+                self._taken[(kind, str(r["ID"]))] = r.get("DATE_MODIFY")
+                self._taken.move_to_end((kind, str(r["ID"])))
+            while len(self._taken) > TAKEN_MAX:
+                self._taken.popitem(last=False)
+
+    def _by_ids(self, kind: str, ids: list[str]) -> tuple[list[RawRecord], str | None]:
+        """These records as the streams read them (missing ones left out), with the portal's time
+        of the read. A deal's product rows come in the same `batch` call: one request."""
+        flt = {**self._base_filter(kind), "@ID": [int(x) for x in ids]}
+        listing = (f"crm.{kind}.list", {"select": self._select(kind), "filter": flt, "start": -1,
+                                         "order": {"ID": "ASC"}})
+        if kind != "deal":
+            env = self.client.call(*listing)
+            rows = result_rows(env.result)
+            return (self._records(kind, rows) if rows else []), (env.time or {}).get("date_start")
+        res = self.client.batch({"l": listing, **{f"p{i}": ("crm.deal.productrows.get", {"id": i}) for i in ids}})
+        rows = result_rows(res.get("l", connector=self.name))
+        extra = {str(r["ID"]): self._rows_of(res.get(f"p{r['ID']}", connector=self.name)) for r in rows}
+        return self._records(kind, rows, extra), res.time_start
 
     # `syncd audit`: records read back by their ids, as the streams read them
     fetchable = frozenset(CRM_KINDS)
@@ -211,12 +244,16 @@ class Streams:
             dirty, self._dirty_requisites = self._dirty_requisites, set()
         return self._companies_of_requisites(dirty) if dirty else set()
 
-    def _records(self, kind: str, rows: list[dict[str, Any]]) -> list[RawRecord]:
-        extra: dict[str, dict[str, Any]] = {}
-        if kind == "deal":
+    def _records(self, kind: str, rows: list[dict[str, Any]], extra: dict[str, dict[str, Any]] | None = None
+                 ) -> list[RawRecord]:
+        if extra is not None:
+            pass
+        elif kind == "deal":
             extra = self._product_rows([str(r["ID"]) for r in rows])
         elif kind == "company":
             extra = self._requisites([str(r["ID"]) for r in rows])
+        else:
+            extra = {}
         out = []
         for r in rows:
             fields = dict(r)
@@ -237,13 +274,15 @@ class Streams:
 
     def _product_rows(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         res = self.client.batch({f"p{i}": ("crm.deal.productrows.get", {"id": i}) for i in ids})
-        out = {}
-        for i in ids:
-            rows = [{k: r.get(k) for k in ROW_FIELDS if k in r} for r in result_rows(res.get(f"p{i}", connector=self.name) or [])]
-            # the delivery row is the deal's delivery, not one of its goods
-            delivery = [r for r in rows if r.get("PRODUCT_NAME") == self.settings.delivery_row]
-            out[i] = {"PRODUCT_ROWS": [r for r in rows if r not in delivery]}
-            if delivery:
-                out[i]["DELIVERY_PRICE"] = sum(float(r.get("PRICE") or 0) * float(r.get("QUANTITY") or 1)
-                                               for r in delivery)
+        return {i: self._rows_of(res.get(f"p{i}", connector=self.name)) for i in ids}
+
+    def _rows_of(self, got: Any) -> dict[str, Any]:
+        """A deal's PRODUCT_ROWS (and DELIVERY_PRICE) from what productrows.get answered."""
+        rows = [{k: r.get(k) for k in ROW_FIELDS if k in r} for r in result_rows(got or [])]
+        # the delivery row is the deal's delivery, not one of its goods
+        delivery = [r for r in rows if r.get("PRODUCT_NAME") == self.settings.delivery_row]
+        out: dict[str, Any] = {"PRODUCT_ROWS": [r for r in rows if r not in delivery]}
+        if delivery:
+            out["DELIVERY_PRICE"] = sum(float(r.get("PRICE") or 0) * float(r.get("QUANTITY") or 1)
+                                        for r in delivery)
         return out

@@ -3,7 +3,7 @@ one by one or packed into `batch` calls; products by XML_ID."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -33,6 +33,8 @@ class Writes:
     settings: Bitrix24Settings
     name: str
     write_retries: int
+
+    _note_written: Callable[[str, Sequence[str], Sequence[str]], None]   # Events: what syncd's writes fire
 
     def write(self, op: WriteOp) -> WriteResult:
         if op.kind not in WRITES:
@@ -183,6 +185,9 @@ class Writes:
         fields, pseudo = self._prepare_crm(op, ext, current)
         cmds, id_ref = self._crm_cmds(op, "", ext, fields, pseudo)
         cmds["g"] = (f"crm.{kind}.get", {"id": id_ref})
+        echoes = _echoes(cmds)
+        if ext is not None:
+            self._note_written(kind, [ext], echoes)   # before the call: its event may come before the answer
         res = self.client.batch(cmds, halt=1, retry=False)
         new_id = res.get("w", connector=self.name) if ext is None else ext
         if "w" in cmds:
@@ -191,6 +196,8 @@ class Writes:
             res.get("r", connector=self.name)
         rec = res.get("g", connector=self.name) or {}
         new_id = str(new_id)
+        if ext is None:
+            self._note_written(kind, [new_id], echoes)
         if kind == "company" and pseudo:
             self._write_requisites(new_id, pseudo, op.external_key)
         return WriteResult(new_id, rec, version=utc_version(rec.get("DATE_MODIFY")), found=found)
@@ -292,6 +299,10 @@ class Writes:
         results: dict[str, Any] = {}
         errors: dict[str, Exception] = {}
         versions: dict[int, Any] = {}
+        echoes = dict((i, _echoes(g)) for i, g in groups)
+        for i in fast:                # before the calls: an update's event may come before its answer
+            if ext[i] is not None:
+                self._note_written(ops[i].kind, [str(ext[i])], echoes[i])
         for members, chunk in packed:
             spare = PAGE - len(chunk)
             vkeys: dict[str, list[int]] = {}
@@ -332,5 +343,19 @@ class Writes:
                 out[i] = err
                 continue
             x = str(results.get(f"o{i}w")) if ext[i] is None else str(ext[i])
+            if ext[i] is None:
+                self._note_written(ops[i].kind, [x], echoes[i])
             out[i] = WriteResult(x, dict(ops[i].fields), version=utc_version(versions.get(i)), found=i in existed)
         return [x if x is not None else PermanentError("not written", connector=self.name) for x in out]
+
+
+def _echoes(cmds: Mapping[str, tuple[str, Mapping[str, Any]]]) -> list[str]:
+    """The portal's events these commands fire on their record: ADD for an add, UPDATE for an update
+    or a deal's product rows (they move its sum and DATE_MODIFY)."""
+    out = []
+    for method, _ in cmds.values():
+        if method.endswith(".add"):
+            out.append("ADD")
+        elif method.endswith(".update") or method.endswith("productrows.set"):
+            out.append("UPDATE")
+    return out
