@@ -147,6 +147,8 @@ class Scheduler:
         self._stop_event = threading.Event()       # ends a purge between two batches
         self._busy: dict[int, str] = {}            # thread id -> what it runs (for a stop that gives up)
         self._again: set[str] = set()              # stream jobs triggered while they ran: run once more
+        self._pushing = False                      # the push job runs (_push_soon then asks for one more)
+        self._push_more = False
         self._idle = threading.Condition()
         runtime.trigger_hook = self.trigger
 
@@ -188,9 +190,14 @@ class Scheduler:
                 return        # a trigger that came while this run read (a portal event) runs it once more
 
     def _push_soon(self) -> None:
-        """Run the push job now (it never overlaps itself: a push in hand picks the new rows up)."""
+        """Run the push job now. It never overlaps itself: while one runs (a CRM's writes waiting at
+        its rate limit), it goes round once more when it ends instead of waiting for its next tick."""
         if self._stopping:
             return
+        with self._idle:
+            if self._pushing:
+                self._push_more = True
+                return
         try:
             self.sched.modify_job("push", next_run_time=dt.datetime.now(dt.UTC))
             self.sched.wakeup()
@@ -200,16 +207,28 @@ class Scheduler:
     def _push(self, system: str | None) -> None:
         if self._stopping:
             return
-        for name in [system] if system else list(self.rt.connectors):
-            if not self._may_run(name):
-                continue
-            self._enter(f"push {name}")
-            try:
-                log_run(name, "push", self.rt.push(name))
-            except Exception as exc:  # noqa: BLE001
-                log.error("push_failed", system=name, error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._leave()
+        with self._idle:
+            self._pushing = system is None
+        try:
+            while True:
+                for name in [system] if system else list(self.rt.connectors):
+                    if not self._may_run(name):
+                        continue
+                    self._enter(f"push {name}")
+                    try:
+                        log_run(name, "push", self.rt.push(name))
+                    except Exception as exc:  # noqa: BLE001
+                        log.error("push_failed", system=name, error=f"{type(exc).__name__}: {exc}")
+                    finally:
+                        self._leave()
+                with self._idle:
+                    more, self._push_more = self._push_more and system is None and not self._stopping, False
+                if not more:
+                    return
+        finally:
+            with self._idle:
+                if system is None:
+                    self._pushing = False
 
     def _trigger_for(self, every: str | None, cron: str | None) -> Any:
         if cron:
