@@ -139,6 +139,8 @@ class Exchange:
             params = {**{k: str(v) for k, v in form.items()}, **params}
             mode = (params.get("mode") or "").lower()
         typ = (params.get("type") or "").lower()
+        if request.method == "GET" and not typ and not mode:
+            return self._about(request)       # a person opened the URL in a browser, not 1C
         body = b""
         if mode == "file":
             # the body is read only for a session that exists
@@ -163,6 +165,26 @@ class Exchange:
         except Exception as exc:
             log.exception("onec_error", type=typ, mode=mode)
             return self._answer("failure", f"внутренняя ошибка syncd: {type(exc).__name__}")
+
+    def _about(self, request: Request) -> Response:
+        """What this address is, for a person who opened it in a browser (1C always sends `type` and
+        `mode`): where to put it in 1C. No login, password or data is shown."""
+        from html import escape
+
+        url = escape(str(request.url.replace(query="")))
+        name = escape(self.c.name)
+        body = f"""<!doctype html><html lang="ru"><meta charset="utf-8"><title>syncd: обмен с 1С</title>
+<body style="font-family:sans-serif;max-width:40em;margin:2em auto">
+<h1>Адрес обмена 1С с syncd</h1>
+<p>Это адрес для обмена 1С:Предприятия с syncd (система «{name}») по протоколу CommerceML, как обмен
+с сайтом 1С-Битрикс. Его открывает не браузер, а сама 1С.</p>
+<p>В 1С: <i>Администрирование → Обмен данными → Обмен с сайтом</i> (или «Узлы обмена с сайтом»):
+адрес сайта <code>{url}</code>, пользователь и пароль — из настроек системы «{name}» в конфигурации
+syncd (<code>login</code>, <code>password</code>).</p>
+<p>Проверить, что обмен работает: <code>syncd check</code>; что пришло и ушло — страница состояния syncd.</p>
+</body></html>
+"""
+        return Response(body, media_type="text/html; charset=utf-8")
 
     async def _read_body(self, request: Request) -> bytes:
         cap = min(self.s.max_upload, max(4 * self.s.file_limit, 16 * 1024**2))   # 1C sends file_limit chunks

@@ -366,3 +366,14 @@ def test_a_record_that_cannot_be_processed_makes_the_answer_failure(world: World
     (q,) = world.store.list_quarantine()
     assert q["system"] == "onec" and "ИНН" in q["reason"]
     assert q["reason"] in e.value.reason            # 1C's user reads why
+
+
+def test_the_exchange_url_opened_in_a_browser_says_what_it_is_and_shows_no_secret(world: World) -> None:
+    """Issue 22 #14: a person opening the printed 1C URL saw `failure`; 1C always sends type and mode."""
+    r = httpx.get(world.url, headers={"Accept": "text/html"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "Адрес обмена 1С с syncd" in r.text and world.url.split("?")[0] in r.text
+    assert PASSWORD not in r.text and "failure" not in r.text
+    # 1C's own requests are answered as before, a command without its type too
+    assert _get(world, mode="init").content.decode("cp1251").startswith("failure")
+    assert _get(world, type="sale", mode="checkauth").content.decode("cp1251").startswith("success")
