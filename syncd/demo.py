@@ -250,6 +250,22 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _tell_writes(daemon: Any) -> None:
+    """One line per write that landed, every second, until the demo stops."""
+    from syncd.demo_feed import Feed
+
+    feed = Feed()
+    crms = frozenset(n for n, sy in daemon.rt.settings.systems.items() if sy.type in ("bitrix24", "amocrm", "retailcrm"))
+    while not daemon.stop_event.wait(1.0):
+        try:
+            with daemon.rt.store.read() as c:
+                for line in feed.lines(c, crms):
+                    _say(line)
+        except Exception as exc:  # noqa: BLE001 - the feed is for show; the demo goes on without it
+            _say(f"  (лента записей остановлена: {type(exc).__name__}: {exc})")
+            return
+
+
 def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | None = None,
              timeout: float = 180.0, shop_orders: int = 5,
              on_ready: Callable[[Any, Peers], None] | None = None, onec_client: bool = True) -> int:
@@ -340,7 +356,8 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
                     break
                 time.sleep(0.5)
         else:
-            _say("Ctrl-C to stop.")
+            _say("Ctrl-C to stop. What syncd writes, as it lands:")
+            threading.Thread(target=_tell_writes, args=(daemon,), daemon=True, name="demo-feed").start()
             daemon.stop_event.wait()
     except KeyboardInterrupt:
         pass

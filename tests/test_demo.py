@@ -119,3 +119,38 @@ def test_an_outside_1c_takes_the_documents_with_no_1c_client(tmp_path: Path) -> 
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def test_the_demo_tells_each_write_as_it_lands(tmp_path: Path) -> None:
+    """Issue 22 #14: the demo's terminal printed nothing after the banner. Now one line per write
+    that landed: the shop's orders become deals in the CRM, each said with both records' ids."""
+    import queue
+    import re
+    import threading
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "demo", "--port", "0",
+                             "--state-dir", str(tmp_path / "demo")], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()   # type: ignore[union-attr]
+    try:
+        seen: list[str] = []
+        deadline = time.monotonic() + 120
+        deals: set[str] = set()
+        while time.monotonic() < deadline and len(deals) < 3:
+            try:
+                line = lines.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            m = re.search(r"shop заказ (\S+) → crm сделка (\d+): создана запись", line)
+            if m:
+                deals.add(m.group(1))
+        after = "".join(seen[next(i for i, x in enumerate(seen) if "Ctrl-C to stop" in x):])
+        assert len(deals) >= 3, after
+        assert re.search(r"^\s+\d\d:\d\d:\d\d  ", after, re.M), after       # each line with its time
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
