@@ -202,12 +202,59 @@ class Writes:
             self._write_requisites(new_id, pseudo, op.external_key)
         return WriteResult(new_id, rec, version=utc_version(rec.get("DATE_MODIFY")), found=found)
 
+    @staticmethod
+    def _xml_id(op: WriteOp) -> str:
+        # a catalog's goods share their 1C Ид as XML_ID (as the vendor's catalog exchange does)
+        return op.origin[1] if op.origin is not None else op.external_key
+
+    def _write_products(self, items: Sequence[tuple[int, WriteOp]]) -> dict[int, WriteResult | Exception]:
+        """Products in two calls whatever their number: the look-ups of new ones by XML_ID (and
+        earlier keys), then the adds and updates, each settled by its own command's result."""
+        out: dict[int, WriteResult | Exception] = {}
+        look: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for i, op in items:
+            if op.external_id is None:
+                for j, key in enumerate((self._xml_id(op), *op.also_known_as)):
+                    look[f"x{i}_{j}"] = ("crm.product.list", {"filter": {"XML_ID": key}, "select": ["ID"],
+                                                              "start": -1})
+        found: dict[int, str] = {}
+        if look:
+            try:
+                res = self.client.batch(look)
+                for i, op in items:
+                    for j in range(1 + len(op.also_known_as)):
+                        rows = result_rows(res.get(f"x{i}_{j}", connector=self.name)) if f"x{i}_{j}" in look else []
+                        if rows:
+                            found[i] = str(rows[0]["ID"])
+                            break
+            except (TransientError, PermanentError) as exc:
+                return {i: exc for i, _ in items}
+        cmds: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        for i, op in items:
+            ext = op.external_id or found.get(i)
+            if ext is None:
+                cmds[f"p{i}"] = ("crm.product.add", {"fields": {**op.fields, "XML_ID": self._xml_id(op)}})
+            elif op.fields:
+                cmds[f"p{i}"] = ("crm.product.update", {"id": ext, "fields": dict(op.fields)})
+        try:
+            res = self.client.batch(cmds, halt=0, retry=False) if cmds else None
+        except (TransientError, PermanentError) as exc:
+            return {i: exc for i, _ in items}
+        for i, op in items:
+            ext = op.external_id or found.get(i)
+            try:
+                got = res.get(f"p{i}", connector=self.name) if res is not None and f"p{i}" in cmds else None
+            except (TransientError, PermanentError) as exc:
+                out[i] = exc
+                continue
+            out[i] = WriteResult(str(ext if ext is not None else got), dict(op.fields), found=i in found)
+        return out
+
     def _write_product(self, op: WriteOp) -> WriteResult:
         c = self.client
         ext = op.external_id
         fields = dict(op.fields)
-        # a catalog's goods share their 1C Ид as XML_ID (as the vendor's catalog exchange does)
-        xml_id = op.origin[1] if op.origin is not None else op.external_key
+        xml_id = self._xml_id(op)
         found = False
         if ext is None:
             for key in (xml_id, *op.also_known_as):
@@ -229,13 +276,18 @@ class Writes:
         one call, linked by `$result`). Results line up with `ops`; a failed op yields its exception.
 
         New tasks, comments and notices go in batches too (their look-ups, then their adds:
-        `side_effects_many`). Companies with requisites and multi-field updates go through `write`
+        `side_effects_many`), and products (their look-ups by XML_ID, then their adds and updates:
+        `_write_products`). Companies with requisites and multi-field updates go through `write`
         one by one (they need reads between writes).
         """
         out: list[WriteResult | Exception | None] = [None] * len(ops)
         fast: list[int] = []
         side: list[tuple[int, WriteOp]] = []
+        products: list[tuple[int, WriteOp]] = []
         for i, op in enumerate(ops):
+            if op.kind == "product" and op.op in ("create", "update"):
+                products.append((i, op))
+                continue
             simple = op.kind in CRM_KINDS and op.op in ("create", "update") and not (
                 op.kind == "company" and any(k in op.fields for k in PSEUDO["company"])) and not (
                 op.op == "update" and op.external_id is not None and op.kind in MULTI_KINDS
@@ -251,6 +303,9 @@ class Writes:
                     out[i] = exc
         if side:
             for i, res in self.side_effects_many(side).items():   # type: ignore[attr-defined]
+                out[i] = res
+        if products:
+            for i, res in self._write_products(products).items():
                 out[i] = res
         # look up the keys of creates, per kind
         ext: dict[int, str | None] = {i: ops[i].external_id for i in fast}

@@ -479,3 +479,26 @@ def test_instances_share_one_rate_budget_per_portal(sandbox, db_url) -> None:
     assert run(new_portal(sandbox), shared=False) > 0, "the control: without a shared budget they collide"
     for s in stores:
         s.close()
+
+
+def test_products_go_in_two_requests_and_a_retry_makes_none_twice(portal) -> None:
+    """Issue 20 (restart): a claim with new products spent three requests on each (look-up, add,
+    read back) at the portal's 2 requests/s, so the first confirmed write after a restart waited
+    ~10 s. Now the look-ups go in one call and the adds and updates in another; the same writes
+    again (a claim resent after a lost answer) find every product by its XML_ID and add none."""
+    conn = portal.connector()
+    ops = [op("product", f"pr{i}", {"NAME": f"Товар {i}", "PRICE": 100 + i}) for i in range(20)]
+    t0 = time.time()
+    made = conn.write_many(ops)
+    assert all(not isinstance(m, Exception) for m in made), made
+    entries = [e for e in portal.log(t0)["entries"] if e.get("kind") == "rest"]
+    assert len(entries) == 2, [e.get("batch_methods") or e["method"] for e in entries]
+    rows = portal.rest("crm.product.list", {"select": ["ID", "XML_ID", "NAME", "PRICE"]})["result"]
+    assert sorted(r["XML_ID"] for r in rows) == sorted(f"syncd-pr{i}" for i in range(20))
+    again = conn.write_many(ops)
+    assert [a.external_id for a in again] == [m.external_id for m in made] and all(a.found for a in again)
+    assert len(portal.rest("crm.product.list", {"select": ["ID"]})["result"]) == 20
+    upd = conn.write_many([op("product", "pr3", {"PRICE": 999}, ext=made[3].external_id)])
+    assert not isinstance(upd[0], Exception) and not upd[0].found
+    got = portal.rest("crm.product.get", {"id": made[3].external_id})["result"]
+    assert float(got["PRICE"]) == 999 and got["NAME"] == "Товар 3"
