@@ -876,10 +876,11 @@ def trace(ctx: click.Context, query: str) -> None:
     QUERY is SYSTEM:KIND:ID (crm:deal:15, shop:order:1001), an order number, a phone, an e-mail,
     an ИНН or any system's id.
     """
-    from syncd.trace import record_links, trace as story
+    from syncd.trace import local_time, record_links, trace as story
 
     rt = _runtime(ctx)                      # its connectors give the records' addresses
     data = story(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
+    zone = rt.settings.daemon.timezone      # the status page's zone: one clock for a person
     rt.close()
 
     def show(d: dict[str, Any]) -> None:
@@ -887,11 +888,11 @@ def trace(ctx: click.Context, query: str) -> None:
             click.echo(f"nothing found for {query!r}")
             return
         for rec in d["records"]:
-            ids = ", ".join(f"{s}:{x}" for s, x in rec["ids"].items()) or "no system yet"
+            ids = ", ".join(f"{s} {rec['kinds'].get(s, rec['type'])} {x}" for s, x in rec["ids"].items()) or "no system yet"
             hold = f" [held: {rec['hold']}]" if rec["hold"] else ""
             click.echo(f"{rec['type']} {rec['entity_id']}{hold} — {ids}")
             for e in rec["events"]:
-                click.echo(f"  {(e['at'] or '')[:19]:19}  {e['kind']:8} {e['summary']}")
+                click.echo(f"  {local_time(e['at'], zone):23}  {e['kind']:8} {e['summary']}")
     _emit(ctx, data, show)
     sys.exit(EXIT_OK if data["records"] else EXIT_FAIL)
 

@@ -100,11 +100,40 @@ def _changed(text: str) -> dict[str, Any]:
         return json.loads(text) if text else {}
 
 
-def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], str | None] | None = None
-                 ) -> dict[str, Any] | None:
+# why a record was bound (bindings.how, BINDING_HOW); anything else is the match key that matched
+HOW = {"created": "syncd created it there", "found": "found there by the key syncd stamps (a create whose "
+       "answer was lost, or a previous install's)", "read": "read there as a new record",
+       "stamp": "adopted: it carries syncd's key or names its source record (ORIGINATOR_ID/ORIGIN_ID)",
+       "origin": "the record it was made from", "link": "named by a link from another record",
+       "review": "a person decided"}
+# what a waiting write waits for (outbox.blocked_why)
+WAITS = {"create": "until {on} exists in {system}", "read": "until syncd has read {system}'s {on} once through "
+         "(a record made there before is bound, not made twice)", "held": "for a person's decision on {on}",
+         "dead": "until the dead letter of {on} is replayed", "record": "for {on}"}
+SHOWN = 6             # changed fields a summary names with their values
+WIDE = 40             # characters of a value in a summary
+
+
+def kind_of(mapper: Mapper | None, system: str, etype: str) -> str:
+    """What a system calls a canonical record (the CRM's order is a deal)."""
+    if mapper is None:
+        return etype
+    em = mapper.push_map(system, etype) or next((m for m in mapper.ms.maps if m.system == system
+                                                 and m.entity == etype), None)
+    return em.kind if em is not None else etype
+
+
+def _short(v: Any) -> str:
+    text = "—" if v in (None, "", [], {}) else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+    return text if len(text) <= WIDE else text[:WIDE - 1] + "…"
+
+
+def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], str | None] | None = None,
+                 mapper: Mapper | None = None) -> dict[str, Any] | None:
     ent = conn.execute(select(t.entities).where(t.entities.c.id == eid)).mappings().first()
     if ent is None:
         return None
+    etype = ent["type"]
     binds = conn.execute(select(t.bindings).where(t.bindings.c.entity_id == eid)
                          .order_by(t.bindings.c.created_at)).mappings().all()
     ids: dict[str, str] = {}
@@ -116,18 +145,38 @@ def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], 
             ids[b["system"]] = b["external_id"]
     events: list[Event] = []
     for b in binds:
+        how = b["how"] or ""
+        why = HOW.get(how, f"matched by {how}" if how else "")
         events.append(Event(_aware(b["created_at"]), "decision", b["system"],
-                            f"bound to {b['system']} {b['type']} {b['external_id']}" + (" (alias)" if b["alias"] else ""),
-                            {"external_id": b["external_id"]}))
+                            f"bound to {b['system']} {kind_of(mapper, b['system'], b['type'])} {b['external_id']}"
+                            + (" (alias)" if b["alias"] else "") + (f": {why}" if why else ""),
+                            {"external_id": b["external_id"], "how": how or None}))
+    # each change with the value before it: for a read or a rule, as syncd held it; for a write, as
+    # that system last held it (read from it or written to it)
+    known: dict[str, Any] = {}
+    held_by: dict[str, dict[str, Any]] = {}
     for r in conn.execute(select(t.changelog).where(t.changelog.c.entity_id == eid).order_by(t.changelog.c.id)).mappings():
         fields = _changed(r["fields"])
         origin = r["origin"]
         verb = {"pull": "read from", "push": "written to", "rules": "set by rules", "review": "settled by a person"
                 }.get(origin, origin)
-        names = ", ".join(sorted(fields)) or "(no field)"
+        there = held_by.setdefault(r["system"], {})
+        base = there if origin == "push" else known
+        changes = {k: [base.get(k), v] for k, v in sorted(fields.items())}
+        moved = [k for k, (a, b) in changes.items() if a != b]
+        said = ", ".join(f"{k} {_short(changes[k][0])} → {_short(changes[k][1])}" for k in moved[:SHOWN])
+        if len(moved) > SHOWN:
+            said += f" and {len(moved) - SHOWN} more"
+        if len(changes) > len(moved):
+            said += ("; " if said else "") + f"{len(changes) - len(moved)} field(s) as before"
+        said = said or "(no field)"
+        if origin in ("pull", "push"):
+            there.update(fields)
+        if origin != "push":
+            known.update(fields)
         events.append(Event(_aware(r["observed_at"]), "write" if origin == "push" else "change", r["system"],
-                            f"{verb} {r['system']}: {names}" if origin in ("pull", "push") else f"{verb}: {names}",
-                            {"fields": fields, "source_version": r["source_version"],
+                            f"{verb} {r['system']}: {said}" if origin in ("pull", "push") else f"{verb}: {said}",
+                            {"fields": fields, "changes": changes, "source_version": r["source_version"],
                              "source_time": _aware(r["source_time"]).isoformat() if r["source_time"] else None,
                              "run": r["run_id"], "origin": origin}))
     for r in conn.execute(select(t.conflicts).where(t.conflicts.c.entity_id == eid).order_by(t.conflicts.c.id)).mappings():
@@ -158,16 +207,24 @@ def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], 
         state = {"done": "confirmed", "dead": "a dead letter", "blocked": "waiting", "pending": "queued",
                  "sending": "being sent"}.get(r["status"], r["status"])
         if r["status"] != "pending" or r["attempts"]:
-            note = f": {r['last_error']}" if r["last_error"] else ""
+            note = f"; the last one failed: {r['last_error']}" if r["last_error"] else ""
+            if r["status"] == "blocked" and r["blocked_why"]:
+                on = r["blocked_on"] or ""
+                if on and r["blocked_why"] in ("create", "held", "dead", "record"):
+                    other = conn.execute(select(t.entities.c.type).where(t.entities.c.id == on)).scalar()
+                    on = f"{kind_of(mapper, r['system'], other)} {on}" if other else on
+                note += "; waiting " + WAITS.get(r["blocked_why"], "for {on}").format(on=on, system=r["system"])
             events.append(Event(_aware(r["updated_at"]), "write", r["system"],
                                 f"write to {r['system']} {state} after {r['attempts']} attempt(s){note}",
                                 {"row": r["id"], "status": r["status"], "attempts": r["attempts"],
                                  "sent": _changed(r["payload"]) if r["status"] == "done" else None,
-                                 "blocked_on": r["blocked_on"], "key": r["external_key"]}))
+                                 "blocked_on": r["blocked_on"], "blocked_why": r["blocked_why"],
+                                 "key": r["external_key"]}))
     events.sort(key=lambda e: (e.at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)))
     fields = schema.jsonable(schema.decode(ent["fields"]))
     return {"entity_id": eid, "type": ent["type"], "hold": ent["hold"], "merged_into": ent["merged_into"],
             "fields": fields, "ids": ids, "aliases": aliases,
+            "kinds": {s: kind_of(mapper, s, etype) for s in ids},
             "links": {s: (link(s, ent["type"], x) if link else None) for s, x in ids.items()},
             "events": [e.as_dict() for e in events]}
 
@@ -177,7 +234,7 @@ def trace(store: Store, mapper: Mapper, query: str, *, link: Callable[[str, str,
     """The story of every record a query names (JSON-ready)."""
     with store.read() as conn:
         ids = find(conn, mapper, query, region=region)
-        records = [r for r in (trace_entity(conn, eid, link=link) for eid in ids) if r is not None]
+        records = [r for r in (trace_entity(conn, eid, link=link, mapper=mapper) for eid in ids) if r is not None]
     return {"query": query, "records": records}
 
 
@@ -204,4 +261,13 @@ def api(rt: Any, query: str) -> dict[str, Any]:
     return trace(rt.store, rt.mapper, query, link=record_links(rt.connectors, rt.mapper), region=rt.mapper.ms.region)
 
 
-__all__ = ["find", "trace", "trace_entity", "record_links", "api", "Event"]
+def local_time(at: str | None, zone: str) -> str:
+    """An event's time in the configured zone, with the zone's name ("2026-12-07 17:08:52 MSK")."""
+    if not at:
+        return ""
+    from zoneinfo import ZoneInfo
+
+    return dt.datetime.fromisoformat(at).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+__all__ = ["find", "trace", "trace_entity", "record_links", "api", "Event", "kind_of", "local_time"]

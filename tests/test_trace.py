@@ -46,6 +46,8 @@ def test_syncd_trace_prints_and_answers_json(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(main, ["-c", str(cfg), "trace", "shoptr:person:shoptr-seed-0"], catch_exceptions=False)
     assert r.exit_code == 0 and "person" in r.stdout and "read from shoptr" in r.stdout
+    import re
+    assert re.search(r"^  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d MSK  ", r.stdout, re.M), r.stdout   # the page's zone
     r = CliRunner().invoke(main, ["-c", str(cfg), "trace", "seed0@shoptr.example.ru", "--json"],
                            catch_exceptions=False)
     data = json.loads(r.stdout)
@@ -53,3 +55,30 @@ def test_syncd_trace_prints_and_answers_json(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["-c", str(cfg), "trace", "nothing-like-this"]).exit_code == 1
     _SYSTEMS.pop("crmtr", None)
     _SYSTEMS.pop("shoptr", None)
+
+
+def test_trace_says_values_before_and_after_why_each_binding_and_the_local_time(tmp_path: Path) -> None:
+    """Issue 22 #15: a trace named fields without values, bindings without their why, times in UTC."""
+    syncer_store = Store(f"sqlite:///{tmp_path}/t.db")
+    syncer, remote = make_world(syncer_store, systems=("crm", "shop"))
+    remote["shop"].edit("person", "u1", **person(name="Анна", email="anna@example.ru", phone="+7 495 111-22-33"))
+    remote["shop"].edit("order", "o1", number="1001", status="N", total="500", customer_id="u1")
+    syncer.until_quiet()
+    deal = next(iter(remote["crm"].objects["order"]))
+    remote["crm"].edit("order", deal, comment="перезвонить")
+    syncer.until_quiet()
+    remote["crm"].edit("order", deal, comment="перезвонил, оплатит завтра")
+    syncer.until_quiet()
+    (rec,) = trace(syncer_store, syncer.mapper, "1001")["records"]
+    summaries = [e["summary"] for e in rec["events"]]
+    assert "read from shop: " in summaries[1] and "order.total — → 500" in summaries[1], summaries
+    assert any(s == "read from crm: order.comment перезвонить → перезвонил, оплатит завтра" for s in summaries), summaries
+    assert "bound to shop order o1: read there as a new record" in summaries
+    assert f"bound to crm order {deal}: syncd created it there" in summaries
+    change = next(e for e in rec["events"] if e["summary"].startswith("read from crm") and "завтра" in e["summary"])
+    assert change["details"]["changes"]["order.comment"] == ["перезвонить", "перезвонил, оплатит завтра"]
+    from syncd.trace import local_time
+
+    assert local_time("2026-12-07T14:00:00+00:00", "Europe/Moscow") == "2026-12-07 17:00:00 MSK"
+    assert local_time("2026-12-07T14:00:00+00:00", "Asia/Yekaterinburg").endswith("19:00:00 +05")
+    syncer_store.close()
