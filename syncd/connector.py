@@ -43,6 +43,10 @@ class RawRecord:
     # know yet waits in identify review with this reason, settled like any review (`syncd review`,
     # the status page); a record already known is taken in as usual
     hold: str | None = None
+    # says who somebody is rather than being that system's record of them (a form visitor: every
+    # post states the same person again): it joins the entity it matches even when that entity
+    # already has a record of this system — as an alias — instead of going to identity review
+    statement: bool = False
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,56 @@ def check_values(fields: dict[str, str], settings: FormSettings, region: str) ->
         fields["lead.phone"] = norm
 
 
+def _consent(settings: FormSettings, consent: bool | None, now: dt.datetime) -> dict[str, Any]:
+    """consent, consent_at (when syncd took the post), consent_version — for any target."""
+    out: dict[str, Any] = {}
+    if consent is not None:
+        out["consent"] = consent
+        if consent:
+            out["consent_at"] = now.isoformat()
+            if settings.consent_version:
+                out["consent_version"] = settings.consent_version
+    return out
+
+
+def _consent_line(settings: FormSettings, consent: bool | None, now: dt.datetime) -> str | None:
+    """The consent as a manager reads it in a deal's comment (a deal has no consent field)."""
+    if consent is None:
+        return None
+    if not consent:
+        return "Согласие на обработку персональных данных: не дано"
+    msk = now.astimezone(dt.timezone(dt.timedelta(hours=3))).strftime("%d.%m.%Y %H:%M МСК")
+    version = f", текст согласия версии {settings.consent_version}" if settings.consent_version else ""
+    return f"Согласие на обработку персональных данных: дано {msk}{version}"
+
+
+def visitor(settings: FormSettings, values: Mapping[str, str], *, now: dt.datetime, region: str = "RU"
+            ) -> dict[str, Any] | None:
+    """A deal form's visitor as a contact record (name in its parts, e-mail, phone, source, consent):
+    identified like every person — one match binds, several go to review, none makes a new contact.
+    None when the post names nobody (no name, e-mail or phone) or the form makes leads."""
+    if settings.target != "deal":
+        return None
+    canon = mapped(settings, values)
+    check_values(canon, settings, region)
+    if not any(canon.get(c) for c in PERSON_IN_COMMENT):
+        return None
+    from syncd.keys.names import person_parts
+
+    out: dict[str, Any] = {"source": settings.source}
+    if canon.get("lead.name"):
+        out["name"] = canon["lead.name"]
+        out.update(person_parts(canon["lead.name"]))
+    for c in ("lead.email", "lead.phone"):
+        if canon.get(c):
+            short = c.split(".", 1)[1]
+            out[short] = canon[c]
+            out[short + "s"] = [canon[c]]          # a CRM keeps a person's e-mails and phones as lists
+    consent = consent_given(values.get(settings.consent_field)) if settings.consent_field else None
+    out.update(_consent(settings, consent, now))
+    return out
+
+
 def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, now: dt.datetime,
               region: str = "RU") -> tuple[str, dict[str, Any]]:
     """(record kind, record fields) of one post; raises FormError for what the visitor must fix."""
@@ -90,7 +140,9 @@ def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, n
         lines = [f"{_LABELS[c]}: {canon[c]}" for c in PERSON_IN_COMMENT if canon.get(c)]
         if canon.get("lead.comment"):
             lines.append(canon["lead.comment"])
-        out = dict(common, pipeline=settings.pipeline, stage=settings.stage)
+        if (said := _consent_line(settings, consent, now)) is not None:
+            lines.append(said)
+        out = dict(common, pipeline=settings.pipeline, stage=settings.stage, **_consent(settings, consent, now))
         if lines:
             out["comment"] = "\n".join(lines)
         # the visitor's e-mail and phone: the deal links to the known client who has them
@@ -102,12 +154,7 @@ def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, n
     for c in ("lead.name", "lead.email", "lead.phone", "lead.comment"):
         if canon.get(c):
             out[c.split(".", 1)[1]] = canon[c]
-    if consent is not None:
-        out["consent"] = consent
-        if consent:
-            out["consent_at"] = now.isoformat()
-            if settings.consent_version:
-                out["consent_version"] = settings.consent_version
+    out.update(_consent(settings, consent, now))
     return "lead", out
 
 

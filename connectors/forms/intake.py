@@ -32,6 +32,7 @@ log = structlog.get_logger("syncd.forms")
 
 MAX_BATCH = 500
 KINDS_AS_TYPES = ("lead", "order")     # entity types a form's records become
+PERSON_KIND = "contact"                 # a deal form's visitor (mappings/forms.toml)
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Post:
     fp: str                             # fingerprint: what makes two posts identical
     window: float                       # duplicate window, seconds (0: none)
     hold: str | None                    # review mode: the reason it waits for an operator
+    # a deal form's visitor (convert.visitor): a contact record taken in with the deal, which links to it
+    person: dict[str, Any] | None = None
     at: float = field(default_factory=time.time)
     result: concurrent.futures.Future[tuple[str, bool]] = field(default_factory=concurrent.futures.Future)
 
@@ -145,8 +148,14 @@ class Intake:
             if p.window > 0:
                 recent[p.fp] = sid                     # a twin later in this batch is its duplicate
             fresh.append((p, sid))
-            records.append(RawRecord(p.kind, sid, p.fields, version=sid.rsplit(".", 1)[1],
-                                     source_time=dt.datetime.fromtimestamp(p.at, dt.timezone.utc), hold=p.hold))
+            when = dt.datetime.fromtimestamp(p.at, dt.timezone.utc)
+            fields = p.fields
+            if p.person is not None:
+                # the visitor first: the deal's `customer` names that record (same id, another kind)
+                records.append(RawRecord(PERSON_KIND, sid, p.person, version=sid.rsplit(".", 1)[1],
+                                         source_time=when, hold=p.hold, statement=True))
+                fields = {**fields, "customer": sid}
+            records.append(RawRecord(p.kind, sid, fields, version=sid.rsplit(".", 1)[1], source_time=when, hold=p.hold))
         if not records:
             return
         try:

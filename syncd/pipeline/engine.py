@@ -394,16 +394,20 @@ class _BatchRun:
                 if alias:
                     self.aliases.add((typ, ext))
 
-    def _bind(self, etype: str, ext: str, eid: str, *, system: str | None = None, how: str = "read") -> None:
+    def _bind(self, etype: str, ext: str, eid: str, *, system: str | None = None, how: str = "read",
+              alias: bool = False) -> None:
         """Bind a record of this system (or, `system` given, the record of another system that
-        this one names as its source — so when that record is read it joins the same entity)."""
+        this one names as its source — so when that record is read it joins the same entity).
+        `alias`: a second record of this system for the entity (a statement, RawRecord.statement)."""
         if system is None:
             self.bind_cache[(etype, ext)] = eid
             self._bound_here.add(eid)
+            if alias:
+                self.aliases.add((etype, ext))
         # the source record counts as the entity's first (its key names the entity elsewhere)
         when = self.now if system is None else self.now - dt.timedelta(milliseconds=1)
         self.new_bindings.append(dict(system=system or self.system, type=etype, external_id=ext, entity_id=eid,
-                                      created_at=when, how=how))
+                                      created_at=when, how=how, alias=alias))
 
     def _new_entity(self, etype: str, hold: str | None = None) -> str:
         eid = new_id()
@@ -445,6 +449,7 @@ class _BatchRun:
         promises: list[tuple[int, tuple[str, str]]] = []
         for i, (rec, etype, fields) in enumerate(parsed):
             created = False
+            alias = False
             eid = self.bind_cache.get((etype, rec.external_id))
             if eid is not None and eid in stubs:
                 eid = self._join_stub(rec, etype, eid, rec_keys.get(i, set()), index)
@@ -476,7 +481,9 @@ class _BatchRun:
                     if outcome.action == "matched":
                         outcome = identify.Outcome(outcome.entity_id, "matched", _key_name(
                             rec_keys.get(i, ()), index, etype, outcome.entity_id), outcome.candidates)
-                    if outcome.action == "matched" and self._bound_elsewhere(outcome.entity_id, etype):
+                    alias = outcome.action == "matched" and rec.statement and \
+                        self._bound_elsewhere(outcome.entity_id, etype)
+                    if outcome.action == "matched" and not alias and self._bound_elsewhere(outcome.entity_id, etype):
                         # the match already has a record of this system: a second record is a
                         # different entity unless a human says otherwise
                         outcome = identify.Outcome(None, "review", "matched entity is already bound to "
@@ -498,7 +505,7 @@ class _BatchRun:
                     self.counts.bound += 1
                     how = outcome.reason if forced is False else "review"
                 assert eid is not None
-                self._bind(etype, rec.external_id, eid, how=how or "read")
+                self._bind(etype, rec.external_id, eid, how=how or "read", alias=alias)
                 if promises and promises[-1][0] == i:
                     osys, oext = promises[-1][1]
                     self._bind(etype, oext, eid, system=osys, how="origin")

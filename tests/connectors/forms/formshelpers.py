@@ -214,10 +214,12 @@ def _query(db: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         eng.dispose()
 
 
-def stored_fields(db: str | Path, system: str, submission_id: str) -> dict[str, Any] | None:
-    """The golden record syncd keeps for a submission (what the daemon committed), or None."""
+def stored_fields(db: str | Path, system: str, submission_id: str, etype: str | None = None) -> dict[str, Any] | None:
+    """The golden record syncd keeps for a submission (what the daemon committed), or None. A deal
+    form's post is two records (the deal and its visitor): `etype` says which."""
     rows = _query(str(db), "SELECT e.fields, e.hold FROM bindings b JOIN entities e ON e.id = b.entity_id "
-                           "WHERE b.system = :s AND b.external_id = :x", s=system, x=submission_id)
+                           "WHERE b.system = :s AND b.external_id = :x" + (" AND b.type = :t" if etype else ""),
+                  s=system, x=submission_id, **({"t": etype} if etype else {}))
     if not rows:
         return None
     return {**json.loads(rows[0][0]), "_hold": rows[0][1]}

@@ -19,6 +19,8 @@ KNOWN_TOKEN = "tok-known-c0ffee"
 EITHER_TOKEN = "tok-either-0ddba11"
 LIMITED_TOKEN = "tok-limited-4242"
 DEAL_TOKEN = "tok-deal-99ab01"
+TWINS_PHONE = "+79035550011"            # one client's phone…
+TWINS_EMAIL = "ivan.d@teaclub.example"  # …and another's e-mail
 
 # the known client: an existing contact of the portal, with its own manager
 CLIENT_EMAIL = "olga.smirnova@teaclub.example"
@@ -51,7 +53,7 @@ def suite_forms(managers: dict[str, str], pipeline: int) -> dict[str, dict[str, 
         "limited": form(LIMITED_TOKEN, rate_limit=2, rate_window=60.0, duplicate_window=0),
         # a CRM run without leads: a deal in the site's pipeline, at its first stage
         "deal": form(DEAL_TOKEN, target="deal", pipeline=str(pipeline), stage=f"C{pipeline}:REQUEST",
-                     responsible=managers["anna"]),
+                     responsible=managers["anna"], consent_field="agree", consent_version="2024-05"),
     }
 
 
@@ -78,6 +80,11 @@ def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str, int]:
         "NAME": "Ольга", "LAST_NAME": "Смирнова", "ASSIGNED_BY_ID": managers["boris"],
         "EMAIL": [{"VALUE": CLIENT_EMAIL, "VALUE_TYPE": "WORK"}],
         "PHONE": [{"VALUE": CLIENT_PHONE, "VALUE_TYPE": "WORK"}]}})
+    # two clients: a visitor who types one's e-mail and the other's phone is ambiguous
+    for name, email, phone in (("Иван", TWINS_EMAIL, "+79035550033"), ("Мария", "maria.d@teaclub.example", TWINS_PHONE)):
+        portal.rest("crm.contact.add", {"fields": {"NAME": name, "LAST_NAME": "Двойные",
+                                                   "EMAIL": [{"VALUE": email, "VALUE_TYPE": "WORK"}],
+                                                   "PHONE": [{"VALUE": phone, "VALUE_TYPE": "WORK"}]}})
     # the site's requests pipeline, for the form run without leads
     pipeline = portal.add_pipeline("Заявки с сайта", [{"id": "REQUEST", "name": "Заявка"},
                                                       {"id": "WON", "name": "Успех", "semantics": "S"},

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
+from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, TWINS_EMAIL, TWINS_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
                       SIGNED_TOKEN, TOKEN, World)
 from formshelpers import sign, stored_fields, wait_leads
 
@@ -236,8 +236,11 @@ def test_the_per_ip_rate_limit_is_429(world: World) -> None:
 
 
 def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: World) -> None:
-    r = world.daemon.post("deal", {"your_name": "Сделка Формы", "tel": "+79031112230", "msg": "Нужен счёт"},
-                          token=DEAL_TOKEN)
+    """Issue 22 #6, #7: the stranger becomes a contact the deal links to (a name in its parts, the
+    phone), and the consent is kept on the deal and the contact, and said in the deal's comment."""
+    before = time.time()
+    r = world.daemon.post("deal", {"your_name": "Сделка Формы", "tel": "+79031112230", "msg": "Нужен счёт",
+                                   "agree": "on"}, token=DEAL_TOKEN)
     assert r.status_code == 200, r.text
     deadline = time.monotonic() + 20
     while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Сделка Формы"},
@@ -249,7 +252,29 @@ def test_a_form_without_leads_makes_a_deal_in_its_pipeline_and_stage(world: Worl
     assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
     assert "Телефон: +79031112230" in deal["COMMENTS"] and "Нужен счёт" in deal["COMMENTS"]
     assert world.portal.leads(NAME="Сделка Формы") == [], "a deal, not a lead"
-    assert not deal.get("CONTACT_ID"), "a stranger's deal links to nobody (and makes no contact)"
+    assert "Согласие на обработку персональных данных: дано" in deal["COMMENTS"] and "2024-05" in deal["COMMENTS"]
+    assert deal.get("CONTACT_ID"), "a stranger's deal links to the contact made of the visitor"
+    c = world.portal.rest("crm.contact.list", {"filter": {"ID": deal["CONTACT_ID"]}, "select": ["*", "PHONE"]})[0]
+    assert (c["NAME"], c["LAST_NAME"]) == ("Сделка", "Формы")
+    assert [p["VALUE"] for p in c["PHONE"]] == ["+79031112230"]
+    sid = r.json()["id"]
+    from datetime import datetime
+    for etype, prefix in (("order", "order"), ("person", "person")):
+        stored = stored_fields(world.db, "forms", sid, etype)
+        assert stored is not None and stored[f"{prefix}.consent"] is True, (etype, stored)
+        assert stored[f"{prefix}.consent_version"] == "2024-05"
+        assert before - 1 <= datetime.fromisoformat(stored[f"{prefix}.consent_at"]).timestamp() <= time.time() + 1
+    # the same visitor again: the same contact, not a second one
+    r2 = world.daemon.post("deal", {"your_name": "Сделка Формы", "tel": "8 903 111-22-30", "msg": "Ещё счёт"},
+                           token=DEAL_TOKEN)
+    assert r2.status_code == 200, r2.text
+    deadline = time.monotonic() + 20
+    while len(again := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Сделка Формы"},
+                                                            "select": ["ID", "CONTACT_ID"]})) < 2:
+        assert time.monotonic() < deadline, again
+        time.sleep(0.1)
+    assert {d["CONTACT_ID"] for d in again} == {deal["CONTACT_ID"]}
+    assert len(world.portal.rest("crm.contact.list", {"filter": {"PHONE": "+79031112230"}, "select": ["ID"]})) == 1
 
 
 def test_a_known_clients_deal_from_a_form_is_linked_to_their_contact(world: World) -> None:
@@ -266,6 +291,25 @@ def test_a_known_clients_deal_from_a_form_is_linked_to_their_contact(world: Worl
     assert str(deal["CONTACT_ID"]) == world.client_id, "the client who typed their own phone is the deal's contact"
     assert str(deal["CATEGORY_ID"]) == str(world.pipeline)
     assert len(world.portal.rest("crm.contact.list", {"select": ["ID"]})) == contacts_before, "no new contact"
+
+
+def test_a_deal_forms_visitor_matching_two_contacts_waits_for_a_person(world: World) -> None:
+    """Issue 22 #6: dedup keys apply to a form's visitor — several matches go to review (the deal
+    waits for that decision), never a third contact and never a guess."""
+    contacts_before = len(world.portal.rest("crm.contact.list", {"select": ["ID"]}))
+    r = world.daemon.post("deal", {"your_name": "Двойные", "tel": TWINS_PHONE, "mail": TWINS_EMAIL,
+                                   "msg": "Кто из нас?"}, token=DEAL_TOKEN)
+    assert r.status_code == 200, r.text
+    sid = r.json()["id"]
+    deadline = time.monotonic() + 20
+    while not [i for i in world.daemon.admin("GET", "/api/review").json() if i["external_id"] == sid]:
+        assert time.monotonic() < deadline, "the visitor never reached review"
+        time.sleep(0.2)
+    [item] = [i for i in world.daemon.admin("GET", "/api/review").json() if i["external_id"] == sid]
+    assert "ambiguous" in item["reason"] and len(item["candidates"]) == 2, item
+    time.sleep(2.0)
+    assert world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Двойные"}, "select": ["ID"]}) == []
+    assert len(world.portal.rest("crm.contact.list", {"select": ["ID"]})) == contacts_before
 
 
 def test_syncd_review_lists_a_held_post_and_dismisses_it(world: World) -> None:
