@@ -91,6 +91,12 @@ class WriteOp:
     # syncd made itself (rules' tasks), which carry syncd's own key
     origin: tuple[str, str] | None = None
     also_known_as: tuple[str, ...] = ()   # keys earlier versions of syncd stamped: looked up too
+    # a create never sent before (no attempt, not taken over from a claim in flight) to a system whose
+    # streams of this kind syncd has read through: a record there with its key is one syncd has
+    # read and bound (made by a previous install, or by the vendor's integration before that read),
+    # so a connector may skip the look-up by key before creating. Only for a write sent once: a
+    # connector that retries inline must look up again.
+    unsent: bool = False
     full: Mapping[str, Any] = field(default_factory=dict)   # every pushable field of the record
     # records this one links to, for protocols that embed them (a CommerceML order carries its
     # buyer): the target's id (or key) -> (kind, full fields); filled for `embeds_links` connectors
@@ -191,6 +197,8 @@ class Traits:
     # kind -> the streams that read that kind: a create of it waits until each has been read
     # through once (first contact: a contact a manager typed is bound, never made a second time)
     first_read: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # kind -> the streams that read that kind (all kinds; see WriteOp.unsent)
+    reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def traits(connector: Any) -> Traits:
@@ -200,6 +208,8 @@ def traits(connector: Any) -> Traits:
     kinds = getattr(connector, "read_before_create", frozenset())
     streams = getattr(connector, "streams", {}) or {}
     out["first_read"] = {k: tuple(s for s, spec in streams.items() if k in spec.kinds) for k in kinds}
+    out["reads"] = {k: tuple(s for s, spec in streams.items() if k in spec.kinds)
+                    for k in {k for spec in streams.values() for k in spec.kinds}}
     return Traits(**out)
 
 

@@ -3,6 +3,8 @@ one by one or packed into `batch` calls; products by XML_ID."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -48,11 +50,13 @@ class Writes:
         def again(exc: BaseException) -> bool:
             return isinstance(exc, TransientError) and exc.code not in ("OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT")
 
-        # each attempt starts with the look-up, so a lost answer never creates twice
+        # each attempt after the first starts with the look-up (the first too, unless the op was
+        # never sent: WriteOp.unsent), so a lost answer never creates twice
         for attempt in Retrying(retry=retry_if_exception(again), stop=stop_after_attempt(self.write_retries),
                                 wait=wait_exponential_jitter(multiplier=0.3, max=3.0, jitter=0.3), reraise=True):
             with attempt:
-                return fn(op)
+                first = attempt.retry_state.attempt_number == 1
+                return fn(op if first or not op.unsent else dataclasses.replace(op, unsent=False))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def stamp(self, op: WriteOp) -> tuple[str, str]:
@@ -176,7 +180,7 @@ class Writes:
         kind = op.kind
         ext = op.external_id
         found = False
-        if ext is None:
+        if ext is None and not op.unsent:
             ext = self._find(op, self.lookup(kind, self._stamps(op)))
             found = ext is not None
         current = None
@@ -312,7 +316,9 @@ class Writes:
         existed: set[int] = set()                # creates whose record was found by its key
         by_kind: dict[str, list[int]] = {}
         for i in fast:
-            if ext[i] is None:
+            # a create never sent, of a kind syncd has read through here: nothing carries its key
+            # that syncd has not bound already (WriteOp.unsent) — no look-up, one request less
+            if ext[i] is None and not ops[i].unsent:
                 by_kind.setdefault(ops[i].kind, []).append(i)
         if by_kind:
             try:

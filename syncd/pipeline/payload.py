@@ -181,7 +181,7 @@ def build(conn: Connection, mapper: Mapper, rows: Sequence[dict[str, Any]], trai
     whose ids are documents' own ids (kept as they are in keys)."""
     data = load(conn, rows)
     data.natural = natural
-    streams = {s for ss in traits.first_read.values() for s in ss}
+    streams = {s for ss in (*traits.first_read.values(), *traits.reads.values()) for s in ss}
     for system in {r["system"] for r in rows} if streams else ():
         data.read |= {(system, s) for s in streams if outbox.stream_read(conn, system, s)}
     return [_decide(mapper, row, data, traits, now=now, link_wait=link_wait) for row in rows]
@@ -342,7 +342,9 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
                  entity=etype, entity_id=eid, external_id=ext,
                  fields=mapper.from_canonical(em, translated, create=create), external_key=key,
                  attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create), links=links,
-                 origin=origin, also_known_as=(external_key(eid),) if origin else ())
+                 origin=origin, also_known_as=(external_key(eid),) if origin else (),
+                 unsent=create and not row.get("attempts") and row.get("claimed_from") != "sending"
+                 and bool(traits.reads.get(em.kind)) and all((system, s) in data.read for s in traits.reads[em.kind]))
     dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
     return Ready(op, sent, dfr, embedded)
 

@@ -240,7 +240,8 @@ class Pusher:
         def write(op: Any) -> WriteResult:
             nonlocal tries
             tries += 1
-            return conn_.write(op)
+            # a try after one whose answer never came may have made it: it looks the key up
+            return conn_.write(op if tries == 1 or not op.unsent else dataclasses.replace(op, unsent=False))
 
         res = retry(**kwargs)(write)(o.op)
         if tries > 1 and getattr(res, "found", False):

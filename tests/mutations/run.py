@@ -130,6 +130,24 @@ MUTATIONS = (
        "    fields = [n for n, fm in em.fields.items() if fm.direction != \"pull\" and not fm.create_only "
        "and not schema.is_list(n)]",
        ("tests/pipeline/test_audit.py",)),
+    # issue 20, this stop: reads and look-ups the portal's rate budget no longer pays for
+    _m("a create sent again skips the look-up by its key", "connectors/bitrix24/writes.py",
+       "                return fn(op if first or not op.unsent else dataclasses.replace(op, unsent=False))",
+       "                return fn(op)",
+       ("tests/scenarios/test_core_write_path.py",)),
+    _m("a create skips the look-up before the portal was read through", "syncd/pipeline/payload.py",
+       "                 and bool(traits.reads.get(em.kind)) and all((system, s) in data.read for s in traits.reads[em.kind]))",
+       "                 )",
+       ("tests/scenarios/test_core_write_path.py",)),
+    _m("a manager's edit of a record syncd just wrote is taken for its echo", "connectors/bitrix24/events.py",
+       "                del got[j]\n",
+       "",
+       ("tests/connectors/bitrix24/test_event_reads.py", "tests/daemon/test_bitrix24_events.py")),
+    # issue 22
+    _m("a deal form's visitor never becomes a contact", "connectors/forms/convert.py",
+       "    if settings.target != \"deal\":\n        return None\n",
+       "    return None\n",
+       ("tests/connectors/forms/test_forms_posts.py",)),
 )
 
 

@@ -5,6 +5,8 @@ is not shown twice."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from scenario_env import MUG, World, company_buyer
 
 from syncd.pipeline import outbox
@@ -74,3 +76,39 @@ def test_a_notice_whose_answer_was_lost_is_shown_once(world: World) -> None:
     assert len(shown) == 1, shown
     sent = [m for m in w.portal.writes() if m == "im.notify.system.add"]
     assert len(sent) >= 2, "the lost answer was retried (and the retry replaced, not duplicated, the notice)"
+
+
+def test_a_deal_sent_once_skips_the_look_up_and_one_whose_answer_was_lost_is_made_once(world: World) -> None:
+    """Issue 20 (drain): a create never sent before, to a portal whose deals syncd has read through,
+    goes without the look-up by its key (half the read requests of a backlog). A create whose
+    answer was lost is looked up when sent again, and found: one deal. Before the portal's deals
+    were read through, a create looks up (a previous install's deal is found, not made twice)."""
+    w = world
+    crm = w.runtime().connectors["crm"]
+    looked: list[tuple[str, int]] = []
+    real = crm.lookup
+
+    def lookup(kind: str, keys: Any) -> Any:
+        looked.append((kind, len(keys)))
+        return real(kind, keys)
+
+    crm.lookup = lookup                           # type: ignore[method-assign]
+    rt = w.runtime()
+    first = w.shop.place(company_buyer(), [(MUG, 1)])
+    rt.run_stream("shop", "orders")               # the portal's contacts and companies read, its deals not
+    rt.run_stream("crm", "contacts")
+    rt.run_stream("crm", "companies")
+    for _ in range(4):
+        rt.push_all()
+    assert w.deal_of(first) and [k for k, _ in looked if k == "deal"], looked
+    w.sync()                                      # now the deals too
+    looked.clear()
+    second = w.shop.place(company_buyer(), [(MUG, 2)])
+    w.sync()
+    assert w.deal_of(second) and not [k for k, _ in looked if k == "deal"], looked
+    # the answer of the next deal's create is lost after the portal made it
+    w.portal.faults(methods=["crm.deal.add"], lost_next=1)
+    third = w.shop.place(company_buyer(), [(MUG, 3)])
+    w.sync()
+    assert w.deal_of(third)                       # exactly one (deal_of asserts it)
+    assert [k for k, _ in looked if k == "deal"], "the create sent again looked its key up"
