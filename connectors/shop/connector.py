@@ -475,17 +475,24 @@ class Capabilities:
     import_answer: str = ""
     info: bool = True                   # sale&mode=info exists
     info_answer: str = ""
+    upload_only: bool = False           # ShopSettings.upload_only: its admin imports what syncd uploads
 
     @property
     def writes(self) -> frozenset[str]:
-        return WRITES if self.imports else frozenset()
+        return WRITES if self.imports or self.upload_only else frozenset()
 
     def limits(self) -> list[str]:
-        """One line per thing the site cannot do."""
+        """One line per thing the site cannot do (with the fix, where there is one)."""
         out = []
-        if not self.imports:
+        if not self.imports and self.upload_only:
             out.append(f"this shop stores uploaded order files but does not import them "
-                       f"(sale&mode=import: {self.import_answer}): syncd reads its orders and writes nothing there")
+                       f"(sale&mode=import: {self.import_answer}); upload_only = true: syncd uploads every write "
+                       f"for the site's admin to import and counts it delivered once stored")
+        elif not self.imports:
+            out.append(f"this shop stores uploaded order files but does not import them "
+                       f"(sale&mode=import: {self.import_answer}): syncd reads its orders and writes nothing there "
+                       f"— fix: set direction = \"pull\" on the shop's [[maps]] (shop.toml) so nothing is planned "
+                       f"for it, or upload_only = true in its [systems.*] for its admin to import the files")
         if not self.info:
             out.append(f"no sale&mode=info ({self.info_answer}): copy its order statuses into the mapping by hand")
         return out
@@ -537,7 +544,7 @@ class ShopConnector(BaseConnector):
             imports, import_answer = self._has_mode(sess, "import", filename="syncd-probe.xml")
             info, info_answer = self._has_mode(sess, "info")
         caps = Capabilities(sess.describe(), self.client.zip, self.client.file_limit, self.client.server_version,
-                            imports, import_answer, info, info_answer)
+                            imports, import_answer, info, info_answer, upload_only=self.settings.upload_only)
         self.caps = caps
         self.writes = caps.writes
         for line in caps.limits():
@@ -652,7 +659,7 @@ class ShopConnector(BaseConnector):
             raise PermanentError("shop: deleting through the exchange is not supported", connector=self.name,
                                  op_id=op.op_id)
         caps = self.capabilities()
-        if not caps.imports:
+        if not caps.imports and not caps.upload_only:
             raise PermanentError(f"shop: {caps.limits()[0]}; this {op.kind} update was not sent",
                                  connector=self.name, op_id=op.op_id)
         ext = op.external_id if op.op == "update" and op.external_id else op.external_key
@@ -677,7 +684,7 @@ class ShopConnector(BaseConnector):
             raise PermanentError(f"shop: the {op.kind} document is not valid CommerceML, not sent: {issues[0]}{more}",
                                  connector=self.name, op_id=op.op_id)
         self.upload(f"orders-{op.op_id}.xml" if op.kind == "order" else f"contragents-{op.op_id}.xml", data,
-                    op_id=op.op_id, kind=op.kind)
+                    op_id=op.op_id, kind=op.kind, apply=caps.imports)      # upload_only: the admin imports it
         if op.kind != "order":
             name = counterparty_from_fields(op.kind, ext, fields, known_name=self._names.get(ext)).name
             if name:

@@ -21,6 +21,11 @@ class ShopSettings(BaseModel):
     split_uploads: bool = False                # a document over the shop's file_limit may go up in
                                                # chunks: only for sites that append them (1C-Bitrix);
                                                # off, it goes whole or zipped, or is refused
+    # a site that stores the order files it is sent but has no sale&mode=import (django-cml and its
+    # forks), whose admin imports them: every write is uploaded and settled once the site stored it
+    # (applied when the admin imports; the order's next export shows it). Off: such a site gets no
+    # writes, and `syncd check` says so
+    upload_only: bool = False
     chunk_offsets: bool = True                 # send `offset=` with each file chunk (sandbox idempotency
                                                # extension; real Bitrix ignores it)
 

@@ -82,6 +82,8 @@ def test_check_names_what_the_site_cannot_do(site: Cml2Site) -> None:
     assert "file_limit=none" in h.detail
     assert "this shop stores uploaded order files but does not import them" in h.detail
     assert "Unknown GET sequence" in h.detail
+    # issue 22 #11: the line says the fix
+    assert 'fix: set direction = "pull"' in h.detail and "upload_only = true" in h.detail
     assert conn.writes == frozenset()                       # nothing will be planned for it
     bad = ShopConnector("shop", ShopSettings(url=site.url, login=site.login, password="wrong", timeout=10))
     h = bad.health()
@@ -175,3 +177,29 @@ def test_a_big_document_arrives_whole(site: Cml2Site) -> None:
     assert stored == data
     (doc,) = list(iter_documents(stored))
     assert len(doc.items) == 4000
+
+
+def test_upload_only_sends_each_write_for_the_sites_admin_to_import(store: Store, site: Cml2Site) -> None:
+    """Issue 22 #11: with upload_only = true, a site without sale&mode=import (django-cml2) is sent
+    every write: the document is stored by the site whole and valid, the write is settled, nothing
+    is dead-lettered; its health says it is upload-only."""
+    crm = MemorySystem("crm", ("person", "company", "product", "order"))
+    conn = connector(site, upload_only=True)
+    h = conn.health()
+    assert h.ok and "upload_only = true: syncd uploads every write" in h.detail, h.detail
+    assert conn.writes and "order" in conn.writes
+    syncer = Syncer(store, make_mapper(), {"shop": conn, "crm": MemoryConnector("crm", crm)},
+                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300))
+    syncer.pull("shop", "orders")
+    settle(syncer, store)
+    deal_id = next(k for k, d in crm.objects["order"].items() if d["number"] == "1001")
+    crm.edit("order", deal_id, status="READY")
+    settle(syncer, store)
+    sizes = outbox_sizes(store)["shop"]
+    assert sizes.get("done", 0) >= 1 and sizes.get("dead", 0) == 0, sizes
+    stored = [f for f in site.uploads.iterdir() if f.name.startswith("orders-")]
+    assert stored, "nothing was uploaded"
+    docs = [d for f in stored for d in iter_documents(f.read_bytes()) if d.id == "o-1001"]
+    assert docs, [f.name for f in stored]
+    assert all(validate(f.read_bytes()) == [] for f in stored)
+    assert conn.stats["uploads"] >= 1
