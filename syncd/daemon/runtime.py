@@ -154,12 +154,27 @@ class Runtime:
         if self.rules_tick is None:
             return 0
         lease = "job:rules:tick"
-        if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
+        if not self.lease(lease):
             return 0
         try:
             return int(self.rules_tick(self.syncer.engine, now or utcnow()) or 0)
         finally:
             self.store.release_lease(lease, self.instance)
+
+    def lease(self, name: str, ttl: float | None = None) -> bool:
+        """Take job lease `name` (one instance runs a job at a time). A lease held by an instance
+        that is gone — its presence expired, or its process on this host no longer runs (kill -9)
+        — is taken at once instead of after the rest of `daemon.lease_ttl`."""
+        ttl = self.settings.daemon.lease_ttl if ttl is None else ttl
+        if self.store.acquire_lease(name, self.instance, ttl):
+            return True
+        held = self.store.lease_holder(name)
+        if held is None or held == self.instance or not self.presence.gone(held):
+            return False
+        if self.store.take_lease_from(name, held, self.instance, ttl):
+            log.warning("lease_taken_from_dead_instance", lease=name, dead=held, instance=self.instance)
+            return True
+        return False
 
     # -- work -----------------------------------------------------------------------------------
     def ingest(self, system: str, batch: Batch) -> Counts:
@@ -189,7 +204,7 @@ class Runtime:
             return None
         try:
             lease = f"job:{system}:{stream}"
-            if not self.store.acquire_lease(lease, self.instance, self.settings.daemon.lease_ttl):
+            if not self.lease(lease):
                 log.debug("lease_held_elsewhere", system=system, stream=stream)
                 return None
             try:
@@ -270,6 +285,21 @@ class Runtime:
             self.stale_repaired += n
             log.warning("blocked_writes_woken_by_sweep", writes=n,
                         note="they waited for records that exist; a wake-up was missed")
+        return n
+
+    def reclaim_gone(self) -> int:
+        """Claims of instances that are gone (killed on this host, or their presence expired) are
+        taken back now, not when each claim's `push.claim_ttl` runs out; counted as an attempt
+        (outbox.reclaim). A live instance's claims are never touched."""
+        from syncd.pipeline import outbox
+
+        n = 0
+        for name in outbox.claimers(self.store, exclude=self.instance):
+            if self.presence.gone(name):
+                k = outbox.reclaim(self.store, name)
+                if k:
+                    log.warning("claims_of_gone_instance_taken_back", dead=name, rows=k, instance=self.instance)
+                n += k
         return n
 
     def audit(self, *, sample: int | None = None, systems: list[str] | None = None, repair: bool = False) -> Any:

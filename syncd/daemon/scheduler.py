@@ -44,6 +44,7 @@ log = structlog.get_logger("syncd.scheduler")
 RETENTION_EVERY = 86400.0          # seconds between purges
 RETENTION_FIRST = 600.0           # the first purge waits until start-up traffic has settled
 SWEEP_EVERY = 30.0                # seconds between checks of "nothing blocked on what is there"
+GONE_EVERY = 5.0                  # seconds between looks for claims of instances that are gone
 AUDIT_FIRST = 300.0               # the first scheduled audit waits for start-up traffic to settle
 
 
@@ -261,6 +262,8 @@ class Scheduler:
                                id="rules:tick")
         self.sched.add_job(self._sweep, IntervalTrigger(seconds=SWEEP_EVERY), id="outbox:sweep",
                            next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=SWEEP_EVERY))
+        self.sched.add_job(self._reclaim_gone, IntervalTrigger(seconds=GONE_EVERY), id="outbox:gone",
+                           next_run_time=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=GONE_EVERY))
         every = self.rt.settings.daemon.audit_interval
         if every > 0:
             self.sched.add_job(self._audit, IntervalTrigger(seconds=every), id="audit",
@@ -282,7 +285,7 @@ class Scheduler:
 
         lease = "job:retention"
         try:
-            if not self.rt.store.acquire_lease(lease, self.rt.instance, RETENTION_EVERY / 2):
+            if not self.rt.lease(lease, RETENTION_EVERY / 2):
                 return            # another instance purges today
             try:
                 out = purge(self.rt.store, dt.timedelta(days=self.rt.settings.daemon.retention_days),
@@ -306,6 +309,16 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - checked again at the next tick
             log.warning("outbox_sweep_failed", error=f"{type(exc).__name__}: {exc}")
 
+    def _reclaim_gone(self) -> None:
+        """Another instance was killed: its claimed writes go again now (syncd.daemon.runtime)."""
+        if self._stopping:
+            return
+        try:
+            if self.rt.reclaim_gone():
+                self._push_soon()
+        except Exception as exc:  # noqa: BLE001 - looked at again at the next tick
+            log.warning("reclaim_gone_failed", error=f"{type(exc).__name__}: {exc}")
+
     def _audit(self) -> None:
         """A sample of bound records read back and compared (one instance per tick)."""
         if self._stopping:
@@ -314,7 +327,7 @@ class Scheduler:
         every = self.rt.settings.daemon.audit_interval
         self._enter("audit")
         try:
-            if not self.rt.store.acquire_lease(lease, self.rt.instance, every * 0.8):
+            if not self.rt.lease(lease, every * 0.8):
                 return
             found = self.rt.audit(sample=self.rt.settings.daemon.audit_sample)
             if found.drift:
@@ -333,7 +346,7 @@ class Scheduler:
 
         lease = "job:lag:sample"
         try:
-            if not self.rt.store.acquire_lease(lease, self.rt.instance, SAMPLE_EVERY * 0.8):
+            if not self.rt.lease(lease, SAMPLE_EVERY * 0.8):
                 return
             sample_lag(self.rt.store, list(self.rt.connectors))
         except Exception as exc:  # noqa: BLE001 - a missing point on a chart; sync goes on

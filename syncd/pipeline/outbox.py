@@ -187,6 +187,13 @@ def reclaim(store: Store, instance: str) -> int:
                                     updated_at=utcnow())).rowcount
 
 
+def claimers(store: Store, exclude: str) -> list[str]:
+    """Instances holding claimed (sending) rows, other than `exclude`."""
+    with store.read() as conn:
+        return [x for (x,) in conn.execute(select(o.claimed_by).where(o.status == "sending", o.claimed_by != exclude)
+                                           .distinct()) if x]
+
+
 def release(store: Store, ids: Sequence[int], token: str) -> int:
     """Give claimed rows back untouched (shutdown, a download 1C never confirmed)."""
     if not ids:

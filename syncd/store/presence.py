@@ -151,6 +151,20 @@ class Presence:
         held = Holder.parse(row.holder)
         return held is not None and not held.dead_here()
 
+    def gone(self, name: str) -> bool:
+        """Is `name` known to have stopped without leaving (a kill -9, a lost host): its presence
+        expired, or held by a process of this host that no longer runs? A name never registered,
+        or one that left cleanly, is not "gone": nothing can be said about it."""
+        with self.store.read() as c:
+            row = c.execute(select(t.leases.c.holder, t.leases.c.expires_at)
+                            .where(t.leases.c.name == f"instance:{name}")).first()
+        if row is None:
+            return False
+        if row.expires_at < time.time():
+            return True
+        held = Holder.parse(row.holder)
+        return held is not None and held.dead_here()
+
     def leave(self) -> None:
         """A clean stop: the name is free at once."""
         self._stop.set()

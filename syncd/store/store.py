@@ -192,6 +192,17 @@ class Store:
             except IntegrityError:
                 return False
 
+    def lease_holder(self, name: str) -> str | None:
+        """Who holds lease `name` now (expired or not), or None."""
+        with self.read() as c:
+            return c.execute(select(t.leases.c.holder).where(t.leases.c.name == name)).scalar()
+
+    def take_lease_from(self, name: str, dead: str, holder: str, ttl: float) -> bool:
+        """Take lease `name` from `dead` (a holder known not to run any more), if it still holds it."""
+        with self.begin() as c:
+            return bool(c.execute(update(t.leases).where(t.leases.c.name == name, t.leases.c.holder == dead)
+                                  .values(holder=holder, expires_at=time.time() + ttl)).rowcount)
+
     def release_lease(self, name: str, holder: str) -> None:
         with self.begin() as c:
             c.execute(delete(t.leases).where(t.leases.c.name == name, t.leases.c.holder == holder))

@@ -91,3 +91,44 @@ def test_the_heartbeat_keeps_the_name_and_a_clean_stop_frees_it(store: Store) ->
     p.leave()
     with store.read() as c:
         assert c.execute(select(t.leases).where(t.leases.c.name == "instance:inst")).first() is None
+
+
+def test_a_job_lease_of_a_gone_instance_is_taken_at_once_a_live_ones_is_not(tmp_path) -> None:
+    """Issue 20 (scale-out c): the survivor of two instances ran the dead one's job only when its
+    lease ran out (lease_ttl). A job lease whose holder is gone — killed on this host, or its
+    presence expired elsewhere — is taken at once; a live holder's, or an unknown one's, is not."""
+    from factories import write_config
+
+    from syncd.config import load_settings
+    from syncd.daemon.runtime import Runtime
+
+    cfg = write_config(tmp_path, systems={"a": {"type": "memory"}, "b": {"type": "memory"}}, daemon={"lease_ttl": 300})
+    rt = Runtime(load_settings(cfg))
+    try:
+        far = time.time() + 300
+        with rt.store.begin() as c:
+            c.execute(insert(t.leases).values(name="instance:killed", holder=_dead_holder().text(), expires_at=far))
+            c.execute(insert(t.leases).values(name="instance:elsewhere", holder=Holder("host-b", 7, 1.0, "x").text(),
+                                              expires_at=time.time() - 1))
+            c.execute(insert(t.leases).values(name="instance:alive", holder=Holder("host-c", 8, 1.0, "y").text(),
+                                              expires_at=far))
+            for job, holder in (("job:a:one", "killed"), ("job:a:two", "elsewhere"), ("job:a:three", "alive"),
+                                ("job:a:four", "never-registered")):
+                c.execute(insert(t.leases).values(name=job, holder=holder, expires_at=far))
+        assert rt.lease("job:a:one") and rt.store.lease_holder("job:a:one") == rt.instance
+        assert rt.lease("job:a:two") and rt.store.lease_holder("job:a:two") == rt.instance
+        assert not rt.lease("job:a:three") and rt.store.lease_holder("job:a:three") == "alive"
+        assert not rt.lease("job:a:four") and rt.store.lease_holder("job:a:four") == "never-registered"
+        # and the writes a gone instance had claimed go again now, a live one's stay claimed
+        _syncer, _remote, claim = _claimed(rt.store, 3, instance="killed")
+        live = claim.rows[0]["id"]
+        with rt.store.begin() as c:              # one of them is the live instance's
+            c.execute(t.outbox.update().where(t.outbox.c.id == live).values(claimed_by="alive"))
+        assert rt.reclaim_gone() == 2
+        with rt.store.read() as c:
+            rows = {r.id: (r.status, r.claimed_by, r.attempts) for r in c.execute(
+                select(t.outbox.c.id, t.outbox.c.status, t.outbox.c.claimed_by, t.outbox.c.attempts))}
+        assert rows[live][:2] == ("sending", "alive")
+        assert all(rows[r["id"]][0] == "pending" and rows[r["id"]][2] == 1 for r in claim.rows if r["id"] != live)
+    finally:
+        rt.close()
