@@ -242,6 +242,36 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     return out
 
 
+def check_names(rt: Any) -> list[Finding]:
+    """Pipelines, stages, sources and users the forms and mailboxes name (syncd.names): each name
+    resolved through the live CRM, or ✗ with what exists there."""
+    from syncd import names
+
+    if not names.wanted(rt.name_slots):
+        return []
+    problems: list[str] | None = None
+    tried: list[str] = []
+    for system, conn in rt.connectors.items():
+        if not hasattr(conn, "describe"):
+            continue
+        try:
+            live = conn.describe()
+        except Exception:  # noqa: BLE001 - its health line says why
+            tried.append(system)
+            continue
+        if live.names:
+            problems = names.resolve(rt.name_slots, live)
+            break
+    where = str(rt.settings.path or "config")
+    if problems is None:
+        return [Finding("names", False, f"{where}: pipelines, stages, sources or users are given by name, and no "
+                                        "CRM could be read to find them" + (f" ({', '.join(tried)})" if tried else ""))]
+    if problems:
+        return [Finding("names", False, f"{where}: {p}") for p in problems]
+    said = ", ".join(f"{s.where.rsplit('.', 1)[-1]} {s.value!r} = {s.resolved}" for s in rt.name_slots if not s.is_id())
+    return [Finding("names", True, said)]
+
+
 def check_waiting(rt: Any) -> list[Finding]:
     """Documents waiting for a system that fetches them itself (1C): how many, since when, and when
     it last connected — so a 1C that stopped exchanging is told apart from writes that fail."""

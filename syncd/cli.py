@@ -320,6 +320,7 @@ def check(ctx: click.Context) -> None:
         findings += checks.check_flows(settings, rt.mapper, rt.connectors, origins)
         findings += checks.check_live_mappings(rt.mapper, rt.connectors, origins)
         findings += checks.check_rules(rt.mapper, rt.connectors, origins)
+        findings += checks.check_names(rt)
     finally:
         if rt is not None:
             rt.close()

@@ -127,6 +127,9 @@ class LiveSchema:
     values: dict[str, set[str]] = field(default_factory=dict)          # "deal.STAGE_ID" -> ids
     users: dict[str, dict[str, Any]] = field(default_factory=dict)     # user id -> {name, active, present}
     pipelines: dict[str, list[str]] = field(default_factory=dict)      # pipeline -> ordered stages
+    # what a person calls things, for config values given by name (syncd.names): "pipeline",
+    # "stage:<pipeline id>", "source", "user" -> display name (or e-mail) -> id
+    names: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,17 @@ class Schema:
                 for k in ("deal", "lead", "contact"):
                     schema.values.setdefault(f"{k}.SOURCE_ID", set()).add(str(s["STATUS_ID"]))
         names = {str(ct.get("id")): str(ct.get("name")) for ct in cats}
+        # names a manager sees, for config values given by name (syncd.names)
+        schema.names["pipeline"] = {n: i for i, n in names.items() if n}
+        for s in stages:
+            ent, label = str(s.get("ENTITY_ID") or ""), str(s.get("NAME") or "").strip()
+            if not label:
+                continue
+            if ent == "DEAL_STAGE" or ent.startswith("DEAL_STAGE_"):
+                cid = "0" if ent == "DEAL_STAGE" else ent.rsplit("_", 1)[1]
+                schema.names.setdefault(f"stage:{cid}", {})[label] = str(s["STATUS_ID"])
+            elif ent == "SOURCE":
+                schema.names.setdefault("source", {})[label] = str(s["STATUS_ID"])
         all_stages: set[str] = set()
         for cid, st in sorted(by_cat.items(), key=lambda kv: int(kv[0])):
             ordered = [x for _, x in sorted(st)]
@@ -70,6 +81,14 @@ class Schema:
                 "present": u.get("IS_ONLINE") == "Y" or working,
                 "email": u.get("EMAIL")}
         schema.values["deal.ASSIGNED_BY_ID"] = set(schema.users)
+        people: dict[str, str] = {}
+        for u in users:
+            uid = str(u["ID"])
+            first, last = str(u.get("NAME") or "").strip(), str(u.get("LAST_NAME") or "").strip()
+            for label in (u.get("EMAIL"), f"{first} {last}".strip(), f"{last} {first}".strip()):
+                if label:
+                    people.setdefault(str(label), uid)
+        schema.names["user"] = people
         return schema
 
     def mapping_problems(self, mapper: Any) -> list[str]:

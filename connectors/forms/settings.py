@@ -49,12 +49,13 @@ class FormSettings(BaseModel):
     required_any: list[list[str]] = Field(default_factory=list)
     # lead: a CRM lead; deal: a deal in `pipeline` at `stage` (for CRMs run without leads)
     target: Literal["lead", "deal"] = "lead"
-    pipeline: str | None = None                 # deal target: the pipeline (CRM id, e.g. "3")
-    stage: str | None = None                    # deal target: the stage (CRM id, e.g. "C3:NEW")
-    # the responsible manager (CRM user id) set on every lead of this form; leave it out to let
+    pipeline: str | None = None                 # deal target: the pipeline, by name («Заявки с сайта») or id ("3")
+    stage: str | None = None                    # deal target: its stage, by name («Новая заявка») or id ("C3:NEW")
+    # the responsible manager set on every lead of this form (e-mail, «Имя Фамилия» or user id; see
+    # syncd.names: names are resolved through the portal at start); leave it out to let
     # [rules.assign.lead] decide (e.g. `keep`: a known client's own manager)
     responsible: str | None = None
-    source: str = "WEB"                         # the lead's source (Bitrix24 SOURCE_ID)
+    source: str = "WEB"                         # the lead's source, by name («Веб-сайт») or SOURCE_ID
     title: str | None = None                    # the lead's title (default: the form's name), then ": <name>"
     # send: the lead goes to the CRM at once; review: it waits for an operator (`syncd review`, the
     # status page), who sends it (resolve --create) or throws it away as junk

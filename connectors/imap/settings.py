@@ -53,10 +53,10 @@ class ImapSettings(BaseModel):
     # -- what the mails become in the CRM (the routing stage) ----------------------------------------
     # an unknown sender's mail: a new lead, or a deal in `pipeline` at `stage` (CRMs run without leads)
     target: Literal["lead", "deal"] = "lead"
-    pipeline: str | None = None                 # the deal's pipeline (CATEGORY_ID) when target = "deal"
-    stage: str | None = None                    # the deal's first stage (STAGE_ID) when target = "deal"
-    manager: str | None = None                  # the responsible user of new leads/deals (the CRM's user id)
-    source: str = "EMAIL"                       # the lead's / deal's source (SOURCE_ID)
+    pipeline: str | None = None                 # the deal's pipeline when target = "deal": name or CATEGORY_ID
+    stage: str | None = None                    # the deal's first stage when target = "deal": name or STAGE_ID
+    manager: str | None = None                  # responsible for new leads/deals: e-mail, «Имя Фамилия» or user id
+    source: str = "EMAIL"                       # the lead's / deal's source: name («Электронная почта») or SOURCE_ID
     # senders whose mail is ignored (counted as skipped, never quarantined): glob patterns of
     # addresses; the defaults cover bounces and robots
     exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))

@@ -54,8 +54,10 @@ class LiveCheck:
     def __init__(self, mapper: Any, connectors: dict[str, Any], *,
                  on_release: Callable[[str], None] = lambda system: None,
                  on_mismatch: Callable[[str, list[str]], None] = lambda system, problems: None,
+                 names: Callable[[str], list[str]] = lambda system: [],
                  retry: float = 30.0, retry_max: float = 300.0) -> None:
         self.mapper, self.connectors = mapper, connectors
+        self.names = names                  # config values given by name, resolved through this system
         self.on_release, self.on_mismatch = on_release, on_mismatch
         self.retry, self.retry_max = retry, retry_max
         self.checks = {name: SystemCheck() for name in connectors}
@@ -110,6 +112,11 @@ class LiveCheck:
             return "stopped"
         unreachable = [p for k, p in found if k == f"systems.{system}" and p.startswith(UNREACHABLE)]
         problems = [f"{k}: {p}" for k, p in found if not (k == f"systems.{system}" and p.startswith(UNREACHABLE))]
+        if not found:
+            try:
+                problems += self.names(system)
+            except Exception as exc:  # noqa: BLE001 - the names wait for the next check
+                unreachable.append(f"{UNREACHABLE}: {type(exc).__name__}: {exc}")
         with self._lock:
             c = self.checks[system]
             first = c.state == "pending"

@@ -48,7 +48,7 @@ class Daemon:
         self.fatal: ConfigError | None = None
         self.stop_event = threading.Event()
         self.checks = LiveCheck(self.rt.mapper, self.rt.connectors, on_release=self._released,
-                                on_mismatch=self._mismatch)
+                                on_mismatch=self._mismatch, names=self.rt.resolve_names)
         self.scheduler = Scheduler(self.rt, ready=self.checks.ready)
         host, _, port = settings.daemon.listen.rpartition(":")
         self.server = uvicorn.Server(uvicorn.Config(_http_app(self.rt, self.checks), host=host, port=int(port),

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import structlog
 
+from syncd import names
 from syncd.config import Settings
 from syncd.connector import Batch, Connector, Health, WriteClaim
 from syncd.mapping import Mapper, load_mappings
@@ -118,6 +119,9 @@ class Runtime:
             for name, sys_settings in settings.systems.items():
                 ctype = connector_type(sys_settings.type)
                 self.connectors[name] = ctype.factory(name, settings.connector_settings[name], _Context(self, name))
+        # forms' and mailboxes' CRM pipelines, stages, sources and users, by name or id (syncd.names)
+        self.name_slots = names.slots(settings)
+        self.names_resolved = not names.wanted(self.name_slots)
         self.rules, self.rules_tick = self._build_rules()
         p = settings.push
         self.syncer = Syncer(self.store, self.mapper, self.connectors, rules=self.rules,
@@ -160,6 +164,26 @@ class Runtime:
             return int(self.rules_tick(self.syncer.engine, now or utcnow()) or 0)
         finally:
             self.store.release_lease(lease, self.instance)
+
+    def resolve_names(self, system: str) -> list[str]:
+        """Config values given by name, resolved through `system` when it is the CRM that has them
+        (its live check calls this): the ids put in place, or one problem per unknown name."""
+        conn = self.connectors.get(system)
+        if self.names_resolved or conn is None or not hasattr(conn, "describe"):
+            return []
+        live = conn.describe()
+        if not live.names:
+            return []                       # not the CRM these names are in
+        where = str(self.settings.path or "config")
+        problems = [f"{where}: {p}" for p in names.resolve(self.name_slots, live)]
+        if not problems:
+            self.names_resolved = True
+            if self.syncer.intake is not None and hasattr(self.syncer.intake, "routes"):
+                from syncd.pipeline.route_mail import routes_from
+                self.syncer.intake.routes = routes_from(self.settings)     # the mailboxes' routes, with ids
+            log.info("names_resolved", system=system, names={s.where: s.resolved for s in self.name_slots
+                                                             if not s.is_id()})
+        return problems
 
     def lease(self, name: str, ttl: float | None = None) -> bool:
         """Take job lease `name` (one instance runs a job at a time). A lease held by an instance

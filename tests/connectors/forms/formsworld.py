@@ -19,6 +19,8 @@ KNOWN_TOKEN = "tok-known-c0ffee"
 EITHER_TOKEN = "tok-either-0ddba11"
 LIMITED_TOKEN = "tok-limited-4242"
 DEAL_TOKEN = "tok-deal-99ab01"
+NAMED_TOKEN = "tok-named-5c1d"
+ANNA_EMAIL = "anna.lebedeva@teaclub.example"
 TWINS_PHONE = "+79035550011"            # one client's phone…
 TWINS_EMAIL = "ivan.d@teaclub.example"  # …and another's e-mail
 
@@ -54,6 +56,9 @@ def suite_forms(managers: dict[str, str], pipeline: int) -> dict[str, dict[str, 
         # a CRM run without leads: a deal in the site's pipeline, at its first stage
         "deal": form(DEAL_TOKEN, target="deal", pipeline=str(pipeline), stage=f"C{pipeline}:REQUEST",
                      responsible=managers["anna"], consent_field="agree", consent_version="2024-05"),
+        # the same, by the names a manager sees (issue 22 #4): resolved through the portal at start
+        "named": form(NAMED_TOKEN, target="deal", pipeline="Заявки с сайта", stage="заявка",
+                      responsible=ANNA_EMAIL, source="Веб-сайт"),
     }
 
 
@@ -74,7 +79,7 @@ def make_portal(sandbox_url: str) -> tuple[Portal, dict[str, str], str, int]:
     portal.add_userfield("deal", "UF_CRM_FROM_SHOP", "boolean", "Заказ с сайта")
     # the company's staff: managers among other employees, so their ids are not the examples'
     portal.add_user("Пётр", "Кладовщиков", position="Кладовщик")
-    managers = {"anna": portal.add_user("Анна", "Лебедева", position="Менеджер"),
+    managers = {"anna": portal.add_user("Анна", "Лебедева", position="Менеджер", email=ANNA_EMAIL),
                 "boris": portal.add_user("Борис", "Орлов", position="Менеджер")}
     client = portal.rest("crm.contact.add", {"fields": {
         "NAME": "Ольга", "LAST_NAME": "Смирнова", "ASSIGNED_BY_ID": managers["boris"],

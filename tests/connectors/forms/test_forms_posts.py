@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, TWINS_EMAIL, TWINS_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
+from formsworld import (CLIENT_EMAIL, CLIENT_PHONE, DEAL_TOKEN, NAMED_TOKEN, TWINS_EMAIL, TWINS_PHONE, KNOWN_TOKEN, LIMITED_TOKEN, REVIEW_TOKEN, SIGN_SECRET,
                       SIGNED_TOKEN, TOKEN, World)
 from formshelpers import sign, stored_fields, wait_leads
 
@@ -330,3 +330,41 @@ def test_syncd_review_lists_a_held_post_and_dismisses_it(world: World) -> None:
     assert done.returncode == 0 and "dismissed" in done.stdout, (done.stdout, done.stderr)
     assert all(i["external_id"] != sid for i in json.loads(cli("review", "--json").stdout))
     assert "Из Консоли" not in listed.stderr + done.stdout
+
+
+def test_a_form_naming_its_pipeline_stage_manager_and_source_by_name(world: World) -> None:
+    """Issue 22 #4: «Заявки с сайта» / «Заявка», the manager by e-mail, the source «Веб-сайт» —
+    resolved through the portal at the daemon's live check, the deal made with their ids."""
+    r = world.daemon.post("named", {"your_name": "По Именам", "tel": "+79031112240"}, token=NAMED_TOKEN)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "named: По Именам"},
+                                                            "select": ["*"]})):
+        assert time.monotonic() < deadline, "the deal never reached the portal"
+        time.sleep(0.1)
+    (deal,) = deals
+    assert str(deal["CATEGORY_ID"]) == str(world.pipeline) and deal["STAGE_ID"] == f"C{world.pipeline}:REQUEST"
+    assert deal["ASSIGNED_BY_ID"] == world.managers["anna"]
+    # the example deal map writes no source (SOURCE_ID is its default): the record holds the id
+    stored = stored_fields(world.db, "forms", r.json()["id"], "order")
+    assert stored is not None and stored["order.source"] == "WEB"
+
+
+def test_syncd_check_resolves_the_names_and_lists_what_exists_for_a_typo(world: World, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    def check(cfg) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "check"],
+                              capture_output=True, text=True, timeout=120)
+
+    ok = check(world.daemon.cfg)
+    assert "✓ names" in ok.stdout and f"pipeline 'Заявки с сайта' = {world.pipeline}" in ok.stdout, ok.stdout
+    text = world.daemon.cfg.read_text(encoding="utf-8").replace('"Заявки с сайта"', '"Заявки с сайтов"')
+    bad = world.daemon.cfg.with_name("config-typo.toml")
+    bad.write_text(text, encoding="utf-8")
+    r = check(bad)
+    assert r.returncode != 0
+    line = next(x for x in r.stdout.splitlines() if "✗ names" in x)
+    assert "systems.forms.form.named.pipeline: no pipeline named 'Заявки с сайтов'; there are: " in line, line
+    assert "заявки с сайта" in line and "config-typo.toml" in line
