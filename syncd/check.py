@@ -216,8 +216,10 @@ def check_live_mappings(mapper: Any, connectors: dict[str, Any], origins: Mappin
     return out
 
 
-def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins) -> list[Finding]:
-    rules_cfg = mapper.ms.rules
+def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins, parsed: Any = None
+                ) -> list[Finding]:
+    """`parsed`: the rules as the daemon runs them (managers given by name already resolved)."""
+    rules_cfg = parsed if parsed is not None else mapper.ms.rules
     if not rules_cfg:
         return []
     from syncd.rules import check
@@ -262,12 +264,11 @@ def check_names(rt: Any) -> list[Finding]:
         if live.names:
             problems = names.resolve(rt.name_slots, live)
             break
-    where = str(rt.settings.path or "config")
     if problems is None:
-        return [Finding("names", False, f"{where}: pipelines, stages, sources or users are given by name, and no "
-                                        "CRM could be read to find them" + (f" ({', '.join(tried)})" if tried else ""))]
+        return [Finding("names", False, "pipelines, stages, sources or users are given by name, and no CRM could "
+                                        "be read to find them" + (f" ({', '.join(tried)})" if tried else ""))]
     if problems:
-        return [Finding("names", False, f"{where}: {p}") for p in problems]
+        return [Finding("names", False, p) for p in problems]
     said = ", ".join(f"{s.where.rsplit('.', 1)[-1]} {s.value!r} = {s.resolved}" for s in rt.name_slots if not s.is_id())
     return [Finding("names", True, said)]
 

@@ -34,7 +34,7 @@ class Slot:
 
     kind: str                                  # pipeline | stage | source | user
     value: str
-    where: str                                 # "systems.forms.form.deal.stage" (with the file, in messages)
+    where: str                                 # "config.toml: systems.forms.form.deal.stage" (file: key)
     assign: Callable[[str], None]              # puts the id in its place
     pipeline: "Slot | None" = None             # a stage's pipeline (its names are per pipeline)
     resolved: str | None = None
@@ -47,18 +47,83 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().strip("«»\"'")).casefold()
 
 
-def slots(settings: Any) -> list[Slot]:
-    """The CRM names in a config's forms and mailboxes (ids included: they resolve to themselves)."""
+# a CRM's own fields that hold these, in a mapping's `defaults` (Bitrix24's names)
+DEFAULT_FIELDS = {"CATEGORY_ID": "pipeline", "STAGE_ID": "stage", "SOURCE_ID": "source",
+                  "ASSIGNED_BY_ID": "user", "RESPONSIBLE_ID": "user"}
+# canonical fields that hold them, in [rules.defaults.*]
+CANONICAL = {"pipeline": "pipeline", "stage": "stage", "source": "source", "responsible": "user"}
+
+
+def slots(settings: Any, mapper: Any = None, rules: Any = None) -> list[Slot]:
+    """The CRM names in a config's forms and mailboxes, and (given the mapper) in the CRM maps'
+    `defaults` and the rules' managers and defaults — ids included: they resolve to themselves."""
     out: list[Slot] = []
+    where = str(getattr(settings, "path", None) or "config.toml")
     for name, sys_settings in settings.systems.items():
         s = settings.connector_settings.get(name)
         if s is None:
             continue
         if sys_settings.type == "forms":
             for form, fs in s.form.items():
-                out += _of(fs, f"systems.{name}.form.{form}", responsible="responsible")
+                out += _of(fs, f"{where}: systems.{name}.form.{form}", responsible="responsible")
         elif sys_settings.type == "imap":
-            out += _of(s, f"systems.{name}", responsible="manager")
+            out += _of(s, f"{where}: systems.{name}", responsible="manager")
+    if mapper is not None:
+        out += _mapping_slots(settings, mapper, rules)
+    return out
+
+
+def _mapping_slots(settings: Any, mapper: Any, rules: Any) -> list[Slot]:
+    """`rules`: the parsed rules the daemon runs (RulesConfig): their values are set in place."""
+    from syncd.mapping.load import load_mapping_sources
+
+    files: list[str] = []
+    rules_file = "rules"
+    try:
+        for file, ms in load_mapping_sources(settings.daemon.mappings, base=settings.base_dir):
+            files += [file] * len(ms.maps)
+            if ms.rules:
+                rules_file = file
+    except Exception:  # noqa: BLE001 - the loader has said why already; keys without their file
+        files = []
+    out: list[Slot] = []
+    crm_types = {n for n, sy in settings.systems.items() if sy.type in ("bitrix24",)}
+    for i, em in enumerate(mapper.ms.maps):
+        if em.system not in crm_types or not em.defaults:
+            continue
+        at = f"{files[i] if i < len(files) else 'mappings'}: [[maps]] system = {em.system!r} kind = {em.kind!r} defaults"
+        pipe = None
+        for key in sorted(em.defaults, key=lambda k: DEFAULT_FIELDS.get(k) != "pipeline"):
+            kind = DEFAULT_FIELDS.get(key)
+            if kind is None or em.defaults[key] in (None, ""):
+                continue
+            slot = Slot(kind, str(em.defaults[key]), f"{at}.{key}", (lambda d, k: lambda v: d.__setitem__(k, v))(
+                em.defaults, key), pipeline=pipe if kind == "stage" else None)
+            pipe = slot if kind == "pipeline" else pipe
+            out.append(slot)
+    if rules is None:
+        return out
+    for ent, a in (getattr(rules, "assign", None) or {}).items():
+        for j, step in enumerate(a.chain):
+            at = f"{rules_file}: rules.assign.{ent}.chain[{j}]"
+            if step.manager:
+                out.append(Slot("user", str(step.manager), f"{at}.manager",
+                                (lambda st: lambda v: setattr(st, "manager", v))(step)))
+            for k, m in enumerate(step.group or []):
+                out.append(Slot("user", str(m), f"{at}.group[{k}]",
+                                (lambda g, n: lambda v: g.__setitem__(n, v))(step.group, k)))
+    for ent, d in (getattr(rules, "defaults", None) or {}).items():
+        pipe = None
+        for key in sorted(d.fields, key=lambda k: not k.endswith(".pipeline")):
+            kind = CANONICAL.get(key.split(".", 1)[-1])
+            value = d.fields[key]
+            if kind is None or not isinstance(value, (str, int)) or "{" in str(value) or value == "":
+                continue
+            slot = Slot(kind, str(value), f"{rules_file}: rules.defaults.{ent}.\"{key}\"",
+                        (lambda f, k: lambda v: f.__setitem__(k, v))(d.fields, key),
+                        pipeline=pipe if kind == "stage" else None)
+            pipe = slot if kind == "pipeline" else pipe
+            out.append(slot)
     return out
 
 

@@ -60,3 +60,58 @@ def test_an_unknown_name_is_one_line_with_what_exists() -> None:
         "anna@4fresh.example, анна лебедева, лебедева анна",
         "systems.forms.form.f.source: no source named 'Сайт'; there are: звонок, сайт 4fresh опт"]
     assert obj.responsible == "boris@4fresh.example"
+
+
+def test_crm_map_defaults_and_rules_managers_by_name(tmp_path) -> None:
+    """The CRM maps' `defaults` (CATEGORY_ID, STAGE_ID, SOURCE_ID) and the rules' managers and
+    [rules.defaults] take names too; each slot says its file and key."""
+    from syncd.config import load_settings
+    from syncd.mapping import Mapper, load_mappings
+    from syncd.names import slots
+
+    (tmp_path / "m.toml").write_text('''
+[[maps]]
+system = "crm"
+kind = "deal"
+entity = "order"
+create = true
+[maps.fields]
+"order.title" = "TITLE"
+[maps.defaults]
+CATEGORY_ID = "PRO.Лиды"
+STAGE_ID = "В работе"
+SOURCE_ID = "Звонок"
+
+[rules.assign.order]
+system = "crm"
+chain = [{ name = "the team", strategy = "random", group = ["Анна Лебедева", "7"] }]
+
+[rules.defaults.order]
+"order.responsible" = "anna@4fresh.example"
+''', encoding="utf-8")
+    (tmp_path / "config.toml").write_text(f'''
+[daemon]
+database_url = "sqlite:///{tmp_path}/s.db"
+state_dir = "{tmp_path}"
+mappings = ["{tmp_path}/m.toml"]
+[systems.crm]
+type = "bitrix24"
+webhook_url = "https://p.bitrix24.ru/rest/1/x/"
+''', encoding="utf-8")
+    settings = load_settings(tmp_path / "config.toml")
+    mapper = Mapper(load_mappings(settings.daemon.mappings, base=settings.base_dir))
+    from syncd.rules import parse_rules
+    rules = parse_rules(dict(mapper.ms.rules))
+    found = slots(settings, mapper, rules)
+    assert {s.where.split(": ", 1)[1] for s in found} == {
+        "[[maps]] system = 'crm' kind = 'deal' defaults.CATEGORY_ID",
+        "[[maps]] system = 'crm' kind = 'deal' defaults.STAGE_ID",
+        "[[maps]] system = 'crm' kind = 'deal' defaults.SOURCE_ID",
+        "rules.assign.order.chain[0].group[0]", "rules.assign.order.chain[0].group[1]",
+        'rules.defaults.order."order.responsible"'}
+    assert all(s.where.startswith(str(tmp_path / "m.toml")) for s in found)
+    assert resolve(found, LIVE) == []
+    (em,) = mapper.ms.maps
+    assert em.defaults == {"CATEGORY_ID": "3", "STAGE_ID": "C3:WORK", "SOURCE_ID": "CALL"}
+    assert rules.assign["order"].chain[0].group == ["7", "7"]
+    assert rules.defaults["order"].fields["order.responsible"] == "7"

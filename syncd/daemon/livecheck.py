@@ -104,19 +104,18 @@ class LiveCheck:
             delay = min(delay * 2, self.retry_max)
 
     def _check_once(self, system: str, next_in: float) -> str:
+        named: list[str] = []
         try:
+            # names first: the values they stand for are what the mappings are checked with
+            named = self.names(system)
             found = check_live(self.mapper, {system: self.connectors[system]})
         except Exception as exc:  # noqa: BLE001 - a check reports, it does not take the daemon down
             found = [(f"systems.{system}", f"{UNREACHABLE}: {type(exc).__name__}: {exc}")]
         if self._stop.is_set():
             return "stopped"
         unreachable = [p for k, p in found if k == f"systems.{system}" and p.startswith(UNREACHABLE)]
-        problems = [f"{k}: {p}" for k, p in found if not (k == f"systems.{system}" and p.startswith(UNREACHABLE))]
-        if not found:
-            try:
-                problems += self.names(system)
-            except Exception as exc:  # noqa: BLE001 - the names wait for the next check
-                unreachable.append(f"{UNREACHABLE}: {type(exc).__name__}: {exc}")
+        problems = named + [f"{k}: {p}" for k, p in found
+                            if not (k == f"systems.{system}" and p.startswith(UNREACHABLE))]
         with self._lock:
             c = self.checks[system]
             first = c.state == "pending"

@@ -119,8 +119,10 @@ class Runtime:
             for name, sys_settings in settings.systems.items():
                 ctype = connector_type(sys_settings.type)
                 self.connectors[name] = ctype.factory(name, settings.connector_settings[name], _Context(self, name))
-        # forms' and mailboxes' CRM pipelines, stages, sources and users, by name or id (syncd.names)
-        self.name_slots = names.slots(settings)
+        self.rules_cfg = self._parse_rules()
+        # CRM pipelines, stages, sources and users by name or id (syncd.names): forms, mailboxes,
+        # the CRM maps' defaults, the rules' managers and defaults — resolved at the CRM's live check
+        self.name_slots = names.slots(settings, self.mapper, self.rules_cfg)
         self.names_resolved = not names.wanted(self.name_slots)
         self.rules, self.rules_tick = self._build_rules()
         p = settings.push
@@ -143,15 +145,22 @@ class Runtime:
         routes = routes_from(self.settings)
         return MailRouter(routes) if routes else None
 
+    def _parse_rules(self) -> Any:
+        """The rules, parsed once: the hook and the tick share them (and names resolve in them)."""
+        if not self.mapper.ms.rules:
+            return None
+        from syncd.rules import parse_rules
+
+        return parse_rules(dict(self.mapper.ms.rules))
+
     def _build_rules(self) -> tuple[Any, Any]:
         """The engine's rule hook and the scheduler's per-minute tick (timers, repeat sales, metrics)."""
-        if not self.mapper.ms.rules:
+        if self.rules_cfg is None:
             return None, None
         from syncd.rules import build_rule_hook, build_tick
 
-        cfg = self.mapper.ms.rules
-        return (build_rule_hook(cfg, self.store, self.connectors),
-                build_tick(cfg, self.store, self.connectors))
+        return (build_rule_hook(self.rules_cfg, self.store, self.connectors),
+                build_tick(self.rules_cfg, self.store, self.connectors))
 
     def tick_rules(self, now: dt.datetime | None = None) -> int:
         """Evaluate timers, repeat-sales and metrics once; returns the actions taken."""
@@ -174,8 +183,7 @@ class Runtime:
         live = conn.describe()
         if not live.names:
             return []                       # not the CRM these names are in
-        where = str(self.settings.path or "config")
-        problems = [f"{where}: {p}" for p in names.resolve(self.name_slots, live)]
+        problems = names.resolve(self.name_slots, live)
         if not problems:
             self.names_resolved = True
             if self.syncer.intake is not None and hasattr(self.syncer.intake, "routes"):

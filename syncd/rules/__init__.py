@@ -273,12 +273,13 @@ def _entity_parts(entity: Mapping[str, Any]) -> tuple[str, dict[str, Any], str |
     return keys[0].split(".", 1)[0], dict(entity), None
 
 
-def build_rule_hook(rules_cfg: Mapping[str, Any], store: Store, connectors: Mapping[str, Any]) -> RuleHook:
+def build_rule_hook(rules_cfg: Mapping[str, Any] | RulesConfig, store: Store, connectors: Mapping[str, Any]
+                    ) -> RuleHook:
     """The engine's rule hook for the `[rules]` section (raises ConfigError when it is invalid)."""
     return RuleSet(rules_cfg, store, connectors).hook
 
 
-def build_tick(rules_cfg: Mapping[str, Any], store: Store, connectors: Mapping[str, Any]
+def build_tick(rules_cfg: Mapping[str, Any] | RulesConfig, store: Store, connectors: Mapping[str, Any]
                ) -> Callable[[Engine, dt.datetime], int]:
     """The scheduler's per-minute job: `tick(engine, now) -> actions taken`."""
     return RuleSet(rules_cfg, store, connectors).tick
@@ -308,7 +309,7 @@ def explain(rules_cfg: Mapping[str, Any], entity: Mapping[str, Any] | str, *, st
     return rs.explain(entity)
 
 
-def check(rules_cfg: Mapping[str, Any], live_schemas: Mapping[str, LiveSchema]) -> list[str]:
+def check(rules_cfg: Mapping[str, Any] | RulesConfig, live_schemas: Mapping[str, LiveSchema]) -> list[str]:
     """Config errors of the rules against the live users, pipelines and stages of each system."""
     try:
         rs = RuleSet(rules_cfg, None, None)

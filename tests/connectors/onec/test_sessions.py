@@ -115,7 +115,8 @@ def test_a_probe_checkauth_never_locks_1c_out(world: World) -> None:
 
     for _ in range(3):
         probe()
-    assert _lines(httpx.get(world.url))[0] == "failure"                      # a browser opens the URL
+    page = httpx.get(world.url)                                               # a browser opens the URL
+    assert page.headers["content-type"].startswith("text/html") and "Адрес обмена 1С" in page.text
     assert _lines(httpx.get(world.url, params={"type": "sale", "mode": "checkauth"}))[0] == "failure"
     c.checkauth("sale")
     c.init("sale")
