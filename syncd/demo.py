@@ -254,7 +254,7 @@ def _tell_writes(daemon: Any) -> None:
     """One line per write that landed, every second, until the demo stops."""
     from syncd.demo_feed import Feed
 
-    feed = Feed()
+    feed = Feed(last=0)          # the demo's database is new: everything it wrote, from its start
     crms = frozenset(n for n, sy in daemon.rt.settings.systems.items() if sy.type in ("bitrix24", "amocrm", "retailcrm"))
     while not daemon.stop_event.wait(1.0):
         try:
