@@ -245,6 +245,10 @@ class BaseConnector:
     # order): a create of one alone is not sent; the record that embeds it creates it there
     embedded_kinds: frozenset[str] = frozenset()
 
+    # writes handed to `write_many` at a time (each part settled as soon as its answers are in, so a
+    # restart resends at most the part in flight); a connector whose calls carry more sets more
+    write_part: int = 25
+
     # kinds whose creates wait until syncd has read the streams that yield them once through (the
     # records people made there before syncd are identified first; see Traits.first_read)
     read_before_create: frozenset[str] = frozenset()

@@ -129,6 +129,7 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("lead", "phone", "str"), _f("lead", "comment", "text"), _f("lead", "source", "str"),
         _f("lead", "status", "str"), _f("lead", "responsible", "str"), _f("lead", "form", "str"),
         _f("lead", "mailbox", "str"),
+        _f("lead", "company_name", "str", doc="the company a visitor typed into a form (a deal form: its company)"),
         _f("lead", "customer", "ref", "person",
            doc="the known client (contact) the lead came from: set when its e-mail/phone matches exactly "
                "one person (syncd/pipeline/link.py), never a new person"),

@@ -56,6 +56,9 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
     # module): syncd reads them once through before it makes any, so a known client is bound by
     # e-mail, phone or ИНН instead of getting a second contact (deals are found by their stamp)
     read_before_create = frozenset({"contact", "company"})
+    # a batch call carries 50 commands: 50 contacts or notices fill one, 50 deals with their rows two
+    # (25 a part left contacts' and notices' calls half empty: 2,000 orders took 175 write calls)
+    write_part = 50
 
     def __init__(self, name: str, settings: Bitrix24Settings, ctx: ConnectorContext | None = None) -> None:
         self.name, self.settings, self.ctx = name, settings, ctx

@@ -167,7 +167,8 @@ class FormsConnector(BaseConnector):
         kind, fields = convert.to_fields(form, fs, values, now=utcnow(), region=self.region)
         hold = f"form {form}: held for review (mode = \"review\")" if fs.mode == "review" else None
         person = convert.visitor(fs, values, now=utcnow(), region=self.region)
-        post = Post(form, kind, fields, fp, fs.duplicate_window, hold, person=person)
+        firm = convert.company(fs, values, now=utcnow(), region=self.region)
+        post = Post(form, kind, fields, fp, fs.duplicate_window, hold, person=person, company=firm)
         try:
             sid, duplicate = await asyncio.wrap_future(self.intake.submit(post))
         except Exception as exc:  # noqa: BLE001 - not committed: the site must try again

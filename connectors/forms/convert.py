@@ -20,7 +20,7 @@ from syncd.keys.match import normalize_email, normalize_phone
 
 MAX_FIELD = 10_000              # characters of one value (a comment); more is refused, never cut
 _TRUE = {"on", "1", "true", "yes", "y", "да", "checked", "agree"}
-_LABELS = {"lead.name": "Имя", "lead.email": "E-mail", "lead.phone": "Телефон"}
+_LABELS = {"lead.name": "Имя", "lead.company_name": "Компания", "lead.email": "E-mail", "lead.phone": "Телефон"}
 
 
 def consent_given(value: str | None) -> bool:
@@ -100,7 +100,7 @@ def visitor(settings: FormSettings, values: Mapping[str, str], *, now: dt.dateti
         return None
     canon = mapped(settings, values)
     check_values(canon, settings, region)
-    if not any(canon.get(c) for c in PERSON_IN_COMMENT):
+    if not any(canon.get(c) for c in ("lead.name", "lead.email", "lead.phone")):
         return None
     from syncd.keys.names import person_parts
 
@@ -115,6 +115,26 @@ def visitor(settings: FormSettings, values: Mapping[str, str], *, now: dt.dateti
             out[short + "s"] = [canon[c]]          # a CRM keeps a person's e-mails and phones as lists
     consent = consent_given(values.get(settings.consent_field)) if settings.consent_field else None
     out.update(_consent(settings, consent, now))
+    return out
+
+
+def company(settings: FormSettings, values: Mapping[str, str], *, now: dt.datetime, region: str = "RU"
+            ) -> dict[str, Any] | None:
+    """A deal form's visitor's company, when the form has a company field filled: a company record
+    (its name, the visitor's e-mail and phone as the company's) identified like every company — by
+    its e-mail (the ИНН is not asked), one match binds, several go to review, none makes a new one."""
+    if settings.target != "deal":
+        return None
+    canon = mapped(settings, values)
+    check_values(canon, settings, region)
+    if not canon.get("lead.company_name"):
+        return None
+    out: dict[str, Any] = {"name": canon["lead.company_name"], "source": settings.source}
+    for c in ("lead.email", "lead.phone"):
+        if canon.get(c):
+            short = c.split(".", 1)[1]
+            out[short] = canon[c]
+            out[short + "s"] = [canon[c]]
     return out
 
 
@@ -151,7 +171,7 @@ def to_fields(form: str, settings: FormSettings, values: Mapping[str, str], *, n
                 out[c.split(".", 1)[1]] = canon[c]
         return "deal", out
     out = dict(common)
-    for c in ("lead.name", "lead.email", "lead.phone", "lead.comment"):
+    for c in ("lead.name", "lead.email", "lead.phone", "lead.comment", "lead.company_name"):
         if canon.get(c):
             out[c.split(".", 1)[1]] = canon[c]
     out.update(_consent(settings, consent, now))

@@ -33,6 +33,7 @@ log = structlog.get_logger("syncd.forms")
 MAX_BATCH = 500
 KINDS_AS_TYPES = ("lead", "order")     # entity types a form's records become
 PERSON_KIND = "contact"                 # a deal form's visitor (mappings/forms.toml)
+COMPANY_KIND = "company"                # and the visitor's company
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Post:
     hold: str | None                    # review mode: the reason it waits for an operator
     # a deal form's visitor (convert.visitor): a contact record taken in with the deal, which links to it
     person: dict[str, Any] | None = None
+    company: dict[str, Any] | None = None       # and its company (convert.company), when the form asks
     at: float = field(default_factory=time.time)
     result: concurrent.futures.Future[tuple[str, bool]] = field(default_factory=concurrent.futures.Future)
 
@@ -155,6 +157,10 @@ class Intake:
                 records.append(RawRecord(PERSON_KIND, sid, p.person, version=sid.rsplit(".", 1)[1],
                                          source_time=when, hold=p.hold, statement=True))
                 fields = {**fields, "customer": sid}
+            if p.company is not None:
+                records.append(RawRecord(COMPANY_KIND, sid, p.company, version=sid.rsplit(".", 1)[1],
+                                         source_time=when, hold=p.hold, statement=True))
+                fields = {**fields, "company": sid}
             records.append(RawRecord(p.kind, sid, fields, version=sid.rsplit(".", 1)[1], source_time=when, hold=p.hold))
         if not records:
             return

@@ -19,10 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 # canonical fields a form may fill, per target: the rest (responsible, source, consent, form) come
 # from the form's settings, never from what a visitor posts
-LEAD_FIELDS = ("lead.title", "lead.name", "lead.email", "lead.phone", "lead.comment")
+LEAD_FIELDS = ("lead.title", "lead.name", "lead.email", "lead.phone", "lead.comment", "lead.company_name")
 DEAL_FIELDS = ("order.title", "order.comment")
 # a deal has no person fields: what a visitor typed into them is written into the deal's comment
-PERSON_IN_COMMENT = ("lead.name", "lead.email", "lead.phone")
+PERSON_IN_COMMENT = ("lead.name", "lead.company_name", "lead.email", "lead.phone")
 FORM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 

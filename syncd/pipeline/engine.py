@@ -749,7 +749,9 @@ class _BatchRun:
             # first contact: a record that existed before syncd bound it here (adopted by its key,
             # matched by e-mail or ИНН, a re-install) — there is no shadow, so nothing it holds is a
             # change to take; it is merged (see _resolve_fields)
-            first = sh is None and not created and bool(ent.golden) and skey == self.system
+            # A statement (a form visitor: every post a new record naming the same person) is first
+            # contact each time: it fills what syncd lacks and never rewrites what it holds
+            first = sh is None and not created and bool(ent.golden) and (skey == self.system or rec.statement)
             applied = self._resolve_fields(ent, changes, sh_fields, rec, held.get(eid, {}), complete=complete,
                                            first=first)
             if applied:
@@ -786,6 +788,8 @@ class _BatchRun:
             fm = em.fields.get(name) if em else None
             if first and _blank(value) and not _blank(current):
                 continue          # what the other side lacks is filled from syncd's record, not wiped
+            if rec.statement and not _blank(current) and not schema.is_list(name):
+                continue          # a visitor's words fill blanks; what syncd holds stays (lists merge)
             if (current is not None and value is not None and schema.is_list(name)
                     and not (first and name in schema.DOCUMENT_LINES)
                     and not (complete and fm is not None and fm.list == "replace")):

@@ -36,8 +36,7 @@ from syncd.store.presence import Presence
 
 log = structlog.get_logger("syncd.push")
 
-# writes handed to a connector's write_many at once: about one `batch` call of Bitrix24 (a deal is
-# two commands, its add and its rows)
+# writes handed to a connector's write_many at once, unless it says otherwise (its `write_part`)
 WRITE_MANY_PART = 25
 
 
@@ -166,11 +165,12 @@ class Pusher:
         if len(ready) > 1 and hasattr(conn_, "write_many"):
             # a part at a time, each settled as soon as its answers are in: a restart resends at
             # most the part in flight, and the first confirmed write does not wait for the claim
-            for k in range(0, len(ready), WRITE_MANY_PART):
+            size = int(getattr(conn_, "write_part", WRITE_MANY_PART) or WRITE_MANY_PART)
+            for k in range(0, len(ready), size):
                 if self.stopping.is_set():
                     outbox.release(self.store, [r["id"] for r, _ in ready[k:]], cl.token)
                     return
-                part = ready[k:k + WRITE_MANY_PART]
+                part = ready[k:k + size]
                 try:
                     results: list[Any] = list(conn_.write_many([o.op for _, o in part]))
                 except Exception as exc:  # noqa: BLE001 - classified per row below

@@ -148,6 +148,10 @@ MUTATIONS = (
        "    if settings.target != \"deal\":\n        return None\n",
        "    return None\n",
        ("tests/connectors/forms/test_forms_posts.py",)),
+    _m("a form visitor's words rewrite what syncd holds", "syncd/pipeline/engine.py",
+       "            if rec.statement and not _blank(current) and not schema.is_list(name):\n",
+       "            if False:\n",
+       ("tests/connectors/forms/test_forms_posts.py",)),
 )
 
 

@@ -29,7 +29,8 @@ ADMIN = "forms-admin-token-0123"
 
 # the forms of the suite's daemon: name -> settings (TOML values)
 BASE_FORM: dict[str, Any] = {
-    "fields": {"your_name": "lead.name", "tel": "lead.phone", "mail": "lead.email", "msg": "lead.comment"},
+    "fields": {"your_name": "lead.name", "tel": "lead.phone", "mail": "lead.email", "msg": "lead.comment",
+               "firm": "lead.company_name"},
     "required": ["tel"], "responsible": None, "source": "WEB", "rate_limit": 0, "duplicate_window": 600,
 }
 

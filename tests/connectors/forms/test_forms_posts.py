@@ -368,3 +368,41 @@ def test_syncd_check_resolves_the_names_and_lists_what_exists_for_a_typo(world: 
     line = next(x for x in r.stdout.splitlines() if "✗ names" in x)
     assert "systems.forms.form.named.pipeline: no pipeline named 'Заявки с сайтов'; there are: " in line, line
     assert "заявки с сайта" in line and "config-typo.toml" in line
+
+
+def test_a_deal_forms_company_field_brings_the_company_once(world: World) -> None:
+    """Issue 22 #6: "or a company, when the form has one": the deal links to the company the
+    visitor named (and to the visitor); the same e-mail again finds that company, not a second."""
+    email = "zakupki@romashka-opt.example"
+    r = world.daemon.post("deal", {"your_name": "Иван Закупщик", "tel": "+79031112250", "mail": email,
+                                   "firm": "ООО «Ромашка-Опт»", "msg": "Нужен прайс"}, token=DEAL_TOKEN)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 20
+    while not (deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Иван Закупщик"},
+                                                            "select": ["ID", "COMPANY_ID", "CONTACT_ID", "COMMENTS"]})):
+        assert time.monotonic() < deadline, "the deal never reached the portal"
+        time.sleep(0.1)
+    (deal,) = deals
+    assert deal["COMPANY_ID"] and deal["CONTACT_ID"] and "Компания: ООО «Ромашка-Опт»" in deal["COMMENTS"]
+    (co,) = world.portal.rest("crm.company.list", {"filter": {"ID": deal["COMPANY_ID"]}, "select": ["TITLE"]})
+    assert co["TITLE"] == "ООО «Ромашка-Опт»"
+    r2 = world.daemon.post("deal", {"your_name": "Иван Закупщик", "tel": "+79031112250", "mail": email,
+                                    "firm": "Ромашка-Опт", "msg": "И ещё счёт"}, token=DEAL_TOKEN)
+    assert r2.status_code == 200, r2.text
+    deadline = time.monotonic() + 20
+    while len(deals := world.portal.rest("crm.deal.list", {"filter": {"TITLE": "deal: Иван Закупщик"},
+                                                           "select": ["ID", "COMPANY_ID"]})) < 2:
+        assert time.monotonic() < deadline, deals
+        time.sleep(0.1)
+    assert {d["COMPANY_ID"] for d in deals} == {deal["COMPANY_ID"]}
+    titles = [c["TITLE"] for c in world.portal.rest("crm.company.list", {"select": ["ID", "TITLE"]})]
+    assert titles.count("ООО «Ромашка-Опт»") == 1 and "Ромашка-Опт" not in titles, titles
+
+
+def test_a_lead_forms_company_field_is_the_leads_company_title(world: World) -> None:
+    r = world.daemon.post("known", {"your_name": "Пётр Лидов", "mail": "petr@lidov.example",
+                                                                 "firm": "ИП Лидов"}, token=KNOWN_TOKEN)
+    assert r.status_code == 200, r.text
+    (lead,) = wait_leads(world.portal, 1, NAME="Пётр Лидов")
+    got = world.portal.rest("crm.lead.list", {"filter": {"ID": lead["ID"]}, "select": ["COMPANY_TITLE"]})
+    assert got[0]["COMPANY_TITLE"] == "ИП Лидов"
