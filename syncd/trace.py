@@ -32,7 +32,7 @@ LIMIT = 20            # entities a query may name
 @dataclass
 class Event:
     at: dt.datetime | None
-    kind: str                          # change | decision | write | hold
+    kind: str                          # change | decision | write | hold | waiting
     system: str
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
@@ -222,6 +222,24 @@ def trace_entity(conn: Connection, eid: str, *, link: Callable[[str, str, str], 
                                  "key": r["external_key"]}))
     events.sort(key=lambda e: (e.at or dt.datetime.min.replace(tzinfo=dt.timezone.utc)))
     fields = schema.jsonable(schema.decode(ent["fields"]))
+    # what it still waits for: a field the system syncd created the record in owns and fills itself
+    # (the number a shop gives the order syncd uploaded: read-only there, `owner` in the conflicts),
+    # not reported yet
+    for b in binds:
+        if mapper is None or b["alias"] or b["how"] != "created":
+            continue
+        em = mapper.push_map(b["system"], etype)
+        if em is None:
+            continue
+        from syncd.pipeline import resolve
+
+        owed = sorted(n for n, fm in em.fields.items() if fm.direction == "pull" and fields.get(n) in (None, "", [])
+                      and resolve.rule_for(mapper.ms.conflicts, n).owner == b["system"])
+        if owed:
+            events.append(Event(None, "waiting", b["system"],
+                                f"waiting for {b['system']} to report {', '.join(owed)} (it fills them in the "
+                                f"{kind_of(mapper, b['system'], etype)} syncd created there; they come with its "
+                                "next export)", {"fields": owed}))
     return {"entity_id": eid, "type": ent["type"], "hold": ent["hold"], "merged_into": ent["merged_into"],
             "fields": fields, "ids": ids, "aliases": aliases,
             "kinds": {s: kind_of(mapper, s, etype) for s in ids},

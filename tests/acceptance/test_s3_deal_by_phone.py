@@ -69,6 +69,13 @@ def test_the_deal_by_phone_learns_its_shop_order_number_with_the_orders_first_ch
     _, deal = _phone_order(it)
     it.sync()
     (so,) = it.shop.orders()
+    # until the shop reports the number, the trace says what the deal waits for (issue 21 #3)
+    code, story = it.cli_json("trace", f"crm:deal:{deal}")
+    assert code == 0
+    waits = [e for e in story["records"][0]["events"] if e["kind"] == "waiting"]
+    assert [e["system"] for e in waits] == ["shop"] and "order.number" in waits[0]["details"]["fields"], waits
     it.shop.pay(so["id"])                             # the buyer pays on the site: the order is exported
     it.sync()
     assert it.portal.deal(deal)[ORDER_FIELD] == so["number"]
+    _, story = it.cli_json("trace", f"crm:deal:{deal}")
+    assert not [e for e in story["records"][0]["events"] if e["kind"] == "waiting"]
