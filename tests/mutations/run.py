@@ -145,9 +145,14 @@ MUTATIONS = (
        ("tests/connectors/bitrix24/test_event_reads.py", "tests/daemon/test_bitrix24_events.py")),
     # issue 22
     _m("a deal form's visitor never becomes a contact", "connectors/forms/convert.py",
-       "    if settings.target != \"deal\":\n        return None\n",
+       "    if not any(canon.get(c) for c in (\"lead.name\", \"lead.email\", \"lead.phone\")):\n        return None\n",
        "    return None\n",
        ("tests/connectors/forms/test_forms_posts.py",)),
+    _m("a live instance's job lease or claims are taken over", "syncd/store/presence.py",
+       "        if row.expires_at < time.time():\n            return True\n        held = Holder.parse(row.holder)\n"
+       "        return held is not None and held.dead_here()",
+       "        return True",
+       ("tests/store/test_presence.py",)),
     _m("a form visitor's words rewrite what syncd holds", "syncd/pipeline/engine.py",
        "            if rec.statement and not _blank(current) and not schema.is_list(name):\n",
        "            if False:\n",
