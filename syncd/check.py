@@ -245,31 +245,28 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
 
 
 def check_names(rt: Any) -> list[Finding]:
-    """Pipelines, stages, sources and users the forms and mailboxes name (syncd.names): each name
-    resolved through the live CRM, or ✗ with what exists there."""
-    from syncd import names
-
-    if not names.wanted(rt.name_slots):
-        return []
-    problems: list[str] | None = None
+    """Pipelines, stages, sources and users the config names (syncd.names): each name resolved
+    through the live CRM as the daemon's live check does (Runtime.resolve_names), or ✗ with what
+    exists there."""
+    if rt.names_resolved:
+        return []                          # ids only: nothing to look up
+    problems: list[str] = []
     tried: list[str] = []
-    for system, conn in rt.connectors.items():
-        if not hasattr(conn, "describe"):
-            continue
+    for system in rt.connectors:
         try:
-            live = conn.describe()
+            problems = rt.resolve_names(system)
         except Exception:  # noqa: BLE001 - its health line says why
             tried.append(system)
             continue
-        if live.names:
-            problems = names.resolve(rt.name_slots, live)
+        if problems or rt.names_resolved:
             break
-    if problems is None:
-        return [Finding("names", False, "pipelines, stages, sources or users are given by name, and no CRM could "
-                                        "be read to find them" + (f" ({', '.join(tried)})" if tried else ""))]
     if problems:
         return [Finding("names", False, p) for p in problems]
-    said = ", ".join(f"{s.where.rsplit('.', 1)[-1]} {s.value!r} = {s.resolved}" for s in rt.name_slots if not s.is_id())
+    if not rt.names_resolved:
+        return [Finding("names", False, "pipelines, stages, sources or users are given by name, and no CRM could "
+                                        "be read to find them" + (f" ({', '.join(tried)})" if tried else ""))]
+    said = ", ".join(f"{s.where.rsplit('.', 1)[-1]} {s.value!r} = {s.resolved}" for s in rt.name_slots
+                     if not s.is_id())
     return [Finding("names", True, said)]
 
 
