@@ -98,6 +98,11 @@ class WriteOp:
     # connector that retries inline must look up again.
     unsent: bool = False
     full: Mapping[str, Any] = field(default_factory=dict)   # every pushable field of the record
+    # an update of a record that came from this system, naming the record syncd made from it in
+    # another system (that system's name, the record's key there): a deal a manager made by phone
+    # names its shop order (Bitrix24 ORIGINATOR_ID/ORIGIN_ID), as the vendor's own integration does.
+    # Only for `names_sources` connectors; None when it names it already
+    names: tuple[str, str] | None = None
     # records this one links to, for protocols that embed them (a CommerceML order carries its
     # buyer): the target's id (or key) -> (kind, full fields); filled for `embeds_links` connectors
     links: Mapping[str, tuple[str, Mapping[str, Any]]] = field(default_factory=dict)
@@ -202,12 +207,15 @@ class Traits:
     first_read: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # kind -> the streams that read that kind (all kinds; see WriteOp.unsent)
     reads: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # kinds whose records can name the record they belong to in another system (WriteOp.names)
+    names_sources: frozenset[str] = frozenset()
 
 
 def traits(connector: Any) -> Traits:
     """How a connector takes writes (defaults for connectors not built on BaseConnector)."""
     out = {f: getattr(connector, f, getattr(Traits, f)) for f in
-           ("delivery", "whole_records", "keys_are_ids", "embeds_links", "embedded_kinds")}
+           ("delivery", "whole_records", "keys_are_ids", "embeds_links", "embedded_kinds",
+            "names_sources")}
     kinds = getattr(connector, "read_before_create", frozenset())
     streams = getattr(connector, "streams", {}) or {}
     out["first_read"] = {k: tuple(s for s, spec in streams.items() if k in spec.kinds) for k in kinds}
@@ -244,6 +252,9 @@ class BaseConnector:
     # kinds created there only inside another record (1C gets a new counterparty inside its first
     # order): a create of one alone is not sent; the record that embeds it creates it there
     embedded_kinds: frozenset[str] = frozenset()
+    # kinds whose records can name the record they belong to in another system, and are told it
+    # once syncd has made that record (WriteOp.names): Bitrix24's ORIGINATOR_ID/ORIGIN_ID
+    names_sources: frozenset[str] = frozenset()
 
     # writes handed to `write_many` at a time (each part settled as soon as its answers are in, so a
     # restart resends at most the part in flight); a connector whose calls carry more sets more

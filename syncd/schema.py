@@ -411,8 +411,17 @@ def decode_value(name: str, value: Any) -> Any:
     return _dec(spec.type, value)
 
 
+# Not a field: the key, in a shadow, of the record the target's record names as the one it belongs
+# to ("shop:crm-15", Bitrix24 ORIGINATOR_ID/ORIGIN_ID) — what it says, so it is told once (WriteOp.names)
+NAMED_SOURCE = "@source"
+
+
+def named_source(system: str, key: str) -> str:
+    return f"{system}:{key}"
+
+
 _PLAIN = {"str", "text", "ref", "int", "bool", "json"}
-_PLAIN_FIELDS = frozenset(s.name for specs in _ENTITIES.values() for s in specs if s.type in _PLAIN)
+_PLAIN_FIELDS = frozenset(s.name for specs in _ENTITIES.values() for s in specs if s.type in _PLAIN) | {NAMED_SOURCE}
 _dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
 
 
@@ -425,7 +434,7 @@ def encode(fields: Mapping[str, Any]) -> str:
 def decode(text: str | None) -> dict[str, Any]:
     if not text:
         return {}
-    return {k: decode_value(k, v) for k, v in json.loads(text).items()}
+    return {k: v if k == NAMED_SOURCE else decode_value(k, v) for k, v in json.loads(text).items()}
 
 
 def jsonable(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events
     # a batch call carries 50 commands: 50 contacts or notices fill one, 50 deals with their rows two
     # (25 a part left contacts' and notices' calls half empty: 2,000 orders took 175 write calls)
     write_part = 50
+    # a deal a manager made (by phone) names the shop order syncd made from it (ORIGINATOR_ID/
+    # ORIGIN_ID). Contacts and companies are not: their counterparts are found by e-mail, phone, ИНН
+    names_sources = frozenset({"deal"})
 
     def __init__(self, name: str, settings: Bitrix24Settings, ctx: ConnectorContext | None = None) -> None:
         self.name, self.settings, self.ctx = name, settings, ctx

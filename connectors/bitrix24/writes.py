@@ -145,6 +145,11 @@ class Writes:
         else:
             fields.pop("ORIGINATOR_ID", None)
             fields.pop("ORIGIN_ID", None)
+            if op.names is not None:
+                # a record made here (a deal by phone) names what syncd made from it (its shop order),
+                # as if that record's integration had made it: found by that key from now on
+                system, key = op.names
+                fields["ORIGINATOR_ID"], fields["ORIGIN_ID"] = self.settings.originators.get(system, system), key
         return fields, pseudo
 
     def _crm_cmds(self, op: WriteOp, key: str, ext: str | None, fields: dict[str, Any],

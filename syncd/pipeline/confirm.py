@@ -13,7 +13,7 @@ import datetime as dt
 import random
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
@@ -44,8 +44,12 @@ class Backoff:
 
 
 def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str, ready: Ready,
-              result: WriteResult, *, link_wait: float, now: dt.datetime | None = None) -> str:
-    """Apply a successful write. Returns the row's new status, or "lost" when the claim was not ours."""
+              result: WriteResult, *, link_wait: float, now: dt.datetime | None = None,
+              naming: Mapping[str, frozenset[str]] | None = None) -> str:
+    """Apply a successful write. Returns the row's new status, or "lost" when the claim was not ours.
+
+    `naming`: system -> kinds whose records name the record syncd made from them elsewhere
+    (Traits.names_sources); a create made from such a record has it told."""
     now = now or utcnow()
     fenced = outbox.fence(conn, row["id"], token)
     if fenced is None:
@@ -75,8 +79,10 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
                 conn.execute(update(t.bindings).where(b.system == op.system, b.type == op.entity,
                                                       b.external_id == ext).values(how="created"))
     # what the target will report back, so reading it is not a change (no echo)
-    shadow = _merge_shadow(conn, op.entity_id, op.system,
-                           {k: mapper.roundtrip(em, k, v) for k, v in ready.sent.items()}, result.version, now)
+    held_now = {k: mapper.roundtrip(em, k, v) for k, v in ready.sent.items()}
+    if op.names is not None:
+        held_now[schema.NAMED_SOURCE] = schema.named_source(*op.names)
+    shadow = _merge_shadow(conn, op.entity_id, op.system, held_now, result.version, now)
     conn.execute(insert(t.changelog).values(entity_id=op.entity_id, system=op.system, origin="push",
                                             fields=schema.encode(ready.sent), source_version=result.version,
                                             source_time=None, observed_at=now, run_id=None))
@@ -87,6 +93,7 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
     if op.op == "create":
         # writes that waited for this record here look again now
         outbox.unblock(conn, [op.entity_id], system=op.system, now=now)
+        _tell_source(conn, mapper, op, naming or {}, now)
     if ready.deferred is not None:
         on, why, detail = ready.deferred
         # a link left out: the write waits for it — unless it appeared meanwhile (another write of
@@ -101,6 +108,19 @@ def confirmed(conn: Connection, mapper: Mapper, row: dict[str, Any], token: str,
         status = "pending"
         outbox.again(conn, row["id"], at=now, last_error=None, **common)
     return status
+
+
+def _tell_source(conn: Connection, mapper: Mapper, op: Any, naming: Mapping[str, frozenset[str]],
+                 now: dt.datetime) -> None:
+    """The record this create was made from learns its key, where it can say so (payload decides
+    what it says: WriteOp.names). A deal by phone carries its shop order's key from now on."""
+    if op.origin is None:
+        return
+    source = op.origin[0]
+    sm = mapper.push_map(source, op.entity)
+    if sm is None or sm.kind not in naming.get(source, frozenset()):
+        return
+    outbox.plan(conn, [outbox.Intent(op.entity_id, op.entity, source, "update", f"named:{op.system}", {})], now)
 
 
 def _merge_shadow(conn: Connection, eid: str, system: str, sent: dict[str, Any], version: str | None,

@@ -721,6 +721,8 @@ class _BatchRun:
             fields = self._without_derived(rec, fields, ent, sh_fields)
             changes = record.diff(sh_fields, fields)
             new_shadow = dict(sh_fields, **fields)
+            if rec.origin is not None:       # the record it names (WriteOp.names): never told it twice
+                new_shadow[schema.NAMED_SOURCE] = schema.named_source(*rec.origin)
             shadow_rows[(eid, skey)] = dict(fields=new_shadow, source_version=rec.version or (sh or {}).get(
                 "source_version"), existed=(eid, skey) in in_db)
             # a later record of the same entity in this batch (1C's order, then its payment) diffs

@@ -107,6 +107,7 @@ class _Loaded:
     binds: dict[tuple[str, str, str], str] = field(default_factory=dict)   # (eid, system, type) -> ext
     hows: dict[tuple[str, str], str | None] = field(default_factory=dict)  # (eid, system) -> bindings.how
     first: dict[str, tuple[str, str]] = field(default_factory=dict)        # eid -> its first record
+    made: dict[str, tuple[str, str]] = field(default_factory=dict)         # eid -> first record syncd made
     natural: frozenset[str] = frozenset()
     shadows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     held: dict[str, set[str]] = field(default_factory=dict)
@@ -140,6 +141,8 @@ def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
             into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
             into.hows[(eid, system)] = how
             into.first[eid] = (system, ext)
+            if how == "created":
+                into.made[eid] = (system, ext)
 
 
 def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> _Loaded:
@@ -309,7 +312,8 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
     shadow = data.shadows.get((eid, system), {}) if not create else None
     held = data.held.get(eid, set())
     changed = plan.plan_fields(mapper, em, ent.golden, shadow, held)
-    if not changed:
+    names = None if create else _names(data, eid, system, em.kind, traits)
+    if not changed and names is None:
         return Nothing("the target is in step")
     # the whole record as the target should hold it (`WriteOp.full`): an update of a deal's rows sets
     # them whole, its delivery row included, even when only the goods changed
@@ -328,7 +332,7 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
             return Blocked(b.on, b.why, b.detail, b.intent)
         deferred = deferred or b
     sent_names -= set(blocks) | omitted
-    if not sent_names:
+    if not sent_names and names is None:
         assert deferred is not None
         return Blocked(deferred.on, deferred.why, deferred.detail, deferred.intent)
     sent = {k: ent.golden[k] for k in sent_names}
@@ -342,11 +346,23 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
                  entity=etype, entity_id=eid, external_id=ext,
                  fields=mapper.from_canonical(em, translated, create=create), external_key=key,
                  attempt=row["attempts"], full=mapper.from_canonical(em, full, create=create), links=links,
-                 origin=origin, also_known_as=(external_key(eid),) if origin else (),
+                 origin=origin, also_known_as=(external_key(eid),) if origin else (), names=names,
                  unsent=create and not row.get("attempts") and row.get("claimed_from") != "sending"
                  and bool(traits.reads.get(em.kind)) and all((system, s) in data.read for s in traits.reads[em.kind]))
     dfr = (deferred.on, deferred.why, deferred.detail) if deferred is not None else None
     return Ready(op, sent, dfr, embedded)
+
+
+def _names(data: _Loaded, eid: str, system: str, kind: str, traits: Traits) -> tuple[str, str] | None:
+    """The record syncd made from this system's record in another system, when this record can say
+    so and does not yet (a deal by phone names its shop order); None otherwise."""
+    if kind not in traits.names_sources:
+        return None
+    came_from, made = data.first.get(eid), data.made.get(eid)
+    if came_from is None or came_from[0] != system or made is None or made[0] == system:
+        return None
+    said = data.shadows.get((eid, system), {}).get(schema.NAMED_SOURCE)
+    return None if said == schema.named_source(*made) else made
 
 
 def _news(data: _Loaded, ent: _Target, system: str) -> Outcome | None:

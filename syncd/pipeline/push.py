@@ -105,6 +105,7 @@ class Pusher:
         self.backoff = confirm.Backoff(policy.max_attempts, policy.base_delay, policy.max_delay)
         # systems whose ids are documents' own ids: keys made from their records keep them as they are
         self.natural = frozenset(n for n, c in connectors.items() if getattr(c, "natural_ids", False))
+        self.naming = {n: traits(c).names_sources for n, c in connectors.items() if traits(c).names_sources}
         self._started = False
         self._start_lock = threading.Lock()
         # downloads served and not yet confirmed by the peer: token -> row id -> (row, decided write)
@@ -254,7 +255,8 @@ class Pusher:
         if isinstance(res, WriteResult):
             try:
                 with self.store.begin() as c:
-                    status = confirm.confirmed(c, self.mapper, row, token, o, res, link_wait=self.policy.link_wait)
+                    status = confirm.confirmed(c, self.mapper, row, token, o, res, link_wait=self.policy.link_wait,
+                                               naming=self.naming)
             except confirm.BindingClash as exc:
                 self._fail(row, token, PermanentError(f"binding clash: {exc}"), counts, permanent=True)
                 return

@@ -52,6 +52,20 @@ def test_without_the_flag_the_deal_stays_in_the_crm(it: Integration) -> None:
     assert it.portal.deal(deal)[ORDER_FIELD] in (None, "")
 
 
+def test_the_deal_by_phone_carries_its_shop_orders_key_at_once(it: Integration) -> None:
+    """Issue 21 #3: as soon as the shop has the order, the deal names it (ORIGINATOR_ID/ORIGIN_ID) as the
+    shop's own integration would — a re-install or a second integration finds the pair by that key."""
+    it.sync()
+    _, deal = _phone_order(it)
+    it.sync()
+    (so,) = it.shop.orders()
+    d = it.portal.deal(deal)
+    assert so["xml_id"] and (d["ORIGINATOR_ID"], d["ORIGIN_ID"]) == ("shop", so["xml_id"])
+    assert [x["ID"] for x in it.portal.deals(ORIGINATOR_ID="shop", ORIGIN_ID=so["xml_id"])] == [str(deal)]
+    it.sync()                                         # told once: reading it back writes nothing more
+    assert it.runtime().store.list_outbox("pending") == [] and it.dead() == []
+
+
 @pytest.mark.xfail(strict=True, reason="issue 12: the site numbers the order it makes from the upload and, like "
                                        "1C-Bitrix, does not export an order changed only by an import: the "
                                        "exchange gives syncd no way to read the number before the order changes "

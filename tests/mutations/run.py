@@ -157,6 +157,10 @@ MUTATIONS = (
        "            if rec.statement and not _blank(current) and not schema.is_list(name):\n",
        "            if False:\n",
        ("tests/connectors/forms/test_forms_posts.py",)),
+    _m("a deal by phone never learns its shop order's key", "syncd/pipeline/confirm.py",
+       "    if op.origin is None:\n        return\n    source = op.origin[0]",
+       "    if True:\n        return\n    source = op.origin[0]",
+       ("tests/acceptance/test_s3_deal_by_phone.py",)),
 )
 
 
