@@ -30,9 +30,9 @@ import shutil
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -43,14 +43,32 @@ from syncd.commerceml import Counterparty, Document, Offer, PriceType, Product, 
 from syncd.commerceml import Rejected as CmlRejected
 from syncd.commerceml.reader import iter_records
 from syncd.commerceml.safety import SCRIPT_EXTENSIONS, is_zip
-from syncd.connector import Batch, RawRecord, Rejected
+from syncd.connector import Batch, ConnectorContext, RawRecord, Rejected
 from syncd.errors import BadInput, ProtocolError
 
 from . import convert
 from .sessions import Busy, LockHeld, Lost, Session, Sessions
+from .settings import OneCSettings
 
-if TYPE_CHECKING:
-    from .connector import OneCConnector
+
+class Owner(Protocol):
+    """What the exchange needs of its connector (OneCConnector): its settings and the writes it
+    serves on `query` — named here so the exchange does not import the connector that holds it."""
+
+    name: str
+    settings: OneCSettings
+    ctx: ConnectorContext
+    spool_dir: str
+
+    def remember(self, ext: str, kind: str, number: str | None) -> None: ...
+
+    def kind_of(self, ext: str) -> str | None: ...
+
+    def by_number(self, number: str) -> str | None: ...
+
+    def render_query(self) -> tuple[bytes, str | None, list[str]]: ...
+
+    def confirm_query(self, token: str, served: Sequence[str]) -> Any: ...
 
 log = structlog.get_logger("syncd.onec")
 
@@ -118,7 +136,7 @@ class Exchange:
     kept in the store when its iterator is not here). Everything else is in the store.
     """
 
-    def __init__(self, conn: OneCConnector) -> None:
+    def __init__(self, conn: Owner) -> None:
         self.c = conn
         self.s = conn.settings
         self.ctx = conn.ctx
