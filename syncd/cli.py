@@ -635,10 +635,11 @@ def quarantine_release(ctx: click.Context, qid: int) -> None:
     processed stays in quarantine and the reason is printed.
     """
     from syncd.errors import BadInput
+    from syncd.pipeline import settle
 
     rt = _runtime(ctx, connect=False)
     try:
-        outcome = rt.syncer.engine.release_quarantine(qid)
+        outcome = settle.release_quarantine(rt.syncer.engine, qid)
     except (KeyError, ValueError, BadInput) as exc:
         rt.close()
         click.echo(f"quarantine {qid}: {exc.args[0] if isinstance(exc, KeyError) else exc}", err=True)
@@ -671,13 +672,15 @@ def review_resolve(ctx: click.Context, review_id: int, create: bool, entity_id: 
     if create + bool(entity_id) + dismiss != 1:
         click.echo("give exactly one of --create, --entity ID or --dismiss", err=True)
         sys.exit(EXIT_CONFIG)
+    from syncd.pipeline import settle
+
     rt = _runtime(ctx, connect=False)
     try:
         if dismiss:
-            rt.syncer.engine.dismiss_review(review_id)
+            settle.dismiss_review(rt.syncer.engine, review_id)
             click.echo(f"review {review_id} dismissed: sent nowhere")
             return
-        eid = rt.syncer.engine.resolve_review(review_id, entity_id=entity_id, create=create)
+        eid = settle.resolve_review(rt.syncer.engine, review_id, entity_id=entity_id, create=create)
     except (KeyError, ValueError) as exc:
         click.echo(str(exc.args[0] if exc.args else exc), err=True)
         sys.exit(EXIT_FAIL)

@@ -55,6 +55,7 @@ from syncd.daemon.operations import Backfills, check_all, check_system, run_now
 from syncd.daemon.runtime import Runtime
 from syncd.daemon.search import search as search_entities
 from syncd.errors import BadInput
+from syncd.pipeline import settle
 from syncd.store import tables as t
 from syncd.store import utcnow
 from syncd.store.stats import COUNT_KEYS
@@ -637,7 +638,7 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
             if qid is None:
                 raise KeyError(f"no quarantine item {request.path_params['id']}")
             try:
-                outcome = rt.syncer.engine.release_quarantine(qid)
+                outcome = settle.release_quarantine(rt.syncer.engine, qid)
             except BadInput as exc:
                 raise ValueError(str(exc)) from None
             return {"released": qid, "outcome": outcome}
@@ -664,11 +665,11 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
                 if rtype is not None and rtype != ent["type"]:
                     raise Refusal(N_("entity {id} is a {type}, review item {review} is a {rtype}"),
                                   id=entity_id, type=ent["type"], review=rid, rtype=rtype)
-                eid = engine.resolve_review(rid, entity_id=entity_id)
+                eid = settle.resolve_review(engine, rid, entity_id=entity_id)
             elif _truthy(p.get("create")):
-                eid = engine.resolve_review(rid, create=True)
+                eid = settle.resolve_review(engine, rid, create=True)
             elif _truthy(p.get("dismiss")):
-                eid = engine.dismiss_review(rid)       # junk (a spam form post): sent nowhere
+                eid = settle.dismiss_review(engine, rid)       # junk (a spam form post): sent nowhere
             else:
                 raise Refusal(N_("give `create=1` or `entity_id`"))   # (or `dismiss=1`)
             return {"review": rid, "entity_id": eid}

@@ -13,14 +13,17 @@ set-based query for the whole batch; the IMAP connector's mails go through the s
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from email.utils import parseaddr
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from syncd import schema
 from syncd.mapping.model import IdentityRule
-from syncd.pipeline import identify
+from syncd.pipeline import match
 from syncd.store import tables as t
 
 CHUNK = 400
@@ -58,7 +61,7 @@ def sender_keys(entity: str, fields: Mapping[str, Any], identity: IdentityRule |
     if not person:
         return set()
     # match keys never raise on garbage: an unparsable phone or address simply gives no key
-    return identify.keys_for("person", person, identity, region)
+    return match.keys_for("person", person, identity, region)
 
 
 def link_senders(conn: Connection, rows: Sequence[tuple[str, Mapping[str, Any]]],
@@ -89,4 +92,18 @@ def link_senders(conn: Connection, rows: Sequence[tuple[str, Mapping[str, Any]]]
     return out
 
 
-__all__ = ["SENDER_FIELDS", "link_senders", "sender_keys"]
+def load_all_orders_linked(conn: Connection, link: str, target_id: str
+                           ) -> dict[str, tuple[dict[str, Any], dict[str, Any], dt.datetime]]:
+    """Orders whose `link` field (order.customer / order.company) is `target_id`."""
+    pattern = f'%"{link}":"{target_id}"%'
+    out = {}
+    for eid, fields, versions, created in conn.execute(
+            select(t.entities.c.id, t.entities.c.fields, t.entities.c.versions, t.entities.c.created_at)
+            .where(t.entities.c.type == "order", t.entities.c.fields.like(pattern))):
+        f = schema.decode(fields)
+        if f.get(link) == target_id:
+            out[eid] = (f, json.loads(versions or "{}"), created)
+    return out
+
+
+__all__ = ["SENDER_FIELDS", "link_senders", "sender_keys", "load_all_orders_linked"]

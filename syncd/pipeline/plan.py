@@ -1,4 +1,4 @@
-"""Stage 6: which systems an entity must be brought up to date in -> outbox intents.
+"""Stage plan: which systems an entity must be brought up to date in -> outbox intents.
 
 The planner decides *whether* a target needs a write (its shadow differs from the golden record);
 *what* the write carries is decided when it is sent (`syncd.pipeline.payload`), so planning twice
@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
+import structlog
+
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
@@ -17,8 +19,10 @@ from syncd import schema
 from syncd.mapping import Mapper
 from syncd.mapping.model import EntityMap
 from syncd.pipeline import outbox
+from syncd.pipeline.batch import Batch
 from syncd.store import tables as t
 
+log = structlog.get_logger("syncd.engine")
 CHUNK = 400
 
 
@@ -106,3 +110,16 @@ def plan_entities(conn: Connection, mapper: Mapper, ents: Mapping[str, Planned],
                   uncreated: dict[tuple[str, str], int] | None = None) -> int:
     """Queue (or bump) the writes these entities need; returns the writes planned."""
     return outbox.plan(conn, intents(conn, mapper, ents, ids, origin=origin, uncreated=uncreated), now)
+
+
+def plan_batch(batch: Batch, ents: Mapping[str, Planned], touched: set[str], *, origin: str) -> int:
+    """Queue (or bump) the writes the batch's touched entities need; returns the writes planned.
+    A target whose map may not create the record is counted and said, never only skipped."""
+    uncreated: dict[tuple[str, str], int] = {}
+    n = plan_entities(batch.conn, batch.mapper, ents, sorted(touched), origin=origin, now=batch.now,
+                      uncreated=uncreated)
+    for (system, kind), k in sorted(uncreated.items()):
+        batch.counts.uncreated += k
+        log.info("not_created", target=system, kind=kind, records=k,
+                 why=f"the {system} map of kind {kind} has no `create = true`")
+    return n

@@ -132,7 +132,7 @@ class _Routing:
         self.leads: dict[str, str] = {}                # address -> open lead stored before
 
     def decide_all(self, msgs: list[str]) -> set[str]:
-        from syncd.pipeline.engine import RuleEffects
+        from syncd.pipeline.batch import RuleEffects
 
         parents = self._stored_parents(msgs)
         touched: set[str] = set()
@@ -290,7 +290,7 @@ class _Routing:
     def _open_order(self, person_id: str) -> str | None:
         """The client's open deal: linked to them, stage not closed, not completed or canceled; the
         newest when there are several."""
-        from syncd.rules.context import load_all_orders_linked
+        from syncd.pipeline.link import load_all_orders_linked
 
         closed = {s.upper() for s in self.route.closed_stages}
         best: tuple[dt.datetime, str] | None = None

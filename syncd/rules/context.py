@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from syncd import schema
 from syncd.connector import LiveSchema
+from syncd.pipeline.link import load_all_orders_linked
 from syncd.rules import expr
 from syncd.store import Store, utcnow
 from syncd.store import tables as t
@@ -151,20 +152,6 @@ class Context:
 
     def __call__(self, name: str) -> Any:
         return self.get(name)
-
-
-def load_all_orders_linked(conn: Connection, link: str, target_id: str
-                           ) -> dict[str, tuple[dict[str, Any], dict[str, Any], dt.datetime]]:
-    """Orders whose `link` field (order.customer / order.company) is `target_id`."""
-    pattern = f'%"{link}":"{target_id}"%'
-    out = {}
-    for eid, fields, versions, created in conn.execute(
-            select(t.entities.c.id, t.entities.c.fields, t.entities.c.versions, t.entities.c.created_at)
-            .where(t.entities.c.type == "order", t.entities.c.fields.like(pattern))):
-        f = schema.decode(fields)
-        if f.get(link) == target_id:
-            out[eid] = (f, json.loads(versions or "{}"), created)
-    return out
 
 
 # -- templates ----------------------------------------------------------------------------------

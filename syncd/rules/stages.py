@@ -16,7 +16,8 @@ from syncd import schema
 from syncd.connector import LiveSchema
 from syncd.rules import expr
 from syncd.rules.config import CrossRule, DefaultsConfig, StageRule
-from syncd.rules.context import Context, Directory, load_all_orders_linked, render
+from syncd.pipeline.link import load_all_orders_linked
+from syncd.rules.context import Context, Directory, render
 from syncd.store import Store, utcnow
 from syncd.store import tables as t
 

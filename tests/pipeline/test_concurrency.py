@@ -241,13 +241,13 @@ def test_a_pull_binding_a_record_a_confirm_bound_meanwhile_is_taken_in_again(pg_
         cl = outbox.claim(store, "crm", instance="a", ttl=300)
         (ready,) = _decide(syncer, cl)
         res = syncer.connectors["crm"].write(ready.op)
-        from syncd.pipeline import engine as engine_mod
+        from syncd.pipeline import identify as identify_mod
 
-        real = engine_mod._BatchRun._identify
+        real = identify_mod.identify
         done = []
 
-        def identify_then_confirm(self: Any, parsed: Any) -> Any:
-            out = real(self, parsed)
+        def identify_then_confirm(batch: Any, parsed: Any) -> Any:
+            out = real(batch, parsed)
             if not done:                       # the confirm commits now, after the pull has decided
                 done.append(1)
                 other = Store(pg_url, create=False)
@@ -256,11 +256,11 @@ def test_a_pull_binding_a_record_a_confirm_bound_meanwhile_is_taken_in_again(pg_
                 other.close()
             return out
 
-        engine_mod._BatchRun._identify = identify_then_confirm   # type: ignore[method-assign]
+        identify_mod.identify = identify_then_confirm   # type: ignore[assignment]
         try:
             counts = syncer.pull("crm", "person")
         finally:
-            engine_mod._BatchRun._identify = real                 # type: ignore[method-assign]
+            identify_mod.identify = real                    # type: ignore[assignment]
         assert counts.failed == 0 and done
         with store.read() as c:
             n = c.execute(select(t.bindings).where(t.bindings.c.system == "crm")).all()

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from factories import make_mapper, make_world, person
-from syncd.pipeline import outbox
+from syncd.pipeline import outbox, settle
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import SimulatedCrash
 from syncd.store import Store
@@ -93,7 +93,7 @@ def test_new_customer_from_1c_goes_to_review(store: Store) -> None:
     item = store.list_review()[0]
     assert "may not introduce" in item["reason"] and item["system"] == "onec"
     # a human decides: create it after all
-    eid = syncer.engine.resolve_review(item["id"], create=True)
+    eid = settle.resolve_review(syncer.engine, item["id"], create=True)
     assert store.entity(eid)["fields"]["person.email"] == "x@y.ru"
     assert store.list_review() == []
 
@@ -318,7 +318,7 @@ def test_second_record_of_one_system_goes_to_review_then_binds_as_alias(store: S
     # the order waits for a person without a stand-in entity being invented for its buyer
     assert store.count("entities", type="person", hold=None) == 1
     eid = store.find_entity("crm", "person", "c1")
-    syncer.engine.resolve_review(item["id"], entity_id=eid)
+    settle.resolve_review(syncer.engine, item["id"], entity_id=eid)
     assert store.find_entity("shop", "person", "s-new") == eid
     primary = store.external_id(eid, "shop")
     assert primary != "s-new"                         # writes still go to the first shop record

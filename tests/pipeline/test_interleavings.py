@@ -38,7 +38,7 @@ from syncd.connector import Batch, RawRecord, WriteResult, traits
 from syncd.mapping import Mapper, parse_mapping_doc
 from syncd.mapping.load import validate_set
 from syncd.pipeline import confirm, outbox, payload
-from syncd.pipeline import engine as engine_mod
+from syncd.pipeline import batch as batch_mod
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import STAMP, MemoryConnector, MemorySystem
 from syncd.store import Store, utcnow
@@ -108,7 +108,7 @@ class Interleavings(RuleBasedStateMachine):
         # with a random tail: two made in one millisecond would sort either way, and Hypothesis
         # replays an example expecting the same steps to do the same thing)
         seq = itertools.count(1)
-        self._ids = [(m, m.new_id) for m in (engine_mod, outbox, store_mod)]
+        self._ids = [(m, m.new_id) for m in (batch_mod, outbox, store_mod)]
         for m, _ in self._ids:
             m.new_id = lambda: f"{next(seq):032x}"   # type: ignore[attr-defined]
         self.tmp = tempfile.mkdtemp()

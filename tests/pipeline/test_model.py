@@ -31,6 +31,7 @@ from syncd.connector import WriteOp, WriteResult
 from syncd.keys.generate import make_account, make_bik, make_inn, make_kpp
 from syncd.mapping import Mapper, parse_mapping_doc
 from syncd.mapping.load import validate_set
+from syncd.pipeline import settle
 from syncd.pipeline.push import PushPolicy
 from syncd.sandbox.memory import STAMP, MemoryConnector, MemorySystem, SimulatedCrash
 from syncd.store import Store
@@ -241,9 +242,9 @@ class Model(RuleBasedStateMachine):
         item = data.draw(st.sampled_from(items))
         cands = [c for c in item["candidates"] if c and (self.store.entity(c) or {}).get("fields")]
         if create or not cands:
-            self.syncer.engine.resolve_review(item["id"], create=True)
+            settle.resolve_review(self.syncer.engine, item["id"], create=True)
         else:
-            self.syncer.engine.resolve_review(item["id"], entity_id=cands[0])
+            settle.resolve_review(self.syncer.engine, item["id"], entity_id=cands[0])
 
     @rule(data=st.data(), release=st.booleans())
     def fix_quarantine(self, data: st.DataObject, release: bool) -> None:
@@ -254,7 +255,7 @@ class Model(RuleBasedStateMachine):
         self.remote["shop"].edit(q["kind"], q["external_id"], inn=make_inn(individual=True))
         if release:
             try:
-                self.syncer.engine.release_quarantine(q["id"])   # the stored record is still the bad one
+                settle.release_quarantine(self.syncer.engine, q["id"])   # the stored record is still the bad one
             except Exception as exc:  # noqa: BLE001 - expected: it still cannot be processed
                 assert "still cannot be processed" in str(exc)
 
@@ -306,9 +307,9 @@ class Model(RuleBasedStateMachine):
             for item in self.store.list_review():
                 cands = [c for c in item["candidates"] if c and (self.store.entity(c) or {}).get("fields")]
                 if cands:
-                    self.syncer.engine.resolve_review(item["id"], entity_id=cands[0])
+                    settle.resolve_review(self.syncer.engine, item["id"], entity_id=cands[0])
                 else:
-                    self.syncer.engine.resolve_review(item["id"], create=True)
+                    settle.resolve_review(self.syncer.engine, item["id"], create=True)
             self._run(self.syncer.until_quiet, None, 12)
             if not self.store.list_review() and not self.store.list_quarantine():
                 break

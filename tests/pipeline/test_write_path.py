@@ -20,7 +20,7 @@ from factories import make_world, mapping_doc, person
 from syncd.connector import WriteOp, WriteResult, traits
 from syncd.keys.generate import make_inn
 from syncd.mapping import Mapper, parse_mapping_doc
-from syncd.pipeline import confirm, outbox, payload
+from syncd.pipeline import confirm, outbox, payload, settle
 from syncd.pipeline.push import Pusher, PushPolicy
 from syncd.sandbox.memory import MemoryConnector, MemorySystem, SimulatedCrash
 from syncd.store import Store
@@ -352,7 +352,7 @@ def test_order_of_a_buyer_in_review_waits_and_follows_the_resolution(store: Stor
     # a person says: this buyer is contact c1
     c1 = store.find_entity("crm", "person", "c1")
     assert c1
-    syncer.engine.resolve_review(item["id"], entity_id=c1)
+    settle.resolve_review(syncer.engine, item["id"], entity_id=c1)
     syncer.until_quiet()
     deal = _obj(remote["crm"], "order", number="A-1")
     assert deal["customer_id"] == "c1"
@@ -371,7 +371,7 @@ def test_review_settled_as_new_creates_the_customer_then_the_order(store: Store)
     remote["shop"].edit("order", "o1", number="A-2", status="N", total="700", customer_id="u1")
     syncer.until_quiet()
     (item,) = store.list_review()
-    syncer.engine.resolve_review(item["id"], create=True)
+    settle.resolve_review(syncer.engine, item["id"], create=True)
     syncer.until_quiet()
     deal = _obj(remote["crm"], "order", number="A-2")
     assert remote["crm"].objects["person"][deal["customer_id"]]["email"] == "other@example.ru"
@@ -402,7 +402,7 @@ def test_quarantine_release_takes_the_record_in_again(store: Store) -> None:
     (q,) = store.list_quarantine()
     assert "X" in q["reason"]
     with pytest.raises(Exception, match="still cannot be processed"):
-        syncer.engine.release_quarantine(q["id"])
+        settle.release_quarantine(syncer.engine, q["id"])
     assert store.list_quarantine()[0]["id"] == q["id"], "a failed release changes nothing"
     # the integrator adds the status to the mapping (the daemon restarts with it), then releases
     doc = copy.deepcopy(mapping_doc(systems=("crm", "shop")))
@@ -410,7 +410,7 @@ def test_quarantine_release_takes_the_record_in_again(store: Store) -> None:
     doc["values"]["status_crm"]["hold"] = "HOLD"
     fixed = Mapper(parse_mapping_doc(doc, "test"))
     syncer.engine.mapper = syncer.pusher.mapper = syncer.mapper = fixed
-    assert "taken in again" in syncer.engine.release_quarantine(q["id"])
+    assert "taken in again" in settle.release_quarantine(syncer.engine, q["id"])
     syncer.until_quiet()
     assert store.list_quarantine() == []
     deal = _obj(remote["crm"], "order", number="R-1")

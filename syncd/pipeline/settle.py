@@ -1,4 +1,4 @@
-"""Holds and their release: identify reviews settled by a person, quarantined records taken in again.
+"""A person settles holds: identify reviews decided, quarantined records taken in again.
 
 A record syncd cannot take in yet is stood for by a *held* entity (`entities.hold`): an ambiguous
 customer waiting in identify review, a counterparty quarantined for a bad ИНН. Records linking to
@@ -17,19 +17,19 @@ going without the link. Settling the hold re-plans every one of them:
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from syncd import schema
 from syncd.connector import RawRecord
 from syncd.errors import BadInput
-from syncd.pipeline import outbox
+from syncd.pipeline import outbox, plan, rules
+from syncd.pipeline.batch import Batch
+from syncd.pipeline.engine import Engine, run_batch
+from syncd.pipeline.hold import record_from_json
+from syncd.pipeline.relink import relink
 from syncd.store import utcnow
 from syncd.store import tables as t
-
-if TYPE_CHECKING:
-    from syncd.pipeline.engine import Engine
 
 
 def _open_review(conn: Any, review_id: int) -> Any:
@@ -42,9 +42,9 @@ def _open_review(conn: Any, review_id: int) -> Any:
     return row
 
 
-def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
-    from syncd.pipeline.engine import _BatchRun
-
+def resolve_review(engine: Engine, review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
+    """Settle an identify review: the record is an existing entity, or a new one. Everything
+    that links to the record (and waited for it) is planned again."""
     if not create and not entity_id:
         raise ValueError("say which entity the record is (entity_id), or create a new one")
     with engine.store.begin() as conn:
@@ -65,24 +65,22 @@ def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = 
                 raise ValueError(f"entity {entity_id} is itself held ({target.hold})")
         if held is None:
             # a review from before held entities: take the record in with the decision forced
-            br = _BatchRun(engine, conn, row["system"], None, "review")
-            br.forced = {(row["type"], row["external_id"]): entity_id or "new"}
-            br.run([raw])
+            run_batch(engine.setup, conn, row["system"], [raw], stream="review",
+                      forced={(row["type"], row["external_id"]): entity_id or "new"})
             result = conn.execute(select(t.bindings.c.entity_id).where(
                 t.bindings.c.system == row["system"], t.bindings.c.type == row["type"],
                 t.bindings.c.external_id == row["external_id"])).scalar()
         elif create:
-            br = _BatchRun(engine, conn, row["system"], None, "review")
-            ents = br.load_entities([held])
+            batch = Batch(engine.setup, conn, row["system"], None, "review")
+            ents = batch.load_entities([held])
             ents[held].hold = None
             ents[held].dirty = True
-            br._log_change(held, "review", {}, system=row["system"])
+            batch.log_change(held, "review", {}, system=row["system"])
             # a new record from now on: its rules run as for any new record (defaults, assignment)
-            br._changed, br._created = {held: dict(ents[held].golden)}, {held}
-            br._apply_rules(ents, {held})
-            br.flush_entities(ents)               # match keys now that it is a record
-            br.plan(ents, {held}, origin=f"review:{review_id}")
-            relink(engine, conn, held, held, origin=f"review:{review_id}")
+            touched = rules.run(batch, ents, {held}, {held: dict(ents[held].golden)}, {held})
+            batch.flush_entities(ents)               # match keys now that it is a record
+            plan.plan_batch(batch, ents, touched, origin=f"review:{review_id}")
+            relink(engine.setup, conn, held, held, origin=f"review:{review_id}")
             result = held
         else:
             assert entity_id is not None
@@ -93,7 +91,7 @@ def resolve_review(engine: "Engine", review_id: int, *, entity_id: str | None = 
         return str(result)
 
 
-def dismiss_review(engine: "Engine", review_id: int) -> str:
+def dismiss_review(engine: Engine, review_id: int) -> str:
     """Settle a review as junk (a spam form post): the record goes nowhere. Its held entity stays
     held — written to no system, matched by nothing — so the same record read again stays bound to
     it instead of coming back as new. Returns the held entity's id."""
@@ -104,10 +102,8 @@ def dismiss_review(engine: "Engine", review_id: int) -> str:
         return str(row["entity_id"] or "")
 
 
-def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: RawRecord, review_id: int) -> None:
+def _merge(engine: Engine, conn: Any, held: str, into: str, system: str, raw: RawRecord, review_id: int) -> None:
     """The held entity is `into`: move its bindings, take its record in, re-point its links."""
-    from syncd.pipeline.engine import _BatchRun
-
     now = utcnow()
     # a system that already has a record of `into` keeps writing to that one: the held one's
     # record becomes an alias there
@@ -122,50 +118,14 @@ def _merge(engine: "Engine", conn: Any, held: str, into: str, system: str, raw: 
     # the held entity's own queued writes (none should exist) go nowhere
     outbox.close_merged(conn, held, into, f"review {review_id}")
     # the record's fields, as a pull from its system (its binding now leads to `into`)
-    _BatchRun(engine, conn, system, None, "review").run([raw])
-    relink(engine, conn, held, into, origin=f"review:{review_id}")
+    run_batch(engine.setup, conn, system, [raw], stream="review")
+    relink(engine.setup, conn, held, into, origin=f"review:{review_id}")
 
 
-def relink(engine: "Engine", conn: Any, old: str, new: str, *, origin: str) -> set[str]:
-    """Records linking to `old` link to `new` from now on (the same id when a hold was lifted):
-    their rules see the link as changed (a company's first order closes its lead deal once the
-    company is real), and the writes that waited for `old` look again. Returns those records.
-
-    Entity ids are unique 32-character strings, so a text search finds every record holding one;
-    a person settling a review waits for it, a pull lifting a quarantine hold is rare.
-    """
-    from syncd.pipeline.engine import _BatchRun
-
-    changes: dict[str, dict[str, Any]] = {}
-    rows = conn.execute(select(t.entities.c.id, t.entities.c.fields).where(
-        t.entities.c.fields.like(f"%{old}%"), t.entities.c.id != old, t.entities.c.hold.is_(None))).all()
-    for eid, text in rows:
-        fields = schema.decode(text)
-        for name, value in fields.items():
-            if value is not None and schema.is_field(name) and schema.has_refs(name):
-                if old in (str(r) for r in schema.refs_of(name, value)):
-                    changes.setdefault(eid, {})[name] = schema.map_refs(
-                        name, value, lambda _t, v: new if v == old else v)
-    br = _BatchRun(engine, conn, "review", None, None)
-    ents = br.load_entities(sorted(changes))
-    if old != new:
-        for eid, upd in changes.items():
-            ents[eid].golden.update(upd)
-            ents[eid].dirty = True
-    br._changed, br._created = changes, set()
-    touched = set(changes)
-    br._apply_rules(ents, touched)
-    br.flush_entities(ents)
-    br.plan(ents, touched, origin=origin)
-    outbox.unblock(conn, [old], now=utcnow())
-    return touched
-
-
-def release_quarantine(engine: "Engine", quarantine_id: int) -> str:
-    """Ingest a quarantined record again. Returns what happened; raises BadInput (nothing
-    changed) when the record still cannot be processed."""
-    from syncd.pipeline.engine import _BatchRun, record_from_json
-
+def release_quarantine(engine: Engine, quarantine_id: int) -> str:
+    """Ingest a quarantined record again (after its cause was fixed). Returns what happened; raises
+    BadInput (nothing changed) when the record still cannot be processed. Records that link to it
+    and waited are planned again."""
     with engine.store.begin() as conn:
         row = conn.execute(select(t.quarantine).where(t.quarantine.c.id == quarantine_id)).mappings().first()
         if row is None:
@@ -178,8 +138,7 @@ def release_quarantine(engine: "Engine", quarantine_id: int) -> str:
                     "again here — the next export of the source brings it again")
         rec = record_from_json(row["record"])
         nested = conn.begin_nested()
-        br = _BatchRun(engine, conn, row["system"], row["run_id"], row["stream"])
-        counts = br.run([rec])
+        counts = run_batch(engine.setup, conn, row["system"], [rec], run_id=row["run_id"], stream=row["stream"])
         if counts.quarantined:
             reason = conn.execute(select(t.quarantine.c.reason).where(t.quarantine.c.id > quarantine_id,
                                                                        t.quarantine.c.system == row["system"])
@@ -191,4 +150,4 @@ def release_quarantine(engine: "Engine", quarantine_id: int) -> str:
         return f"taken in again: {counts.created} created, {counts.updated} updated, {counts.planned} writes planned"
 
 
-__all__ = ["dismiss_review", "resolve_review", "release_quarantine", "relink"]
+__all__ = ["dismiss_review", "resolve_review", "release_quarantine"]
