@@ -140,7 +140,10 @@ def start(host: str = "127.0.0.1", port: int = 0, *, state: SandboxState | None 
           seed: bool = False, https: bool = False, **uvicorn_opts: Any) -> ServerHandle:
     """Serve a sandbox in a daemon thread; ``handle.extra`` has ``state``, ``app`` and ``webhook_url``
     (and ``ca_bundle`` with ``https=True``)."""
-    state = state or SandboxState(rate_limit=rate_limit, seed=seed)
+    if state is None:
+        state = SandboxState(rate_limit=rate_limit)
+        if seed:
+            seed_demo(state, "default")
     app = create_app(state)
     tls = None
     if https:

@@ -21,6 +21,7 @@ from syncd.sandbox.bitrix24 import im
 from syncd.sandbox.bitrix24 import methods as M
 from syncd.sandbox.bitrix24.php import parse_query
 from syncd.sandbox.bitrix24.portal import TZ, BxError, Portal, SandboxState
+from syncd.sandbox.bitrix24.seed import seed_demo
 
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -270,7 +271,6 @@ class App:
             p = st.create_portal(body["name"], **opts)
             p.base_url = base
             if body.get("seed"):
-                from syncd.sandbox.bitrix24.seed import seed_demo
                 seed_demo(st, p.name)
             return JSONResponse(p.info(), 201)
         if segs == ["reset"]:
@@ -292,7 +292,6 @@ class App:
             p.clear_log()
             return JSONResponse({"ok": True})
         if what == "seed":
-            from syncd.sandbox.bitrix24.seed import seed_demo
             return JSONResponse(seed_demo(st, p.name))
         if what == "webhooks":
             w = p.add_webhook(int(body.get("user_id", 1)), body.get("scopes"))

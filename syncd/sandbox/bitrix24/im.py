@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.sandbox.bitrix24.methods import Ctx, arg
+from syncd.sandbox.bitrix24.common import Ctx, arg
 from syncd.sandbox.bitrix24.portal import BxError
 
 

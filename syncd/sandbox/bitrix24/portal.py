@@ -481,14 +481,11 @@ class Portal:
 class SandboxState:
     """All portals of one sandbox. Thread-safe; a portal named ``default`` always exists."""
 
-    def __init__(self, *, rate_limit: bool = True, seed: bool = False) -> None:
+    def __init__(self, *, rate_limit: bool = True) -> None:
         self.lock = threading.RLock()
         self.portals: dict[str, Portal] = {}
         self.defaults = {"rate_limit": rate_limit}
         self.create_portal("default", rate_limit=rate_limit)
-        if seed:
-            from syncd.sandbox.bitrix24.seed import seed_demo
-            seed_demo(self, "default")
 
     def create_portal(self, name: str, **opts: Any) -> Portal:
         if name in RESERVED_NAMES or "/" in name:

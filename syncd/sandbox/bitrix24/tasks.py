@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from syncd.sandbox.bitrix24.methods import Ctx, Page, arg, cmp_value, norm_value, paginate
+from syncd.sandbox.bitrix24.common import Ctx, Page, arg, cmp_value, norm_value, paginate
 from syncd.sandbox.bitrix24.portal import BxError
 
 # filter/select/order name -> (stored key, type)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncd.sandbox.bitrix24.methods import Ctx, Page, arg, paginate
+from syncd.sandbox.bitrix24.common import Ctx, Page, arg, paginate
 from syncd.sandbox.bitrix24.portal import BxError
 
 OWNERS = ("deal", "lead", "contact", "company")

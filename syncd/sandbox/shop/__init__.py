@@ -151,7 +151,10 @@ def start(host: str = "127.0.0.1", port: int = 0, *, state: ShopState | None = N
     `opts` go to `ShopState` (login, password, file_limit, import_steps, rng_seed). ``handle.extra`` has
     ``state``, ``app``, ``exchange_url``, ``login`` and ``password``.
     """
-    state = state or ShopState(seed=seed, **opts)
+    if state is None:
+        state = ShopState(**opts)
+        if seed:
+            seed_demo(state, n=10 if seed is True else int(seed))
     app = create_app(state)
     handle = serve_in_thread(app, host, port, log_level=log_level)
     handle.extra.update(state=state, app=app, exchange_url=handle.url + EXCHANGE_PATH, login=state.login,

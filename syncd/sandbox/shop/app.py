@@ -17,7 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from syncd.sandbox.shop.cml_in import Unreadable
+from syncd.sandbox.shop.seed import seed_demo
 from syncd.sandbox.shop.state import ShopError, ShopState
+from syncd.sandbox.shop.xml import export_orders
 
 EXCHANGE_PATH = "/bitrix/admin/1c_exchange.php"
 COOKIE = "PHPSESSID"
@@ -218,7 +220,7 @@ class Exchange:
 
     def _sale_query(self, sess: Any, q: dict[str, str], body: bytes, typ: str, entry: dict[str, Any]) -> Response:
         enc = self.st.peer.export_encoding
-        xml = self.st.export_orders(sess, encoding=enc)
+        xml = export_orders(self.st, sess, encoding=enc)
         entry["answer"] = "<xml>"
         entry["exported"] = xml.count("<Документ>".encode(enc)) + xml.count("<Документ ".encode(enc))
         return Response(xml, headers={"Content-Type": self.st.peer.query_content_type})
@@ -367,7 +369,6 @@ class Control:
                         st.secure = {"sale": False, "catalog": False}
                     return _json({"ok": True})
                 case ("POST", ["seed"]):
-                    from syncd.sandbox.shop.seed import seed_demo
                     return _json(seed_demo(st, n=int(data.get("n", 10)), seed=data.get("seed")))
                 case ("GET", ["orders"]):
                     return _json([o.public() for o in st.orders.values()])

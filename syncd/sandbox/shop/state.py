@@ -299,7 +299,7 @@ class ShopState:
     """The whole shop. Thread-safe; every public method takes the lock."""
 
     def __init__(self, *, login: str = "1c_exchange", password: str = "secret", file_limit: int = 204800,
-                 zip: bool = False, import_steps: int = 2, seed: int | bool = 0, rng_seed: int = 7,
+                 zip: bool = False, import_steps: int = 2, rng_seed: int = 7,
                  site: str = "s1") -> None:
         self.lock = threading.RLock()
         self.login, self.password = login, password
@@ -321,9 +321,6 @@ class ShopState:
         self._seq = itertools.count(1)
         self._user_ids = itertools.count(1)
         self._order_ids = itertools.count(1001)
-        if seed:
-            from syncd.sandbox.shop.seed import seed_demo
-            seed_demo(self, n=10 if seed is True else int(seed))
 
     # ---- the shop's clock ---------------------------------------------------------------------
     def now(self) -> dt.datetime:
@@ -655,16 +652,7 @@ class ShopState:
                     return u
             return None
 
-    # ---- export -------------------------------------------------------------------------------
-    def export_orders(self, sess: Session, *, encoding: str = "windows-1251") -> bytes:
-        with self.lock:
-            chosen = sorted((o for o in self.orders.values() if o.seq > self.export_point and not o.updated_1c),
-                            key=lambda o: o.seq)
-            sess.pending_point = max((o.seq for o in self.orders.values()), default=self.export_point)
-            from syncd.sandbox.shop.xml import orders_document
-            version = self.peer.schema_version or sess.version.get("sale") or "2.08"
-            return orders_document(self, chosen, encoding=encoding, version=version)
-
+    # ---- export (the document: xml.export_orders) -----------------------------------------------
     def commit_export(self, sess: Session) -> None:
         with self.lock:
             if sess.pending_point is not None:
@@ -682,10 +670,6 @@ class ShopState:
                     "export_point": self.export_point, "secure": dict(self.secure),
                     "clock": {"now": self.now().isoformat(), "offset": round(self.clock_offset, 3)},
                     "rejections": [r.view() for r in self.rejections]}
-
-    def to_xml_debug(self, o: Order) -> str:   # pragma: no cover - a helper for people poking around
-        from syncd.sandbox.shop.xml import orders_document
-        return orders_document(self, [o], encoding="utf-8").decode("utf-8")
 
 
 __all__ = [

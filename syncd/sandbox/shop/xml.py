@@ -214,6 +214,17 @@ def _document(root: Any, st: ShopState, o: Order) -> None:
     _req(reqs, "Сайт", f"[{st.site}] Интернет-магазин")
 
 
+def export_orders(st: ShopState, sess: Any, *, encoding: str = "windows-1251") -> bytes:
+    """`mode=query`: the orders changed since the last confirmed export (the point moves on
+    `mode=success`, ShopState.commit_export)."""
+    with st.lock:
+        chosen = sorted((o for o in st.orders.values() if o.seq > st.export_point and not o.updated_1c),
+                        key=lambda o: o.seq)
+        sess.pending_point = max((o.seq for o in st.orders.values()), default=st.export_point)
+        version = st.peer.schema_version or sess.version.get("sale") or "2.08"
+        return orders_document(st, chosen, encoding=encoding, version=version)
+
+
 def orders_document(st: ShopState, orders: list[Order], *, encoding: str = "windows-1251",
                     version: str = "2.08") -> bytes:
     """The export. Peer knobs: root namespace, a text before the XML; an order broken with "byte" gets a
