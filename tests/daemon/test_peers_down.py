@@ -10,20 +10,14 @@ Bitrix24 portal both point at it; the example mappings are used as `syncd demo` 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
+from daemonproc import SyncdProcess
 from syncd.sandbox.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,59 +84,6 @@ def _config(tmp: Path, port: int, peer_port: int) -> Path:
     return path
 
 
-class Run:
-    """`syncd run` as a subprocess with its JSON log collected."""
-
-    def __init__(self, cfg: Path, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json",
-                                      "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.log: list[dict[str, Any]] = []
-        threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.startswith("{"):
-                self.log.append(json.loads(line))
-
-    def get(self, path: str) -> Any:
-        return requests.get(self.url + path, timeout=5).json()
-
-    def wait(self, pred: Any, what: str, timeout: float = 60.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"syncd run exited early ({self.proc.returncode}): {self.log[-5:]}"
-            try:
-                got = pred()
-            except requests.RequestException:
-                got = None
-            if got:
-                return got
-            time.sleep(0.1)
-        raise AssertionError(f"not reached: {what}; log tail: {self.log[-5:]}")
-
-    def sigterm(self) -> float:
-        t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(STOP_BOUND)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"SIGTERM did not stop syncd within {STOP_BOUND} s; log tail: {self.log[-5:]}")
-        return time.monotonic() - t0
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.log if e.get("event") == name]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 def _port_is_free(port: int) -> bool:
     with socket.socket() as s:
         try:
@@ -155,11 +96,11 @@ def _port_is_free(port: int) -> bool:
 def test_silent_peer_start_is_not_blocked_and_sigterm_mid_call_stops_within_10s(tmp_path: Path,
                                                                                   silent: SilentPeer) -> None:
     port = free_port()
-    run = Run(_config(tmp_path, port, silent.port), port)
+    run = SyncdProcess(_config(tmp_path, port, silent.port), port=port)
     try:
         # HTTP answers while the portal's check is still waiting for the silent peer: start-up did
         # not wait for it
-        first = run.wait(lambda: run.get("/healthz"), "/healthz answers")
+        first = run.wait(lambda: run.get("/healthz"), "/healthz answers", 60)
         assert first["db"] is True and first["checks"]["crm"]["state"] == "pending", first
         assert first["status"] == "starting"
         # the shop's check needs no call (its schema is the protocol's), so its orders are pulled
@@ -172,9 +113,9 @@ def test_silent_peer_start_is_not_blocked_and_sigterm_mid_call_stops_within_10s(
         assert run.get("/stats")["checks"]["crm"]["state"] == "unreachable"
         assert any(e.get("system") == "crm" and e.get("state") == "unreachable" for e in run.events("live_check"))
         assert any("1c_exchange.php" in r for r in silent.requests)
-        took = run.sigterm()
+        took = run.stop(STOP_BOUND, must=True)
     finally:
-        run.kill()
+        run.kill9()
     assert run.proc.returncode == 0, run.log[-5:]
     assert took < STOP_BOUND
     assert _port_is_free(port), "the HTTP port is free after the stop"
@@ -188,9 +129,9 @@ def test_silent_peer_start_is_not_blocked_and_sigterm_mid_call_stops_within_10s(
 
 def test_closed_port_start_is_not_blocked_and_the_check_is_reported(tmp_path: Path) -> None:
     port, closed = free_port(), free_port()
-    run = Run(_config(tmp_path, port, closed), port)
+    run = SyncdProcess(_config(tmp_path, port, closed), port=port)
     try:
-        run.wait(lambda: run.get("/healthz")["db"], "/healthz answers")
+        run.wait(lambda: run.get("/healthz")["db"], "/healthz answers", 60)
         stats = run.wait(lambda: (s := run.get("/stats"))["checks"]["crm"]["state"] == "unreachable" and s,
                          "the portal check is reported on /stats")
         assert "Connection" in stats["checks"]["crm"]["detail"], stats["checks"]
@@ -199,8 +140,8 @@ def test_closed_port_start_is_not_blocked_and_the_check_is_reported(tmp_path: Pa
         assert health["status"] == "degraded" and health["checks"]["crm"]["attempts"] >= 1
         # the runs against the closed port fail and are recorded; the daemon keeps going
         run.wait(lambda: any(e.get("integration") == "shop" for e in run.events("pull_failed")), "a failed pull")
-        took = run.sigterm()
+        took = run.stop(STOP_BOUND, must=True)
     finally:
-        run.kill()
+        run.kill9()
     assert run.proc.returncode == 0 and took < STOP_BOUND
     assert _port_is_free(port)

@@ -3,9 +3,6 @@ instances sharing a database never run the same job at the same time."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from daemonproc import SyncdProcess
 from factories import write_config
 from syncd.config import load_settings
 from syncd.daemon.runtime import Runtime
@@ -23,38 +21,21 @@ from syncd.store import tables as t
 N = 300
 
 
-def _daemon(cfg: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(cfg), "--log-format", "json", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-
-def _wait_for(pred, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
 def test_sigterm_mid_work_loses_nothing(tmp_path: Path) -> None:
     systems = {"src": {"type": "memory", "seed": N, "batch_size": 20, "read_delay": 0.05},
                "dst": {"type": "memory", "write_delay": 0.01}}
     cfg = write_config(tmp_path, systems=systems, jobs=[{"system": "src", "stream": "person", "every": "1s"}])
-    proc = _daemon(cfg, "run")
+    run = SyncdProcess(cfg, "run")
     db = f"sqlite:///{tmp_path}/syncd.db"
     try:
-        _wait_for(lambda: Path(tmp_path / "syncd.db").exists())
+        run.wait(lambda: Path(tmp_path / "syncd.db").exists(), "the database is made", 30)
         store = Store(db)
-        _wait_for(lambda: store.count("outbox", status="done") >= 5)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        run.wait(lambda: store.count("outbox", status="done") >= 5, "five writes done", 30)
+        run.stop(60, must=True)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err[-2000:]
-    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+        run.kill9()
+    assert run.proc.returncode == 0, run.tail(20)
+    events = [e["event"] for e in run.log]
     assert "daemon_stopping" in events and events[-1] == "daemon_stopped"
 
     # nothing half-done: no write left claimed, each entity whole with its binding and shadow

@@ -11,17 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import requests
+
+from daemonproc import SyncdProcess
 
 
 REPO = Path(__file__).resolve().parents[3]
@@ -129,46 +126,15 @@ def write_config(tmp: Path, port: int, webhook_url: str, forms: dict[str, dict[s
     return path
 
 
-class Daemon:
-    """`syncd run` as a subprocess, its JSON log collected."""
+class Daemon(SyncdProcess):
+    """`syncd run` serving the forms: the shared process helper, ready when /healthz answers."""
 
     def __init__(self, cfg: Path, port: int) -> None:
-        self.cfg, self.port = cfg, port
-        self.url = f"http://127.0.0.1:{port}"
-        self.log: list[dict[str, Any]] = []
-        self.raw_log: list[str] = []
-        self.http = requests.Session()
-        self.start()
+        super().__init__(cfg, port=port)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "syncd.cli", "-c", str(self.cfg), "--log-format",
-                                      "json", "run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=str(REPO))
-        threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
-        self.wait(lambda: self.http.get(self.url + "/healthz", timeout=2).status_code == 200, "/healthz answers", 30)
-
-    def _drain(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            self.raw_log.append(line)
-            if line.startswith("{"):
-                try:
-                    self.log.append(json.loads(line))
-                except ValueError:
-                    pass
-
-    def wait(self, pred: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"syncd run exited ({self.proc.returncode}): {self.raw_log[-8:]}"
-            try:
-                got = pred()
-            except requests.RequestException:
-                got = None
-            if got:
-                return got
-            time.sleep(0.05)
-        raise AssertionError(f"not reached: {what}; log tail: {self.raw_log[-8:]}")
+        super().start()
+        self.ready(30)
 
     def post(self, name: str, data: Any = None, *, json_body: Any = None, token: str | None = None,
              headers: dict[str, str] | None = None, **kw: Any) -> requests.Response:
@@ -177,19 +143,6 @@ class Daemon:
             h["X-Syncd-Token"] = token
         return self.http.post(f"{self.url}/hooks/forms/{name}", data=data, json=json_body, headers=h,
                               timeout=30, **kw)
-
-    def kill9(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill9()
 
     def person_known(self, db: str, email: str) -> bool:
         """Set-up readiness only (never an assertion): the daemon has pulled the existing contact."""
