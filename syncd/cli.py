@@ -603,9 +603,11 @@ def conflicts_resolve(ctx: click.Context, conflict_id: int, take: str | None, va
     if (take is None) == (value is None):
         click.echo("give exactly one of --take SYSTEM or --value V", err=True)
         sys.exit(EXIT_CONFIG)
+    from syncd.pipeline import settle
+
     rt = _runtime(ctx, connect=False)
     try:
-        eid = rt.syncer.engine.resolve_conflict(conflict_id, take=take, value=value)
+        eid = settle.resolve_conflict(rt.syncer.engine, conflict_id, take=take, value=value)
     except (KeyError, ValueError) as exc:
         click.echo(str(exc.args[0] if exc.args else exc), err=True)
         sys.exit(EXIT_FAIL)

@@ -621,10 +621,10 @@ def create_app(runtime: Runtime, *, checks: Any = None, trace: TraceFn | None = 
                 raise KeyError("conflict id must be a number")
             take = p.get("take")
             if take not in (None, ""):
-                eid = engine.resolve_conflict(cid, take=str(take))
+                eid = settle.resolve_conflict(engine, cid, take=str(take))
                 return {"conflict": cid, "entity_id": eid, "winner": str(take)}
             if "value" in p:
-                eid = engine.resolve_conflict(cid, value=p["value"])
+                eid = settle.resolve_conflict(engine, cid, value=p["value"])
                 return {"conflict": cid, "entity_id": eid, "winner": "review"}
             raise Refusal(N_("give `take` (a system) or `value`"))
 

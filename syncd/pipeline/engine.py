@@ -14,15 +14,12 @@ keeps the engine within a small factor of plain inserts. The write side (push ->
 
 from __future__ import annotations
 
-import json
 from typing import Any, Iterable, Sequence
 
 import structlog
-from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from syncd import schema
 from syncd.connector import Batch as Records
 from syncd.connector import RawRecord, Rejected
 from syncd.mapping import Mapper
@@ -122,7 +119,7 @@ def _wake(batch: Batch, filled: set[str], freed: list[str]) -> None:
 
 class Engine:
     """Takes batches in (`ingest`), and the decisions syncd makes outside a pull (`replan`,
-    `apply_effects`, `resolve_conflict`), each in its own transaction."""
+    `apply_effects`), each in its own transaction. A person's decisions: `syncd.pipeline.settle`."""
 
     def __init__(self, store: Store, mapper: Mapper, *, rules: RuleHook | None = None,
                  region: str | None = None, intake: IntakeHook | None = None) -> None:
@@ -200,41 +197,6 @@ class Engine:
                 touched |= batch.apply_decided(ents, eid or None, eff, origin)
             batch.flush_entities(ents)
             return plan.plan_batch(batch, ents, touched, origin=origin)
-
-    def resolve_conflict(self, conflict_id: int, *, take: str | None = None, value: Any = None) -> str:
-        """Settle a conflict by taking one system's candidate or an explicit value."""
-        from syncd.store import tables as t
-
-        with self.store.begin() as conn:
-            row = conn.execute(select(t.conflicts).where(t.conflicts.c.id == conflict_id)).mappings().first()
-            if row is None:
-                raise KeyError(f"no conflict {conflict_id}")
-            if row["status"] != "open":
-                raise ValueError(f"conflict {conflict_id} is already {row['status']}")
-            cands = json.loads(row["candidates"])
-            name = row["field"]
-            if take is not None:
-                chosen = [c for c in cands if c["system"] == take]
-                if not chosen:
-                    raise ValueError(f"conflict {conflict_id} has no candidate from {take!r} "
-                                     f"(candidates: {', '.join(c['system'] for c in cands)})")
-                new_value = schema.decode_value(name, chosen[-1]["value"])
-                winner = take
-            else:
-                new_value = schema.normalize(name, value)
-                winner = "review"
-            batch = Batch(self.setup, conn, winner, None, None)
-            ents = batch.load_entities([row["entity_id"]])
-            ent = ents[row["entity_id"]]
-            ent.golden[name] = new_value
-            ent.versions[name] = [winner, batch.now_iso, None]
-            ent.dirty = True
-            conn.execute(update(t.conflicts).where(t.conflicts.c.id == conflict_id).values(
-                status="resolved", winner=winner, resolved_at=batch.now))
-            batch.log_change(ent.id, "review", {name: new_value}, system=winner)
-            batch.flush_entities(ents)
-            plan.plan_batch(batch, ents, {ent.id}, origin=f"conflict:{conflict_id}")
-            return ent.id
 
 
 __all__ = ["Engine", "run_batch", "Counts", "RuleEffects", "RuleHook", "RuleInput", "IntakeHook", "BindingRace"]

@@ -1,4 +1,5 @@
-"""A person settles holds: identify reviews decided, quarantined records taken in again.
+"""A person settles what syncd could not decide alone: conflicts, identify reviews, quarantined
+records taken in again.
 
 A record syncd cannot take in yet is stood for by a *held* entity (`entities.hold`): an ambiguous
 customer waiting in identify review, a counterparty quarantined for a bad ИНН. Records linking to
@@ -21,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
+from syncd import schema
 from syncd.connector import RawRecord
 from syncd.errors import BadInput
 from syncd.pipeline import outbox, plan, rules
@@ -32,14 +34,45 @@ from syncd.store import utcnow
 from syncd.store import tables as t
 
 
-def _open_review(conn: Any, review_id: int) -> Any:
-    """The review item, which a person may still settle (KeyError / ValueError name it otherwise)."""
-    row = conn.execute(select(t.review).where(t.review.c.id == review_id)).mappings().first()
+def _open(conn: Any, table: Any, item_id: int, noun: str) -> Any:
+    """The item a person settles, while it is still open (KeyError / ValueError name it otherwise)."""
+    row = conn.execute(select(table).where(table.c.id == item_id)).mappings().first()
     if row is None:
-        raise KeyError(f"no review item {review_id}")
+        raise KeyError(f"no {noun} {item_id}")
     if row["status"] != "open":
-        raise ValueError(f"review item {review_id} is already {row['status']}")
+        raise ValueError(f"{noun} {item_id} is already {row['status']}")
     return row
+
+
+def resolve_conflict(engine: Engine, conflict_id: int, *, take: str | None = None, value: Any = None) -> str:
+    """Settle a conflict by taking one system's candidate or an explicit value; the record is
+    planned to every system again."""
+    with engine.store.begin() as conn:
+        row = _open(conn, t.conflicts, conflict_id, "conflict")
+        cands = json.loads(row["candidates"])
+        name = row["field"]
+        if take is not None:
+            chosen = [c for c in cands if c["system"] == take]
+            if not chosen:
+                raise ValueError(f"conflict {conflict_id} has no candidate from {take!r} "
+                                 f"(candidates: {', '.join(c['system'] for c in cands)})")
+            new_value = schema.decode_value(name, chosen[-1]["value"])
+            winner = take
+        else:
+            new_value = schema.normalize(name, value)
+            winner = "review"
+        batch = Batch(engine.setup, conn, winner, None, None)
+        ents = batch.load_entities([row["entity_id"]])
+        ent = ents[row["entity_id"]]
+        ent.golden[name] = new_value
+        ent.versions[name] = [winner, batch.now_iso, None]
+        ent.dirty = True
+        conn.execute(update(t.conflicts).where(t.conflicts.c.id == conflict_id).values(
+            status="resolved", winner=winner, resolved_at=batch.now))
+        batch.log_change(ent.id, "review", {name: new_value}, system=winner)
+        batch.flush_entities(ents)
+        plan.plan_batch(batch, ents, {ent.id}, origin=f"conflict:{conflict_id}")
+        return ent.id
 
 
 def resolve_review(engine: Engine, review_id: int, *, entity_id: str | None = None, create: bool = False) -> str:
@@ -48,7 +81,7 @@ def resolve_review(engine: Engine, review_id: int, *, entity_id: str | None = No
     if not create and not entity_id:
         raise ValueError("say which entity the record is (entity_id), or create a new one")
     with engine.store.begin() as conn:
-        row = _open_review(conn, review_id)
+        row = _open(conn, t.review, review_id, "review item")
         held = row["entity_id"]
         rec = json.loads(row["record"])
         raw = RawRecord(kind=rec["kind"], external_id=row["external_id"], fields=rec["fields"],
@@ -96,7 +129,7 @@ def dismiss_review(engine: Engine, review_id: int) -> str:
     held — written to no system, matched by nothing — so the same record read again stays bound to
     it instead of coming back as new. Returns the held entity's id."""
     with engine.store.begin() as conn:
-        row = _open_review(conn, review_id)
+        row = _open(conn, t.review, review_id, "review item")
         conn.execute(update(t.review).where(t.review.c.id == review_id).values(
             status="dismissed", resolved_at=utcnow()))
         return str(row["entity_id"] or "")
@@ -127,11 +160,7 @@ def release_quarantine(engine: Engine, quarantine_id: int) -> str:
     BadInput (nothing changed) when the record still cannot be processed. Records that link to it
     and waited are planned again."""
     with engine.store.begin() as conn:
-        row = conn.execute(select(t.quarantine).where(t.quarantine.c.id == quarantine_id)).mappings().first()
-        if row is None:
-            raise KeyError(f"no quarantine item {quarantine_id}")
-        if row["status"] != "open":
-            raise ValueError(f"quarantine item {quarantine_id} is already {row['status']}")
+        row = _open(conn, t.quarantine, quarantine_id, "quarantine item")
         if row["record"] is None:
             conn.execute(update(t.quarantine).where(t.quarantine.c.id == quarantine_id).values(status="released"))
             return ("released; its raw input could not be decoded into a record, so it is not taken in "
@@ -150,4 +179,4 @@ def release_quarantine(engine: Engine, quarantine_id: int) -> str:
         return f"taken in again: {counts.created} created, {counts.updated} updated, {counts.planned} writes planned"
 
 
-__all__ = ["dismiss_review", "resolve_review", "release_quarantine"]
+__all__ = ["dismiss_review", "resolve_conflict", "resolve_review", "release_quarantine"]

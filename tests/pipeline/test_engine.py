@@ -168,7 +168,7 @@ def test_review_policy_holds_only_that_field(store: Store) -> None:
     assert len(open_) == 1 and open_[0]["field"] == "person.comment"
     assert remote["crm"].objects["person"][crm_id]["comment"] == "from crm"
     assert remote["shop"].objects["person"]["s1"]["comment"] == "from shop"
-    syncer.engine.resolve_conflict(open_[0]["id"], take="crm")
+    settle.resolve_conflict(syncer.engine, open_[0]["id"], take="crm")
     syncer.until_quiet()
     assert remote["shop"].objects["person"]["s1"]["comment"] == "from crm"
     assert store.list_conflicts() == []
