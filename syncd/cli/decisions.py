@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -19,17 +19,25 @@ from syncd.cli.base import (
 )
 
 
+def _list(ctx: click.Context, rows_of: Callable[[Any], list[dict[str, Any]]], title: str, cols: list[str]) -> None:
+    rt = _runtime(ctx, connect=False)
+    rows = rows_of(rt.store)
+    rt.close()
+    _emit(ctx, rows, _rows_table(title, cols))
+
+
 @main.group(invoke_without_command=True)
 @click.pass_context
 def conflicts(ctx: click.Context) -> None:
     """List open conflicts (or resolve one)."""
     if ctx.invoked_subcommand is None:
-        rt = _runtime(ctx, connect=False)
-        rows = rt.store.list_conflicts()
-        rt.close()
-        for r in rows:
-            r["candidates"] = ", ".join(f"{c['system']}={c['value']!r}" for c in r["candidates"])
-        _emit(ctx, rows, _rows_table("open conflicts", ["id", "entity_id", "field", "policy", "candidates"]))
+        def rows_of(store: Any) -> list[dict[str, Any]]:
+            rows = store.list_conflicts()
+            for r in rows:
+                r["candidates"] = ", ".join(f"{c['system']}={c['value']!r}" for c in r["candidates"])
+            return rows
+
+        _list(ctx, rows_of, "open conflicts", ["id", "entity_id", "field", "policy", "candidates"])
 
 
 @conflicts.command("resolve")
@@ -60,10 +68,8 @@ def conflicts_resolve(ctx: click.Context, conflict_id: int, take: str | None, va
 def quarantine(ctx: click.Context) -> None:
     """List quarantined records (or release one)."""
     if ctx.invoked_subcommand is None:
-        rt = _runtime(ctx, connect=False)
-        rows = rt.store.list_quarantine()
-        rt.close()
-        _emit(ctx, rows, _rows_table("quarantine", ["id", "system", "kind", "external_id", "reason", "created_at"]))
+        _list(ctx, lambda store: store.list_quarantine(), "quarantine",
+              ["id", "system", "kind", "external_id", "reason", "created_at"])
 
 
 @quarantine.command("release")
@@ -95,10 +101,8 @@ def quarantine_release(ctx: click.Context, qid: int) -> None:
 def review(ctx: click.Context) -> None:
     """List records waiting for an identity decision."""
     if ctx.invoked_subcommand is None:
-        rt = _runtime(ctx, connect=False)
-        rows = rt.store.list_review()
-        rt.close()
-        _emit(ctx, rows, _rows_table("review", ["id", "system", "type", "external_id", "reason", "candidates"]))
+        _list(ctx, lambda store: store.list_review(), "review",
+              ["id", "system", "type", "external_id", "reason", "candidates"])
 
 
 @review.command("resolve")
