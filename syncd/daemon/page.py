@@ -1,8 +1,11 @@
-"""Server-rendered HTML of the status page, the login form and short messages.
+"""The status page, the login form and short messages: Jinja2 templates (syncd/daemon/templates/)
+fed by the views built here.
 
-Every text goes through the message catalogs (`Lang`, syncd/daemon/i18n.py), every date is shown
-in the configured time zone, every value goes through `esc` (the secret redactor, then
-html.escape), never straight into the markup. The page carries no inline script or style (its
+Autoescaping is on for every template, and every value passes the secret redactor on its way out
+(the environment's `finalize`): nothing is escaped by hand and nothing is marked safe but markup
+the templates build themselves. Every text goes through the message catalogs (`Lang`,
+syncd/daemon/i18n.py; in templates `_()` and `ngettext()`, extracted by Babel's Jinja2 extractor),
+every date is shown in the configured time zone. The page carries no inline script or style (its
 Content-Security-Policy forbids them): /static/page.css and /static/page.js, and the strings the
 script shows are handed to it as JSON.
 
@@ -17,25 +20,37 @@ conflicts, quarantine, dead letters, recent runs. `glance` and `runs` are also s
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
-import html
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
 from syncd.daemon.glance import HOURS, Folded, Throughput
 from syncd.daemon.i18n import LANGUAGES, N_, Lang
 
-Esc = Callable[[Any], str]
+Redact = Callable[[str], str]
 STATIC = Path(__file__).resolve().parent / "static"
 REFRESH_SECONDS = 15
 RAW_SHOWN = 4000          # characters of a quarantined record shown inline (the API has it whole)
 
 LANGUAGE_NAMES = {"ru": "Русский", "en": "English"}
+# how a person names a system that fetches its documents itself (stats' waiting_peer), by type
+PEER_NAMES = {"onec": "1С"}
+CHECK_STATES = {"pending": N_("checking…"), "ok": N_("connected"), "unreachable": N_("unreachable"),
+                "mismatch": N_("mappings do not match")}
+RUN_RESULTS = {"ok": N_("ok"), "failed": N_("failed"), "running": N_("running")}
+COUNT_NAMES = {"created": N_("created"), "updated": N_("updated"), "skipped": N_("skipped"),
+               "failed": N_("failed"), "conflicts": N_("conflicts"), "quarantined": N_("quarantined"),
+               "review": N_("to review"), "planned": N_("planned"), "pushed": N_("written"), "dead": N_("dead"),
+               "blocked": N_("blocked")}
 
 
 @cache
@@ -44,56 +59,43 @@ def static_version(name: str) -> str:
     return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:10]
 
 
-# -- building blocks ------------------------------------------------------------------------------
-def _doc(t: Lang, title: str, body: str, esc: Esc, *, script: bool = False, data: dict[str, Any] | None = None,
-         csrf: str | None = None) -> str:
-    head = [f"<!DOCTYPE html>\n<html lang=\"{esc(t.code)}\"><head><meta charset=\"utf-8\">",
-            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">",
-            f"<title>{esc(title)}</title><link rel=\"icon\" href=\"data:,\">",
-            f"<link rel=\"stylesheet\" href=\"/static/page.css?v={static_version('page.css')}\">"]
-    if csrf:
-        head.append(f"<meta name=\"csrf\" content=\"{esc(csrf)}\">")
-    if data is not None:
-        # JSON inside <script type=application/json>: "</" escaped so it cannot close the element
-        blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\u0021--")
-        head.append(f"<script type=\"application/json\" id=\"page-data\">{blob}</script>")
-    if script:
-        head.append(f"<script src=\"/static/page.js?v={static_version('page.js')}\" defer></script>")
-    return "".join(head) + f"</head><body>{body}</body></html>"
+# -- the environment --------------------------------------------------------------------------------
+_REDACT: contextvars.ContextVar[Redact | None] = contextvars.ContextVar("syncd_page_redact", default=None)
 
 
-def _csrf_input(csrf: str | None, esc: Esc) -> str:
-    return f"<input type=\"hidden\" name=\"csrf\" value=\"{esc(csrf)}\">" if csrf else ""
+def _finalize(v: Any) -> Any:
+    """Every `{{ value }}` on its way out: nothing for None, the secret redactor for text (markup
+    the templates built passes as it is; autoescaping follows)."""
+    if v is None:
+        return ""
+    if isinstance(v, Markup):
+        return v
+    s = v if isinstance(v, str) else str(v)
+    redact = _REDACT.get()
+    return redact(s) if redact is not None else s
 
 
-def _form(action: str, inner: str, csrf: str | None, esc: Esc, cls: str = "inline") -> str:
-    return (f"<form class=\"{cls}\" method=\"post\" action=\"{esc(action)}\">"
-            f"{_csrf_input(csrf, esc)}{inner}</form>")
+def _page_json(data: Any) -> Markup:
+    """JSON inside <script type=application/json>: "</" escaped so it cannot close the element."""
+    return Markup(json.dumps(data, ensure_ascii=False).replace("</", "<\\/").replace("<!--", "<\\u0021--"))
 
 
-def _button(label: str, esc: Esc, *, name: str = "", value: str = "", cls: str = "", attrs: str = "") -> str:
-    nv = f" name=\"{esc(name)}\" value=\"{esc(value)}\"" if name else ""
-    c = f" class=\"{cls}\"" if cls else ""
-    return f"<button type=\"submit\"{nv}{c}{attrs}>{esc(label)}</button>"
+ENV = Environment(loader=PackageLoader("syncd.daemon", "templates"), autoescape=True, undefined=StrictUndefined,
+                  trim_blocks=True, lstrip_blocks=True, finalize=_finalize, extensions=["jinja2.ext.i18n"])
+ENV.filters["page_json"] = _page_json
+ENV.globals["static_version"] = static_version
+ENV.install_null_translations()       # the language is given per render (`_`, `ngettext` of its Lang)
 
 
-def _section(title: str, count: int | None, inner: str, esc: Esc, sid: str, *, refresh: str | None = None,
-             tools: str = "", after: str = "") -> str:
-    """A section; with `refresh`, page.js reloads its body from that URL (`after` stays put)."""
-    n = f" <span class=\"n\">({count})</span>" if count is not None else ""
-    r = f" data-refresh=\"{esc(refresh)}\"" if refresh else ""
-    tl = f"<span class=\"tools\">{tools}</span>" if tools else ""
-    return (f"<section id=\"{sid}\"{r}><h2>{esc(title)}{n}{tl}</h2><div class=\"body\">{inner}</div>"
-            f"{after}</section>")
+def _render(name: str, t: Lang, redact: Redact | None, **ctx: Any) -> str:
+    token = _REDACT.set(redact)
+    try:
+        return ENV.get_template(name).render(t=t, _=t._, gettext=t._, ngettext=t.ngettext, **ctx)
+    finally:
+        _REDACT.reset(token)
 
 
-def _table(headers: Iterable[tuple[str, str]], rows: list[str], empty: str, esc: Esc) -> str:
-    if not rows:
-        return f"<p class=\"empty\">{esc(empty)}</p>"
-    th = "".join(f"<th class=\"{c}\">{esc(h)}</th>" for h, c in headers)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
+# -- values ---------------------------------------------------------------------------------------
 def fmt_value(v: Any) -> str:
     if v is None:
         return "∅"
@@ -106,104 +108,8 @@ def _num(t: Lang, v: Any) -> str:
     return t.number(v or 0)
 
 
-# -- charts ---------------------------------------------------------------------------------------
-CHART_W, CHART_H = 144, 34
-
-
-def throughput_chart(t: Lang, tp: Throughput, esc: Esc) -> str:
-    """24 hourly bars: records taken in + writes made; failures in red at the foot of the bar."""
-    _ = t._
-    totals = tp.total
-    top = max([*totals, *tp.failed, 1])
-    bw = CHART_W / HOURS
-    parts = []
-    for i, (n, f) in enumerate(zip(totals, tp.failed)):
-        x = i * bw
-        start = tp.start + dt.timedelta(hours=i)
-        tip = _("{start}–{end}: {records} in, {writes} written, {failed} failed").format(
-            start=t.clock(start), end=t.clock(start + dt.timedelta(hours=1)), records=t.number(tp.records_in[i]),
-            writes=t.number(tp.records_out[i]), failed=t.number(f))
-        h = 0 if n == 0 else max(1.5, (CHART_H - 2) * n / top)
-        fh = 0 if f == 0 else max(1.5, (CHART_H - 2) * f / top)
-        parts.append(f"<g><title>{esc(tip)}</title>"
-                     f"<rect class=\"hit\" x=\"{x:.1f}\" y=\"0\" width=\"{bw:.1f}\" height=\"{CHART_H}\" fill=\"transparent\"/>"
-                     + (f"<rect class=\"bar\" x=\"{x + 0.5:.1f}\" y=\"{CHART_H - h:.1f}\" width=\"{bw - 1:.1f}\" "
-                        f"height=\"{h:.1f}\"/>" if h else "")
-                     + (f"<rect class=\"fail\" x=\"{x + 0.5:.1f}\" y=\"{CHART_H - fh:.1f}\" width=\"{bw - 1:.1f}\" "
-                        f"height=\"{fh:.1f}\"/>" if fh else "") + "</g>")
-    label = _("Records per hour, last 24 h (peak {n})").format(n=t.number(max(totals) if totals else 0))
-    return (f"<svg class=\"spark throughput\" viewBox=\"0 0 {CHART_W} {CHART_H}\" width=\"{CHART_W}\" "
-            f"height=\"{CHART_H}\" role=\"img\" aria-label=\"{esc(label)}\"><title>{esc(label)}</title>"
-            f"<line class=\"axis\" x1=\"0\" y1=\"{CHART_H - 0.5}\" x2=\"{CHART_W}\" y2=\"{CHART_H - 0.5}\"/>"
-            f"{''.join(parts)}</svg>")
-
-
-def lag_chart(t: Lang, points: list[tuple[float, float]], now: dt.datetime, esc: Esc) -> str:
-    """The lag over the last 24 h as a line (sampled every few minutes by the daemon)."""
-    _ = t._
-    end = now.timestamp()
-    start = end - HOURS * 3600
-    top = max([p[1] for p in points] + [1.0])
-    label = _("Lag, last 24 h (max {max})").format(max=t.duration(max([p[1] for p in points], default=0)))
-    if not points:
-        nodata = _("no samples yet")
-        return (f"<svg class=\"spark lag-chart\" viewBox=\"0 0 {CHART_W} {CHART_H}\" width=\"{CHART_W}\" "
-                f"height=\"{CHART_H}\" role=\"img\" aria-label=\"{esc(label)}\"><title>{esc(label)}</title>"
-                f"<line class=\"axis\" x1=\"0\" y1=\"{CHART_H - 0.5}\" x2=\"{CHART_W}\" y2=\"{CHART_H - 0.5}\"/>"
-                f"<text x=\"4\" y=\"{CHART_H - 6}\" font-size=\"10\" fill=\"#667085\">{esc(nodata)}</text></svg>")
-    coords = []
-    for ts, lag in points:
-        x = max(0.0, min(CHART_W, (ts - start) / (end - start) * CHART_W))
-        y = (CHART_H - 1) - (CHART_H - 3) * lag / top
-        coords.append(f"{x:.1f},{y:.1f}")
-    if len(coords) == 1:
-        coords.append(coords[0].replace(coords[0].split(",")[0], f"{CHART_W:.1f}", 1))
-    return (f"<svg class=\"spark lag-chart\" viewBox=\"0 0 {CHART_W} {CHART_H}\" width=\"{CHART_W}\" "
-            f"height=\"{CHART_H}\" role=\"img\" aria-label=\"{esc(label)}\"><title>{esc(label)}</title>"
-            f"<line class=\"axis\" x1=\"0\" y1=\"{CHART_H - 0.5}\" x2=\"{CHART_W}\" y2=\"{CHART_H - 0.5}\"/>"
-            f"<polyline class=\"lag\" points=\"{' '.join(coords)}\"/></svg>")
-
-
-# -- the page -------------------------------------------------------------------------------------
-# how a person names a system that fetches its documents itself (stats' waiting_peer), by type
-PEER_NAMES = {"onec": "1С"}
-CHECK_STATES = {"pending": N_("checking…"), "ok": N_("connected"), "unreachable": N_("unreachable"),
-                "mismatch": N_("mappings do not match")}
-RUN_RESULTS = {"ok": N_("ok"), "failed": N_("failed"), "running": N_("running")}
-COUNT_NAMES = {"created": N_("created"), "updated": N_("updated"), "skipped": N_("skipped"),
-               "failed": N_("failed"), "conflicts": N_("conflicts"), "quarantined": N_("quarantined"),
-               "review": N_("to review"), "planned": N_("planned"), "pushed": N_("written"), "dead": N_("dead"),
-               "blocked": N_("blocked")}
-
-
 def _counts_text(t: Lang, counts: dict[str, Any]) -> str:
     return ", ".join(t._(COUNT_NAMES.get(k, k)) + " " + t.number(v) for k, v in counts.items() if v)
-
-
-def _header(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    _ = t._
-    csrf = ctx.get("csrf")
-    stats = ctx.get("stats") or {}
-    meta = [_("instance {name}").format(name=ctx["instance"]), _("up {span}").format(span=t.duration(ctx["uptime"])),
-            _("time zone {zone}").format(zone=t.zone_label())]
-    db = (stats.get("database") or {}).get("size_bytes") if ctx.get("logged_in") else None
-    if db is not None:
-        meta.append(_("database {size}").format(size=_size(t, db)))
-    langs = " · ".join(f"<b>{esc(LANGUAGE_NAMES[c])}</b>" if c == t.code else
-                       f"<a href=\"/lang/{c}?next={esc(quote(ctx.get('path') or '/'))}\" hreflang=\"{c}\">"
-                       f"{esc(LANGUAGE_NAMES[c])}</a>" for c in LANGUAGES)
-    if ctx.get("logged_in"):
-        auth = _form("/logout", "<span>" + esc(_("admin")) + "</span> "
-                     + _button(_("Log out"), esc, cls="link", attrs=" id=\"logout\""), csrf, esc)
-    elif ctx.get("admin_enabled"):
-        label = _("Log in")
-        auth = f"<a href=\"/login\" id=\"login-link\">{esc(label)}</a>"
-    else:
-        label = _("admin login disabled (no daemon.admin_token)")
-        auth = f"<span class=\"small\">{esc(label)}</span>"
-    metas = "".join(f"<span class=\"meta\">{esc(m)}</span>" for m in meta)
-    return (f"<header><h1>syncd</h1>{metas}<span class=\"right\"><span class=\"lang\">{langs}</span>"
-            f"<span class=\"auth\">{auth}</span></span></header>")
 
 
 def _size(t: Lang, n: int) -> str:
@@ -217,104 +123,115 @@ def _size(t: Lang, n: int) -> str:
     return str(n)
 
 
-def _notices(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    out = []
-    if ctx.get("notice"):
-        out.append(f"<div class=\"notice\" id=\"notice\" role=\"status\">{esc(ctx['notice'])}</div>")
-    if ctx.get("error"):
-        out.append(f"<div class=\"error\" id=\"error\" role=\"alert\">{esc(ctx['error'])}</div>")
-    return "".join(out)
+# -- charts ---------------------------------------------------------------------------------------
+CHART_W, CHART_H = 144, 34
 
 
-def _last_run_cell(t: Lang, it: dict[str, Any], exchange: float | None, esc: Esc, *, details: bool) -> str:
+def throughput_chart(t: Lang, tp: Throughput) -> dict[str, Any]:
+    """24 hourly bars: records taken in + writes made; failures in red at the foot of the bar."""
     _ = t._
-    run = it.get("last_run")
+    totals = tp.total
+    top = max([*totals, *tp.failed, 1])
+    bw = CHART_W / HOURS
+    bars = []
+    for i, (n, f) in enumerate(zip(totals, tp.failed)):
+        x = i * bw
+        start = tp.start + dt.timedelta(hours=i)
+        tip = _("{start}–{end}: {records} in, {writes} written, {failed} failed").format(
+            start=t.clock(start), end=t.clock(start + dt.timedelta(hours=1)), records=t.number(tp.records_in[i]),
+            writes=t.number(tp.records_out[i]), failed=t.number(f))
+        h = 0 if n == 0 else max(1.5, (CHART_H - 2) * n / top)
+        fh = 0 if f == 0 else max(1.5, (CHART_H - 2) * f / top)
+        bars.append({"tip": tip, "x": f"{x:.1f}", "w": f"{bw:.1f}", "x1": f"{x + 0.5:.1f}", "w1": f"{bw - 1:.1f}",
+                     "bar": (f"{CHART_H - h:.1f}", f"{h:.1f}") if h else None,
+                     "fail": (f"{CHART_H - fh:.1f}", f"{fh:.1f}") if fh else None})
+    label = _("Records per hour, last 24 h (peak {n})").format(n=t.number(max(totals) if totals else 0))
+    return {"w": CHART_W, "h": CHART_H, "axis": CHART_H - 0.5, "label": label, "bars": bars}
+
+
+def lag_chart(t: Lang, points: list[tuple[float, float]], now: dt.datetime) -> dict[str, Any]:
+    """The lag over the last 24 h as a line (sampled every few minutes by the daemon)."""
+    end = now.timestamp()
+    start = end - HOURS * 3600
+    top = max([p[1] for p in points] + [1.0])
+    label = t._("Lag, last 24 h (max {max})").format(max=t.duration(max([p[1] for p in points], default=0)))
+    coords = []
+    for ts, lag in points:
+        x = max(0.0, min(CHART_W, (ts - start) / (end - start) * CHART_W))
+        y = (CHART_H - 1) - (CHART_H - 3) * lag / top
+        coords.append(f"{x:.1f},{y:.1f}")
+    if len(coords) == 1:
+        coords.append(coords[0].replace(coords[0].split(",")[0], f"{CHART_W:.1f}", 1))
+    return {"w": CHART_W, "h": CHART_H, "axis": CHART_H - 0.5, "label": label, "points": " ".join(coords)}
+
+
+# -- views ----------------------------------------------------------------------------------------
+def _badges(t: Lang, name: str, it: dict[str, Any], ctx: dict[str, Any], logged_in: bool) -> list[dict[str, Any]]:
+    _ = t._
     out = []
-    if run:
-        result = run.get("result") or ""
-        cls = {"ok": "ok", "failed": "failed", "running": "running"}.get(result, "")
-        when = run.get("finished_at") or run.get("started_at")
-        res_label = _(RUN_RESULTS.get(result, result)) if result in RUN_RESULTS else result
-        out.append(f"<span class=\"{cls}\">{esc(res_label)}</span> <span class=\"muted small\">{esc(run.get('stream'))}"
-                   f"</span><div class=\"small muted\" title=\"{esc(t.time(when))}\">{esc(t.ago(when))}</div>")
-        if details and run.get("error"):
-            out.append(f"<div class=\"small bad\">{esc(run['error'])}</div>")
-    if exchange is not None:
-        label = _("last exchange {ago}").format(ago=t.ago(exchange))
-        out.append(f"<div class=\"small exchange\" data-k=\"last_exchange\" title=\"{esc(t.time(exchange))}\">"
-                   f"{esc(label)}</div>")
-    if not out:
-        never = _("never")
-        out.append(f"<span class=\"muted\">{esc(never)}</span>")
-    return "".join(out)
+    chk = (ctx["stats"].get("checks") or {}).get(name)
+    if chk:
+        state = chk.get("state", "")
+        out.append({"cls": {"ok": "ok", "unreachable": "bad", "mismatch": "bad"}.get(state, "warn"), "k": "check",
+                    "tip": chk.get("detail", "") if logged_in else "",
+                    "text": _(CHECK_STATES[state]) if state in CHECK_STATES else state})
+    if name in (ctx.get("paused") or {}):
+        out.append({"cls": "warn", "k": "paused", "tip": None, "text": _("paused")})
+    waiting = it.get("waiting_peer")
+    if waiting and waiting.get("documents"):
+        peer = PEER_NAMES.get(ctx.get("types", {}).get(name, ""), name)
+        out.append({"cls": "warn", "k": "waiting_peer", "tip": None,
+                    "text": _("waiting for {peer}: {n} since {since}, last exchange {when}").format(
+                        peer=peer, n=t.number(waiting["documents"]), since=t.time(waiting.get("since")),
+                        when=t.time(waiting["last_exchange"]) if waiting.get("last_exchange") else _("never"))})
+    day = it.get("last_24h", {})
+    if day.get("uncreated"):
+        out.append({"cls": "warn", "k": "uncreated", "tip": None,
+                    "text": _("not created elsewhere (create = false): {n}").format(n=t.number(day["uncreated"]))})
+    if it.get("drift_records"):
+        out.append({"cls": "bad", "k": "drift", "tip": None,
+                    "text": _("out of step: {n}").format(n=t.number(it["drift_records"]))})
+    return out
 
 
-def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    """The integrations at a glance; with operations when logged in."""
+def _last_run(t: Lang, it: dict[str, Any], details: bool) -> dict[str, Any] | None:
+    run = it.get("last_run")
+    if not run:
+        return None
+    result = run.get("result") or ""
+    when = run.get("finished_at") or run.get("started_at")
+    return {"cls": {"ok": "ok", "failed": "failed", "running": "running"}.get(result, ""),
+            "label": t._(RUN_RESULTS[result]) if result in RUN_RESULTS else result, "stream": run.get("stream"),
+            "time": t.time(when), "ago": t.ago(when), "error": run.get("error") if details else None}
+
+
+def glance_view(t: Lang, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The integrations' rows and the summary line under them."""
     _ = t._
     stats = ctx["stats"]
     logged_in = bool(ctx.get("logged_in"))
-    checks = stats.get("checks") or {}
-    paused = ctx.get("paused") or {}
     exchanges = ctx.get("exchanges") or {}
     tps: dict[str, Throughput] = ctx.get("throughput") or {}
     lags = ctx.get("lag_history") or {}
     now = ctx.get("now") or dt.datetime.now(dt.UTC)
-    heads = [(_("Integration"), ""), (_("Last run"), ""), (_("Created, 24 h"), "num"), (_("Updated, 24 h"), "num"),
-             (_("Failed, 24 h"), "num"), (_("Lag"), "num"), (_("Waiting"), "num"), (_("Blocked"), "num"),
-             (_("Dead"), "num"), (_("Last 24 h: records per hour · lag"), "")]
     rows = []
     for name, it in stats.get("integrations", {}).items():
         day = it.get("last_24h", {})
         ob = it.get("outbox", {})
-        badges = []
-        chk = checks.get(name)
-        if chk:
-            state = chk.get("state", "")
-            cls = {"ok": "ok", "unreachable": "bad", "mismatch": "bad"}.get(state, "warn")
-            tip = chk.get("detail", "") if logged_in else ""
-            shown = _(CHECK_STATES[state]) if state in CHECK_STATES else state
-            badges.append(f"<span class=\"badge {cls}\" data-k=\"check\" title=\"{esc(tip)}\">{esc(shown)}</span>")
-        if name in paused:
-            paused_label = _("paused")
-            badges.append(f"<span class=\"badge warn\" data-k=\"paused\">{esc(paused_label)}</span>")
-        waiting = it.get("waiting_peer")
-        if waiting and waiting.get("documents"):
-            peer = PEER_NAMES.get(ctx.get("types", {}).get(name, ""), name)
-            waiting_label = _("waiting for {peer}: {n} since {since}, last exchange {when}").format(
-                peer=peer, n=t.number(waiting["documents"]), since=t.time(waiting.get("since")),
-                when=t.time(waiting["last_exchange"]) if waiting.get("last_exchange") else _("never"))
-            badges.append(f"<span class=\"badge warn\" data-k=\"waiting_peer\">{esc(waiting_label)}</span>")
-        day_counts = it.get("last_24h", {})
-        if day_counts.get("uncreated"):
-            uncreated_label = _("not created elsewhere (create = false): {n}").format(
-                n=t.number(day_counts["uncreated"]))
-            badges.append(f"<span class=\"badge warn\" data-k=\"uncreated\">{esc(uncreated_label)}</span>")
-        if it.get("drift_records"):
-            drift_label = _("out of step: {n}").format(n=t.number(it["drift_records"]))
-            badges.append(f"<span class=\"badge bad\" data-k=\"drift\">{esc(drift_label)}</span>")
-        since = it.get("counts", {})
-        since_tip = _("since start: {counts}").format(counts=_counts_text(t, since) or "—")
-        nums = "".join(
-            f"<td class=\"num{' bad' if k == 'failed' and day.get(k) else ''}\" data-k=\"{k}\" title=\"{esc(since_tip)}\">"
-            f"{esc(_num(t, day.get(k)))}</td>" for k in ("created", "updated", "failed"))
-        lag = it.get("lag_seconds")
-        charts = ""
-        if name in tps:
-            charts = (f"<div class=\"charts\">{throughput_chart(t, tps[name], esc)}"
-                      f"{lag_chart(t, lags.get(name, []), now, esc)}</div>")
-        ops = f"<div class=\"actions\">{_operations(t, name, ctx, esc)}</div>" if logged_in else ""
-        dead_cls = " bad" if ob.get("dead") else ""
-        rows.append(
-            f"<tr id=\"integration-{esc(name)}\" class=\"integration\" data-system=\"{esc(name)}\">"
-            f"<td class=\"name\"><b>{esc(name)}</b> <span class=\"small muted\">{esc(ctx.get('types', {}).get(name, ''))}"
-            f"</span><div>{' '.join(badges)}</div>{ops}</td>"
-            f"<td class=\"last-run\">{_last_run_cell(t, it, exchanges.get(name), esc, details=logged_in)}</td>{nums}"
-            f"<td class=\"num\" data-k=\"lag\">{esc(t.duration(lag))}</td>"
-            f"<td class=\"num\" data-k=\"outbox_pending\">{esc(_num(t, ob.get('pending')))}</td>"
-            f"<td class=\"num\" data-k=\"outbox_blocked\">{esc(_num(t, ob.get('blocked')))}</td>"
-            f"<td class=\"num{dead_cls}\" data-k=\"outbox_dead\">{esc(_num(t, ob.get('dead')))}</td>"
-            f"<td>{charts}</td></tr>")
+        exchange = exchanges.get(name)
+        rows.append({
+            "name": name, "type": ctx.get("types", {}).get(name, ""), "badges": _badges(t, name, it, ctx, logged_in),
+            "ops": logged_in, "has_streams": bool((ctx.get("streams") or {}).get(name)),
+            "paused": name in (ctx.get("paused") or {}),
+            "run": _last_run(t, it, logged_in),
+            "exchange": None if exchange is None else {
+                "time": t.time(exchange), "label": _("last exchange {ago}").format(ago=t.ago(exchange))},
+            "nums": [(k, _num(t, day.get(k))) for k in ("created", "updated", "failed")], "failed": day.get("failed"),
+            "since_tip": _("since start: {counts}").format(counts=_counts_text(t, it.get("counts", {})) or "—"),
+            "lag": t.duration(it.get("lag_seconds")), "pending": _num(t, ob.get("pending")),
+            "blocked": _num(t, ob.get("blocked")), "dead": _num(t, ob.get("dead")), "dead_bad": bool(ob.get("dead")),
+            "throughput": throughput_chart(t, tps[name]) if name in tps else None,
+            "lag_chart": lag_chart(t, lags.get(name, []), now) if name in tps else None})
     totals = stats.get("totals", {})
     summary = _("Open conflicts: {conflicts} · to review: {review} · in quarantine: {quarantine} · "
                 "writes waiting: {pending}, blocked: {blocked}, dead: {dead}").format(
@@ -331,205 +248,79 @@ def glance(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
     if rules.get("warnings"):
         summary += " · " + t.ngettext("{n} rule warning", "{n} rule warnings", rules["warnings"]).format(
             n=t.number(rules["warnings"]))
-    updated = _("updated {time}").format(time=t.time(stats.get("generated_at")))
-    return (_table(heads, rows, _("No integrations configured."), esc)
-            + f"<p class=\"small muted\">{esc(summary)} · <span class=\"updated\">{esc(updated)}</span></p>")
+    return {"rows": rows, "summary": summary, "updated": _("updated {time}").format(time=t.time(stats.get("generated_at")))}
 
 
-def _operations(t: Lang, name: str, ctx: dict[str, Any], esc: Esc) -> str:
+def runs_view(t: Lang, runs_: list[Any]) -> list[dict[str, Any]]:
     _ = t._
-    csrf = ctx.get("csrf")
-    has_streams = bool((ctx.get("streams") or {}).get(name))
-    paused = name in (ctx.get("paused") or {})
-    check, period = _("Check"), _("Import a period…")
-    out = [f"<button type=\"button\" data-action=\"check\" data-system=\"{esc(name)}\">{esc(check)}</button>"]
-    if has_streams:
-        out.append(_form(f"/admin/run/{name}", _button(_("Run now"), esc, attrs=" data-k=\"run\""
-                                                      + (" disabled" if paused else "")), csrf, esc))
-        out.append(f"<button type=\"button\" data-action=\"backfill-open\" data-system=\"{esc(name)}\""
-                   f"{' disabled' if paused else ''}>{esc(period)}</button>")
-    if paused:
-        out.append(_form(f"/admin/resume/{name}", _button(_("Resume"), esc, cls="primary", attrs=" data-k=\"resume\""),
-                         csrf, esc))
-    else:
-        out.append(_form(f"/admin/pause/{name}", _button(_("Pause"), esc, attrs=" data-k=\"pause\""), csrf, esc))
-    return "".join(out)
+    out: list[dict[str, Any]] = []
+    for r in runs_:
+        if isinstance(r, Folded):
+            n = len(r.runs)
+            out.append({"folded": True, "span": _("{first} – {last}").format(first=t.time(r.first), last=t.time(r.last)),
+                        "text": t.ngettext("{n} run with nothing to do", "{n} runs with nothing to do", n).format(
+                            n=t.number(n)),
+                        "streams": ", ".join(f"{name} ×{k}" for name, k in r.streams)})
+            continue
+        status = r.get("status") or ""
+        out.append({"folded": False, "started": t.time(r.get("started_at")), "system": r.get("system"),
+                    "stream": r.get("stream"), "cls": {"ok": "ok", "failed": "failed", "running": "running"}.get(status, ""),
+                    "label": _(RUN_RESULTS[status]) if status in RUN_RESULTS else status,
+                    "counts": _counts_text(t, r.get("counts") or {}), "error": r.get("error")})
+    return out
 
 
-def _panels(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    """Per integration: where a check's findings and a backfill's form and progress appear (outside
-    the auto-refreshed table, so a refresh never wipes them)."""
+def _header_view(t: Lang, ctx: dict[str, Any]) -> dict[str, Any]:
     _ = t._
-    out = []
+    meta = [_("instance {name}").format(name=ctx["instance"]), _("up {span}").format(span=t.duration(ctx["uptime"])),
+            _("time zone {zone}").format(zone=t.zone_label())]
+    db = ((ctx.get("stats") or {}).get("database") or {}).get("size_bytes") if ctx.get("logged_in") else None
+    if db is not None:
+        meta.append(_("database {size}").format(size=_size(t, db)))
+    return {"meta": meta, "langs": [(c, LANGUAGE_NAMES[c], c == t.code) for c in LANGUAGES],
+            "path": quote(ctx.get("path") or "/")}
+
+
+def _panels_view(t: Lang, ctx: dict[str, Any]) -> list[dict[str, Any]]:
     latest = ctx.get("backfills") or {}
     default_since = (dt.datetime.now(t.tz) - dt.timedelta(days=30)).date().isoformat()
     today = dt.datetime.now(t.tz).date().isoformat()
+    out = []
     for name in ctx["stats"].get("integrations", {}):
         job = latest.get(name)
         running = job is not None and job["state"] in ("running", "pushing")
-        has_streams = bool((ctx.get("streams") or {}).get(name))
-        backfill = ""
-        if has_streams:
-            presets = "".join(f"<button type=\"button\" data-action=\"since\" data-days=\"{d}\">{esc(lbl)}</button>"
-                              for d, lbl in ((7, _("7 days")), (30, _("30 days")), (90, _("90 days")),
-                                             (365, _("a year"))))
-            job_attr = f" data-job=\"{esc(job['id'])}\"" if running and job else ""
-            since_label, start = _("Import records changed since"), _("Start import")
-            backfill = (
-                f"<div class=\"backfill\"{job_attr}><form class=\"inline backfill-form\" method=\"post\" "
-                f"action=\"/admin/backfill/{esc(name)}\">{_csrf_input(ctx.get('csrf'), esc)}"
-                f"<label>{esc(since_label)} <input type=\"date\" name=\"since\" "
-                f"value=\"{default_since}\" max=\"{today}\" required></label>{presets}"
-                f"{_button(start, esc, cls='primary', attrs=' data-k=start-backfill')}</form>"
-                f"<div class=\"progress\" hidden><progress max=\"100\" value=\"0\"></progress>"
-                f"<span class=\"progress-text small\"></span><div class=\"progress-detail small muted\"></div></div></div>")
-        title, close = _("Operations: {system}").format(system=name), _("close")
-        out.append(f"<div class=\"panel\" id=\"panel-{esc(name)}\" data-system=\"{esc(name)}\""
-                   f"{'' if running else ' hidden'}><h3>{esc(title)}<button type=\"button\" class=\"link close\" "
-                   f"data-action=\"panel-close\">{esc(close)}</button></h3>"
-                   f"<div class=\"check-result\" hidden></div>{backfill}</div>")
-    return f"<div id=\"panels\">{''.join(out)}</div>"
+        out.append({"name": name, "running": running, "job": job["id"] if running and job else None,
+                    "has_streams": bool((ctx.get("streams") or {}).get(name)), "default_since": default_since,
+                    "today": today})
+    return out
 
 
-def _trace_section(t: Lang, esc: Esc) -> str:
-    _ = t._
-    placeholder = _("order number, phone, e-mail, ИНН or an id in any system")
-    show = _("Show the story")
-    inner = (f"<form class=\"inline\" id=\"trace-form\" role=\"search\"><input type=\"search\" name=\"q\" "
-             f"id=\"trace-q\" size=\"48\" placeholder=\"{esc(placeholder)}\" required>"
-             f"{_button(show, esc, cls='primary', attrs=' id=trace-submit')}</form>"
-             "<div id=\"trace-result\" aria-live=\"polite\"></div>")
-    return _section(_("A record's story"), None, inner, esc, "trace")
-
-
-def _review_section(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    _ = t._
-    csrf = ctx.get("csrf")
-    rows = []
-    for rv in ctx["review"]:
-        rid = rv["id"]
-        action = f"/admin/review/{rid}/resolve"
-        rec = rv.get("record") or {}
-        fields = ", ".join(f"{k}={fmt_value(v)}" for k, v in (rec.get("fields") or {}).items())
-        cands = [c for c in (rv.get("candidates") or []) if c]
-        binds = "".join(_button(_("bind to {id}").format(id=c[:12]), esc, name="entity_id", value=c) for c in cands)
-        placeholder, find = _("name, phone, e-mail or ИНН"), _("Find")
-        search = (f"<form class=\"inline entity-search\" data-review=\"{esc(rid)}\" data-type=\"{esc(rv.get('type'))}\">"
-                  f"<input type=\"search\" name=\"q\" size=\"26\" placeholder=\"{esc(placeholder)}\">"
-                  f"{_button(find, esc)}</form><ul class=\"results\" hidden></ul>")
-        acts = (_form(action, "<input type=\"hidden\" name=\"create\" value=\"1\">"
-                      + _button(_("create new"), esc, attrs=" data-k=create"), csrf, esc)
-                + (_form(action, binds, csrf, esc) if binds else "") + search)
-        rows.append(f"<tr id=\"review-{esc(rid)}\" class=\"review\"><td class=\"num\">{esc(rid)}</td>"
-                    f"<td>{esc(rv.get('system'))}</td><td>{esc(rv.get('type'))}</td>"
-                    f"<td class=\"mono\">{esc(rv.get('external_id'))}</td><td class=\"small\">{esc(fields)}</td>"
-                    f"<td class=\"small\">{esc(rv.get('reason'))}</td>"
-                    f"<td class=\"small nowrap\">{esc(t.time(rv.get('created_at')))}</td><td>{acts}</td></tr>")
-    return _section(_("To review: who is this?"), len(ctx["review"]), _table(
-        [("#", "num"), (_("System"), ""), (_("Type"), ""), (_("External id"), ""), (_("Record"), ""),
-         (_("Reason"), ""), (_("Since"), ""), (_("Decision"), "")], rows, _("Nothing to review."), esc), esc, "review")
-
-
-def _conflicts_section(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    _ = t._
-    csrf = ctx.get("csrf")
-    rows = []
+def _holds_view(t: Lang, ctx: dict[str, Any]) -> dict[str, Any]:
+    review = [{"id": rv["id"], "system": rv.get("system"), "type": rv.get("type"), "external_id": rv.get("external_id"),
+               "fields": ", ".join(f"{k}={fmt_value(v)}" for k, v in ((rv.get("record") or {}).get("fields") or {}).items()),
+               "candidates": [c for c in (rv.get("candidates") or []) if c], "reason": rv.get("reason"),
+               "since": t.time(rv.get("created_at"))} for rv in ctx["review"]]
+    conflicts = []
     for cf in ctx["conflicts"]:
-        cid = cf["id"]
-        action = f"/admin/conflicts/{cid}/resolve"
-        cands = "".join(f"<span class=\"cand\"><b>{esc(cd.get('system'))}</b> {esc(fmt_value(cd.get('value')))}"
-                        f" <span class=\"muted small\">{esc(t.time(cd.get('source_time')))}</span></span>"
-                        for cd in cf.get("candidates", []))
         systems: list[str] = []
         for cd in cf.get("candidates", []):
             if cd.get("system") and cd["system"] not in systems:
                 systems.append(cd["system"])
-        takes = "".join(_button(_("take {system}").format(system=s), esc, name="take", value=s, cls="take")
-                        for s in systems)
-        value = _("value")
-        acts = (_form(action, takes, csrf, esc)
-                + _form(action, f"<input type=\"text\" name=\"value\" placeholder=\"{esc(value)}\" size=\"14\">"
-                        + _button(_("set"), esc), csrf, esc))
-        rows.append(f"<tr id=\"conflict-{esc(cid)}\" class=\"conflict\"><td class=\"num\">{esc(cid)}</td>"
-                    f"<td class=\"mono\">{esc(cf.get('entity_id'))}</td><td>{esc(cf.get('field'))}</td>"
-                    f"<td>{cands}</td><td>{esc(cf.get('policy'))}</td>"
-                    f"<td class=\"small nowrap\">{esc(t.time(cf.get('created_at')))}</td><td>{acts}</td></tr>")
-    return _section(_("Conflicts"), len(ctx["conflicts"]), _table(
-        [("#", "num"), (_("Entity"), ""), (_("Field"), ""), (_("Values"), ""), (_("Policy"), ""), (_("Since"), ""),
-         (_("Decision"), "")], rows, _("No open conflicts."), esc), esc, "conflicts")
-
-
-def _quarantine_section(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    _ = t._
-    csrf = ctx.get("csrf")
-    rows = []
+        conflicts.append({"id": cf["id"], "entity_id": cf.get("entity_id"), "field": cf.get("field"),
+                          "policy": cf.get("policy"), "since": t.time(cf.get("created_at")), "systems": systems,
+                          "candidates": [{"system": cd.get("system"), "value": fmt_value(cd.get("value")),
+                                          "time": t.time(cd.get("source_time"))} for cd in cf.get("candidates", [])]})
+    quarantine = []
     for q in ctx["quarantine"]:
-        qid = q["id"]
         raw = q.get("raw") or ""
-        shown = raw[:RAW_SHOWN]
-        more = ""
-        if len(raw) > RAW_SHOWN:
-            more = (f"<a href=\"/api/quarantine/{esc(qid)}\">"
-                    + esc(_("whole record ({n} characters)").format(n=t.number(len(raw)))) + "</a>")
-        as_received = _("record as received")
-        raw_html = (f"<details><summary class=\"small\">{esc(as_received)}</summary>"
-                    f"<pre class=\"raw\">{esc(shown)}</pre>{more}</details>") if raw else ""
-        acts = _form(f"/admin/quarantine/{qid}/release", _button(_("take in again"), esc, attrs=" data-k=release"),
-                     csrf, esc)
-        rows.append(f"<tr id=\"quarantine-{esc(qid)}\" class=\"quarantine\"><td class=\"num\">{esc(qid)}</td>"
-                    f"<td>{esc(q.get('system'))}</td><td>{esc(q.get('kind'))}</td>"
-                    f"<td class=\"mono\">{esc(q.get('external_id'))}</td><td class=\"small\">{esc(q.get('reason'))}"
-                    f"{raw_html}</td><td class=\"small nowrap\">{esc(t.time(q.get('created_at')))}</td>"
-                    f"<td>{acts}</td></tr>")
-    return _section(_("Quarantine"), len(ctx["quarantine"]), _table(
-        [("#", "num"), (_("System"), ""), (_("Kind"), ""), (_("External id"), ""), (_("Reason"), ""),
-         (_("Since"), ""), (_("Action"), "")], rows, _("Quarantine is empty."), esc), esc, "quarantine")
-
-
-def _dead_section(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    _ = t._
-    csrf = ctx.get("csrf")
-    rows = []
-    for d in ctx["dead"]:
-        did = d["id"]
-        acts = _form("/admin/replay", f"<input type=\"hidden\" name=\"ids\" value=\"{esc(did)}\">"
-                     + _button(_("send again"), esc, attrs=" data-k=replay"), csrf, esc)
-        rows.append(f"<tr id=\"dead-{esc(did)}\" class=\"dead\"><td class=\"num\">{esc(did)}</td>"
-                    f"<td>{esc(d.get('system'))}</td><td>{esc(d.get('entity_type'))}</td><td>{esc(d.get('op'))}</td>"
-                    f"<td class=\"mono\">{esc(d.get('entity_id'))}</td><td class=\"num\">{esc(d.get('attempts'))}</td>"
-                    f"<td class=\"small bad\">{esc(d.get('last_error'))}</td>"
-                    f"<td class=\"small nowrap\">{esc(t.time(d.get('updated_at') or d.get('created_at')))}</td>"
-                    f"<td>{acts}</td></tr>")
-    all_btn = (_form("/admin/replay", _button(_("send all again"), esc, attrs=" data-k=replay-all"), csrf, esc)
-               if ctx["dead"] else "")
-    return _section(_("Writes that failed (dead letters)"), len(ctx["dead"]), _table(
-        [("#", "num"), (_("System"), ""), (_("Type"), ""), (_("Operation"), ""), (_("Entity"), ""),
-         (_("Attempts"), "num"), (_("Last error"), ""), (_("When"), ""), (_("Action"), "")], rows,
-        _("No failed writes."), esc) + all_btn, esc, "dead")
-
-
-def runs(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
-    """Recent runs, newest first; stretches of runs that did nothing folded into one line."""
-    _ = t._
-    rows = []
-    for r in ctx["runs"]:
-        if isinstance(r, Folded):
-            n = len(r.runs)
-            text = t.ngettext("{n} run with nothing to do", "{n} runs with nothing to do", n).format(n=t.number(n))
-            span = _("{first} – {last}").format(first=t.time(r.first), last=t.time(r.last))
-            streams = ", ".join(f"{name} ×{k}" for name, k in r.streams)
-            rows.append(f"<tr class=\"folded\"><td class=\"nowrap\">{esc(span)}</td>"
-                        f"<td colspan=\"3\">{esc(text)}</td><td colspan=\"2\">{esc(streams)}</td></tr>")
-            continue
-        status = r.get("status") or ""
-        cls = {"ok": "ok", "failed": "failed", "running": "running"}.get(status, "")
-        label = _(RUN_RESULTS[status]) if status in RUN_RESULTS else status
-        rows.append(f"<tr class=\"run\"><td class=\"nowrap\">{esc(t.time(r.get('started_at')))}</td>"
-                    f"<td>{esc(r.get('system'))}</td><td>{esc(r.get('stream'))}</td><td class=\"{cls}\">{esc(label)}</td>"
-                    f"<td class=\"small\">{esc(_counts_text(t, r.get('counts') or {}))}</td>"
-                    f"<td class=\"small bad\">{esc(r.get('error'))}</td></tr>")
-    return _table([(_("Started"), ""), (_("System"), ""), (_("Stream"), ""), (_("Result"), ""), (_("Counts"), ""),
-                   (_("Error"), "")], rows, _("No runs yet."), esc)
+        quarantine.append({"id": q["id"], "system": q.get("system"), "kind": q.get("kind"),
+                           "external_id": q.get("external_id"), "reason": q.get("reason"), "raw": raw[:RAW_SHOWN],
+                           "raw_len": t.number(len(raw)) if len(raw) > RAW_SHOWN else None,
+                           "since": t.time(q.get("created_at"))})
+    dead = [{"id": d["id"], "system": d.get("system"), "entity_type": d.get("entity_type"), "op": d.get("op"),
+             "entity_id": d.get("entity_id"), "attempts": d.get("attempts"), "last_error": d.get("last_error"),
+             "when": t.time(d.get("updated_at") or d.get("created_at"))} for d in ctx["dead"]]
+    return {"review": review, "conflicts": conflicts, "quarantine": quarantine, "dead": dead}
 
 
 def script_strings(t: Lang) -> dict[str, str]:
@@ -554,85 +345,50 @@ def script_strings(t: Lang) -> dict[str, str]:
     }
 
 
-def status_page(t: Lang, ctx: dict[str, Any], esc: Esc) -> str:
+# -- pages ----------------------------------------------------------------------------------------
+def glance(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
+    """The integrations at a glance; with operations when logged in (/part/glance)."""
+    return _render("glance.html", t, redact, g=glance_view(t, ctx), csrf=ctx.get("csrf"))
+
+
+def runs(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
+    """Recent runs (/part/runs)."""
+    return _render("runs.html", t, redact, runs=runs_view(t, ctx["runs"]))
+
+
+def status_page(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
     """The whole page. ctx: instance, uptime, stats, logged_in, admin_enabled, public_stats, csrf,
     notice, error, path; logged in also runs, conflicts, quarantine, review, dead, throughput,
     lag_history, exchanges, paused, streams, types, backfills."""
     _ = t._
     logged_in = bool(ctx.get("logged_in"))
-    out = [_header(t, ctx, esc), "<main>", _notices(t, ctx, esc)]
-    if not logged_in:
-        if ctx.get("admin_enabled"):
-            out.append(_login_box(t, esc, next_url="/", error=None, instance=""))
-        else:
-            msg = _("The page shows records only after an admin login, and no admin token is configured: set "
-                    "`admin_token = \"${SYNCD_ADMIN_TOKEN}\"` under [daemon] in config.toml and restart syncd.")
-            out.append(f"<section id=\"no-login\"><p>{esc(msg)}</p></section>")
-        if ctx.get("public_stats"):
-            out.append(_section(_("Integrations"), None, glance(t, ctx, esc), esc, "integrations",
-                                refresh="/part/glance"))
-        out.append("</main>")
-        return _doc(t, _("syncd · {instance}").format(instance=ctx["instance"]), "".join(out), esc,
-                    script=bool(ctx.get("public_stats")), data={"lang": t.code, "timezone": t.timezone,
-                                                               "refresh": REFRESH_SECONDS,
-                                                               "strings": script_strings(t)})
-    counts = {"review": len(ctx["review"]), "conflicts": len(ctx["conflicts"]),
-              "quarantine": len(ctx["quarantine"]), "dead": len(ctx["dead"])}
-    toc_items = [("integrations", _("Integrations"), None), ("trace", _("A record's story"), None),
-                 ("review", _("To review"), counts["review"]), ("conflicts", _("Conflicts"), counts["conflicts"]),
-                 ("quarantine", _("Quarantine"), counts["quarantine"]), ("dead", _("Failed writes"), counts["dead"]),
-                 ("runs", _("Recent runs"), None)]
-    toc = "".join(f"<a href=\"#{sid}\">{esc(label)}</a>" + (f" <span class=\"n\">{n}</span>" if n else "")
-                  for sid, label, n in toc_items)
-    out.append(f"<nav class=\"toc\">{toc}</nav>")
-    check_label, auto_label = _("Check all connections"), _("auto-refresh")
-    check_all = (f"<button type=\"button\" data-action=\"check-all\">{esc(check_label)}</button> "
-                 f"<label><input type=\"checkbox\" id=\"auto-refresh\" checked> {esc(auto_label)}</label>")
-    all_title, close = _("Connection check: everything"), _("close")
-    panel_all = (f"<div class=\"panel\" id=\"panel-all\" hidden><h3>{esc(all_title)}<button type=\"button\" "
-                 f"class=\"link close\" data-action=\"panel-close\">{esc(close)}</button></h3>"
-                 "<div class=\"check-result\"></div></div>")
-    out.append(_section(_("Integrations"), None, glance(t, ctx, esc), esc, "integrations", refresh="/part/glance",
-                        tools=check_all, after=panel_all + _panels(t, ctx, esc)))
-    out.append(_trace_section(t, esc))
-    out.append(_review_section(t, ctx, esc))
-    out.append(_conflicts_section(t, ctx, esc))
-    out.append(_quarantine_section(t, ctx, esc))
-    out.append(_dead_section(t, ctx, esc))
-    out.append(_section(_("Recent runs"), None, runs(t, ctx, esc), esc, "runs", refresh="/part/runs"))
-    out.append("</main>")
     data = {"lang": t.code, "timezone": t.timezone, "refresh": REFRESH_SECONDS, "strings": script_strings(t)}
-    return _doc(t, _("syncd · {instance}").format(instance=ctx["instance"]), "".join(out), esc, script=True,
-                data=data, csrf=ctx.get("csrf"))
+    view: dict[str, Any] = dict(
+        title=_("syncd · {instance}").format(instance=ctx["instance"]), header=_header_view(t, ctx),
+        logged_in=logged_in, admin_enabled=bool(ctx.get("admin_enabled")), public_stats=bool(ctx.get("public_stats")),
+        notice=ctx.get("notice"), error=ctx.get("error"), csrf=ctx.get("csrf") if logged_in else None, data=data,
+        script=logged_in or bool(ctx.get("public_stats")))
+    if logged_in or ctx.get("public_stats"):
+        view["g"] = glance_view(t, ctx)
+    if logged_in:
+        holds = _holds_view(t, ctx)
+        view.update(holds, runs=runs_view(t, ctx["runs"]), panels=_panels_view(t, ctx), toc=[
+            ("integrations", _("Integrations"), None), ("trace", _("A record's story"), None),
+            ("review", _("To review"), len(holds["review"])), ("conflicts", _("Conflicts"), len(holds["conflicts"])),
+            ("quarantine", _("Quarantine"), len(holds["quarantine"])), ("dead", _("Failed writes"), len(holds["dead"])),
+            ("runs", _("Recent runs"), None)])
+    return _render("status.html", t, redact, **view)
 
 
-def _login_box(t: Lang, esc: Esc, *, next_url: str, error: str | None, instance: str) -> str:
-    _ = t._
-    err = f"<div class=\"error\" id=\"login-error\">{esc(error)}</div>" if error else ""
-    inst = f"<p class=\"muted small\">{esc(instance)}</p>" if instance else ""
-    hint = _("Records, errors and traces are shown after logging in with the admin token "
-             "(daemon.admin_token).")
-    title, label, submit = _("Log in to syncd"), _("Admin token"), _("Log in")
-    return (f"<section class=\"login\" id=\"login\"><h2>{esc(title)}</h2>{inst}{err}"
-            f"<p class=\"small muted\">{esc(hint)}</p>"
-            "<form method=\"post\" action=\"/login\">"
-            f"<label for=\"token\">{esc(label)}</label>"
-            "<input type=\"password\" id=\"token\" name=\"token\" autocomplete=\"current-password\" autofocus required>"
-            f"<input type=\"hidden\" name=\"next\" value=\"{esc(next_url)}\">"
-            f"<button class=\"primary\" type=\"submit\" id=\"login-submit\">{esc(submit)}</button>"
-            "</form></section>")
+def login_page(t: Lang, redact: Redact | None = None, *, next_url: str = "/", error: str | None = None,
+               instance: str = "") -> str:
+    return _render("login.html", t, redact, title=t._("syncd · login"), csrf=None, data=None, script=False,
+                   next_url=next_url, error=error, instance=instance)
 
 
-def login_page(t: Lang, esc: Esc, *, next_url: str = "/", error: str | None = None, instance: str = "") -> str:
-    body = "<main>" + _login_box(t, esc, next_url=next_url, error=error, instance=instance) + "</main>"
-    return _doc(t, t._("syncd · login"), body, esc)
-
-
-def message_page(t: Lang, title: str, message: str, esc: Esc, *, link: str = "/") -> str:
-    back = t._("Back")
-    body = (f"<main class=\"login\"><section><h2>{esc(title)}</h2><p>{esc(message)}</p>"
-            f"<p><a href=\"{esc(link)}\">{esc(back)}</a></p></section></main>")
-    return _doc(t, "syncd · " + title, body, esc)
+def message_page(t: Lang, title: str, message: str, redact: Redact | None = None, *, link: str = "/") -> str:
+    return _render("message.html", t, redact, title="syncd · " + title, heading=title, message=message, link=link,
+                   csrf=None, data=None, script=False)
 
 
 def redirect_target(notice: str | None = None, error: str | None = None, anchor: str = "") -> str:
@@ -642,7 +398,3 @@ def redirect_target(notice: str | None = None, error: str | None = None, anchor:
     if notice:
         return "/?notice=" + quote(notice) + frag
     return "/" + frag
-
-
-def default_esc(v: Any) -> str:
-    return "" if v is None else html.escape(str(v), quote=True)

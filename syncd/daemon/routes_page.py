@@ -29,7 +29,7 @@ def routes(web: Web) -> list[StarletteRoute]:
     token = web.token
     sessions = web.sessions
     backfills = web.backfills
-    esc = web.esc
+    redact = web.redactor.text
     jresp = web.jresp
     lang = web.lang
     page_resp = web.page_resp
@@ -72,12 +72,12 @@ def routes(web: Web) -> list[StarletteRoute]:
         except Exception as exc:  # noqa: BLE001
             log.error("status_page_failed", error=type(exc).__name__)
             return page_resp(page.message_page(t, t._("Status unavailable"), t._(
-                "The database cannot be read; see the daemon's log."), esc), 503)
+                "The database cannot be read; see the daemon's log."), redact), 503)
         ctx.update(_base(request, t, sid))
         if sid is not None:
             # what an action reported (the page's own redirect), shown once; never without a login
             ctx.update(notice=request.query_params.get("notice"), error=request.query_params.get("error"))
-        return page_resp(page.status_page(t, ctx, esc))
+        return page_resp(page.status_page(t, ctx, redact))
 
     async def part(request: Request) -> Response:
         """One section's body, for the page's auto-refresh."""
@@ -93,7 +93,7 @@ def routes(web: Web) -> list[StarletteRoute]:
         else:
             ctx = {"runs": await run_in_threadpool(lambda: glance.fold_runs(rt.store.recent_runs(200)))}
         ctx.update(_base(request, t, sid))
-        body = page.glance(t, ctx, esc) if name == "glance" else page.runs(t, ctx, esc)
+        body = page.glance(t, ctx, redact) if name == "glance" else page.runs(t, ctx, redact)
         return page_resp(body)
 
     async def static(request: Request) -> Response:
@@ -116,7 +116,7 @@ def routes(web: Web) -> list[StarletteRoute]:
         t = lang(request)
         if not token:
             return no_token_page(t)
-        return page_resp(page.login_page(t, esc, next_url=_safe_next(request.query_params.get("next")),
+        return page_resp(page.login_page(t, redact, next_url=_safe_next(request.query_params.get("next")),
                                          instance=rt.instance))
 
     async def login(request: Request) -> Response:
@@ -129,7 +129,7 @@ def routes(web: Web) -> list[StarletteRoute]:
         if not hmac.compare_digest(given.encode(), token.encode()):
             log.warning("admin_login_failed", client=request.client.host if request.client else None)
             await asyncio.sleep(0.5)      # slows down guessing; the token itself should be long
-            return page_resp(page.login_page(t, esc, next_url=nxt, error=t._("Wrong token."), instance=rt.instance),
+            return page_resp(page.login_page(t, redact, next_url=nxt, error=t._("Wrong token."), instance=rt.instance),
                              401)
         old = request.cookies.get(COOKIE)
         sessions.close(old)

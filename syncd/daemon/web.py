@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import html
 import json
 import secrets
 import threading
@@ -195,9 +194,6 @@ class Web:
         self.trace_fn = trace or _syncd_trace(runtime)
         self.checks = checks
 
-    def esc(self, v: Any) -> str:
-        return "" if v is None else html.escape(self.redactor.text(str(v)), quote=True)
-
     def jresp(self, content: Any, status: int = 200, **kw: Any) -> Response:
         return _JSON(self.redactor.data(content), status_code=status, **kw)
 
@@ -242,7 +238,7 @@ class Web:
         return self.page_resp(page.message_page(t, t._("Admin login disabled"), t._(
             "Admin actions and the page's records are disabled: no admin token is configured. Set "
             "`admin_token = \"${SYNCD_ADMIN_TOKEN}\"` under [daemon] in config.toml, export SYNCD_ADMIN_TOKEN "
-            "(e.g. `openssl rand -hex 32`), then restart syncd."), self.esc), status)
+            "(e.g. `openssl rand -hex 32`), then restart syncd."), self.redactor.text), status)
 
     def no_token(self, request: Request) -> Response:
         if self.wants_html(request):

@@ -15,7 +15,7 @@ from babel.messages.pofile import read_po
 from syncd.daemon import i18n
 from syncd.daemon.glance import Folded, Throughput
 from syncd.daemon.i18n import Lang, negotiate, parse_accept_language
-from syncd.daemon.page import default_esc, glance, login_page, message_page, runs, status_page
+from syncd.daemon.page import glance, login_page, message_page, runs, status_page
 
 REPO = Path(__file__).resolve().parents[2]
 PO = REPO / "syncd" / "locale" / "ru" / "LC_MESSAGES" / "syncd.po"
@@ -25,9 +25,11 @@ KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
 
 def _source_messages() -> set[str | tuple[str, ...]]:
     """What `make catalogs` extracts: every marked string of the page's modules."""
-    method_map = [("syncd/daemon/**.py", "python")]
+    method_map = [("syncd/daemon/**.py", "python"), ("syncd/daemon/templates/**.html", "jinja2")]
+    options = {"syncd/daemon/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
     found = set()
-    for _file, _line, msg, _comments, _ctx in extract_from_dir(str(REPO), method_map, keywords=KEYWORDS):
+    for _file, _line, msg, _comments, _ctx in extract_from_dir(str(REPO), method_map, options_map=options,
+                                                                keywords=KEYWORDS):
         found.add(msg)
     return found
 
@@ -113,10 +115,10 @@ def test_rendered_pages_use_only_translated_strings(tmp_path: Path) -> None:
                            "raw": "<x/>" * 2000, "created_at": now}],
            "dead": [{"id": 4, "system": "crm", "entity_type": "person", "op": "create", "entity_id": "e",
                      "attempts": 8, "last_error": "e", "created_at": now}]}
-    pages = [status_page(t, ctx, default_esc), glance(t, ctx, default_esc), runs(t, ctx, default_esc),
-             status_page(t, {**ctx, "logged_in": False, "public_stats": True}, default_esc),
-             status_page(t, {**ctx, "logged_in": False, "admin_enabled": False}, default_esc),
-             login_page(t, default_esc, error="x"), message_page(t, "a", "b", default_esc)]
+    pages = [status_page(t, ctx), glance(t, ctx), runs(t, ctx),
+             status_page(t, {**ctx, "logged_in": False, "public_stats": True}),
+             status_page(t, {**ctx, "logged_in": False, "admin_enabled": False}),
+             login_page(t, error="x"), message_page(t, "a", "b")]
     for n in (1, 2, 5, 21):
         t.ngettext("{n} run with nothing to do", "{n} runs with nothing to do", n)
     t.duration(0), t.duration(59), t.duration(3600 * 30)
