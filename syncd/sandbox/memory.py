@@ -22,6 +22,9 @@ from syncd.connector import (Batch, BaseConnector, ConnectorType, Health, RawRec
 from syncd.errors import PermanentError, TransientError
 
 STAMP = "_stamp"
+# the record another system holds for this one, as this one says (Bitrix24's ORIGINATOR_ID/ORIGIN_ID),
+# "system:key": written by an update that names it (WriteOp.names), read back as RawRecord.origin
+ORIGIN = "_origin"
 
 
 # One clock for every in-memory system, as if they shared a wall clock: a `timed` system reports
@@ -116,8 +119,9 @@ class MemoryConnector(BaseConnector):
             for ver, ext in chunk:
                 obj = dict(self.system.objects[kind][ext])
                 stamp = obj.pop(STAMP, None)
+                origin = _origin(obj.pop(ORIGIN, None))
                 when = self.system.times.get((kind, ext)) if self.system.timed else None
-                recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp, source_time=when))
+                recs.append(RawRecord(kind, ext, obj, version=str(ver), stamp=stamp, source_time=when, origin=origin))
             if self.read_delay:
                 time.sleep(self.read_delay)
             yield Batch(stream, recs, cursor=str(chunk[-1][0]))
@@ -133,9 +137,11 @@ class MemoryConnector(BaseConnector):
                 continue
             obj = dict(obj)
             stamp = obj.pop(STAMP, None)
+            origin = _origin(obj.pop(ORIGIN, None))
             ver = self.system.versions.get((kind, ext))
             yield RawRecord(kind, ext, obj, version=str(ver) if ver is not None else None, stamp=stamp,
-                            source_time=self.system.times.get((kind, ext)) if self.system.timed else None)
+                            source_time=self.system.times.get((kind, ext)) if self.system.timed else None,
+                            origin=origin)
 
     def write(self, op: WriteOp) -> WriteResult:
         if self.write_delay:
@@ -166,6 +172,8 @@ class MemoryConnector(BaseConnector):
             if ext not in objs:
                 raise PermanentError(f"{op.kind} {ext} not found", connector=self.name)
             objs[ext].update(op.fields)
+            if op.names is not None:
+                objs[ext][ORIGIN] = f"{op.names[0]}:{op.names[1]}"
             ver = next(s._seq)
             s.versions[(op.kind, ext)] = ver
             s.times[(op.kind, ext)] = _tick()
@@ -174,6 +182,13 @@ class MemoryConnector(BaseConnector):
         if fault == "lost":
             raise TransientError(f"injected: answer lost after writing {op.kind} {ext}", connector=self.name)
         return WriteResult(ext, dict(op.fields), version=str(ver), found=found)
+
+
+def _origin(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    system, _, key = value.partition(":")
+    return system, key
 
 
 _SYSTEMS: dict[str, MemorySystem] = {}

@@ -427,3 +427,32 @@ def test_a_write_whose_answer_was_lost_is_not_repeated(store: Store) -> None:
     syncer.push("crm")
     syncer.until_quiet()
     assert remote["crm"].creates == 1 and len(remote["crm"].objects["person"]) == 1
+
+
+def test_a_record_made_in_one_system_names_what_syncd_made_from_it_there_once(store: Store) -> None:
+    """Issue 21 #3: a deal a manager made is stamped with the shop order syncd made from it (here:
+    the memory CRM names sources like Bitrix24's ORIGINATOR_ID/ORIGIN_ID) — by one update planned
+    when the shop's create is confirmed, though nothing else about the deal changed; read back, the
+    name is what the record says, so it is never sent again."""
+    from factories import make_mapper
+    from syncd.sandbox.memory import ORIGIN
+    from syncd.sync import Syncer
+
+    remote = {s: MemorySystem(s, ("person", "order")) for s in ("crm", "shop")}
+    conns = {s: MemoryConnector(s, remote[s]) for s in remote}
+    conns["crm"].names_sources = frozenset({"order"})
+    syncer = Syncer(store, make_mapper(systems=("crm", "shop")), conns, worker="w",
+                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300))
+    remote["crm"].edit("order", "d1", number="N-1", comment="по телефону")
+    syncer.until_quiet()
+    (shop_id, shop_order), = remote["shop"].objects["order"].items()
+    assert shop_order["_stamp"] == "crm-d1"                   # the shop's order carries the deal's key
+    assert remote["crm"].objects["order"]["d1"][ORIGIN] == f"shop:{shop_id}"   # and the deal names it
+    writes = remote["crm"].writes
+    c = syncer.pass_once()
+    assert (c.planned, c.pushed) == (0, 0) and remote["crm"].writes == writes      # told once
+    # a manager's later edit goes out without the name again (what the deal says is in its shadow)
+    remote["shop"].edit("order", shop_id, comment="оплачен на сайте")
+    syncer.until_quiet()
+    assert remote["crm"].objects["order"]["d1"]["comment"] == "оплачен на сайте"
+    assert remote["crm"].writes == writes + 1
