@@ -135,6 +135,21 @@ def test_resolve_at_first_contact_fills_blanks_and_never_wipes(setup: Setup) -> 
     assert ent.golden["person.name"] == "Анна" and ent.golden["person.phone"] == ("+74951234567",)
 
 
+def test_resolve_at_first_contact_keeps_a_documents_lines_a_blank_list_would_wipe(setup: Setup) -> None:
+    from decimal import Decimal
+
+    from syncd.schema import FrozenDict
+
+    lines = (FrozenDict({"name": "Кружка", "quantity": Decimal("2"), "price": Decimal("450")}),)
+    with setup.store.begin() as c:
+        b = _batch(setup, c, "crm")
+        ent = Ent("o1", "order", {"order.items": lines}, {"order.items": ["shop", None, None]})
+        change = resolve.Change("o1", RawRecord("order", "d1", {}), {"order.items": ()}, {}, True, complete=True,
+                                created=False)
+        assert resolve.apply(b, ent, change, {}) == {}
+    assert ent.golden["order.items"] == lines           # the vendor's deal without rows takes the order's
+
+
 def test_resolve_takes_an_edit_in_step_and_holds_a_field_under_review(setup: Setup) -> None:
     with setup.store.begin() as c:
         b = _batch(setup, c)
