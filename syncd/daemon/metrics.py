@@ -106,6 +106,8 @@ class StatsCollector(Collector):
 
 
 def _ts(v: Any) -> float | None:
+    if not v:
+        return None
     when = to_datetime(v)
     return when.timestamp() if when is not None else None
 

@@ -87,7 +87,8 @@ ENV.globals["static_version"] = static_version
 ENV.install_null_translations()       # the language is given per render (`_`, `ngettext` of its Lang)
 
 
-def _render(name: str, t: Lang, redact: Redact | None, **ctx: Any) -> str:
+def _render(name: str, t: Lang, redact: Redact, **ctx: Any) -> str:
+    """Render with `redact` (the secret redactor; required, so no page is ever rendered without it)."""
     token = _REDACT.set(redact)
     try:
         return ENV.get_template(name).render(t=t, _=t._, gettext=t._, ngettext=t.ngettext, **ctx)
@@ -346,17 +347,17 @@ def script_strings(t: Lang) -> dict[str, str]:
 
 
 # -- pages ----------------------------------------------------------------------------------------
-def glance(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
+def glance(t: Lang, ctx: dict[str, Any], redact: Redact) -> str:
     """The integrations at a glance; with operations when logged in (/part/glance)."""
     return _render("glance.html", t, redact, g=glance_view(t, ctx), csrf=ctx.get("csrf"))
 
 
-def runs(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
+def runs(t: Lang, ctx: dict[str, Any], redact: Redact) -> str:
     """Recent runs (/part/runs)."""
     return _render("runs.html", t, redact, runs=runs_view(t, ctx["runs"]))
 
 
-def status_page(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> str:
+def status_page(t: Lang, ctx: dict[str, Any], redact: Redact) -> str:
     """The whole page. ctx: instance, uptime, stats, logged_in, admin_enabled, public_stats, csrf,
     notice, error, path; logged in also runs, conflicts, quarantine, review, dead, throughput,
     lag_history, exchanges, paused, streams, types, backfills."""
@@ -380,13 +381,13 @@ def status_page(t: Lang, ctx: dict[str, Any], redact: Redact | None = None) -> s
     return _render("status.html", t, redact, **view)
 
 
-def login_page(t: Lang, redact: Redact | None = None, *, next_url: str = "/", error: str | None = None,
+def login_page(t: Lang, redact: Redact, *, next_url: str = "/", error: str | None = None,
                instance: str = "") -> str:
     return _render("login.html", t, redact, title=t._("syncd · login"), csrf=None, data=None, script=False,
                    next_url=next_url, error=error, instance=instance)
 
 
-def message_page(t: Lang, title: str, message: str, redact: Redact | None = None, *, link: str = "/") -> str:
+def message_page(t: Lang, title: str, message: str, redact: Redact, *, link: str = "/") -> str:
     return _render("message.html", t, redact, title="syncd · " + title, heading=title, message=message, link=link,
                    csrf=None, data=None, script=False)
 

@@ -81,8 +81,10 @@ def identify(batch: Batch, parsed: tuple[tuple[RawRecord, str, dict[str, Any]], 
                 # made from a record syncd knows (by syncd, or by the vendor's own integration
                 # before syncd): that record's entity — adopted, never a second one
                 outcome = match.Outcome(stamped, "matched", "stamp")
-            elif origin is not None and match.origin_allows(rule, origin[0]):
-                # made from a record syncd has not read yet: a new entity that record joins
+            elif origin is not None and match.origin_allows(rule, origin[0]) and not _known(batch, origin, etype):
+                # made from a record syncd has not read yet: a new entity that record joins. (A record
+                # naming one that is bound already — a second deal copied with its shop order's key —
+                # is not that record's: it is identified like any other, never bound to it twice)
                 outcome = match.Outcome(None, "created")
                 promises.append((i, origin))
             else:
@@ -213,6 +215,15 @@ def origin_of(batch: Batch, rec: RawRecord) -> tuple[str, str] | None:
         if head != batch.system and st.startswith(head + "-") and len(st) > len(head) + 1:
             return head, st[len(head) + 1:]
     return None
+
+
+def _known(batch: Batch, origin: tuple[str, str], etype: str) -> bool:
+    """Whether the record `origin` names is bound already (before or in this batch)."""
+    system, ext = origin
+    if any((b["system"], b["type"], b["external_id"]) == (system, etype, ext) for b in batch.new_bindings):
+        return True
+    return batch.conn.execute(select(t.bindings.c.entity_id).where(
+        t.bindings.c.system == system, t.bindings.c.type == etype, t.bindings.c.external_id == ext)).first() is not None
 
 
 def _stamped(batch: Batch, rec: RawRecord, etype: str) -> str | None:

@@ -136,7 +136,7 @@ def _load_bindings(conn: Connection, ids: set[str], into: _Loaded) -> None:
         rows = conn.execute(select(t.bindings.c.entity_id, t.bindings.c.system, t.bindings.c.type,
                                    t.bindings.c.external_id, t.bindings.c.how)
                             .where(t.bindings.c.entity_id.in_(chunk), t.bindings.c.alias.is_(False))
-                            .order_by(t.bindings.c.created_at.desc()))
+                            .order_by(t.bindings.c.created_at.desc(), t.bindings.c.system.desc()))
         for eid, system, typ, ext, how in rows:
             into.binds[(eid, system, typ)] = ext      # oldest last: the earliest binding wins
             into.hows[(eid, system)] = how
@@ -355,14 +355,19 @@ def _decide(mapper: Mapper, row: dict[str, Any], data: _Loaded, traits: Traits, 
 
 def _names(data: _Loaded, eid: str, system: str, kind: str, traits: Traits) -> tuple[str, str] | None:
     """The record syncd made from this system's record in another system, when this record can say
-    so and does not yet (a deal by phone names its shop order); None otherwise."""
+    so and names nothing yet (a deal by phone names its shop order); None otherwise. A record that
+    names a source already — another integration's, or the one syncd told it — is never rewritten,
+    and only a record people made there is told (one syncd created or found carries syncd's key)."""
     if kind not in traits.names_sources:
         return None
     came_from, made = data.first.get(eid), data.made.get(eid)
     if came_from is None or came_from[0] != system or made is None or made[0] == system:
         return None
-    said = data.shadows.get((eid, system), {}).get(schema.NAMED_SOURCE)
-    return None if said == schema.named_source(*made) else made
+    if data.hows.get((eid, system)) in ("created", "found", "stamp", "origin"):
+        return None
+    if schema.NAMED_SOURCE in data.shadows.get((eid, system), {}):
+        return None
+    return made
 
 
 def _news(data: _Loaded, ent: _Target, system: str) -> Outcome | None:

@@ -115,10 +115,10 @@ def test_rendered_pages_use_only_translated_strings(tmp_path: Path) -> None:
                            "raw": "<x/>" * 2000, "created_at": now}],
            "dead": [{"id": 4, "system": "crm", "entity_type": "person", "op": "create", "entity_id": "e",
                      "attempts": 8, "last_error": "e", "created_at": now}]}
-    pages = [status_page(t, ctx), glance(t, ctx), runs(t, ctx),
-             status_page(t, {**ctx, "logged_in": False, "public_stats": True}),
-             status_page(t, {**ctx, "logged_in": False, "admin_enabled": False}),
-             login_page(t, error="x"), message_page(t, "a", "b")]
+    pages = [status_page(t, ctx, str), glance(t, ctx, str), runs(t, ctx, str),     # (no secrets to redact)
+             status_page(t, {**ctx, "logged_in": False, "public_stats": True}, str),
+             status_page(t, {**ctx, "logged_in": False, "admin_enabled": False}, str),
+             login_page(t, str, error="x"), message_page(t, "a", "b", str)]
     for n in (1, 2, 5, 21):
         t.ngettext("{n} run with nothing to do", "{n} runs with nothing to do", n)
     t.duration(0), t.duration(59), t.duration(3600 * 30)

@@ -161,6 +161,10 @@ MUTATIONS = (
        "    if op.origin is None:\n        return\n    source = op.origin[0]",
        "    if True:\n        return\n    source = op.origin[0]",
        ("tests/pipeline/test_write_path.py", "tests/acceptance/test_s3_deal_by_phone.py")),
+    _m("a second record naming a bound source stalls the pull", "syncd/pipeline/identify.py",
+       " and match.origin_allows(rule, origin[0]) and not _known(batch, origin, etype):",
+       " and match.origin_allows(rule, origin[0]):",
+       ("tests/pipeline/test_write_path.py",)),
 )
 
 

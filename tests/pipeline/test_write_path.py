@@ -456,3 +456,30 @@ def test_a_record_made_in_one_system_names_what_syncd_made_from_it_there_once(st
     syncer.until_quiet()
     assert remote["crm"].objects["order"]["d1"]["comment"] == "оплачен на сайте"
     assert remote["crm"].writes == writes + 1
+
+
+def test_a_second_record_naming_a_bound_source_is_its_own_and_the_pull_goes_on(store: Store) -> None:
+    """A deal copied in the CRM with its shop order's key (ORIGINATOR_ID/ORIGIN_ID) names a shop
+    order that is another deal's: it is identified as a record of its own — the pull does not fail
+    on binding the shop order twice, and the first deal keeps its order."""
+    from factories import make_mapper
+    from syncd.sandbox.memory import ORIGIN
+    from syncd.sync import Syncer
+
+    remote = {s: MemorySystem(s, ("person", "order")) for s in ("crm", "shop")}
+    conns = {s: MemoryConnector(s, remote[s]) for s in remote}
+    conns["crm"].names_sources = frozenset({"order"})
+    syncer = Syncer(store, make_mapper(systems=("crm", "shop")), conns, worker="w",
+                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300))
+    remote["crm"].edit("order", "d1", number="N-1", comment="по телефону")
+    syncer.until_quiet()
+    named = remote["crm"].objects["order"]["d1"][ORIGIN]
+    remote["crm"].edit("order", "d2", number="N-2", comment="копия", **{ORIGIN: named})
+    syncer.until_quiet()
+    c = syncer.pass_once()
+    assert (c.failed, c.planned) == (0, 0)
+    d1, d2 = store.find_entity("crm", "order", "d1"), store.find_entity("crm", "order", "d2")
+    assert d1 and d2 and d1 != d2
+    shop_id = named.split(":", 1)[1]
+    assert store.find_entity("shop", "order", shop_id) == d1
+    assert remote["crm"].objects["order"]["d2"][ORIGIN] == named            # what it says is never rewritten
