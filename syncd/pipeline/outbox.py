@@ -180,10 +180,13 @@ def reclaim(store: Store, instance: str) -> int:
     holder (syncd.store.presence): a live process's claims are never touched.
     """
     with store.begin() as conn:
-        # counted as an attempt: the dead holder may have sent them (a create then found by its key
-        # on the retry is syncd's own — confirm.confirmed)
+        # marked as tried (attempts >= 1): the dead holder may have sent them, so a create then found
+        # by its key on the retry is syncd's own (confirm.confirmed). Only marked, not counted again:
+        # a process killed while the same write is in flight time after time is not that write
+        # failing — ten restarts must not spend the dead-letter budget of a write the peer never refused
         return conn.execute(update(t.outbox).where(o.status == "sending", o.claimed_by == instance)
-                            .values(status="pending", claim_token=None, claim_until=None, attempts=o.attempts + 1,
+                            .values(status="pending", claim_token=None, claim_until=None,
+                                    attempts=case((o.attempts == 0, 1), else_=o.attempts),
                                     updated_at=utcnow())).rowcount
 
 

@@ -257,6 +257,13 @@ class Interleavings(RuleBasedStateMachine):
         with self.store.read() as c:
             st_.outcomes = payload.build(c, self.mapper, st_.claim.rows, traits(self.conns["crm"]), now=utcnow(),
                                          link_wait=POLICY.link_wait)
+        # what a write carries is decided now, from what syncd holds now: checked here. (A pull that
+        # commits between this decision and the send makes the write older than the golden record
+        # by the time it lands; its confirm sees the record changed in flight and sends it again —
+        # the drain at the end checks that every value arrived.)
+        for o in st_.outcomes:
+            if isinstance(o, payload.Ready):
+                self._check_not_stale(o.op)
 
     @rule(p=st.sampled_from(PUSHERS))
     def send(self, p: str) -> None:
@@ -268,7 +275,6 @@ class Interleavings(RuleBasedStateMachine):
             return
         i = todo[0]
         op = st_.outcomes[i].op                     # type: ignore[union-attr]
-        self._check_not_stale(op)
         try:
             st_.results[i] = self.conns["crm"].write(op)
         except Exception as exc:  # noqa: BLE001 - settled as the pusher would
@@ -321,7 +327,8 @@ class Interleavings(RuleBasedStateMachine):
 
     # -- checks ---------------------------------------------------------------------------------
     def _check_not_stale(self, op: Any) -> None:
-        """A write carries what syncd holds when it is sent (never an older value)."""
+        """A write carries what syncd holds when it is decided (never an older value: not one frozen
+        when it was planned)."""
         ent = self.store.entity(op.entity_id)
         em = self.mapper.push_map("crm", op.entity)
         if ent is None or em is None:

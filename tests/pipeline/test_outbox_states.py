@@ -138,6 +138,12 @@ def test_reclaim_takes_back_a_dead_instances_rows_as_an_attempt(store: Store) ->
     assert outbox.reclaim(store, "gone") == 1
     assert (_row(store, mine)["status"], _row(store, mine)["attempts"]) == ("pending", 1)
     assert _row(store, other)["status"] == "sending"
+    # killed again and again with the same write in flight: marked as tried once, never counted up
+    # to a dead letter the peer never caused
+    for _ in range(12):
+        _claim(store, instance="gone")
+        assert outbox.reclaim(store, "gone") == 1
+    assert (_row(store, mine)["status"], _row(store, mine)["attempts"]) == ("pending", 1)
 
 
 # -- settling: fence, done, again, block, dead ------------------------------------------------------

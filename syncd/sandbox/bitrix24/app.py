@@ -187,6 +187,7 @@ class App:
             entry.update(status=e.status, error=e.code)
             return _err(e)
         except Exception as e:  # noqa: BLE001 - a sandbox bug answers like Bitrix does, and is logged
+            logging.getLogger("syncd.sandbox.bitrix24").exception("sandbox bug in %s", method)
             entry.update(status=500, error="INTERNAL_SERVER_ERROR", exception=repr(e))
             return _json({"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}, 500)
         finally:
