@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from starlette.responses import Response
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -55,3 +57,35 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *,
             raise RuntimeError(f"server on {host}:{port} did not start")
         time.sleep(0.01)
     return ServerHandle(server, thread, host, port, scheme="https" if ssl_certfile else "http")
+
+
+# -- the "answer lost" fault every sandbox offers ---------------------------------------------------
+class AnswerLost(Exception):
+    """Raised mid-answer so the server closes the connection (a sandbox's dropped-answer fault)."""
+
+
+class DroppedResponse(Response):
+    """Starts an answer as the peer would (its content type, the first bytes of its body) and closes
+    the connection before the body is complete."""
+
+    def __init__(self, content_type: str, head: bytes) -> None:
+        super().__init__()
+        self.dropped_type, self.dropped_head = content_type, head
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", self.dropped_type.encode()), (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": self.dropped_head, "more_body": True})
+        raise AnswerLost("connection dropped by the sandbox")
+
+
+class _QuietAnswerLost(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
+
+
+def quiet_dropped_answers() -> None:
+    """uvicorn logs the AnswerLost a DroppedResponse raises as an error: it is the fault asked for."""
+    err_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _QuietAnswerLost) for f in err_log.filters):
+        err_log.addFilter(_QuietAnswerLost())

@@ -3,8 +3,9 @@ the control API under ``/_sandbox`` (control.py). API routes are small functions
 
 from __future__ import annotations
 
+import functools
+
 import json
-import logging
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from syncd.sandbox.amocrm.hooks import SETTINGS, Dispatcher
 from syncd.sandbox.amocrm.records import Done, Event, Rec, filter_of
 from syncd.sandbox.amocrm.state import (ENTITY_TYPES, Account, AmoError, Hook, invalid, issue, problem,
                                         self_link)
+from syncd.sandbox.server import DroppedResponse, quiet_dropped_answers
 
 E = "(leads|contacts|companies)"
 
@@ -326,21 +328,8 @@ def delete_hook(ctx: Ctx) -> Answer:
 
 
 # -- HTTP -----------------------------------------------------------------------------------------------
-class AnswerLost(Exception):
-    """Raised mid-answer so that the server closes the connection (faults "drop" and "lost")."""
-
-
-class _QuietAnswerLost(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
-
-
-class DroppedResponse(Response):
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/hal+json"), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b'{"_embedded":', "more_body": True})
-        raise AnswerLost("connection dropped by the sandbox")
+# the dropped-answer fault: an answer started as this peer starts it, cut short
+_dropped = functools.partial(DroppedResponse, "application/hal+json", b'{"_embedded":')
 
 
 def answer(status: int, body: Any, media_type: str = "application/hal+json") -> Response:
@@ -390,7 +379,7 @@ class App:
                 return nginx(fault[1])
             if fault and fault[0] == "drop":
                 entry.update(status=None, fault="drop")
-                return DroppedResponse()
+                return _dropped()
             tok = auth.bearer(acc, request.headers.get("authorization", ""))
             entry.update(client_id=tok.client_id, user_id=tok.user_id)
             if not acc.paid:
@@ -408,7 +397,7 @@ class App:
             entry["status"] = status
             if fault and fault[0] == "lost":     # done, then the answer is lost on the way back
                 entry.update(status=None, fault="lost")
-                return DroppedResponse()
+                return _dropped()
             return answer(status, out)
         except AmoError as e:
             entry.update(status=e.status, error=(e.body or {}).get("detail"))
@@ -435,7 +424,7 @@ class App:
             fault = self.acc.take_fault("POST", request.url.path)
             if fault:
                 entry.update(status=fault[1], fault=fault[0])
-                return nginx(fault[1]) if fault[0] == "error" else DroppedResponse()
+                return nginx(fault[1]) if fault[0] == "error" else _dropped()
             body = await read_body(request)
             entry["grant_type"] = body.get("grant_type") if isinstance(body, dict) else None
             out = auth.grant(self.acc, body if isinstance(body, dict) else {})
@@ -454,9 +443,7 @@ class App:
 def create_app(acc: Account | None = None) -> Starlette:
     """The sandbox as an ASGI app; the account is at ``app.state.account``."""
     acc = acc or Account()
-    err_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _QuietAnswerLost) for f in err_log.filters):
-        err_log.addFilter(_QuietAnswerLost())
+    quiet_dropped_answers()
     app_ = App(acc)
     methods = ["GET", "POST", "PATCH", "DELETE"]
     app = Starlette(routes=[Route("/api/v4/{path:path}", app_.api, methods=methods),

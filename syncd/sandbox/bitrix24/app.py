@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import dataclasses
 import datetime as dt
@@ -22,6 +24,7 @@ from syncd.sandbox.bitrix24 import methods as M
 from syncd.sandbox.bitrix24.php import parse_query
 from syncd.sandbox.bitrix24.portal import TZ, BxError, Portal, SandboxState
 from syncd.sandbox.bitrix24.seed import seed_demo
+from syncd.sandbox.server import DroppedResponse, quiet_dropped_answers
 
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
@@ -34,23 +37,8 @@ def _err(e: BxError) -> Response:
     return _json(e.body(), e.status)
 
 
-class AnswerLost(Exception):
-    """Raised mid-answer so the server closes the connection (fault knob ``lost_answer_mode=drop``)."""
-
-
-class _QuietAnswerLost(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
-
-
-class DroppedResponse(Response):
-    """Starts an answer and closes the connection before its body is complete ("answer lost")."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b'{"result":', "more_body": True})
-        raise AnswerLost("connection dropped by the sandbox")
+# the dropped-answer fault: an answer started as this peer starts it, cut short
+_dropped = functools.partial(DroppedResponse, "application/json", b'{"result":')
 
 
 def _time_block(t0: float, t1: float, operating: float, reset_at: float) -> dict[str, Any]:
@@ -170,7 +158,7 @@ class App:
                 entry["fault"] = "lost_answer"
                 if f.lost_answer_mode == "drop":
                     entry.update(status=200, error="DROPPED")
-                    return DroppedResponse()
+                    return _dropped()
                 entry.update(status=500, error="INTERNAL_SERVER_ERROR")
                 return _json({"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}, 500)
             body: dict[str, Any] = {"result": result}
@@ -463,9 +451,7 @@ def _public_user(u: dict[str, Any]) -> dict[str, Any]:
 def create_app(state: SandboxState | None = None) -> Starlette:
     """The Bitrix24 sandbox as an ASGI app; the state is at ``app.state.sandbox``."""
     state = state or SandboxState()
-    err_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _QuietAnswerLost) for f in err_log.filters):
-        err_log.addFilter(_QuietAnswerLost())
+    quiet_dropped_answers()
     handler = App(state)
     app = Starlette(routes=[Route("/{path:path}", handler.dispatch, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
     app.state.sandbox = state

@@ -3,9 +3,10 @@ request log, then the v5 method (api.py) or the control API (control.py)."""
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import json
-import logging
 import re
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from syncd.sandbox.retailcrm import api, control
 from syncd.sandbox.retailcrm.state import ApiError, Sandbox
+from syncd.sandbox.server import DroppedResponse, quiet_dropped_answers
 
 _BRACKETS = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
 
@@ -50,23 +52,8 @@ def json_response(body: Any, status: int = 200) -> Response:
                     headers={"Content-Type": "application/json; charset=UTF-8"})
 
 
-class AnswerLost(Exception):
-    """Raised mid-answer so uvicorn closes the connection (faults drop_next / lose_next)."""
-
-
-class _QuietAnswerLost(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
-
-
-class DroppedResponse(Response):
-    """Starts an answer and closes the connection before its body is complete."""
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b'{"success":', "more_body": True})
-        raise AnswerLost("connection dropped by the sandbox")
+# the dropped-answer fault: an answer started as this peer starts it, cut short
+_dropped = functools.partial(DroppedResponse, "application/json", b'{"success":')
 
 
 def _nginx(status: int) -> Response:
@@ -108,7 +95,7 @@ class App:
                 with sb.lock:
                     f.drop_next -= 1
                 entry.update(status=0, fault="drop")
-                return DroppedResponse()
+                return _dropped()
             if hit and f.fail_next > 0:
                 with sb.lock:
                     f.fail_next -= 1
@@ -132,7 +119,7 @@ class App:
                 with sb.lock:
                     f.lose_next -= 1
                 entry.update(status=0, fault="lost_answer", done=status)
-                return DroppedResponse()
+                return _dropped()
             entry["status"] = status
             return json_response(body, status)
         except ApiError as e:
@@ -147,9 +134,7 @@ class App:
 
 
 def create_app(sb: Sandbox | None = None) -> Starlette:
-    err_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(x, _QuietAnswerLost) for x in err_log.filters):
-        err_log.addFilter(_QuietAnswerLost())
+    quiet_dropped_answers()
     handler = App(sb or Sandbox())
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     app = Starlette(routes=[Route("/{path:path}", handler.dispatch, methods=methods)])

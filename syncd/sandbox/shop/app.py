@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import asyncio
 import base64
 import json
-import logging
 import time
 from decimal import Decimal
 from pathlib import PurePosixPath
@@ -20,6 +21,7 @@ from syncd.sandbox.shop.cml_in import Unreadable
 from syncd.sandbox.shop.seed import seed_demo
 from syncd.sandbox.shop.state import ShopError, ShopState
 from syncd.sandbox.shop.xml import export_orders
+from syncd.sandbox.server import DroppedResponse, quiet_dropped_answers
 
 EXCHANGE_PATH = "/bitrix/admin/1c_exchange.php"
 COOKIE = "PHPSESSID"
@@ -28,21 +30,8 @@ SCRIPT_EXT = {".php", ".php3", ".php4", ".php5", ".phtml", ".phar", ".pl", ".py"
               ".htaccess"}
 
 
-class AnswerLost(Exception):
-    """Raised mid-answer so the server closes the connection (fault ``drop``)."""
-
-
-class _QuietAnswerLost(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], AnswerLost))
-
-
-class DroppedResponse(Response):
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", TEXT_TYPE.encode()), (b"content-length", b"4096")]})
-        await send({"type": "http.response.body", "body": b"succ", "more_body": True})
-        raise AnswerLost("connection dropped by the sandbox")
+# the dropped-answer fault: an answer started as this peer starts it, cut short
+_dropped = functools.partial(DroppedResponse, TEXT_TYPE, b"succ")
 
 
 def text(*lines: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -122,7 +111,7 @@ class Exchange:
             if f.drop_next > 0 or (f.drop_rate and rng.random() < f.drop_rate):
                 f.drop_next = max(0, f.drop_next - 1)
                 entry.update(fault="drop", answer="DROPPED")
-                return DroppedResponse()
+                return _dropped()
         return None
 
     def _handle(self, request: Request, q: dict[str, str], body: bytes, typ: str, mode: str,
@@ -469,9 +458,7 @@ class Control:
 def create_app(state: ShopState | None = None) -> Starlette:
     """The sandbox shop as an ASGI app; the state is at ``app.state.shop``."""
     state = state or ShopState()
-    err_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, _QuietAnswerLost) for f in err_log.filters):
-        err_log.addFilter(_QuietAnswerLost())
+    quiet_dropped_answers()
     ex = Exchange(state)
     ctl = Control(state)
     app = Starlette(routes=[
