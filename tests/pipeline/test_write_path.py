@@ -429,13 +429,9 @@ def test_a_write_whose_answer_was_lost_is_not_repeated(store: Store) -> None:
     assert remote["crm"].creates == 1 and len(remote["crm"].objects["person"]) == 1
 
 
-def test_a_record_made_in_one_system_names_what_syncd_made_from_it_there_once(store: Store) -> None:
-    """Issue 21 #3: a deal a manager made is stamped with the shop order syncd made from it (here:
-    the memory CRM names sources like Bitrix24's ORIGINATOR_ID/ORIGIN_ID) — by one update planned
-    when the shop's create is confirmed, though nothing else about the deal changed; read back, the
-    name is what the record says, so it is never sent again."""
+def _naming_world(store: Store) -> tuple[Any, dict[str, MemorySystem]]:
+    """A CRM whose orders can name the record they belong to (like Bitrix24 deals), and a shop."""
     from factories import make_mapper
-    from syncd.sandbox.memory import ORIGIN
     from syncd.sync import Syncer
 
     remote = {s: MemorySystem(s, ("person", "order")) for s in ("crm", "shop")}
@@ -443,6 +439,17 @@ def test_a_record_made_in_one_system_names_what_syncd_made_from_it_there_once(st
     conns["crm"].names_sources = frozenset({"order"})
     syncer = Syncer(store, make_mapper(systems=("crm", "shop")), conns, worker="w",
                     policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300))
+    return syncer, remote
+
+
+def test_a_record_made_in_one_system_names_what_syncd_made_from_it_there_once(store: Store) -> None:
+    """Issue 21 #3: a deal a manager made is stamped with the shop order syncd made from it (here:
+    the memory CRM names sources like Bitrix24's ORIGINATOR_ID/ORIGIN_ID) — by one update planned
+    when the shop's create is confirmed, though nothing else about the deal changed; read back, the
+    name is what the record says, so it is never sent again."""
+    from syncd.sandbox.memory import ORIGIN
+
+    syncer, remote = _naming_world(store)
     remote["crm"].edit("order", "d1", number="N-1", comment="по телефону")
     syncer.until_quiet()
     (shop_id, shop_order), = remote["shop"].objects["order"].items()
@@ -462,15 +469,9 @@ def test_a_second_record_naming_a_bound_source_is_its_own_and_the_pull_goes_on(s
     """A deal copied in the CRM with its shop order's key (ORIGINATOR_ID/ORIGIN_ID) names a shop
     order that is another deal's: it is identified as a record of its own — the pull does not fail
     on binding the shop order twice, and the first deal keeps its order."""
-    from factories import make_mapper
     from syncd.sandbox.memory import ORIGIN
-    from syncd.sync import Syncer
 
-    remote = {s: MemorySystem(s, ("person", "order")) for s in ("crm", "shop")}
-    conns = {s: MemoryConnector(s, remote[s]) for s in remote}
-    conns["crm"].names_sources = frozenset({"order"})
-    syncer = Syncer(store, make_mapper(systems=("crm", "shop")), conns, worker="w",
-                    policy=PushPolicy(base_delay=0.0, inline_wait_max=0.0, claim_ttl=300))
+    syncer, remote = _naming_world(store)
     remote["crm"].edit("order", "d1", number="N-1", comment="по телефону")
     syncer.until_quiet()
     named = remote["crm"].objects["order"]["d1"][ORIGIN]
