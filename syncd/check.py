@@ -222,13 +222,14 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     rules_cfg = parsed if parsed is not None else mapper.ms.rules
     if not rules_cfg:
         return []
+    from syncd.mapping.live import canonical_schema
     from syncd.rules import check
 
     live = {}
     unread: list[str] = []
     for name, conn in connectors.items():
         try:
-            live[name] = conn.describe()
+            live[name] = canonical_schema(mapper, name, conn.describe())
         except Exception:  # noqa: BLE001 - check_live has already reported the unreachable system
             unread.append(name)
     files = sorted(set(origins.rules.values()))

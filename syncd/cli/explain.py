@@ -24,6 +24,7 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
 
     ENTITY_ID is an entity id or SYSTEM:TYPE:EXTERNAL_ID.
     """
+    from syncd.mapping.live import canonical_views
     from syncd.rules import explain
 
     rt = _runtime(ctx)
@@ -40,7 +41,7 @@ def rules_explain(ctx: click.Context, entity_id: str) -> None:
         rt.close()
         click.echo(f"no entity {entity_id!r}", err=True)
         sys.exit(EXIT_FAIL)
-    lines = explain(rt.mapper.ms.rules, ent, store=rt.store, connectors=rt.connectors)
+    lines = explain(rt.mapper.ms.rules, ent, store=rt.store, connectors=canonical_views(rt.mapper, rt.connectors))
     rt.close()
     _emit(ctx, lines, lambda ls: click.echo("\n".join(ls) if ls else "no rule matches"))
 
@@ -127,6 +128,7 @@ def trace(ctx: click.Context, query: str) -> None:
 @click.pass_context
 def rules_check(ctx: click.Context) -> None:
     """Check every rule against live users, pipelines and stages."""
+    from syncd.mapping.live import canonical_schema
     from syncd.rules import check
 
     rt = _runtime(ctx)
@@ -134,7 +136,7 @@ def rules_check(ctx: click.Context) -> None:
     unread = []
     for name, conn in rt.connectors.items():
         try:
-            live[name] = conn.describe()
+            live[name] = canonical_schema(rt.mapper, name, conn.describe())
         except Exception as exc:  # noqa: BLE001
             unread.append(name)
             click.echo(f"✗ {name}: cannot read users/pipelines: {exc}", err=True)

@@ -157,10 +157,12 @@ class Runtime:
         """The engine's rule hook and the scheduler's per-minute tick (timers, repeat sales, metrics)."""
         if self.rules_cfg is None:
             return None, None
+        from syncd.mapping.live import canonical_views
         from syncd.rules import build_rule_hook, build_tick
 
-        return (build_rule_hook(self.rules_cfg, self.store, self.connectors),
-                build_tick(self.rules_cfg, self.store, self.connectors))
+        # the rules name stages canonically: each CRM's pipelines read through its value maps
+        views = canonical_views(self.mapper, self.connectors)
+        return (build_rule_hook(self.rules_cfg, self.store, views), build_tick(self.rules_cfg, self.store, views))
 
     def tick_rules(self, now: dt.datetime | None = None) -> int:
         """Evaluate timers, repeat-sales and metrics once; returns the actions taken."""

@@ -87,7 +87,9 @@ class Assigner:
             return None                     # no user list to check against
         info = users.get(str(manager))
         if info is None:
-            return f"manager {manager!r} is unknown"
+            known = [f"{uid} {u.get('name') or ''}".strip() for uid, u in list(users.items())[:8]
+                     if u.get("active") is not False]
+            return f"manager {manager!r} is unknown" + (f" (users: {', '.join(known)})" if known else "")
         if info.get("active") is False:
             return f"manager {manager!r} is inactive (fired)"
         return None
