@@ -530,6 +530,35 @@ def merge_lists(name: str, current: Any, incoming: Any) -> Any:
     return tuple(out)
 
 
+def keep_uncarried(name: str, current: Any, incoming: Any, carried: frozenset[str]) -> Any:
+    """`incoming`'s members with what its system does not carry (members outside `carried`: a
+    CRM's line without the shop's product link) taken from the member of `current` it matches by
+    the members it does carry. A system cannot contradict what it cannot hold."""
+    if not current or not incoming:
+        return incoming
+    keys = tuple(k for k in LIST_KEYS.get(name, ()) if k in carried)
+    if not keys:
+        return incoming
+
+    def key(m: Any) -> Any:
+        for k in keys:
+            v = m.get(k) if isinstance(m, Mapping) else None
+            if v not in (None, ""):
+                return (k, str(v).strip().lower())
+        return None
+
+    by_key: dict[Any, Mapping[str, Any]] = {}
+    for c in current:
+        if isinstance(c, Mapping) and key(c) is not None:
+            by_key.setdefault(key(c), c)
+    out = []
+    for m in incoming:
+        c = by_key.get(key(m)) if isinstance(m, Mapping) else None
+        extra = {k: v for k, v in (c or {}).items() if k not in carried and k not in m}
+        out.append(FrozenDict({**extra, **m}) if extra else m)
+    return tuple(out)
+
+
 def has_refs(name: str) -> bool:
     if name not in _ALL:
         raise KeyError(f"unknown canonical field {name!r}")

@@ -161,8 +161,9 @@ class Mapper:
             pushed = self._push_value(name, fm, value, name)
             if spec.type == "items":
                 back = self._pull_value(name, fm, pushed, name)
-                # keep refs as they were (entity ids), members are positionally aligned
-                back = [dict(b, **{k: v for k, v in orig.items() if k in (spec.item or {})
+                # keep refs as they were (entity ids) where the target carries them; members are
+                # positionally aligned
+                back = [dict(b, **{k: v for k, v in orig.items() if k in (spec.item or {}) and k in (fm.items or {})
                                    and (spec.item or {})[k].type == "ref"}) for b, orig in zip(back, value)]
                 return normalize(name, back)
             return normalize(name, self._pull_value(name, fm, pushed, name))

@@ -120,6 +120,10 @@ def open_conflicts(batch: Batch, ids: Sequence[str]) -> dict[str, dict[str, int]
     return out
 
 
+def _held_there(batch: Batch, em: Any, name: str, value: Any) -> Any:
+    return batch.mapper.roundtrip(em, name, value) if em is not None and name in em.fields else value
+
+
 def apply(batch: Batch, ent: Ent, change: Change, held: dict[str, int]) -> dict[str, Any]:
     """Apply a record's changes to the golden record under the conflict policies; returns what was
     taken (field -> value).
@@ -142,6 +146,9 @@ def apply(batch: Batch, ent: Ent, change: Change, held: dict[str, int]) -> dict[
             continue          # what the other side lacks is filled from syncd's record, not wiped
         if rec.statement and not _blank(current) and not schema.is_list(name):
             continue          # a visitor's words fill blanks; what syncd holds stays (lists merge)
+        if fm is not None and fm.items and schema.is_list(name):
+            # members this system's lines cannot hold (the shop's product link) stay as syncd has them
+            value = schema.keep_uncarried(name, current, value, frozenset(fm.items))
         if (current is not None and value is not None and schema.is_list(name)
                 and not (first and name in schema.DOCUMENT_LINES)
                 and not (complete and fm is not None and fm.list == "replace")):
@@ -157,7 +164,11 @@ def apply(batch: Batch, ent: Ent, change: Change, held: dict[str, int]) -> dict[
         rule = rule_for(batch.ms.conflicts, name)
         if fm is not None and fm.read_only and current is not None:
             rule = type(rule)(policy="owner", owner=cur_system)
-        in_step = (name not in ent.golden or current is None or (name in sh_fields and sh_fields[name] == current)
+        # the shadow holds what this system can hold of syncd's value (a lossy map's round trip: a
+        # CRM's lines without the product link): the record is in step when it equals that
+        in_step = (name not in ent.golden or current is None
+                   or (name in sh_fields and (sh_fields[name] == current
+                                              or sh_fields[name] == _held_there(batch, em, name, current)))
                    or (first and _blank(current)))     # first contact: a blank is filled, never kept
         owner_holds = (rule.policy == "owner" and rule.owner != system
                        and _owner_value(batch, ent.id, rule.owner, name) is not None)

@@ -150,6 +150,42 @@ def test_resolve_at_first_contact_keeps_a_documents_lines_a_blank_list_would_wip
     assert ent.golden["order.items"] == lines           # the vendor's deal without rows takes the order's
 
 
+def test_resolve_keeps_the_line_members_a_system_cannot_carry(store: Store) -> None:
+    """A CRM whose lines carry no product link (RetailCRM's order lines) changes a quantity: the
+    line keeps the shop's product; a line it adds has none to keep."""
+    from decimal import Decimal
+
+    from factories import mapping_doc
+    from syncd.mapping import Mapper, parse_mapping_doc
+    from syncd.mapping.load import validate_set
+    from syncd.schema import FrozenDict
+
+    doc = mapping_doc(systems=("crm", "shop"))
+    for m in doc["maps"]:
+        if m["kind"] == "order":
+            m["fields"]["order.items"] = {"field": "items", "list": "replace", "items": (
+                {"product": "product", "name": "name", "quantity": "qty"} if m["system"] == "shop"
+                else {"name": "name", "quantity": "qty"})}
+    doc["maps"] += [{"system": "shop", "kind": "product", "entity": "product", "fields": {"product.name": "name"}}]
+    doc["identity"]["product"] = {"keys": [], "origin": ["shop"]}
+    ms = parse_mapping_doc(doc, "test")
+    validate_set(ms)
+    setup = Setup(store, Mapper(ms), "RU")
+    lines = (FrozenDict({"product": "p-mug", "name": "Кружка", "quantity": Decimal("2")}),
+             FrozenDict({"product": "p-pot", "name": "Чайник", "quantity": Decimal("1")}))
+    edited = (FrozenDict({"name": "Кружка", "quantity": Decimal("5")}), FrozenDict({"name": "Чайник", "quantity": Decimal("1")}),
+              FrozenDict({"name": "Ложка", "quantity": Decimal("1")}))
+    with setup.store.begin() as c:
+        b = _batch(setup, c, "crm")
+        ent = Ent("o1", "order", {"order.items": lines}, {"order.items": ["shop", None, None]})
+        change = resolve.Change("o1", RawRecord("order", "d1", {}), {"order.items": edited},
+                                {"order.items": tuple(FrozenDict({k: v for k, v in x.items() if k != "product"})
+                                                      for x in lines)}, False, complete=True, created=False)
+        resolve.apply(b, ent, change, {})
+    assert [(x.get("product"), x["name"], x["quantity"]) for x in ent.golden["order.items"]] == [
+        ("p-mug", "Кружка", Decimal("5")), ("p-pot", "Чайник", Decimal("1")), (None, "Ложка", Decimal("1"))]
+
+
 def test_resolve_takes_an_edit_in_step_and_holds_a_field_under_review(setup: Setup) -> None:
     with setup.store.begin() as c:
         b = _batch(setup, c)
