@@ -595,3 +595,59 @@ def test_start_handle() -> None:
         assert r.json() == {"success": True, "versions": ["3.0", "4.0", "5.0"]}
     finally:
         h.stop()
+
+
+def test_client_tasks_create_list_get_edit(h: ServerHandle) -> None:
+    order = api(h, "POST", "/orders/create", data={"order": json.dumps(ORDER)}).json()
+    out = client(h, """
+        made = c.task_create({"text": "Перезвонить", "commentary": "после 18:00", "datetime": "2030-01-02 10:00",
+                              "performerId": 2, "order": {"externalId": "shop-1001"}}, site="shop")
+        tid = made.get_response()["id"]
+        other = c.task_create({"text": "Отправить счёт", "performerId": 3, "order": {"id": P["oid"]}})
+        nobody = c.task_create({"text": "Без исполнителя"})
+        bad = c.task_create({"text": "x", "performerId": 2, "datetime": "02.01.2030",
+                             "order": {"id": 999}})
+        listed = c.tasks({"performers": [2], "status": "performing", "text": "перезвон"}, limit=20)
+        by_number = c.tasks({"order": "1A"}, limit=50)
+        done = c.task_edit({"id": tid, "complete": True, "commentary": "дозвонился"})
+        after = c.tasks({"status": "completed"})
+        print(json.dumps({"made": R(made), "other": R(other), "nobody": R(nobody), "bad": R(bad),
+                          "listed": R(listed), "by_number": R(by_number), "done": R(done), "after": R(after),
+                          "one": R(c.task(tid)), "missing": R(c.task(999))}))
+    """, oid=order["id"])
+    assert out["made"]["status"] == 201 and out["made"]["body"] == {"success": True, "id": 1}
+    assert out["other"]["status"] == 201 and out["other"]["body"]["id"] == 2
+    assert out["nobody"]["status"] == 400 and out["nobody"]["body"]["errors"] == {
+        "performerId": "This value should not be blank."}
+    assert out["bad"]["status"] == 400 and set(out["bad"]["body"]["errors"]) == {"datetime", "order.id"}
+    listed = out["listed"]["body"]
+    assert [t["id"] for t in listed["tasks"]] == [1] and listed["pagination"]["totalCount"] == 1
+    t = listed["tasks"][0]
+    assert (t["text"], t["commentary"], t["datetime"], t["performer"], t["complete"]) == (
+        "Перезвонить", "после 18:00", "2030-01-02 10:00", 2, False)
+    assert t["order"] == {"id": order["id"], "externalId": "shop-1001", "number": "1A"}
+    assert [t["id"] for t in out["by_number"]["body"]["tasks"]] == [2, 1]                   # newest first
+    assert out["done"]["status"] == 200 and out["done"]["body"]["success"] is True
+    assert [t["id"] for t in out["after"]["body"]["tasks"]] == [1]
+    one = out["one"]["body"]["task"]
+    assert one["complete"] is True and one["commentary"] == "дозвонился" and one["text"] == "Перезвонить"
+    assert out["missing"]["status"] == 404 and out["missing"]["body"]["errorMsg"] == "Not found"
+    # a manager completes the other task in the UI; the control API lists every task
+    assert ctl(h, "PATCH", "/ui/tasks/2", {"task": {"complete": True}}).status_code == 200
+    assert [x["complete"] for x in ctl(h, "GET", "/tasks").json()["tasks"]] == [True, True]
+    assert api(h, "GET", "/tasks", params={"filter[status]": "late"}).status_code == 400
+
+
+def test_http_custom_fields_and_ui_corporate(h: ServerHandle) -> None:
+    ctl(h, "POST", "/custom-fields", {"entity": "order", "code": "onec_guid"}).raise_for_status()
+    ctl(h, "POST", "/custom-fields", {"entity": "customer", "code": "loyalty", "name": "Лояльность"})
+    got = api(h, "GET", "/custom-fields", params={"filter[entity]": "customer"}).json()
+    assert [(f["code"], f["name"], f["entity"]) for f in got["customFields"]] == [("loyalty", "Лояльность", "customer")]
+    made = ctl(h, "POST", "/ui/customers-corporate", {"user_id": 2, "customerCorporate": {
+        "nickName": "ООО Ромашка", "companies": [{"name": "ООО Ромашка", "contragent": {"INN": "7707083893"}}]}})
+    cid = made.json()["id"]
+    ctl(h, "PATCH", f"/ui/customers-corporate/{cid}", {"customerCorporate": {"email": "info@romashka.ru"}}
+        ).raise_for_status()
+    hist = api(h, "GET", "/customers-corporate/history").json()["history"]
+    assert [(e["field"], e["source"], e["user"]) for e in hist] == [("id", "user", {"id": 2}),
+                                                                      ("email", "user", {"id": 2})]

@@ -31,6 +31,12 @@ not read. GET parameters use PHP bracket keys (``filter[ids][]=1``, ``filter[ids
     POST customers-corporate/create, .../{x}/edit (parameter customerCorporate)
     GET  reference/sites|statuses|status-groups|order-methods|order-types|payment-types|payment-statuses|
          delivery-types (maps keyed by code);  GET users, users/{id}
+    GET  tasks             filter: performers creators order (number) customer (name/email/phone substring)
+                           status (completed|performing) text (substring) dateFrom dateTo; newest first
+    POST tasks/create      task={text, commentary, datetime "Y-m-d H:i", performerId (required), complete,
+                           order {id|externalId}, customer {id|externalId}} (+ site for externalIds)
+                           -> 201 {"success", "id"};   POST tasks/{id}/edit -> 200;   GET tasks/{id} -> "task"
+    GET  custom-fields     filter: entity code type name -> "customFields": [{code, name, entity, type, ...}]
 
 Lists: ``limit`` in 20/50/100 (default 20), ``page`` from 1; ``pagination {limit, totalCount, currentPage,
 totalPageCount}`` (totalPageCount 0 when empty). A filter the sandbox does not implement answers 400
@@ -42,6 +48,8 @@ orderType, names, email, phone, comments, managerId, items [{id, offer{externalI
 initialPrice, quantity, prices, status}], delivery {code, cost, netCost, address{text}}, payments keyed by
 payment id, summ (goods), totalSumm (goods + delivery), prepaySum (payments in a paymentComplete status),
 customer (the full customer), customFields (a map; ``[]`` when empty — PHP's empty array), fromApi.
+Tasks: id, text, commentary, datetime, createdAt, complete, performer (user id), performerType "user",
+creator (UI tasks), order {id, externalId, number}, customer {id, externalId, site}; no task history here.
 An order without ``customer {id|externalId}`` gets a new customer made from its contact data. ``items``
 in an edit is the whole composition (items left out are removed). Empty values are left out of answers.
 
@@ -79,8 +87,11 @@ Control API (JSON; 400 {"error": "bad_request", "detail"}, 404 {"error": "not_fo
     GET|PATCH /_sandbox/limits               enabled, rate, burst, status (503|429)
     GET|PATCH /_sandbox/clock                {"advance": s} | {"now": "Y-m-d H:i:s"} -> {"now", "offset"}
     GET|DELETE /_sandbox/log                 entries {ts, method, path, key, status, error?, fault?}
-    POST   /_sandbox/ui/orders|customers     {"order"|"customer": {...}, "site"?, "user_id"?} as a manager
-    PATCH  /_sandbox/ui/orders|customers/<id>   {"order"|"customer": {...}, "user_id"?}
+    POST   /_sandbox/ui/orders|customers|customers-corporate|tasks
+                                             {"order"|"customer"|"customerCorporate"|"task": {...}, "site"?,
+                                             "user_id"?} as a manager
+    PATCH  /_sandbox/ui/orders|customers|customers-corporate|tasks/<id>   {<entity>: {...}, "user_id"?}
+    GET    /_sandbox/tasks                   every task, as the API prints it
     DELETE /_sandbox/ui/orders/<id>          history record with ``deleted: true``
 
 Seed: site "shop" (Moscow time, RUB); statuses new, client-confirmed, assembling, delivering, complete,

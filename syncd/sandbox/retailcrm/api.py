@@ -190,6 +190,7 @@ def api_versions(ctx: Ctx) -> Answer:
 def credentials(ctx: Ctx) -> Answer:
     paths = sorted({p.pattern.strip("^$").replace(_ID, "{id}") for _, p, _ in ROUTES})
     return 200, {"success": True, "scopes": ["order_read", "order_write", "customer_read", "customer_write",
+                                             "task_read", "task_write", "custom_fields_read",
                                              "reference_read", "user_read"], "credentials": paths,
                  "siteAccess": "access_full" if ctx.key.sites is None else "access_selective",
                  "sitesAvailable": ctx.sb.site_codes(ctx.key)}
@@ -312,6 +313,72 @@ def companies(ctx: Ctx) -> Answer:
                  "pagination": pagination}
 
 
+def _task_customer(sb: Sandbox, t: Row) -> Row:
+    return sb.customers.get((t.get("customer") or {}).get("id", 0)) or {}
+
+
+TASK_FILTERS: dict[str, Match] = {
+    "performers": _in(lambda t: t.get("performer")), "creators": _in(lambda t: t.get("creator")),
+    "order": lambda sb, t, v: str((t.get("order") or {}).get("number")) == str(v),     # the order's number
+    "customer": lambda sb, t, v: str(v).lower() in _text(_task_customer(sb, t)),
+    "status": lambda sb, t, v: t["complete"] == (str(v) == "completed") if str(v) in ("completed", "performing")
+    else _bad_status(v),
+    "text": lambda sb, t, v: str(v).lower() in (t.get("text") or "").lower(),
+    "dateFrom": _since(lambda t: t.get("datetime") or ""), "dateTo": _since(lambda t: t.get("datetime") or "", True),
+}
+
+
+def _bad_status(v: Any) -> bool:
+    raise ApiError(400, "Errors in the filter", {"filter[status]": "The value you selected is not a valid choice."})
+
+
+def tasks(ctx: Ctx) -> Answer:
+    rows = newest(select(ctx, ctx.sb.tasks.values(), TASK_FILTERS, sites=False))
+    return listing(ctx, "tasks", rows, E.render_task)
+
+
+def _task(ctx: Ctx) -> Row:
+    t = ctx.sb.tasks.get(int(ctx.ident)) if ctx.ident.isdigit() else None
+    if t is None:
+        raise ApiError(404, NOT_FOUND)
+    return t
+
+
+def _task_site(ctx: Ctx) -> str | None:
+    """`site` only resolves an order's or customer's externalId; it is checked like any other site."""
+    return ctx.sites()[0] if ctx.params.get("site") not in (None, "") else None
+
+
+def task_get(ctx: Ctx) -> Answer:
+    return 200, {"success": True, "task": E.render_task(_task(ctx))}
+
+
+def task_create(ctx: Ctx) -> Answer:
+    t = E.create_task(ctx.sb, ctx.actor, ctx.entity("task"), _task_site(ctx))
+    return 201, {"success": True, "id": t["id"]}
+
+
+def task_edit(ctx: Ctx) -> Answer:
+    data = ctx.entity("task")
+    t = E.edit_task(ctx.sb, _task(ctx), data, _task_site(ctx))
+    return 200, {"success": True, "id": t["id"]}
+
+
+CUSTOM_FIELD_FILTERS: dict[str, Match] = {
+    "entity": _eq(lambda f: f["entity"]), "code": _eq(lambda f: f["code"]), "type": _eq(lambda f: f["type"]),
+    "name": lambda sb, f, v: str(v).lower() in f["name"].lower(),
+}
+
+
+def custom_fields(ctx: Ctx) -> Answer:
+    """GET custom-fields: every defined field, {code, name, entity, type, ...}, by entity then code."""
+    rows = [{"name": f["name"], "code": code, "required": False, "inFilter": True, "inList": True,
+             "inGroupActions": False, "type": f["type"], "entity": entity, "ordering": 50,
+             "displayArea": "customer" if entity != "order" else "main", "viewMode": "editable"}
+            for entity, defined in ctx.sb.custom_fields.items() for code, f in defined.items()]
+    return listing(ctx, "customFields", select(ctx, rows, CUSTOM_FIELD_FILTERS, sites=False), dict)
+
+
 # ---- routing -------------------------------------------------------------------------------------
 _ID = "(?P<ident>[^/]+)"
 _R: list[tuple[str, str, Callable[[Ctx], Answer]]] = [
@@ -325,6 +392,9 @@ _R: list[tuple[str, str, Callable[[Ctx], Answer]]] = [
     *customer_routes(True),
     *[("GET", f"/api/v5/reference/{k}", reference(k)) for k in REF_KINDS],
     ("GET", "/api/v5/users", users), ("GET", f"/api/v5/users/{_ID}", user),
+    ("GET", "/api/v5/tasks", tasks), ("POST", "/api/v5/tasks/create", task_create),
+    ("POST", f"/api/v5/tasks/{_ID}/edit", task_edit), ("GET", f"/api/v5/tasks/{_ID}", task_get),
+    ("GET", "/api/v5/custom-fields", custom_fields),
 ]
 ROUTES = [(m, re.compile(f"^{p}$"), h) for m, p, h in _R]
 

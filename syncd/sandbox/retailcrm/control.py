@@ -80,23 +80,39 @@ def _actor(sb: Sandbox, body: dict[str, Any]) -> Actor:
     return Actor("user", user_id=int(uid))
 
 
+UI_KINDS = {"orders": "order", "customers": "customer", "customers-corporate": "customerCorporate",
+            "tasks": "task"}
+
+
 def _ui(sb: Sandbox, method: str, parts: list[str], body: dict[str, Any]) -> Any:
-    """What a manager does in the web UI: create, edit (by CRM id) or delete orders and customers."""
+    """What a manager does in the web UI: create, edit (by CRM id) or delete orders, customers, corporate
+    customers and tasks (tasks have no history; the others land in it as the manager's, source "user")."""
     what = parts[0] if parts else ""
-    if what not in ("orders", "customers"):
-        raise Bad("ui: orders | customers")
-    rows = sb.orders if what == "orders" else sb.customers
+    if what not in UI_KINDS:
+        raise Bad(f"ui: {' | '.join(UI_KINDS)}")
+    rows = {"orders": sb.orders, "customers": sb.customers, "customers-corporate": sb.corporate,
+            "tasks": sb.tasks}[what]
     actor = _actor(sb, body)
-    data = body.get("order" if what == "orders" else "customer") or {}
+    data = body.get(UI_KINDS[what]) or {}
     if method == "POST" and len(parts) == 1:
         site = body.get("site") or next(iter(sb.ref("sites")))
-        obj = (E.create_order if what == "orders" else E.create_customer)(sb, actor, data, site)
+        if what == "orders":
+            obj = E.create_order(sb, actor, data, site)
+        elif what == "tasks":
+            obj = E.create_task(sb, actor, data, body.get("site"))
+        else:
+            obj = E.create_customer(sb, actor, data, site, corporate=what == "customers-corporate")
         return {"id": obj["id"]}
     if len(parts) != 2 or not parts[1].isdigit() or int(parts[1]) not in rows:
         raise KeyError(parts)
     obj = rows[int(parts[1])]
     if method == "PATCH":
-        (E.edit_order if what == "orders" else E.edit_customer)(sb, actor, obj, data)
+        if what == "orders":
+            E.edit_order(sb, actor, obj, data)
+        elif what == "tasks":
+            E.edit_task(sb, obj, data, body.get("site"))
+        else:
+            E.edit_customer(sb, actor, obj, data)
         return {"id": obj["id"]}
     if method == "DELETE" and what == "orders":
         E.delete_order(sb, actor, obj)
@@ -158,6 +174,8 @@ def _route(sb: Sandbox, method: str, parts: list[str], body: dict[str, Any]) -> 
             sb.log.clear()
             return {"ok": True}
         return {"entries": list(sb.log)}
+    if head == "tasks" and method == "GET" and len(parts) == 1:
+        return {"tasks": [E.render_task(t) for t in sb.tasks.values()]}
     if head == "ui":
         return _ui(sb, method, parts[1:], body)
     raise KeyError(parts)

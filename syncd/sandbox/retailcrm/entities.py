@@ -411,3 +411,74 @@ def edit_payment(sb: Sandbox, actor: Actor, o: Row, p: Row, data: Row) -> None:
             old, new = (_code(before.get(k)), _code(p.get(k))) if wrap else (before.get(k), p.get(k))
             _hist(sb, "order", actor, f"payments.{name}", old, new, order_ref(o),
                   extra={"payment": {"id": p["id"], "type": p["type"]}})
+
+
+# ---- tasks ---------------------------------------------------------------------------------------
+TASK_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}$")      # "Y-m-d H:i", as the API takes it
+
+
+def _task_link(sb: Sandbox, rows: dict[int, Row], ref: Any, what: str, site: str | None,
+               errors: dict[str, str]) -> Row | None:
+    """A task's order or customer, by id or externalId (externalId within the call's site)."""
+    if not isinstance(ref, dict) or not (ref.get("id") or ref.get("externalId")):
+        return None
+    key = "id" if ref.get("id") else "externalId"
+    found = next((r for r in rows.values() if (r["id"] == _int(ref["id"]) if key == "id" else
+                  r.get("externalId") == str(ref["externalId"]) and (site is None or r["site"] == site))), None)
+    if found is None:
+        errors[f"{what}.{key}"] = f"{what.capitalize()} with {key}={ref[key]} not found."
+    return found
+
+
+def _apply_task(sb: Sandbox, t: Row, data: Row, site: str | None) -> None:
+    errors: dict[str, str] = {}
+    text = data.get("text", t.get("text"))
+    if not text:
+        errors["text"] = "This value should not be blank."
+    performer = data.get("performerId", t.get("performer"))
+    if performer in (None, ""):
+        errors["performerId"] = "This value should not be blank."
+    elif not sb.users.get(_int(performer), {}).get("active"):
+        errors["performerId"] = f"User with id={performer} not found."
+    if data.get("datetime") and not TASK_DATETIME.match(str(data["datetime"])):
+        errors["datetime"] = 'This value is not a valid datetime (format "Y-m-d H:i").'
+    order = _task_link(sb, sb.orders, data.get("order"), "order", site, errors)
+    customer = _task_link(sb, sb.customers, data.get("customer"), "customer", site, errors)
+    if errors:
+        raise ApiError(400, ENTITY_INVALID, errors)
+    for k in ("text", "commentary", "datetime"):
+        if k in data:
+            if data[k] in (None, ""):
+                t.pop(k, None)
+            else:
+                t[k] = str(data[k])
+    if performer not in (None, ""):
+        t["performer"] = int(performer)
+    if "complete" in data:
+        t["complete"] = str(data["complete"]).lower() in ("1", "true")
+    if order is not None:
+        t["order"] = {k: order[k] for k in ("id", "externalId", "number") if k in order}
+    if customer is not None:
+        t["customer"] = customer_ref(customer)
+
+
+def create_task(sb: Sandbox, actor: Actor, data: Row, site: str | None) -> Row:
+    t: Row = {"id": 0, "createdAt": sb.now_s(), "complete": False, "performerType": "user"}
+    _apply_task(sb, t, data, site)
+    t["id"] = sb.next_id("task")
+    if actor.user_id is not None:
+        t["creator"] = actor.user_id
+    sb.tasks[t["id"]] = t
+    return t
+
+
+def edit_task(sb: Sandbox, t: Row, data: Row, site: str | None) -> Row:
+    trial = copy.deepcopy(t)
+    _apply_task(sb, trial, {k: v for k, v in data.items() if k != "id"}, site)
+    t.clear()
+    t.update(trial)
+    return t
+
+
+def render_task(t: Row) -> Row:
+    return copy.deepcopy(t)

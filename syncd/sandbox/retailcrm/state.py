@@ -158,6 +158,7 @@ class Sandbox:
             self.orders: dict[int, dict[str, Any]] = {}
             self.customers: dict[int, dict[str, Any]] = {}
             self.corporate: dict[int, dict[str, Any]] = {}
+            self.tasks: dict[int, dict[str, Any]] = {}
             self.payments: dict[int, int] = {}                  # payment id -> order id
             self.history: dict[str, list[dict[str, Any]]] = {e: [] for e in ENTITIES}
             self._seq: collections.Counter[str] = collections.Counter()
