@@ -15,7 +15,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-DATA = ["config.example.toml", "mappings/*.toml", "systemd/syncd.service"]
+DATA = ["config.example.toml", "config.*.toml", "mappings/*.toml", "systemd/syncd.service"]
 
 
 class build_py_with_data(build_py):  # noqa: N801 - setuptools command naming

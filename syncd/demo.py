@@ -40,19 +40,31 @@ def _mappings_dir() -> Path:
 
 
 class Peers:
-    """The sandbox peers of one demo run."""
+    """The sandbox peers of one demo run. `crm`: bitrix24 (with the portal's story before syncd and
+    the mailbox), or amocrm / retailcrm (syncd.demo_crm)."""
 
-    def __init__(self, *, shop_orders: int = 5) -> None:
-        from syncd.demo_story import prepare
-        from syncd.sandbox import bitrix24, shop
-        from syncd.sandbox.bitrix24 import seed_demo
+    def __init__(self, *, shop_orders: int = 5, crm: str = "bitrix24") -> None:
+        from syncd.sandbox import shop
 
-        self.b24 = bitrix24.start(rate_limit=True)
-        seed_demo(self.b24.extra["state"], deals=False)     # managers, the lead pipeline, user fields
+        self.crm_type = crm
+        self.b24: Any = None
+        self.story: Any = None
+        self.other: Any = None                  # a DemoCrm when the CRM is not Bitrix24
         self.shop = shop.start(seed=shop_orders)
-        # the portal as the company had it before syncd (a known buyer, a deal made by the shop's own
-        # integration, a deal taken by phone), made through its REST API as its managers would
-        self.story = prepare(self.b24_webhook, self.shop.extra["state"])
+        if crm == "bitrix24":
+            from syncd.demo_story import prepare
+            from syncd.sandbox import bitrix24
+            from syncd.sandbox.bitrix24 import seed_demo
+
+            self.b24 = bitrix24.start(rate_limit=True)
+            seed_demo(self.b24.extra["state"], deals=False)     # managers, the lead pipeline, user fields
+            # the portal as the company had it before syncd (a known buyer, a deal made by the shop's own
+            # integration, a deal taken by phone), made through its REST API as its managers would
+            self.story = prepare(self.b24_webhook, self.shop.extra["state"])
+        else:
+            from syncd import demo_crm
+
+            self.other = demo_crm.start(crm)
         self.onec: Any = None
         self.onec_stop = threading.Event()
         self.mailbox: Any = None               # a local Dovecot when it is installed (start_mailbox)
@@ -63,8 +75,9 @@ class Peers:
 
     def stop(self) -> None:
         self.onec_stop.set()
-        for h in (self.shop, self.b24):
-            h.stop()
+        for h in (self.shop, self.b24, self.other):
+            if h is not None:
+                h.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
 
@@ -122,15 +135,14 @@ def _has_onec() -> bool:
 
 def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     maps = _mappings_dir()
-    patterns = [str(maps / n) for n in ("sync.toml", "shop.toml", "bitrix24.toml")]
+    patterns = [str(maps / n) for n in ("sync.toml", "shop.toml", f"{peers.crm_type}.toml")]
     if onec:
         patterns.append(str(maps / "onec.toml"))
     patterns += demo_forms.mapping_file(maps)
     if (maps / "rules.toml").exists():
-        patterns.append(str(maps / "rules.toml"))
+        patterns.append(peers.other.rules(maps, state_dir) if peers.other is not None else str(maps / "rules.toml"))
     if peers.mailbox is not None:
         patterns.append(str(maps / "mail.toml"))
-    b24 = peers.b24.extra["state"].portal().info()
     lines = [
         "# written by `syncd demo`: the daemon against the sandbox peers",
         "[daemon]",
@@ -148,20 +160,23 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
         f'login = "{peers.shop.extra["login"]}"',
         f'password = "{peers.shop.extra["password"]}"',
         "",
-        "[systems.crm]",
-        'type = "bitrix24"',
-        f'webhook_url = "{peers.b24_webhook}"',
-        f'application_token = "{b24.get("application_token", "")}"',
-        "",
     ]
+    if peers.b24 is not None:
+        b24 = peers.b24.extra["state"].portal().info()
+        lines += ["[systems.crm]", 'type = "bitrix24"', f'webhook_url = "{peers.b24_webhook}"',
+                  f'application_token = "{b24.get("application_token", "")}"', ""]
+    else:
+        lines += peers.other.config_lines()
     if onec:
         lines += ["[systems.onec]", 'type = "onec"', 'login = "onec"', 'password = "demo-1c-password"',
                   f'spool_dir = "{state_dir}/1c-spool"', ""]
-    lines += demo_forms.config_lines()
+    # a CRM without leads takes the form's post as a deal (no-leads mode)
+    lines += demo_forms.config_lines(deal=peers.b24 is None)
     if peers.mailbox is not None:
         lines += mailbox_config(peers.mailbox)
-    for system, stream, every in (("shop", "orders", "3s"), ("crm", "deals", "3s"), ("crm", "contacts", "5s"),
-                                  ("crm", "companies", "10s")):
+    crm_jobs = peers.other.jobs() if peers.other is not None else (("deals", "3s"), ("contacts", "5s"),
+                                                                   ("companies", "10s"))
+    for system, stream, every in (("shop", "orders", "3s"),) + tuple(("crm", s_, e) for s_, e in crm_jobs):
         lines += ["[[jobs]]", f'system = "{system}"', f'stream = "{stream}"', f'every = "{every}"', ""]
     path = state_dir / "config.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
@@ -186,7 +201,7 @@ def _synced(rt: Any, peers: Peers) -> bool:
         return False                       # the demo's mailbox: its new sender's lead is in the portal
     from syncd.demo_story import settled
 
-    if not settled(rt, peers.story, peers.shop.extra["state"], peers.onec):
+    if peers.story is not None and not settled(rt, peers.story, peers.shop.extra["state"], peers.onec):
         return False
     stats = rt.stats()
     return stats["totals"]["outbox_pending"] == 0
@@ -194,8 +209,12 @@ def _synced(rt: Any, peers: Peers) -> bool:
 
 def summary(rt: Any, peers: Peers) -> list[str]:
     """What flowed, in words: shop orders as deals with their managers, documents in 1C."""
-    portal = peers.b24.extra["state"].portal()
-    users = {str(u["ID"]): f"{u['NAME']} {u.get('LAST_NAME', '')}".strip() for u in portal.users.values()}
+    if peers.b24 is not None:
+        portal = peers.b24.extra["state"].portal()
+        users = {str(u["ID"]): f"{u['NAME']} {u.get('LAST_NAME', '')}".strip() for u in portal.users.values()}
+    else:
+        users = peers.other.users()
+    noun = "deal" if peers.crm_type != "retailcrm" else "order"
     lines = []
     for o in peers.shop.extra["state"].snapshot()["orders"]:
         eid = rt.store.find_entity("shop", "order", str(o.get("xml_id") or o.get("id")))
@@ -203,14 +222,15 @@ def summary(rt: Any, peers: Peers) -> list[str]:
         fields = rt.store.entity(eid)["fields"] if eid else {}
         who = users.get(str(fields.get("order.responsible")), "nobody")
         lines.append(f"  shop order {o['number']} ({o['total']} руб, {'paid' if o.get('paid') else 'unpaid'}) -> "
-                     f"deal {deal_id or '-'}, stage {fields.get('order.stage', '-')}, manager {who}"
+                     f"{peers.crm_type} {noun} {deal_id or '-'}, stage {fields.get('order.stage', '-')}, manager {who}"
                      + (", in 1C" if eid and rt.store.external_id(eid, "onec") else ""))
     if peers.onec is not None:
         lines.append(f"  1C received {len(peers.onec.db.orders)} order(s) and "
                      f"{len(peers.onec.db.counterparties)} counterpart(ies)")
-    from syncd.demo_story import tell
+    if peers.story is not None:
+        from syncd.demo_story import tell
 
-    lines += tell(rt, peers.story, peers.shop.extra["state"], peers.onec)
+        lines += tell(rt, peers.story, peers.shop.extra["state"], peers.onec)
     return lines
 
 
@@ -268,9 +288,10 @@ def _tell_writes(daemon: Any) -> None:
 
 def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | None = None,
              timeout: float = 180.0, shop_orders: int = 5,
-             on_ready: Callable[[Any, Peers], None] | None = None, onec_client: bool = True) -> int:
+             on_ready: Callable[[Any, Peers], None] | None = None, onec_client: bool = True,
+             crm: str = "bitrix24") -> int:
     """`onec_client`: run the demo's own 1C client, which takes every document every 3 s (off: an
-    outside 1C pointed at the printed URL takes them)."""
+    outside 1C pointed at the printed URL takes them). `crm`: bitrix24, amocrm or retailcrm."""
     from syncd.config import load_settings
     from syncd.daemon.main import Daemon
     from syncd.logs import configure_logging
@@ -291,8 +312,9 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
     peers: Peers | None = None
     daemon: Any = None
     try:
-        peers = Peers(shop_orders=shop_orders)
-        peers.mailbox = start_mailbox(sd)
+        peers = Peers(shop_orders=shop_orders, crm=crm)
+        # the demo's mail routes to Bitrix24's leads and timelines; with another CRM it is left out
+        peers.mailbox = start_mailbox(sd) if crm == "bitrix24" else None
         onec = _has_onec()
         cfg = write_config(sd, port, peers, onec)
         settings = load_settings(cfg)
@@ -335,13 +357,19 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
         who = ("the demo's own 1C client takes its documents every 3 s; --no-1c-client leaves them to yours"
                if own_onec else "no 1C client of the demo's: point your 1C here, it takes the documents")
         _say(f"  1C exchange      {url}/1c/exchange   (login onec / demo-1c-password; {who})")
-    _say(f"  Bitrix24 portal  {peers.b24_webhook}   (REST inbound webhook; try …/crm.deal.list.json)")
+    if peers.b24 is not None:
+        _say(f"  Bitrix24 portal  {peers.b24_webhook}   (REST inbound webhook; try …/crm.deal.list.json)")
+    else:
+        _say(f"  {peers.other.name:<16} {peers.other.address}")
+        _say("                   (the Bitrix24 demo's story of a portal filled before syncd and its mailbox "
+             "run only with --crm bitrix24)")
     _say(f"  shop exchange    {peers.shop.extra['exchange_url']}   "
          f"({peers.shop.extra['login']} / {peers.shop.extra['password']})")
     _say(f"  shop control API {peers.shop.url}/_sandbox/state   (place an order: POST /_sandbox/orders)")
     for line in demo_forms.announce(url):
         _say(line)
-    _say_mailbox(peers.mailbox)
+    if peers.b24 is not None:
+        _say_mailbox(peers.mailbox)
     _say(f"  config           {cfg}")
     if on_ready:
         on_ready(daemon, peers)

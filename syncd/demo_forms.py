@@ -20,13 +20,16 @@ def mapping_file(maps: Path) -> list[str]:
     return [str(path)] if path.exists() else []
 
 
-def config_lines() -> list[str]:
-    """[systems.forms] with one form: name, phone, e-mail and message; the phone is required."""
+def config_lines(*, deal: bool = False) -> list[str]:
+    """[systems.forms] with one form: name, phone, e-mail and message; the phone is required.
+    `deal`: the post becomes a deal in the first stage of the main pipeline (a CRM without leads;
+    canonical ids, which every CRM's mapping translates)."""
     fields = {"name": "lead.name", "phone": "lead.phone", "email": "lead.email", "message": "lead.comment"}
-    return ["[systems.forms]", 'type = "forms"', "", f"[systems.forms.form.{FORM}]",
-            f'token = "{TOKEN}"',
-            "fields = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()) + " }",
-            'required = ["phone"]', 'title = "Обратный звонок"', 'honeypot = "website"', ""]
+    lines = ["[systems.forms]", 'type = "forms"', "", f"[systems.forms.form.{FORM}]",
+             f'token = "{TOKEN}"',
+             "fields = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in fields.items()) + " }",
+             'required = ["phone"]', 'title = "Обратный звонок"', 'honeypot = "website"']
+    return lines + (['target = "deal"', 'pipeline = "0"', 'stage = "NEW"'] if deal else []) + [""]
 
 
 def announce(url: str) -> list[str]:

@@ -33,7 +33,15 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "onec": ("onec", ("onec.toml",)),
     "forms": ("forms", ("forms.toml",)),
     "imap": ("mail", ("mail.toml",)),
+    "amocrm": ("crm", ("amocrm.toml", "rules.toml")),
+    "retailcrm": ("crm", ("retailcrm.toml", "rules.toml")),
 }
+# CRMs besides Bitrix24: their [systems.crm] block and jobs ship beside config.example.toml
+# (config.<type>.toml) and take the place of Bitrix24's; one CRM per configuration
+CRM_TYPES = ("bitrix24", "amocrm", "retailcrm")
+CRM_BLOCKS = {"amocrm": "config.amocrm.toml", "retailcrm": "config.retailcrm.toml"}
+# CRMs with no API for a notice to a user: the rules' new-deal notice is left commented out there
+NO_NOTICES = {"amocrm": "amoCRM", "retailcrm": "RetailCRM"}
 DEFAULT_STATE_DIR = "/var/lib/syncd"
 
 # what each secret in the example config is, for the env file
@@ -45,6 +53,11 @@ SECRET_HELP = {
     "ONEC_PASSWORD": "password 1C uses for the exchange (login `onec` of [systems.onec]); choose one",
     "FORM_CALLBACK_TOKEN": "token the site sends with the callback form (X-Syncd-Token or ?token=); choose one",
     "MAIL_PASSWORD": "password of the mailbox `username` of [systems.mail] (IMAP login)",
+    "AMO_TOKEN": "amoCRM long-lived token of your private integration (Settings -> Integrations -> Keys)",
+    "AMO_CLIENT_SECRET": "amoCRM integration's secret key (OAuth, instead of a long-lived token)",
+    "AMO_AUTH_CODE": "amoCRM authorization code for the first start (OAuth; valid 20 minutes)",
+    "AMO_WEBHOOK_SECRET": "the token= of the webhook URL you give amoCRM; choose one",
+    "RETAILCRM_API_KEY": "RetailCRM API key (Settings -> Integration -> API access keys)",
 }
 _NOT_SECRETS = {"STATE_DIRECTORY"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
@@ -70,6 +83,9 @@ def parse_systems(text: str) -> list[str]:
             f"unknown system type(s) {', '.join(unknown) or '(none given)'}; "
             f"choose from {', '.join(SYSTEM_TYPES)}"
         )
+    crms = [s for s in dict.fromkeys(names) if s in CRM_TYPES]
+    if len(crms) > 1:
+        raise InitError(f"one CRM per configuration: {', '.join(crms)} were given (system \"crm\" is one of them)")
     return list(dict.fromkeys(names))
 
 
@@ -113,6 +129,9 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
             continue
         kept.append(para)
     text = "\n\n".join("\n".join(p) for p in kept) + "\n"
+    for t in types:
+        if t in CRM_BLOCKS:
+            text += "\n" + data_path(CRM_BLOCKS[t]).read_text(encoding="utf-8")
     files = ["mappings/sync.toml"] + [f"mappings/{f}" for t in types for f in SYSTEM_TYPES[t][1]]
     listing = "[" + ", ".join(f'"{f}"' for f in files) + "]"
     text, n = re.subn(r"(?ms)^mappings = \[.*?\]", lambda _m: f"mappings = {listing}", text, count=1)
@@ -128,6 +147,22 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
         f"# this one; `syncd check -c {{this file}}` tells what is still wrong.\n"
     )
     return header + text
+
+
+def mapping_text(name: str, types: list[str], text: str) -> str:
+    """A shipped mapping as this configuration needs it. For a CRM with no API to notify a user,
+    the rules' new-deal notice is commented out and a timer's notice becomes a task for the
+    responsible (a notice would be made and no map would take it)."""
+    crm = next((NO_NOTICES[t] for t in types if t in NO_NOTICES), None)
+    if name != "rules.toml" or crm is None:
+        return text
+    head, sep, timers = text.partition("[[rules.timers]]")
+    head = re.sub(r"(?m)^(notify = .*)$",
+                  lambda m: f"# {crm} has no API for a notice to a user: no new-deal notice\n# {m.group(1)}", head)
+    timers = re.sub(r'(?m)^notify = ("[^"\n]*")$',
+                    lambda m: f'# {crm} has no notices: a task instead\ntask = {{ title = {m.group(1)}, deadline = "1d" }}',
+                    timers)
+    return head + sep + timers
 
 
 def env_text(config: str, admin_token: str | None = None) -> tuple[str, list[str]]:
@@ -227,7 +262,8 @@ def init_directory(
         os.chown(maps, -1, gid)
     shipped = mapping_files()
     for name in ["sync.toml"] + [f for t in types for f in SYSTEM_TYPES[t][1]]:
-        _write(maps / name, shipped[name].read_text(encoding="utf-8"), readable, gid, res.written)
+        _write(maps / name, mapping_text(name, types, shipped[name].read_text(encoding="utf-8")),
+               readable, gid, res.written)
     env, res.secrets = env_text(config)
     if (d / "env").exists():
         res.kept.append(d / "env")  # it holds the secrets someone filled in: never overwritten

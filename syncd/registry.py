@@ -15,6 +15,8 @@ BUILTIN = {
     "onec": "connectors.onec:connector",
     "forms": "connectors.forms:connector",
     "imap": "connectors.imap:connector",
+    "amocrm": "connectors.amocrm:connector",
+    "retailcrm": "connectors.retailcrm:connector",
 }
 
 

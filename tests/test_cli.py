@@ -408,9 +408,10 @@ chain = [{ name = "ghost", manager = "999" }]
     assert any(f.startswith(f"{crm_file}: values.deal_stage.shipped: crm has no STAGE_ID 'NO_SUCH_STAGE'")
                for f in failed), failed
     assert any(f.startswith(f"{crm_file}: rules.assign.order.chain[0] (ghost)") and "999" in f for f in failed), failed
-    # a default stage the pipeline does not have, with the list of what it has
+    # a default stage the pipeline does not have, with the list of what it has — in the rules' own
+    # (canonical) values: this mapping translates STAGE_ID through `deal_stage`, where only "new" exists
     assert any(f.startswith(f"{crm_file}: rules.defaults.order.\"order.stage\": crm has no stage 'NEWW' of "
-                            "pipeline '0' (has: NEW,") for f in failed), failed
+                            "pipeline '0' (has: new)") for f in failed), failed
     # and neither map may create: the orders and deals of this config can never flow (issue 22 #1)
     flows = [str(f["detail"]) for f in findings if f["name"] == "flows" and not f["ok"]]
     assert len(flows) == 2 and any(f.startswith(f"{shop} orders cannot become crm deals: ") for f in flows), flows
@@ -477,8 +478,37 @@ def test_init_writes_config_mappings_env_and_unit(tmp_path: Path) -> None:
     assert code == 2 and "exists" in err
     code, out, _ = _run("init", str(etc), "--systems", "shop", "--force")
     assert code == 0 and "kept" in out and (etc / "env").read_text(encoding="utf-8") == "SHOP_PASSWORD=mine\n"
-    code, _, err = _run("init", str(tmp_path / "x"), "--systems", "shop,amocrm")
-    assert code == 2 and "amocrm" in err
+    code, _, err = _run("init", str(tmp_path / "x"), "--systems", "shop,pipedrive")
+    assert code == 2 and "pipedrive" in err
+    code, _, err = _run("init", str(tmp_path / "x"), "--systems", "shop,bitrix24,amocrm")
+    assert code == 2 and "one CRM per configuration" in err
+
+
+@pytest.mark.parametrize("crm,mapping,secret", [("amocrm", "amocrm.toml", "AMO_TOKEN"),
+                                                ("retailcrm", "retailcrm.toml", "RETAILCRM_API_KEY")])
+def test_init_for_amocrm_and_retailcrm_writes_their_block_mapping_and_rules(tmp_path: Path, crm: str, mapping: str,
+                                                                           secret: str) -> None:
+    import tomllib
+
+    etc = tmp_path / "etc"
+    code, _, err = _run("init", str(etc), "--systems", f"shop,{crm}", "--state-dir", str(tmp_path / "state"))
+    assert code == 0, err
+    cfg = tomllib.loads((etc / "config.toml").read_text(encoding="utf-8"))
+    assert sorted(cfg["systems"]) == ["crm", "shop"] and cfg["systems"]["crm"]["type"] == crm
+    assert {j["system"] for j in cfg["jobs"]} == {"shop", "crm"}
+    assert cfg["daemon"]["mappings"] == ["mappings/sync.toml", "mappings/shop.toml", f"mappings/{mapping}",
+                                         "mappings/rules.toml"]
+    assert f"# {secret}=" in (etc / "env").read_text(encoding="utf-8")
+    # the CRM has no notices: the new-deal notice is commented out, a timer's notice is a task
+    rules = tomllib.loads((etc / "mappings" / "rules.toml").read_text(encoding="utf-8"))["rules"]
+    assert "notify" not in rules["defaults"]["order"]
+    assert all("notify" not in t and "task" in t for t in rules["timers"])
+    # every connector key the block sets is one the connector knows
+    from syncd.config import load_settings
+
+    env = {"SHOP_PASSWORD": "x", "SYNCD_ADMIN_TOKEN": "t", secret: "k", "STATE_DIRECTORY": str(tmp_path / "s")}
+    s = load_settings(etc / "config.toml", env=env)
+    assert s.systems["crm"].type == crm
 
 
 def test_purge_command(tmp_path: Path, names: tuple[str, str]) -> None:

@@ -59,7 +59,10 @@ def init(ctx: click.Context, directory: str, systems: str, state_dir: str, group
 @click.option("--timeout", type=float, default=180.0, show_default=True)
 @click.option("--no-1c-client", "no_onec_client", is_flag=True,
               help="do not run the demo's own 1C client: your 1C (or exchange tool) takes the documents")
-def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float, no_onec_client: bool) -> None:
+@click.option("--crm", type=click.Choice(["bitrix24", "amocrm", "retailcrm"]), default="bitrix24", show_default=True,
+              help="which CRM's sandbox the shop's orders land in")
+def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float, no_onec_client: bool,
+         crm: str) -> None:
     """Run the daemon against the sandbox peers on SQLite.
 
     Nothing to configure; --until-synced exits once the seeded work has flowed.
@@ -67,7 +70,7 @@ def demo(until_synced: bool, port: int, state_dir: str | None, timeout: float, n
     from syncd.demo import run_demo
 
     sys.exit(run_demo(until_synced=until_synced, port=port, state_dir=state_dir, timeout=timeout,
-                      onec_client=not no_onec_client))
+                      onec_client=not no_onec_client, crm=crm))
 
 
 @main.group()
