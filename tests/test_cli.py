@@ -741,3 +741,71 @@ webhook_url = "{portal.extra['webhook_url']}"
                "`create = true` (add it where new records should be made)" in flows, flows
         assert any(f.startswith("shop users cannot become crm contacts: ") for f in flows), flows
         assert any("rules.defaults.order.notify makes a notice that no map takes in 'crm'" in f for f in flows), flows
+
+
+@pytest.mark.parametrize("crm", ["amocrm", "retailcrm"])
+def test_check_validates_an_amocrm_or_retailcrm_account_by_name(tmp_path: Path, crm: str) -> None:
+    """`syncd init --systems shop,<crm>`, the account's address and secret filled in, then `syncd check`
+    against the CRM's sandbox set up for the shop: the shipped mapping passes; a stage the account
+    does not have, a field it lacks and the example's managers are named."""
+    import re
+
+    if crm == "amocrm":
+        from syncd.sandbox import amocrm as sandbox
+        from syncd.sandbox.amocrm.demo import seed_shop
+        url_key, secret_env, stage_map, bad_stage, field = "base_url", "AMO_TOKEN", "amo_stages", "Оплачен", "SHOP_ORDER"
+    else:
+        from syncd.sandbox import retailcrm as sandbox
+        from syncd.sandbox.retailcrm.demo import seed_shop
+        url_key, secret_env, stage_map, bad_stage, field = "url", "RETAILCRM_API_KEY", "retail_stages", "prepayed", \
+            "customerComment"
+    h = sandbox.start(rate_limit=False)
+    try:
+        ids = seed_shop(h.extra["state"])
+        etc = tmp_path / "etc"
+        assert _run("init", str(etc), "--systems", f"shop,{crm}", "--state-dir", str(tmp_path / "s"))[0] == 0
+        cfg = etc / "config.toml"
+        text = re.sub(rf'(?m)^{url_key} = ".*?"', f'{url_key} = "{h.url}"', cfg.read_text(encoding="utf-8"))
+        # the shop is not this test's: it is left out
+        text = re.sub(r"(?ms)^\[systems\.shop\].*?(?=^\[)", "", text)
+        text = re.sub(r'(?ms)^\[\[jobs\]\]\nsystem = "shop".*?(?=^\[)', "", text)
+        cfg.write_text(text, encoding="utf-8")
+        secret = h.extra["long_lived_token"] if crm == "amocrm" else h.extra["api_key"]
+        env = etc / "env"
+        env.write_text(f"{secret_env}={secret}\nSYNCD_ADMIN_TOKEN={'t' * 32}\n", encoding="utf-8")
+        (etc / "mappings" / "shop.toml").write_text("", encoding="utf-8")
+        cfg.write_text(cfg.read_text(encoding="utf-8").replace('"mappings/shop.toml", ', ""), encoding="utf-8")
+        code, findings, err = _run_check(cfg, env)
+        failed = _failed(findings)
+        # the shipped mapping matches the account; only the example's managers are not this account's
+        assert [f for f in failed if "rules" not in f] == [], failed
+        assert all("manager" in f and "unknown" in f for f in failed), failed
+        # (RetailCRM's sandbox numbers its managers 2, 3, 4 like the example; amoCRM's are its own)
+        assert bool(failed) == (ids["managers"] != {"2": 2, "3": 3, "4": 4}), failed
+        # the account's own managers by id: nothing left
+        rules = etc / "mappings" / "rules.toml"
+        from syncd.demo_crm import with_managers
+
+        rules.write_text(with_managers(rules.read_text(encoding="utf-8"), {k: str(v) for k, v in ids["managers"].items()}),
+                         encoding="utf-8")
+        code, findings, err = _run_check(cfg, env)
+        assert code == 0 and _failed(findings) == [], (_failed(findings), err)
+        # a stage and a field the account does not have are named with the file and key
+        crm_map = etc / "mappings" / f"{crm}.toml"
+        text = crm_map.read_text(encoding="utf-8")
+        text = re.sub(r"(PREPAYMENT_INVOICE = )\"[^\"]*\"", f'\\1"{bad_stage}"', text, count=1)
+        text = text.replace(f'= "{field}"', '= "NO_SUCH_FIELD"', 1)
+        crm_map.write_text(text, encoding="utf-8")
+        code, findings, err = _run_check(cfg, env)
+        failed = _failed(findings)
+        assert code == 1
+        assert any(f.startswith(f"{crm_map}: values.{stage_map}.PREPAYMENT_INVOICE: crm has no status '{bad_stage}'")
+                   for f in failed), failed
+        assert any(str(crm_map) in f and "'NO_SUCH_FIELD' does not exist in crm" in f for f in failed), failed
+    finally:
+        h.stop()
+
+
+def _run_check(cfg: Path, env: Path) -> tuple[int, list[dict[str, object]], str]:
+    code, out, err = _run("-c", str(cfg), "--env-file", str(env), "--json", "check")
+    return code, (json.loads(out) if out.strip() else []), err
