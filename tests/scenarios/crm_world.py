@@ -103,6 +103,16 @@ class CrmWorld:
         assert drift == [], f"{self.crm.type}: the systems are out of step: {drift[:5]}"
         assert report.checked.get("crm"), f"{self.crm.type}: the audit read nothing back from the CRM"
 
+    def trace(self, query: str) -> dict[str, Any]:
+        """`syncd trace QUERY --json` as a user runs it."""
+        from click.testing import CliRunner
+
+        from syncd.cli import main
+
+        res = CliRunner().invoke(main, ["-c", str(self.tmp / "config.toml"), "trace", query, "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
     def close(self) -> None:
         if self.onec_client is not None:
             self.onec_client.close()

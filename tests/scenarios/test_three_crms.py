@@ -68,6 +68,10 @@ def test_s1_orders_become_deals_with_one_buyer_each_and_a_manager(w: CrmWorld) -
     # managers by rules.toml's chain: a known client keeps his manager; the others are assigned
     assert d3.responsible == w.crm.managers["3"]
     assert {d1.responsible, d2.responsible} <= set(w.crm.managers.values())
+    # `syncd trace` of the order names the CRM's record with its address in the CRM's UI
+    story = w.trace(str(o1["number"]))
+    rec = next(r for r in story["records"] if r["type"] == "order")
+    assert rec["ids"]["crm"] == d1.id and rec["links"]["crm"].startswith("http") and d1.id in rec["links"]["crm"]
     _quiet(w)
 
 
