@@ -45,7 +45,9 @@ fields`` (timeline.py: list filters by ENTITY_ID + ENTITY_TYPE only, as the port
 the same application — OAuth app, or ``CLIENT_ID`` when called through a webhook); ``tasks.task.add|update|
 get|list`` (tasks.py: camelCase answers, filter/order/select by UPPER_CASE names, TITLE as a LIKE
 pattern); ``user.get``, ``user.current``, ``profile``, ``scope``, ``timeman.status``; ``event.bind|unbind|
-get`` (OAuth only); ``batch``.
+get`` (OAuth only); ``batch``; external telephony (telephony.py: ``telephony.externalCall.register|finish|
+attachRecord|show|hide|searchCrmEntities``, ``voximplant.statistic.get``, the call activities in
+``crm.activity.list|get``; register/finish only for OAuth apps unless the ``app_only`` knob is off).
 
 Control API (JSON; everything a person does in the portal UI, plus faults). ``<p>`` is ``default`` for
 the root portal. Bad bodies answer 400 ``{"error": "bad_request", "detail"}``, unknown ids 404
@@ -68,7 +70,8 @@ the root portal. Bad bodies answer 400 ``{"error": "bad_request", "detail"}``, u
     GET    /_sandbox/<p>/users                      users with presence
     POST   /_sandbox/<p>/users                      {"name", "last_name", "email", "position", "online", "workday",
                                                     "active"}
-    PATCH  /_sandbox/<p>/users/<id>                 {"online": bool, "workday": OPENED|PAUSED|CLOSED, "active"}
+    PATCH  /_sandbox/<p>/users/<id>                 {"online": bool, "workday": OPENED|PAUSED|CLOSED, "active",
+                                                    "phone_inner": extension (UF_PHONE_INNER) or null}
     GET    /_sandbox/<p>/users/<id>/notifications   the notices that user sees (a tagged notice replaced by a
                                                     newer one with the same tag is gone; REPLACED lists them)
     GET|POST /_sandbox/<p>/pipelines                {"name", "stages": [{"id", "name", "semantics": P|S|F}]}
@@ -93,6 +96,9 @@ the root portal. Bad bodies answer 400 ``{"error": "bad_request", "detail"}``, u
                                                     replaced ones included
     GET    /_sandbox/<p>/comments[?entity_type=deal&entity_id=N]   timeline comments
     GET    /_sandbox/<p>/tasks                      every task as stored (camelCase)
+    GET|PATCH /_sandbox/<p>/telephony               {"leads_enabled", "app_only"} -> settings, active calls,
+                                                    statistics, call activities (also /telephony/calls|
+                                                    statistics|activities[?owner_type_id=&owner_id=])
     GET|PATCH /_sandbox/<p>/clock                   {"advance": s} | {"offset": s} | {"now": ISO} -> {"now", "offset"}:
                                                     the portal's clock (DATE_CREATE/DATE_MODIFY of new writes,
                                                     CREATED, task dates, event `ts`); limits keep real time

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from syncd.sandbox.bitrix24 import im
+from syncd.sandbox.bitrix24 import im, telephony
 from syncd.sandbox.bitrix24 import methods as M
 from syncd.sandbox.bitrix24.php import parse_query
 from syncd.sandbox.bitrix24.portal import TZ, BxError, Portal, SandboxState
@@ -308,11 +308,12 @@ class App:
             if len(rest) == 1 and meth == "POST":
                 u = p.add_user(body.get("name", ""), body.get("last_name", ""), email=body.get("email", ""),
                                position=body.get("position", ""), online=bool(body.get("online", False)),
-                               workday=body.get("workday", "CLOSED"), active=bool(body.get("active", True)))
+                               workday=body.get("workday", "CLOSED"), active=bool(body.get("active", True)),
+                               phone_inner=body.get("phone_inner"))
                 return JSONResponse(_public_user(u), 201)
             if len(rest) == 2:
                 u = p.set_presence(int(rest[1]), online=body.get("online"), workday=body.get("workday"),
-                                   active=body.get("active"))
+                                   active=body.get("active"), phone_inner=body.get("phone_inner", ...))
                 return JSONResponse(_public_user(u))
             return JSONResponse({"users": [_public_user(u) for u in p.users.values()]})
         if what == "pipelines":
@@ -395,6 +396,8 @@ class App:
                          if (not q.get("entity_type") or c["ENTITY_TYPE"] == q["entity_type"].lower())
                          and (not q.get("entity_id") or c["ENTITY_ID"] == q["entity_id"])]
             return JSONResponse({"comments": found})
+        if what == "telephony":
+            return JSONResponse(telephony.control(p, meth, rest[1:], body, request.query_params))
         if what == "tasks":
             with p.lock:
                 return JSONResponse({"tasks": [dict(t) for _, t in sorted(p.tables["task"].items())]})

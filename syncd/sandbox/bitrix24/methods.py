@@ -773,7 +773,7 @@ def userfield_list(ctx: Ctx, entity: str, params: dict[str, Any]) -> Page:
 
 
 SCOPE_PREFIX = [("crm.", "crm"), ("tasks.", "task"), ("task.", "task"), ("im.", "im"), ("timeman.", "timeman"),
-                ("user.", "user")]
+                ("user.", "user"), ("telephony.", "telephony"), ("voximplant.", "telephony")]
 
 
 def required_scope(method: str) -> str | None:
@@ -804,6 +804,11 @@ def call(ctx: Ctx, method: str, params: dict[str, Any]) -> Any:
         return user_get(ctx, params)
     if m == "timeman.status":
         return timeman_status(ctx, params)
+    if m.startswith(("telephony.", "voximplant.")) or m in ("crm.activity.list", "crm.activity.get"):
+        from syncd.sandbox.bitrix24 import telephony
+        fn = telephony.METHODS.get(m)
+        if fn is not None:
+            return fn(ctx, params)
     if m in ("im.notify.system.add", "im.notify", "im.notify.personal.add"):
         from syncd.sandbox.bitrix24 import im
         return im.notify(ctx, params, "personal" if m == "im.notify.personal.add" else "system")

@@ -21,7 +21,8 @@ log = logging.getLogger("syncd.sandbox.bitrix24")
 
 TZ = dt.timezone(dt.timedelta(hours=3))          # portal time zone (Moscow), as Bitrix prints it
 RESERVED_NAMES = {"rest", "oauth", "_sandbox", ""}
-ALL_SCOPES = ["crm", "task", "user", "user_brief", "im", "timeman", "department", "placement", "catalog"]
+ALL_SCOPES = ["crm", "task", "user", "user_brief", "im", "timeman", "department", "placement", "catalog",
+              "telephony"]
 DEFAULT_STAGES = [("NEW", "Новая", "P"), ("PREPARATION", "Подготовка документов", "P"),
                   ("PREPAYMENT_INVOICE", "Счёт на предоплату", "P"), ("EXECUTING", "В работе", "P"),
                   ("FINAL_INVOICE", "Финальный счёт", "P"), ("WON", "Сделка успешна", "S"),
@@ -244,12 +245,12 @@ class Portal:
 
     def add_user(self, name: str, last_name: str, *, email: str = "", position: str = "",
                  online: bool = False, workday: str = "CLOSED", active: bool = True,
-                 admin: bool = False) -> dict[str, Any]:
+                 admin: bool = False, phone_inner: str | None = None) -> dict[str, Any]:
         with self.lock:
             uid = max(self.users, default=0) + 1
             u = {"ID": str(uid), "ACTIVE": active, "NAME": name, "LAST_NAME": last_name, "SECOND_NAME": "",
                  "EMAIL": email or f"user{uid}@{self.domain}", "WORK_POSITION": position,
-                 "UF_DEPARTMENT": [1], "IS_ONLINE": "Y" if online else "N", "TIME_ZONE": "Europe/Moscow",
+                 "UF_DEPARTMENT": [1], "UF_PHONE_INNER": phone_inner or None, "IS_ONLINE": "Y" if online else "N", "TIME_ZONE": "Europe/Moscow",
                  "USER_TYPE": "employee", "LAST_ACTIVITY_DATE": self.now_bx(), "DATE_REGISTER": self.now_bx(),
                  "_admin": admin, "_workday": workday,
                  "_workday_start": self.now_bx() if workday != "CLOSED" else None}
@@ -257,9 +258,11 @@ class Portal:
             return u
 
     def set_presence(self, uid: int, *, online: bool | None = None, workday: str | None = None,
-                     active: bool | None = None) -> dict[str, Any]:
+                     active: bool | None = None, phone_inner: Any = ...) -> dict[str, Any]:
         with self.lock:
             u = self.users[uid]
+            if phone_inner is not ...:                   # the extension (UF_PHONE_INNER); None/"" clears it
+                u["UF_PHONE_INNER"] = str(phone_inner) if phone_inner not in (None, "") else None
             if online is not None:
                 u["IS_ONLINE"] = "Y" if online else "N"
                 u["LAST_ACTIVITY_DATE"] = self.now_bx()
