@@ -215,6 +215,7 @@ def summary(rt: Any, peers: Peers) -> list[str]:
     else:
         users = peers.other.users()
     noun = "deal" if peers.crm_type != "retailcrm" else "order"
+    where = "" if peers.b24 is not None else f"{peers.crm_type} "     # Bitrix24's lines stay as they were
     lines = []
     for o in peers.shop.extra["state"].snapshot()["orders"]:
         eid = rt.store.find_entity("shop", "order", str(o.get("xml_id") or o.get("id")))
@@ -222,7 +223,7 @@ def summary(rt: Any, peers: Peers) -> list[str]:
         fields = rt.store.entity(eid)["fields"] if eid else {}
         who = users.get(str(fields.get("order.responsible")), "nobody")
         lines.append(f"  shop order {o['number']} ({o['total']} руб, {'paid' if o.get('paid') else 'unpaid'}) -> "
-                     f"{peers.crm_type} {noun} {deal_id or '-'}, stage {fields.get('order.stage', '-')}, manager {who}"
+                     f"{where}{noun} {deal_id or '-'}, stage {fields.get('order.stage', '-')}, manager {who}"
                      + (", in 1C" if eid and rt.store.external_id(eid, "onec") else ""))
     if peers.onec is not None:
         lines.append(f"  1C received {len(peers.onec.db.orders)} order(s) and "
