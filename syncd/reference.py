@@ -284,7 +284,8 @@ def render() -> str:
         "## Mapping files",
         "",
         "Every file named by `[daemon] mappings` holds any of these sections; they are merged (a "
-        "value map, identity or conflict rule, or rules part may be defined once across all files). "
+        "value map, identity or conflict rule, or rules part may be defined once across all files; "
+        "the rule lists stages, timers and cross add up). "
         "An empty or unreadable file, or a glob matching nothing, is an error.",
         "",
     ]

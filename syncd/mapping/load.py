@@ -69,6 +69,11 @@ def merge(parts: list[tuple[str, MappingSet]]) -> MappingSet:
         maps.extend(ms.maps)
         for section in merged:
             for key, value in getattr(ms, section).items():
+                if section == "rules" and isinstance(value, list) and isinstance(merged[section].get(key), list):
+                    # lists of rules (stages, timers, cross) add up across files: calls.toml brings
+                    # its missed-call timer beside rules.toml's (names stay unique: parse_rules checks)
+                    merged[section][key] = merged[section][key] + value
+                    continue
                 if key in merged[section]:
                     raise ConfigError("defined twice (also in another mapping file)", file=file,
                                       key=f"{section}.{key}")
