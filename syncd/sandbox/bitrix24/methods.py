@@ -12,6 +12,7 @@ from urllib.parse import unquote
 from syncd.sandbox.bitrix24.php import parse_query
 from syncd.sandbox.bitrix24.common import (ID_TYPES, PAGE, Ctx, NotFound, Page, arg, cmp_value, core, fmt_dt,  # noqa: F401
                                            id_arg, norm_value, paginate, parse_dt)
+from syncd.sandbox.bitrix24 import telephony
 from syncd.sandbox.bitrix24.portal import TZ, BxError, Portal
 
 BATCH_MAX = 50
@@ -805,7 +806,6 @@ def call(ctx: Ctx, method: str, params: dict[str, Any]) -> Any:
     if m == "timeman.status":
         return timeman_status(ctx, params)
     if m.startswith(("telephony.", "voximplant.")) or m in ("crm.activity.list", "crm.activity.get"):
-        from syncd.sandbox.bitrix24 import telephony
         fn = telephony.METHODS.get(m)
         if fn is not None:
             return fn(ctx, params)
@@ -925,3 +925,7 @@ def batch(ctx: Ctx, params: dict[str, Any], run_one: Callable[[Ctx, str, dict[st
                 break
     return {"result": res or [], "result_error": errors or [], "result_total": totals or [],
             "result_next": nexts or [], "result_time": times or []}
+
+
+# telephony creates and lists CRM records through these (see telephony.CrmOps)
+telephony.CRM = telephony.CrmOps(ENTITIES, write, apply_filter, apply_order)

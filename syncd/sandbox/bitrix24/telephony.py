@@ -229,9 +229,22 @@ def _public_address(url: str) -> bool:
     return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified)
 
 
+@dataclass
+class CrmOps:
+    """What telephony takes from the CRM methods (methods.py hands them over when it loads, so the
+    import runs one way: methods -> telephony)."""
+
+    entities: Any = None
+    write: Any = None
+    apply_filter: Any = None
+    apply_order: Any = None
+
+
+CRM = CrmOps()
+
+
 def _write(ctx: Ctx, uid: int, kind: str, fields: dict[str, Any], rid: int | None = None) -> int:
-    from syncd.sandbox.bitrix24.methods import ENTITIES, write
-    return write(Ctx(ctx.portal, uid, ctx.auth, ctx.scopes, ctx.who), ENTITIES[TABLE[kind]], fields, rid)
+    return CRM.write(Ctx(ctx.portal, uid, ctx.auth, ctx.scopes, ctx.who), CRM.entities[TABLE[kind]], fields, rid)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -543,7 +556,7 @@ def _stat_row(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def statistic_get(ctx: Ctx, params: dict[str, Any]) -> Page:
-    from syncd.sandbox.bitrix24.methods import apply_filter, apply_order
+    apply_filter, apply_order = CRM.apply_filter, CRM.apply_order
     p = ctx.portal
     f = _up(params)
     with p.lock:
@@ -572,7 +585,7 @@ def _act_out(a: dict[str, Any], select: Any = None) -> dict[str, Any]:
 
 
 def activity_list(ctx: Ctx, params: dict[str, Any]) -> Page:
-    from syncd.sandbox.bitrix24.methods import apply_filter, apply_order
+    apply_filter, apply_order = CRM.apply_filter, CRM.apply_order
     p = ctx.portal
     flt = arg(params, "filter") or {}
     flt = {str(k).upper(): v for k, v in flt.items()} if isinstance(flt, dict) else {}
