@@ -17,6 +17,9 @@ BUILTIN = {
     "imap": "connectors.imap:connector",
     "amocrm": "connectors.amocrm:connector",
     "retailcrm": "connectors.retailcrm:connector",
+    "telegram": "connectors.messengers:telegram",
+    "vk": "connectors.messengers:vk",
+    "calls": "connectors.calls:connector",
 }
 
 

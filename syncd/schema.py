@@ -164,6 +164,11 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
                                           "excluded (robots, bounces, auto-replies), internal, outgoing "
                                           "(ours to somebody unknown)"),
         _f("message", "comment", "text", doc="set by routing: the text of the CRM timeline comment"),
+        # chats (connectors/messengers): what mail has no equivalent for
+        _f("message", "channel", "str", doc="telegram | vk (absent on mail)"),
+        _f("message", "chat", "str", doc="the conversation it belongs to (\"tg:<chat id>\", \"vk:<peer id>\"): "
+                                         "a chat's later messages thread by it"),
+        _f("message", "phone", "str", doc="the phone the sender shared (Telegram contact), E.164 when it parses"),
     ],
     "document": [
         _f("document", "kind", "str", doc="contract | invoice"), _f("document", "number", "str"),
@@ -179,6 +184,23 @@ _ENTITIES: dict[str, list[FieldSpec]] = {
         _f("notice", "on", "str", doc="\"created\": sent only once syncd has created its subject in that "
                                        "system (a record adopted there is not new, nor is one read again "
                                        "after a re-install)"),
+    ],
+    # a phone call from a PBX (connectors/calls): one entity per call, however many events it took
+    "call": [
+        _f("call", "id", "str", doc="the PBX's own call id (Zadarma pbx_call_id, Asterisk linkedid)"),
+        _f("call", "direction", "str", doc="in | out"),
+        _f("call", "caller", "str", doc="the calling number as the PBX gave it"),
+        _f("call", "called", "str", doc="the number dialled (the company's line inbound, the client's outbound)"),
+        _f("call", "extension", "str", doc="the company's extension on the call (who answered or dialled)"),
+        _f("call", "started_at", "datetime"),
+        _f("call", "duration", "int", doc="talk time, seconds (0 when nobody answered)"),
+        _f("call", "status", "str", doc="answered | missed | busy | failed (set when the call ended)"),
+        _f("call", "recording", "str", doc="URL of the call's recording"),
+        _f("call", "person", "ref", "person",
+           doc="the known client on the line: the one person with the client's number "
+               "(syncd/pipeline/link.py), never a new person"),
+        _f("call", "responsible", "str", doc="the user the call belongs to (CRM user id)"),
+        _f("call", "source", "str", doc="the PBX system's name (syncd system)"),
     ],
     "task": [
         _f("task", "title", "str"), _f("task", "description", "text"),

@@ -2,7 +2,8 @@
 
 One class made of parts, one module per idea: `streams` (reading), `requisites` (a company's
 requisites, bank details, legal address), `writes` (CRM records and products), `side_effects`
-(tasks, timeline comments, notices), `schema` (`describe()`), `events` (the outbound-event
+(tasks, timeline comments, notices), `calls` (a PBX's calls through the portal's external
+telephony), `schema` (`describe()`), `events` (the outbound-event
 webhook); `values` holds the names and value helpers they share, `client` the REST transport.
 
 What the engine sees of a record is the portal's own field names with values as the portal
@@ -29,6 +30,7 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
+from connectors.bitrix24.calls import Calls
 from connectors.bitrix24.client import Bitrix24Client, safe_burst
 from connectors.bitrix24.events import Events
 from connectors.bitrix24.requisites import Requisites
@@ -51,7 +53,7 @@ from syncd.connector import BaseConnector, ConnectorContext, Health, StreamSpec
 from syncd.errors import PermanentError, TransientError
 
 
-class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Schema, Events, BaseConnector):
+class Bitrix24Connector(Streams, Requisites, Writes, SideEffects, Calls, Schema, Events, BaseConnector):
     # a portal's contacts and companies are people's work (typed by managers, made by the shop's
     # module): syncd reads them once through before it makes any, so a known client is bound by
     # e-mail, phone or ИНН instead of getting a second contact (deals are found by their stamp)

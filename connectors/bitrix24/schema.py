@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.bitrix24.calls import CALL_FIELDS
 from connectors.bitrix24.client import BatchResult, Bitrix24Client
 from connectors.bitrix24.values import CRM_KINDS, PSEUDO, result_rows
 from syncd.connector import LiveSchema
@@ -33,6 +34,7 @@ class Schema:
             names |= set(PSEUDO.get(k, ()))
             if names:
                 schema.kinds[k] = names
+        schema.kinds["call"] = set(CALL_FIELDS)      # pseudo-fields of the call write (calls.py)
         if res.results.get("pf"):
             schema.kinds["product"] = set(res.results["pf"].keys())
         cats = result_rows(res.results.get("cats"))
@@ -79,7 +81,9 @@ class Schema:
                 "name": " ".join(str(u.get(k) or "") for k in ("NAME", "LAST_NAME")).strip(),
                 "active": u.get("ACTIVE") in (True, "Y", "1", 1, "true"),
                 "present": u.get("IS_ONLINE") == "Y" or working,
-                "email": u.get("EMAIL")}
+                "email": u.get("EMAIL"),
+                # the user's internal phone number: the PBX extension the calls' routing answers
+                "extension": str(u.get("UF_PHONE_INNER") or "") or None}
         schema.values["deal.ASSIGNED_BY_ID"] = set(schema.users)
         people: dict[str, str] = {}
         for u in users:

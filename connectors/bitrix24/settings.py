@@ -71,6 +71,9 @@ class Bitrix24Settings(BaseModel):
     # reaches syncd late by at most `echo_delay`, and the echoes cost one request per `echo_delay`
     echo_window: float = Field(3.0, ge=0)       # an event syncd's write accounts for within it is an echo
     echo_delay: float = Field(10.0, ge=0)       # an echo is read this many seconds after it came
+    # a PBX's call from a number the portal does not know: register it with CRM_CREATE, so the
+    # portal makes the lead itself (without leads: a contact and a deal), as its own telephony does
+    call_crm_create: bool = True
     limit_retries: int = Field(5, ge=0)         # QUERY_LIMIT_EXCEEDED retries inside the client
     transient_retries: int = Field(3, ge=0)     # 5xx/timeout retries of read-only calls in the client
 

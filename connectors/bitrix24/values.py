@@ -23,7 +23,7 @@ PSEUDO: dict[str, tuple[str, ...]] = {
     "deal": ("PRODUCT_ROWS", "DELIVERY_PRICE"),
     "company": REQ_FIELDS + ("BANK_DETAILS", "ADDRESS_LEGAL"),
 }
-WRITES = frozenset({"deal", "contact", "company", "lead", "product", "task", "comment", "notify"})
+WRITES = frozenset({"deal", "contact", "company", "lead", "product", "task", "comment", "notify", "call"})
 EVENT_STREAMS = {"DEAL": "deals", "CONTACT": "contacts", "COMPANY": "companies", "LEAD": "leads",
                  "REQUISITE": "companies", "BANKDETAIL": "companies"}
 REQ_OWNER_COMPANY = 4

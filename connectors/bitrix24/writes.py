@@ -45,7 +45,7 @@ class Writes:
         if op.op == "delete":
             raise PermanentError("deletes are not sent to Bitrix24", connector=self.name, op_id=op.op_id)
         fn = {"product": self._write_product, "task": self._write_task, "comment": self._write_comment,
-              "notify": self._write_notify}.get(op.kind, self._write_crm)
+              "notify": self._write_notify, "call": self._write_call}.get(op.kind, self._write_crm)  # type: ignore[attr-defined]
 
         def again(exc: BaseException) -> bool:
             return isinstance(exc, TransientError) and exc.code not in ("OPERATION_TIME_LIMIT", "OVERLOAD_LIMIT")

@@ -48,6 +48,11 @@ class _Context:
     def trigger(self, stream: str) -> None:
         self.rt.trigger(self.system, stream)
 
+    def peer(self, system: str) -> Connector | None:
+        """Another configured system's connector (the calls connector reads the CRM's users, with
+        their extensions and presence, through its describe()); None when not configured."""
+        return self.rt.connectors.get(system)
+
     def rate_budget(self, key: str, rate: float, burst: float) -> Any:
         """A peer's request rate shared by every instance on this database (one per portal)."""
         return self.rt.store.rate_budget(key, rate, burst)
@@ -139,11 +144,11 @@ class Runtime:
         return self.presence.name
 
     def _build_intake(self) -> Any:
-        """The routing stage of the mailboxes' mail (None without an imap system)."""
-        from syncd.pipeline.route_mail import MailRouter, routes_from
+        """The routing stage of mailboxes' mail and chats' messages (None without such a system)."""
+        from syncd.pipeline.route import Router, routes_from
 
         routes = routes_from(self.settings)
-        return MailRouter(routes) if routes else None
+        return Router(routes) if routes else None
 
     def _parse_rules(self) -> Any:
         """The rules, parsed once: the hook and the tick share them (and names resolve in them)."""
@@ -189,8 +194,8 @@ class Runtime:
         if not problems:
             self.names_resolved = True
             if self.syncer.intake is not None and hasattr(self.syncer.intake, "routes"):
-                from syncd.pipeline.route_mail import routes_from
-                self.syncer.intake.routes = routes_from(self.settings)     # the mailboxes' routes, with ids
+                from syncd.pipeline.route import routes_from
+                self.syncer.intake.routes = routes_from(self.settings)     # the mailboxes' and chats' routes, with ids
             log.info("names_resolved", system=system, names={s.where: s.resolved for s in self.name_slots
                                                              if not s.is_id()})
         return problems

@@ -32,10 +32,16 @@ CHUNK = 400
 # entity type -> (the ref field set to the person, the field holding its e-mail, its phone field)
 SENDER_FIELDS: Mapping[str, tuple[str, str | None, str | None]] = {
     "lead": ("lead.customer", "lead.email", "lead.phone"),
-    "message": ("message.person", "message.sender", None),
+    # a chat message (connectors/messengers) names its sender by the phone shared, when shared
+    "message": ("message.person", "message.sender", "message.phone"),
     # a deal made by a form (a CRM run without leads) names its visitor the same way
     "order": ("order.customer", "order.contact_email", "order.contact_phone"),
+    # a PBX's call: the client's number is the caller's inbound, the called one outbound (see below)
+    "call": ("call.person", None, "call.caller"),
 }
+# entity type -> (direction field, the value meaning "outgoing", the phone field then): a call's
+# client is on the other end from the company, whichever end that is
+OTHER_END: Mapping[str, tuple[str, str, str]] = {"call": ("call.direction", "out", "call.called")}
 
 
 def _email(value: Any) -> str | None:
@@ -56,6 +62,10 @@ def sender_keys(entity: str, fields: Mapping[str, Any], identity: IdentityRule |
     person: dict[str, Any] = {}
     if email_field and (addr := _email(fields.get(email_field))):
         person["person.email"] = addr
+    if entity in OTHER_END:
+        direction, outgoing, other = OTHER_END[entity]
+        if fields.get(direction) == outgoing:
+            phone_field = other
     if phone_field and fields.get(phone_field):
         person["person.phone"] = fields[phone_field]
     if not person:
@@ -106,4 +116,23 @@ def load_all_orders_linked(conn: Connection, link: str, target_id: str
     return out
 
 
-__all__ = ["SENDER_FIELDS", "link_senders", "sender_keys", "load_all_orders_linked"]
+def open_order(conn: Connection, person_id: str, closed_stages: Sequence[str]) -> str | None:
+    """The client's open deal: linked to them, stage not closed, not completed or canceled; the
+    newest when there are several (mail and chats comment there)."""
+    closed = {s.upper() for s in closed_stages}
+    best: tuple[dt.datetime, str] | None = None
+    for oid, (fields, _versions, created) in load_all_orders_linked(conn, "order.customer", person_id).items():
+        stage = str(fields.get("order.stage") or "")
+        if stage.rpartition(":")[2].upper() in closed:
+            continue
+        if fields.get("order.status") in ("completed", "canceled") or fields.get("order.canceled"):
+            continue
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=dt.UTC)
+        key = (created or dt.datetime.min.replace(tzinfo=dt.UTC), oid)
+        if best is None or key > best:
+            best = key
+    return best[1] if best else None
+
+
+__all__ = ["OTHER_END", "SENDER_FIELDS", "link_senders", "sender_keys", "load_all_orders_linked", "open_order"]

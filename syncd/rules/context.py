@@ -65,6 +65,11 @@ def version_time(versions: Mapping[str, Any], names: Iterable[str]) -> dt.dateti
     return best
 
 
+# entity type -> the field naming its person, where it is not `<type>.customer` (a call's client
+# is `call.person`): person.* and client.* of a rule on such a record read that person
+PERSON_LINK: Mapping[str, str] = {"call": "call.person"}
+
+
 class Context:
     """The values a condition can read for one record: its fields, linked client's, aliases."""
 
@@ -86,7 +91,7 @@ class Context:
         if self.etype == etype:
             ref = None
         elif etype == "person":
-            ref = self.golden.get(f"{self.etype}.customer")
+            ref = self.golden.get(PERSON_LINK.get(self.etype, f"{self.etype}.customer"))
         elif etype == "company":
             ref = self.golden.get(f"{self.etype}.company")
         out = load_entity(self.conn, ref) if self.conn is not None and ref else None
@@ -97,8 +102,9 @@ class Context:
         """(entity type, fields, id) of the client: the company if any, else the person."""
         if self.etype in ("person", "company"):
             return self.etype, dict(self.golden), self.entity_id
-        for etype, link in (("company", "company"), ("person", "customer")):
-            ref = self.golden.get(f"{self.etype}.{link}")
+        for etype, name in (("company", f"{self.etype}.company"),
+                            ("person", PERSON_LINK.get(self.etype, f"{self.etype}.customer"))):
+            ref = self.golden.get(name)
             if ref:
                 return etype, self.linked(etype), ref
         return None, None, None
