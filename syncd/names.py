@@ -66,7 +66,7 @@ def slots(settings: Any, mapper: Any = None, rules: Any = None) -> list[Slot]:
         if sys_settings.type == "forms":
             for form, fs in s.form.items():
                 out += _of(fs, f"{where}: systems.{name}.form.{form}", responsible="responsible")
-        elif sys_settings.type == "imap":
+        elif sys_settings.type in ("imap", "telegram", "vk"):     # mailboxes and chats: the same routing keys
             out += _of(s, f"{where}: systems.{name}", responsible="manager")
     if mapper is not None:
         out += _mapping_slots(settings, mapper, rules)

@@ -288,25 +288,9 @@ class _Routing:
         return out
 
     def _open_order(self, person_id: str) -> str | None:
-        """The client's open deal: linked to them, stage not closed, not completed or canceled; the
-        newest when there are several."""
-        from syncd.pipeline.link import load_all_orders_linked
+        from syncd.pipeline.link import open_order
 
-        closed = {s.upper() for s in self.route.closed_stages}
-        best: tuple[dt.datetime, str] | None = None
-        for oid, (fields, _versions, created) in load_all_orders_linked(self.conn, "order.customer",
-                                                                          person_id).items():
-            stage = str(fields.get("order.stage") or "")
-            if stage.rpartition(":")[2].upper() in closed:
-                continue
-            if fields.get("order.status") in ("completed", "canceled") or fields.get("order.canceled"):
-                continue
-            if created is not None and created.tzinfo is None:
-                created = created.replace(tzinfo=dt.UTC)
-            key = (created or dt.datetime.min.replace(tzinfo=dt.UTC), oid)
-            if best is None or key > best:
-                best = key
-        return best[1] if best else None
+        return open_order(self.conn, person_id, self.route.closed_stages)
 
     def _open_leads(self, msgs: list[str]) -> dict[str, str]:
         """Address -> its open lead (not converted, not junk; the newest), for the batch's senders
