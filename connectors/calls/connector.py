@@ -12,6 +12,7 @@ Push-based, nothing to poll and nothing written to it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -29,7 +30,8 @@ from connectors.calls.events import BadEvent, CallEvent, Calls, from_json
 from connectors.calls.routing import Staff, extension_for
 from connectors.calls.settings import CallsSettings
 from connectors.calls.vendors import VENDORS, signature_ok, to_event
-from syncd.connector import Batch, BaseConnector, ConnectorContext, Health, LiveSchema, Route
+from syncd.commit_queue import CommitQueue
+from syncd.connector import Batch, BaseConnector, ConnectorContext, Health, LiveSchema, RawRecord, Route
 
 log = structlog.get_logger("syncd.calls")
 
@@ -58,6 +60,8 @@ class CallsConnector(BaseConnector):
         self.tz = ZoneInfo(settings.timezone)
         self.calls = Calls(name)
         self._ingest_lock = threading.Lock()
+        # events that arrive while a commit runs are committed together with the next one
+        self._writer: CommitQueue[CallEvent] = CommitQueue(f"calls-{name}", self.store)
         self.staff = Staff(self._crm_users, settings.presence_ttl, name)
         self.ami: AmiClient | None = None
         if settings.ami_host and settings.ami_user and settings.ami_secret:
@@ -80,15 +84,24 @@ class CallsConnector(BaseConnector):
     def close(self) -> None:
         if self.ami is not None:
             self.ami.stop()
+        self._writer.close()
 
     # -- storing ---------------------------------------------------------------------------------
     def store(self, events: Sequence[CallEvent]) -> None:
-        """Commit the events' records (the engine's one transaction); raises when not committed."""
+        """Commit the events' records (the engine's one transaction); raises when not committed.
+        Events of one call in the batch are one record: the call's fields so far, at its newest
+        event's version."""
         if not events:
             return
         with self._ingest_lock:          # records of one call are merged in arrival order
-            records = [self.calls.record(ev) for ev in events]
-            self.ctx.ingest(Batch("calls", list(records)))
+            by_call: dict[str, RawRecord] = {}
+            for ev in events:
+                rec = self.calls.record(ev)
+                prev = by_call.get(ev.call_id)
+                if prev is not None and (prev.version or "") > (rec.version or ""):
+                    rec = dataclasses.replace(rec, version=prev.version, source_time=prev.source_time)
+                by_call[ev.call_id] = rec
+            self.ctx.ingest(Batch("calls", list(by_call.values())))
 
     def _from_ami(self, ev: CallEvent) -> None:
         try:
@@ -127,7 +140,7 @@ class CallsConnector(BaseConnector):
         if ev is None:
             return _text("ignored")
         try:
-            await asyncio.to_thread(self.store, [ev])
+            await asyncio.wrap_future(self._writer.submit(ev))
         except Exception as exc:  # noqa: BLE001 - not committed: the PBX must send it again
             log.error("call_event_not_stored", system=self.name, error=f"{type(exc).__name__}: {exc}")
             return _text("not stored; try again", 503)
