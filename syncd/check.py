@@ -245,6 +245,44 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     return out
 
 
+def check_extensions(settings: Settings, connectors: dict[str, Any]) -> list[Finding]:
+    """A PBX routes a returning client's call to his manager's extension, which the CRM keeps with
+    its users (Bitrix24: UF_PHONE_INNER): each calls system's CRM must have some, one per user."""
+    out: list[Finding] = []
+    for name, sy in settings.systems.items():
+        if sy.type != "calls":
+            continue
+        crm = getattr(settings.connector_settings.get(name), "crm", "crm")
+        conn = connectors.get(crm)
+        if conn is None:
+            out.append(Finding("extensions", False,
+                               f"systems.{name}.crm: no system named {crm!r} gives the managers' extensions"))
+            continue
+        try:
+            users = conn.describe().users
+        except Exception:  # noqa: BLE001 - the CRM's own line has said why it cannot be read
+            continue
+        active = {uid: u for uid, u in users.items() if u.get("active") is not False}
+        by_ext: dict[str, list[str]] = {}
+        for uid, u in active.items():
+            if u.get("extension"):
+                by_ext.setdefault(str(u["extension"]), []).append(f"{uid} {u.get('name') or ''}".strip())
+        twice = {e: who for e, who in by_ext.items() if len(who) > 1}
+        if twice:
+            same = "; ".join(f"{e}: {', '.join(who)}" for e, who in sorted(twice.items()))
+            out.append(Finding("extensions", False,
+                               f"{name}: the same extension for several users of {crm}: {same} (UF_PHONE_INNER)"))
+        elif not by_ext:
+            out.append(Finding("extensions", False, f"{name}: no user of {crm} has an extension (UF_PHONE_INNER): "
+                                                    "every call goes to the queue and none is logged on a manager"))
+        else:
+            without = [f"{uid} {u.get('name') or ''}".strip() for uid, u in active.items() if not u.get("extension")]
+            have = ", ".join(f"{e} {who[0]}" for e, who in sorted(by_ext.items()))
+            lacking = f"; without one (their clients' calls go to the queue): {', '.join(without)}" if without else ""
+            out.append(Finding("extensions", True, f"{name}: extensions of {crm}: {have}{lacking}"))
+    return out
+
+
 def check_names(rt: Any) -> list[Finding]:
     """Pipelines, stages, sources and users the config names (syncd.names): each name resolved
     through the live CRM as the daemon's live check does (Runtime.resolve_names), or ✗ with what

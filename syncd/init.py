@@ -33,6 +33,9 @@ SYSTEM_TYPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "onec": ("onec", ("onec.toml",)),
     "forms": ("forms", ("forms.toml",)),
     "imap": ("mail", ("mail.toml",)),
+    "calls": ("calls", ("calls.toml",)),
+    "telegram": ("telegram", ("messengers.toml",)),
+    "vk": ("vk", ("messengers.toml",)),
     "amocrm": ("crm", ("amocrm.toml", "rules.toml")),
     "retailcrm": ("crm", ("retailcrm.toml", "rules.toml")),
 }
@@ -58,6 +61,12 @@ SECRET_HELP = {
     "AMO_AUTH_CODE": "amoCRM authorization code for the first start (OAuth; valid 20 minutes)",
     "AMO_WEBHOOK_SECRET": "the token= of the webhook URL you give amoCRM; choose one",
     "RETAILCRM_API_KEY": "RetailCRM API key (Settings -> Integration -> API access keys)",
+    "PBX_SECRET": "the key the PBX signs its call webhooks with (Zadarma: your API secret)",
+    "AMI_SECRET": "Asterisk manager.conf secret of syncd's manager user",
+    "TG_BOT_TOKEN": "the Telegram bot's token from @BotFather",
+    "TG_SECRET": "a secret Telegram sends with every update (16+ of A-Z a-z 0-9 _ -); choose one",
+    "VK_SECRET": "the VK community's Callback API secret key",
+    "VK_TOKEN": "a VK community access token with the messages right",
 }
 _NOT_SECRETS = {"STATE_DIRECTORY"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}")
@@ -132,7 +141,7 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
     for t in types:
         if t in CRM_BLOCKS:
             text += "\n" + data_path(CRM_BLOCKS[t]).read_text(encoding="utf-8")
-    files = ["mappings/sync.toml"] + [f"mappings/{f}" for t in types for f in SYSTEM_TYPES[t][1]]
+    files = ["mappings/sync.toml"] + [f"mappings/{f}" for f in mapping_names(types)]
     listing = "[" + ", ".join(f'"{f}"' for f in files) + "]"
     text, n = re.subn(r"(?ms)^mappings = \[.*?\]", lambda _m: f"mappings = {listing}", text, count=1)
     if n != 1:
@@ -147,6 +156,11 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
         f"# this one; `syncd check -c {{this file}}` tells what is still wrong.\n"
     )
     return header + text
+
+
+def mapping_names(types: list[str]) -> list[str]:
+    """The example mappings the chosen systems need, each once (telegram and vk share one file)."""
+    return list(dict.fromkeys(f for t in types for f in SYSTEM_TYPES[t][1]))
 
 
 def mapping_text(name: str, types: list[str], text: str) -> str:
@@ -261,7 +275,7 @@ def init_directory(
     if gid is not None:
         os.chown(maps, -1, gid)
     shipped = mapping_files()
-    for name in ["sync.toml"] + [f for t in types for f in SYSTEM_TYPES[t][1]]:
+    for name in ["sync.toml"] + mapping_names(types):
         _write(maps / name, mapping_text(name, types, shipped[name].read_text(encoding="utf-8")),
                readable, gid, res.written)
     env, res.secrets = env_text(config)

@@ -117,6 +117,7 @@ def test_example_config_and_mappings_load() -> None:
                             "ONEC_PASSWORD", "MAIL_PASSWORD")}
     env["B24_WEBHOOK_URL"] = "https://portal.example.ru/rest/1/abc/"
     env["FORM_CALLBACK_TOKEN"] = "form-token-0123"
+    env.update(PBX_SECRET="x", TG_BOT_TOKEN="123:AA", TG_SECRET="tg-secret-0123456789", VK_SECRET="vksecret1", VK_TOKEN="x")
     s = load_settings(root / "config.example.toml", env=env)
     assert s.systems
     assert s.connector_settings["forms"].form["callback"].require_consent is True
@@ -124,6 +125,9 @@ def test_example_config_and_mappings_load() -> None:
     mail = s.connector_settings["mail"]       # the documented mailbox block validates as written
     assert mail.tls == "implicit" and mail.password.get_secret_value() == "x" and mail.target == "lead"
     assert s.daemon.retention_days == 90
+    # the PBX and the messengers' blocks validate as written
+    assert s.connector_settings["calls"].vendor == "zadarma" and s.connector_settings["vk"].group_id == 218000000
+    assert s.connector_settings["telegram"].secret_token.get_secret_value() == "tg-secret-0123456789"
     assert s.daemon.database_url == "sqlite:////var/lib/syncd/syncd.db"        # STATE_DIRECTORY unset
     s = load_settings(root / "config.example.toml", env=dict(env, STATE_DIRECTORY="/var/lib/private/syncd"))
     assert s.daemon.database_url == "sqlite:////var/lib/private/syncd/syncd.db"

@@ -101,6 +101,7 @@ def check(ctx: click.Context) -> None:
         findings += checks.check_names(rt)          # first: names become ids the checks below compare
         findings += checks.check_live_mappings(rt.mapper, rt.connectors, origins)
         findings += checks.check_rules(rt.mapper, rt.connectors, origins, rt.rules_cfg)
+        findings += checks.check_extensions(settings, rt.connectors)
     finally:
         if rt is not None:
             rt.close()
