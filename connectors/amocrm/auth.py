@@ -111,9 +111,10 @@ class Tokens:
             try:
                 data = self._grant(body)
             except PermanentError:
-                # a spent grant: another instance may have used it and saved the pair it got
-                now_saved = self._saved()
-                if now_saved is not None and now_saved != saved:
+                # a spent grant: another instance may have used it and be saving the pair it got
+                # (its save follows its answer by milliseconds): wait for that before giving up
+                now_saved = self._wait_for_other(saved)
+                if now_saved is not None:
                     self._cur = now_saved
                     return str(now_saved["access"])
                 if body["grant_type"] == "authorization_code" and s.refresh_token is not None:
@@ -135,6 +136,18 @@ class Tokens:
             self._cur = new
             log.info("oauth_refreshed", system=self.name, grant=body["grant_type"])
             return str(new["access"])
+
+    def _wait_for_other(self, saved: dict[str, Any] | None, wait: float = 3.0) -> dict[str, Any] | None:
+        """The pair another instance saved after spending the grant `saved` held, if it saves one
+        within `wait` seconds; None when nobody does (then the grant was spent elsewhere: re-authorize)."""
+        deadline = time.monotonic() + wait
+        while True:
+            now_saved = self._saved()
+            if now_saved is not None and now_saved != saved:
+                return now_saved
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def _grant(self, body: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
