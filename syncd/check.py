@@ -262,6 +262,11 @@ def check_extensions(settings: Settings, connectors: dict[str, Any]) -> list[Fin
             users = conn.describe().users
         except Exception:  # noqa: BLE001 - the CRM's own line has said why it cannot be read
             continue
+        if users and not any("extension" in u for u in users.values()):
+            # amoCRM, RetailCRM: no extension kept with a user (calls are still logged on clients)
+            out.append(Finding("extensions", True, f"{name}: {crm} keeps no extensions with its users: the routing "
+                                                   "endpoint answers the queue for every caller"))
+            continue
         active = {uid: u for uid, u in users.items() if u.get("active") is not False}
         by_ext: dict[str, list[str]] = {}
         for uid, u in active.items():

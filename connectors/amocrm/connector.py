@@ -1,10 +1,11 @@
 """The amoCRM connector: one class made of parts — `streams` (reading), `writes` (leads, contacts,
-companies), `activity` (tasks, notes), `schema` (`describe()`), `hooks` (webhooks); `client` is the
-transport with `auth` (tokens), `meta` the account's pipelines and fields, `values` the encodings.
+companies), `activity` (tasks, notes), `calls` (a PBX's calls as call notes), `schema` (`describe()`),
+`hooks` (webhooks); `client` is the transport with `auth` (tokens), `meta` the account's pipelines and
+fields, `values` the encodings.
 
 What the engine sees is amoCRM's own names, decoded: kinds `lead` (amoCRM's deals), `contact`,
-`company`, `task`, `note`; a lead's pipeline and status by name, custom fields by their code (else
-cf_<id>), PHONE/EMAIL as lists of values.
+`company`, `task`, `note`, `call` (written only); a lead's pipeline and status by name, custom fields
+by their code (else cf_<id>), PHONE/EMAIL as lists of values.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import threading
 from collections import OrderedDict
 
 from connectors.amocrm.activity import Activity
+from connectors.amocrm.calls import Calls
 from connectors.amocrm.client import AmoClient
 from connectors.amocrm.hooks import Hooks
 from connectors.amocrm.meta import STREAMS, Catalog
@@ -26,7 +28,7 @@ from syncd.errors import PermanentError, TransientError
 DETAIL_PATHS = {"lead": "leads", "contact": "contacts", "company": "companies"}
 
 
-class AmoCRMConnector(Streams, Writes, Activity, Schema, Hooks, BaseConnector):
+class AmoCRMConnector(Streams, Writes, Activity, Calls, Schema, Hooks, BaseConnector):
     # contacts and companies are people's work (typed by managers): read them once through before
     # syncd makes any, so a known client is bound by e-mail or phone instead of duplicated
     read_before_create = frozenset({"contact", "company"})

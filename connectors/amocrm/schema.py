@@ -4,6 +4,7 @@ statuses by name, users, and the names a person uses for them."""
 from __future__ import annotations
 
 from connectors.amocrm.activity import NOTE_FIELDS, TASK_FIELDS
+from connectors.amocrm.calls import CALL_FIELDS
 from connectors.amocrm.client import AmoClient
 from connectors.amocrm.meta import Catalog
 from connectors.amocrm.values import BUILTINS, RECORD_KINDS
@@ -20,6 +21,7 @@ class Schema:
             schema.kinds[kind] = set(BUILTINS[kind]) | {f.key for f in self.catalog.fields(kind, refresh=True)}
         schema.kinds["task"] = set(TASK_FIELDS)
         schema.kinds["note"] = set(NOTE_FIELDS)
+        schema.kinds["call"] = set(CALL_FIELDS)      # pseudo-fields of the call write (calls.py)
         pipelines = self.catalog.pipelines(refresh=True)
         statuses: set[str] = set()
         for p in pipelines:

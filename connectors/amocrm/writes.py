@@ -35,7 +35,7 @@ from syncd.errors import BadInput, PermanentError, TransientError
 PLAIN = {"lead": ("name",), "contact": ("name", "first_name", "last_name"), "company": ("name",)}
 LINKS = {"lead": ("contact_id", "company_id"), "contact": ("company_id",), "company": ()}
 READ_ONLY = ("created_at", "updated_at", "closed_at")
-WRITES = frozenset({"lead", "contact", "company", "task", "note"})
+WRITES = frozenset({"lead", "contact", "company", "task", "note", "call"})
 
 
 class Writes:
@@ -52,7 +52,8 @@ class Writes:
         if op.op == "delete":
             raise PermanentError("deletes are not sent to amoCRM (API v4 has none for these records)",
                                  connector=self.name, op_id=op.op_id)
-        fn = {"task": self._write_task, "note": self._write_note}.get(op.kind, self._write_record)  # type: ignore[attr-defined]
+        fn = {"task": self._write_task, "note": self._write_note,  # type: ignore[attr-defined]
+              "call": self._write_call}.get(op.kind, self._write_record)  # type: ignore[attr-defined]
         # each attempt after the first starts with the look-up (the first too, unless the op was
         # never sent), so a lost answer never creates twice
         for attempt in Retrying(retry=retry_if_exception(lambda e: isinstance(e, TransientError)

@@ -43,7 +43,9 @@ won and 143 lost), ``{leads|contacts|companies}``: GET list, GET ``/{id}``, POST
 carry ``request_id``, echoed in ``_embedded.<type>[i].request_id``, else its index), PATCH (array with
 ids) and PATCH ``/{id}``; ``/custom_fields[/id]`` (GET; fields are added through the control API),
 ``/tags``, ``/notes``, ``/{id}/notes[/id]`` (note_type common, call_in/call_out with params phone and
-source, …), ``/{id}/link``, ``/unlink``, ``/links``;
+source, …; PATCH ``/notes``, ``/{id}/notes``, ``/{id}/notes/{id}`` edits notes — amoCRM's "Редактирование
+примечаний", https://www.amocrm.ru/developers/content/crm_platform/events-and-notes#notes-edit — as a
+call integration updates its call note's duration and link), ``/{id}/link``, ``/unlink``, ``/links``;
 ``leads/complex`` (≤ 50 leads, one contact and one company each, answers ``[{id, contact_id, company_id,
 request_id: [..], merged: false}]``); ``tasks[/id]`` (GET, POST, PATCH; filter entity_type, entity_id,
 is_completed, responsible_user_id, task_type, updated_at); ``webhooks`` (GET, POST {destination,
@@ -82,7 +84,8 @@ Unconfirmed, chosen here (each noted where it applies): a batch write is all or 
 unknown id is 400 NotFound; ``limit`` > 250 is served as 250; ``next`` iff the page is full; default order
 by id; ≤ 50 leads per leads/complex; refresh tokens live 3 months and old access tokens stay valid after a
 refresh; 429 body is nginx HTML without Retry-After; 402 detail text; a call note needs params phone and
-source; POST /webhooks answers 200 with the hook, an empty GET /webhooks 204; a status change posts
+source; a note PATCH replaces ``params`` whole, cannot change ``note_type`` and sends no webhook; POST
+/webhooks answers 200 with the hook, an empty GET /webhooks 204; a status change posts
 ``update`` and ``status`` in one webhook body; webhooks are not retried or disabled after failures.
 Confirmed (protocols.md §4, the clients' source, amocrm-api-php issues): the 400 shape, 401 body, OAuth
 error body and single-use refresh tokens, 204 for empty lists, 142/143, PHONE/EMAIL enum codes, 7 req/s.

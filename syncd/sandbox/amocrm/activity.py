@@ -68,6 +68,48 @@ def add_notes(acc: Account, etype: str, items: Any, user_id: int, *,
     return out, [Event(etype, "note", {"note": note_view(n, "")}) for _, n in out]
 
 
+def update_notes(acc: Account, etype: str, items: Any, user_id: int, *, entity_id: int | None = None,
+                 one_id: int | None = None) -> Done:
+    """``PATCH /api/v4/{etype}/notes`` (items carry id), ``/{etype}/{id}/notes`` (items carry id) and
+    ``/{etype}/{id}/notes/{note_id}`` — amoCRM's "Редактирование примечаний"
+    (https://www.amocrm.ru/developers/content/crm_platform/events-and-notes#notes-edit; the PHP client's
+    ``apiv4Update`` sends ``PATCH /api/v4/{entity_type}/{entity_id}/notes`` with the notes' ids). A call
+    integration updates its call note so (duration, recording link). Assumed here: ``params`` given
+    replace the note's params whole and are checked as on a create; ``note_type`` may be repeated
+    but not changed (NotSupportedChoice); an unknown id is 400 NotFound; no webhook is sent."""
+    items = batch(items)
+    plans, errors = [], {}
+    for i, item in enumerate(items):
+        rid = request_id(item, i)
+        nid = one_id if one_id is not None else item.get("id") if isinstance(item, dict) else None
+        note = acc.notes.get(nid) if is_int(nid) else None          # type: ignore[arg-type]
+        if not isinstance(item, dict):
+            errors[rid] = [issue("InvalidType", "", "This value should be of type array.")]
+            continue
+        if note is None or note["_etype"] != etype or entity_id not in (None, note["entity_id"]):
+            errors[rid] = [issue("NotFound", "id", "Note not found")]
+            continue
+        if item.get("note_type") not in (None, note["note_type"]):
+            errs: Issues = [issue("NotSupportedChoice", "note_type", _CHOICE)]
+        else:
+            errs = _check_note(acc, etype, {**item, "note_type": note["note_type"],
+                                            "params": item.get("params", note["params"])}, note["entity_id"])
+        if errs:
+            errors[rid] = errs
+        plans.append((rid, note, item))
+    if errors:
+        raise invalid(errors)
+    out: Done = []
+    for rid, note, item in plans:
+        if "params" in item:
+            note["params"] = dict(item.get("params") or {})
+        if item.get("responsible_user_id") is not None:
+            note["responsible_user_id"] = item["responsible_user_id"]
+        note.update(updated_by=user_id, updated_at=acc.ts())
+        out.append((rid, note))
+    return out
+
+
 def note_view(note: Rec, base: str) -> Rec:
     d = {k: copy.deepcopy(v) for k, v in note.items() if not k.startswith("_")}
     d["_links"] = self_link(f"{base}/{note['_etype']}/{note['entity_id']}/notes/{note['id']}")

@@ -270,6 +270,19 @@ def add_notes(ctx: Ctx, etype: str, eid: str | None) -> Answer:
          "_links": self_link(f"{ctx.base}/{etype}/{n['entity_id']}/notes/{n['id']}")} for rid, n in done]}}
 
 
+@route("PATCH", rf"{E}(?:/(\d+))?/notes(?:/(\d+))?")
+def update_notes(ctx: Ctx, etype: str, eid: str | None, nid: str | None) -> Answer:
+    if nid is not None and not isinstance(ctx.body, dict):
+        raise problem(400, "Request body must be a JSON object")
+    done = activity.update_notes(ctx.acc, etype, [ctx.body] if nid is not None else ctx.body, ctx.user_id,
+                                 entity_id=int(eid) if eid else None, one_id=int(nid) if nid else None)
+    views = [{"id": n["id"], "entity_id": n["entity_id"], "updated_at": n["updated_at"], "request_id": rid,
+              "_links": self_link(f"{ctx.base}/{etype}/{n['entity_id']}/notes/{n['id']}")} for rid, n in done]
+    if nid is not None:
+        return 200, {k: v for k, v in views[0].items() if k != "request_id"}
+    return 200, {"_links": self_link(ctx.url), "_embedded": {"notes": views}}
+
+
 @route("GET", r"tasks(?:/(\d+))?")
 def get_tasks(ctx: Ctx, tid: str | None) -> Answer:
     if tid is None:
