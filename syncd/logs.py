@@ -217,7 +217,9 @@ def _order_keys(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     return out
 
 
-_CHATTY = ("alembic", "apscheduler.executors", "apscheduler.jobstores")
+# httpx logs every request's URL at info, and a Telegram Bot API URL carries the bot's token: only
+# its warnings come through (and everything at debug, redacted like the rest)
+_CHATTY = ("alembic", "apscheduler.executors", "apscheduler.jobstores", "httpx", "httpcore")
 
 
 class _SyncdHandler(logging.StreamHandler):  # type: ignore[type-arg]
