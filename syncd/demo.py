@@ -50,6 +50,7 @@ class Peers:
         self.b24: Any = None
         self.story: Any = None
         self.other: Any = None                  # a DemoCrm when the CRM is not Bitrix24
+        self.calls: Any = None                  # the PBX and the Telegram bot (syncd.demo_calls), Bitrix24 only
         self.shop = shop.start(seed=shop_orders)
         if crm == "bitrix24":
             from syncd.demo_story import prepare
@@ -61,6 +62,10 @@ class Peers:
             # the portal as the company had it before syncd (a known buyer, a deal made by the shop's own
             # integration, a deal taken by phone), made through its REST API as its managers would
             self.story = prepare(self.b24_webhook, self.shop.extra["state"])
+            # a phone system and a Telegram bot beside the shop: calls and chats become CRM activity
+            from syncd import demo_calls
+
+            self.calls = demo_calls.start(self.b24, self.story.contact_phone)
         else:
             from syncd import demo_crm
 
@@ -75,7 +80,7 @@ class Peers:
 
     def stop(self) -> None:
         self.onec_stop.set()
-        for h in (self.shop, self.b24, self.other):
+        for h in (self.shop, self.b24, self.other, self.calls):
             if h is not None:
                 h.stop()
         if self.mailbox is not None:
@@ -139,6 +144,10 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
     if onec:
         patterns.append(str(maps / "onec.toml"))
     patterns += demo_forms.mapping_file(maps)
+    if peers.calls is not None:
+        from syncd import demo_calls
+
+        patterns += demo_calls.mapping_files(maps)
     if (maps / "rules.toml").exists():
         patterns.append(peers.other.rules(maps, state_dir) if peers.other is not None else str(maps / "rules.toml"))
     if peers.mailbox is not None:
@@ -162,9 +171,10 @@ def write_config(state_dir: Path, port: int, peers: Peers, onec: bool) -> Path:
         "",
     ]
     if peers.b24 is not None:
-        b24 = peers.b24.extra["state"].portal().info()
-        lines += ["[systems.crm]", 'type = "bitrix24"', f'webhook_url = "{peers.b24_webhook}"',
-                  f'application_token = "{b24.get("application_token", "")}"', ""]
+        from syncd import demo_calls
+
+        # the portal's application (telephony.externalcall.* serve applications only, as on the cloud)
+        lines += demo_calls.crm_lines(peers.b24) + demo_calls.config_lines(peers.calls)
     else:
         lines += peers.other.config_lines()
     if onec:
@@ -203,6 +213,11 @@ def _synced(rt: Any, peers: Peers) -> bool:
 
     if peers.story is not None and not settled(rt, peers.story, peers.shop.extra["state"], peers.onec):
         return False
+    if peers.calls is not None:
+        from syncd import demo_calls
+
+        if not demo_calls.settled(peers.calls):
+            return False
     stats = rt.stats()
     return stats["totals"]["outbox_pending"] == 0
 
@@ -232,6 +247,10 @@ def summary(rt: Any, peers: Peers) -> list[str]:
         from syncd.demo_story import tell
 
         lines += tell(rt, peers.story, peers.shop.extra["state"], peers.onec)
+    if peers.calls is not None:
+        from syncd import demo_calls
+
+        lines += demo_calls.summary(peers.calls)
     return lines
 
 
@@ -331,6 +350,10 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
             shutil.rmtree(tmp, ignore_errors=True)
         raise
     url = daemon.url
+    if peers.calls is not None:
+        from syncd import demo_calls
+
+        demo_calls.after_start(peers.calls, url)
     own_onec = onec_client
     onec_client = None
     if onec and own_onec:
@@ -371,6 +394,11 @@ def run_demo(*, until_synced: bool = False, port: int = 8787, state_dir: str | N
         _say(line)
     if peers.b24 is not None:
         _say_mailbox(peers.mailbox)
+    if peers.calls is not None:
+        _say(f"  phone system     {peers.calls.pbx.url}/_sandbox/calls   (Zadarma's webhooks to {url}/hooks/calls/calls; "
+             f"place a call: POST {{\"from_number\": \"+79161112233\", \"to_extension\": \"101\"}})")
+        _say(f"  call routing     {url}/hooks/calls/route?caller=NUMBER   (the client's manager's extension)")
+        _say(f"  Telegram bot     {peers.calls.tg.url}   (its updates go to {url}/hooks/telegram/telegram)")
     _say(f"  config           {cfg}")
     if on_ready:
         on_ready(daemon, peers)

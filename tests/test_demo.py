@@ -30,6 +30,11 @@ def test_demo_until_synced() -> None:
         assert any("mailbox" in line and "imap://127.0.0.1:" in line for line in lines)
         mail = [line for line in lines if line.strip().startswith("mail -> lead")]
         assert len(mail) == 1 and "«Запрос цены на самовары» (irina.volkova@chaihana.example)" in mail[0], lines[-4:]
+    # the phone system's three calls (the client the CRM knows, a stranger, a missed one) and a chat
+    calls = [line.strip() for line in lines if line.strip().startswith("call +7")]
+    assert len(calls) == 3 and any("on contact" in c and "answered" in c for c in calls), calls
+    assert any("on lead" in c and "code 304" in c for c in calls), calls
+    assert any(line.strip().startswith("telegram -> lead ") for line in lines)
     stats = json.loads(lines[-1])
     crm, shop = stats["integrations"]["crm"], stats["integrations"]["shop"]
     assert shop["counts"]["created"] >= 5          # seeded orders and their buyers came in
