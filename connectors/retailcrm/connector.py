@@ -2,7 +2,8 @@
 externalId; tasks), `schema` (`describe()`); `records` holds the field names and codecs, `client` the
 HTTP transport with the shared rate budget.
 
-Kinds: ``order``, ``customer``, ``customer_corporate``, ``task``; field names are RetailCRM's own,
+Kinds: ``order``, ``customer``, ``customer_corporate``, ``task``, ``call`` (uploaded, `calls`); field
+names are RetailCRM's own,
 with ``delivery_cost``, ``delivery_address``, ``items``, ``customer_id`` (orders), ``phones`` (a list
 of numbers), ``INN``/``KPP``/``OGRN`` (a corporate customer's main company), ``custom_<code>``, and
 ``order_id``/``customer_id`` (tasks) flattened from the API's nested objects.
@@ -10,17 +11,18 @@ of numbers), ``INN``/``KPP``/``OGRN`` (a corporate customer's main company), ``c
 
 from __future__ import annotations
 
+from connectors.retailcrm.calls import Calls, call_kind
 from connectors.retailcrm.client import RetailCRMClient
 from connectors.retailcrm.records import KINDS, STREAMS, WRITES
 from connectors.retailcrm.schema import Schema
 from connectors.retailcrm.settings import RetailCRMSettings
 from connectors.retailcrm.streams import Streams
 from connectors.retailcrm.writes import Writes
-from syncd.connector import BaseConnector, ConnectorContext, Health, StreamSpec
+from syncd.connector import BaseConnector, ConnectorContext, Health, LiveSchema, StreamSpec
 from syncd.errors import PermanentError, TransientError
 
 
-class RetailCRMConnector(Streams, Writes, Schema, BaseConnector):
+class RetailCRMConnector(Calls, Streams, Writes, Schema, BaseConnector):
     # customers are people's work (typed by managers, made from orders by RetailCRM itself): syncd reads
     # them once through before it makes any, so a known client is bound by e-mail or phone, not doubled
     # (orders are found by their externalId)
@@ -39,6 +41,11 @@ class RetailCRMConnector(Streams, Writes, Schema, BaseConnector):
                         for s, k in STREAMS.items()}
         self.writes = WRITES
         self.write_retries = 3
+
+    def describe(self) -> LiveSchema:
+        schema = super().describe()
+        schema.kinds.update(call_kind())           # calls.py: uploaded to the calls history
+        return schema
 
     def record_url(self, kind: str, external_id: str) -> str | None:
         """Where a person opens the record in RetailCRM."""

@@ -17,7 +17,7 @@ KINDS: dict[str, tuple[str, str, str]] = {
     "customer_corporate": ("customers-corporate", "customersCorporate", "customerCorporate"),
 }
 STREAMS: dict[str, str] = {"orders": "order", "customers": "customer", "customers_corporate": "customer_corporate"}
-WRITES = frozenset({*KINDS, "task"})
+WRITES = frozenset({*KINDS, "task", "call"})
 
 ORDER_PLAIN = ("number", "externalId", "status", "orderMethod", "firstName", "lastName", "patronymic", "email",
                "phone", "customerComment", "managerComment", "createdAt", "statusUpdatedAt", "site")

@@ -49,6 +49,9 @@ class RetailCRMSettings(BaseModel):
     # stamp an order with the shop order's id, so such an order is bound to that shop order, not copied
     origin_system: str = "shop"
     timezone: str = "Europe/Moscow"             # the account's time zone: the API prints local times
+    # the code of the telephony integration module calls are uploaded for (write kind `call`,
+    # connectors/retailcrm/calls.py): registered by the connector if the account has none with it
+    telephony_module: str | None = None
     limit_retries: int = Field(5, ge=0)         # "Limit of requests per second exceeded" retries in the client
     transient_retries: int = Field(3, ge=0)     # 5xx/timeout retries of GETs in the client
 
@@ -66,7 +69,7 @@ class RetailCRMSettings(BaseModel):
             raise ValueError(f"unknown time zone {v!r}") from None
         return v
 
-    @field_validator("site", "order_method")
+    @field_validator("site", "order_method", "telephony_module")
     @classmethod
     def _code(cls, v: str | None) -> str | None:
         return v.strip() or None if v is not None else None

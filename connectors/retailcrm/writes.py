@@ -39,7 +39,7 @@ class Writes:
                                  connector=self.name, op_id=op.op_id)
         if op.op == "delete":
             raise PermanentError("deletes are not sent to RetailCRM", connector=self.name, op_id=op.op_id)
-        fn = self._write_task if op.kind == "task" else self._write_entity
+        fn = {"task": self._write_task, "call": getattr(self, "_write_call", None)}.get(op.kind) or self._write_entity
         # an attempt after the first looks the key up again (the first too unless the op was never
         # sent), so a create whose answer was lost is found, not made twice
         for attempt in Retrying(retry=retry_if_exception_type(TransientError),

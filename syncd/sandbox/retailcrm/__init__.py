@@ -38,6 +38,27 @@ not read. GET parameters use PHP bracket keys (``filter[ids][]=1``, ``filter[ids
                            -> 201 {"success", "id"};   POST tasks/{id}/edit -> 200;   GET tasks/{id} -> "task"
     GET  custom-fields     filter: entity code type name -> "customFields": [{code, name, entity, type, ...}]
 
+Telephony (telephony.py)::
+
+    POST integration-modules/{code}/edit  integrationModule={integrationCode, name, clientId, active?,
+                           integrations {telephony {...}}} -> 201 new / 200 changed {"success", "info"}
+    GET  integration-modules/{code}       -> {"success", "integrationModule"}
+    POST telephony/calls/upload           calls=[{date "Y-m-d H:i:s", type in|out, phone, code, userId?,
+                           result answered|busy|failed|no answer|not allowed|unknown, duration, externalId,
+                           recordUrl, externalPhone, site, clientId}] (50 at most) -> {"success",
+                           "processedCallsCount", "duplicateCalls"?: [externalId...]}
+    A call with an externalId uploaded before is not saved again: listed in duplicateCalls, not counted.
+    A saved call is bound to the (oldest) customer with its phone (last 10 digits) and to the user whose
+    ``code`` is its code (users get a code through the control API). Sources: retailcrm/api-client-php
+    (src/Model/Entity/Telephony/Call.php, src/Enum/Telephony/CallResult.php,
+    src/Model/Response/Telephony/CallsUploadResponse.php, tests/src/ResourceGroup/TelephonyTest.php,
+    src/Model/Entity/Integration/Telephony/TelephonyConfiguration.php), retailcrm/api-client-python
+    (telephony_calls_upload: calls as a JSON form field), retailcrm/api-client-dotnet (50 calls at most).
+    Assumptions: that an upload needs an active module with integrations.telephony, and its error text
+    (400 "Telephony module is not enabled"); that duplicateCalls lists externalIds and processedCallsCount
+    counts only new calls; that a bad call refuses the whole upload (400 "Errors in the entity format");
+    the 201/200 split of module edit and its empty ``info``.
+
 Lists: ``limit`` in 20/50/100 (default 20), ``page`` from 1; ``pagination {limit, totalCount, currentPage,
 totalPageCount}`` (totalPageCount 0 when empty). A filter the sandbox does not implement answers 400
 "Errors in the filter", so a connector never takes an unfiltered list for a filtered one.
@@ -79,7 +100,8 @@ Control API (JSON; 400 {"error": "bad_request", "detail"}, 404 {"error": "not_fo
     POST   /_sandbox/api-keys                {"key"?, "sites"?: [...]} another key (sites: selective access)
     POST   /_sandbox/reference/<kind>        {"code", "name", ...} a site, status ({"group"}), status group,
                                              order method/type, payment type/status, delivery type
-    POST   /_sandbox/users                   {"firstName", "lastName", "email", "isManager"?} -> user
+    POST   /_sandbox/users                   {"firstName", "lastName", "email", "isManager"?, "code"?} -> user
+                                             (code: the manager's internal telephony number)
     POST   /_sandbox/custom-fields           {"entity": order|customer|customer_corporate, "code", "type"}
     GET|PATCH /_sandbox/faults               fail_next + fail_status (500|503...) + html (nginx page),
                                              drop_next (connection closed, nothing done), lose_next (done,
@@ -92,6 +114,9 @@ Control API (JSON; 400 {"error": "bad_request", "detail"}, 404 {"error": "not_fo
                                              "user_id"?} as a manager
     PATCH  /_sandbox/ui/orders|customers|customers-corporate|tasks/<id>   {<entity>: {...}, "user_id"?}
     GET    /_sandbox/tasks                   every task, as the API prints it
+    GET    /_sandbox/calls                   every uploaded call {id, date, type, phone, result, duration,
+                                             externalId, recordUrl, externalPhone, code, userId, customerId,
+                                             site, clientId, createdAt}
     DELETE /_sandbox/ui/orders/<id>          history record with ``deleted: true``
 
 Seed: site "shop" (Moscow time, RUB); statuses new, client-confirmed, assembling, delivering, complete,

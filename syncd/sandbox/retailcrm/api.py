@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncd.sandbox.retailcrm import entities as E
+from syncd.sandbox.retailcrm import telephony as T
 from syncd.sandbox.retailcrm.state import REF_KINDS, Actor, ApiError, ApiKey, Sandbox
 
 Row = dict[str, Any]
@@ -379,6 +380,18 @@ def custom_fields(ctx: Ctx) -> Answer:
     return listing(ctx, "customFields", select(ctx, rows, CUSTOM_FIELD_FILTERS, sites=False), dict)
 
 
+def module_edit(ctx: Ctx) -> Answer:
+    return T.module_edit(ctx.sb, ctx.ident, ctx.entity("integrationModule"))
+
+
+def module_get(ctx: Ctx) -> Answer:
+    return 200, {"success": True, "integrationModule": T.module_get(ctx.sb, ctx.ident)}
+
+
+def calls_upload(ctx: Ctx) -> Answer:
+    return 200, T.upload(ctx.sb, ctx.params.get("calls"), ctx.sites())
+
+
 # ---- routing -------------------------------------------------------------------------------------
 _ID = "(?P<ident>[^/]+)"
 _R: list[tuple[str, str, Callable[[Ctx], Answer]]] = [
@@ -395,6 +408,9 @@ _R: list[tuple[str, str, Callable[[Ctx], Answer]]] = [
     ("GET", "/api/v5/tasks", tasks), ("POST", "/api/v5/tasks/create", task_create),
     ("POST", f"/api/v5/tasks/{_ID}/edit", task_edit), ("GET", f"/api/v5/tasks/{_ID}", task_get),
     ("GET", "/api/v5/custom-fields", custom_fields),
+    ("POST", f"/api/v5/integration-modules/{_ID}/edit", module_edit),
+    ("GET", f"/api/v5/integration-modules/{_ID}", module_get),
+    ("POST", "/api/v5/telephony/calls/upload", calls_upload),
 ]
 ROUTES = [(m, re.compile(f"^{p}$"), h) for m, p, h in _R]
 

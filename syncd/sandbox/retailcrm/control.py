@@ -67,7 +67,7 @@ def _add_user(sb: Sandbox, body: dict[str, Any]) -> dict[str, Any]:
          "firstName": body.get("firstName", f"User{uid}"),
          "lastName": body.get("lastName", ""), "status": body.get("status", "free"),
          "online": bool(body.get("online", True)), "isAdmin": bool(body.get("isAdmin", False)),
-         "isManager": manager,
+         "isManager": manager, **({"code": str(body["code"])} if body.get("code") else {}),
          "groups": [{"id": 1, "name": "Менеджеры", "code": "manager"}] if manager else []}
     sb.users[uid] = u
     return u
@@ -174,6 +174,8 @@ def _route(sb: Sandbox, method: str, parts: list[str], body: dict[str, Any]) -> 
             sb.log.clear()
             return {"ok": True}
         return {"entries": list(sb.log)}
+    if head == "calls" and method == "GET" and len(parts) == 1:
+        return {"calls": [dict(c) for c in sb.calls.values()]}
     if head == "tasks" and method == "GET" and len(parts) == 1:
         return {"tasks": [E.render_task(t) for t in sb.tasks.values()]}
     if head == "ui":

@@ -160,6 +160,8 @@ class Sandbox:
             self.corporate: dict[int, dict[str, Any]] = {}
             self.tasks: dict[int, dict[str, Any]] = {}
             self.payments: dict[int, int] = {}                  # payment id -> order id
+            self.calls: dict[int, dict[str, Any]] = {}          # telephony/calls/upload, by sandbox id
+            self.modules: dict[str, dict[str, Any]] = {}        # integration-modules, by code
             self.history: dict[str, list[dict[str, Any]]] = {e: [] for e in ENTITIES}
             self._seq: collections.Counter[str] = collections.Counter()
             self.faults = Faults()
