@@ -246,7 +246,12 @@ def comment_text(g: Mapping[str, Any], route: ChatRoute) -> str:
     sender = str(g.get("message.sender") or "")
     head = [f"{channel}: {name} ({sender})" if name else f"{channel}: {sender}"]
     when = g.get("message.received_at")
+    # the message's own number and the second: a CRM finds a comment it wrote by its text (a retry
+    # never adds a second), so two messages with the same words must read differently
+    mid = str(g.get("message.message_id") or "").rpartition(":")[2]
     if isinstance(when, dt.datetime):
-        head.append(f"Дата: {when.strftime('%d.%m.%Y %H:%M %z')}")
+        head.append(f"Дата: {when.strftime('%d.%m.%Y %H:%M:%S %z')}" + (f", сообщение №{mid}" if mid else ""))
+    elif mid:
+        head.append(f"Сообщение №{mid}")
     body = body_text(g)
     return "\n".join(head) + ("\n\n" + body if body else "")
