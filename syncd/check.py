@@ -245,6 +245,27 @@ def check_rules(mapper: Any, connectors: dict[str, Any], origins: MappingOrigins
     return out
 
 
+def check_routes(settings: Settings, mapper: Any) -> list[Finding]:
+    """A mailbox's or chat channel's new senders become leads (target = "lead") or deals: some map
+    must create that in a CRM, or every new sender's message would be kept and never written."""
+    out: list[Finding] = []
+    for name, sy in settings.systems.items():
+        if sy.type not in ("imap", "telegram", "vk"):
+            continue
+        target = getattr(settings.connector_settings.get(name), "target", None)
+        entity = {"lead": "lead", "deal": "order"}.get(str(target))
+        if entity is None:
+            continue
+        if not any(m.entity == entity and m.create and m.direction in ("push", "both") and m.system != name
+                   for m in mapper.ms.maps):
+            hint = (' (amoCRM and RetailCRM keep no leads: target = "deal" with pipeline = "0", stage = "NEW")'
+                    if target == "lead" else "")
+            out.append(Finding("flows", False, f"{settings.path}: systems.{name}.target: {target!r}, but no map "
+                                               f"creates a {entity} in any system: its new senders' messages would "
+                                               f"never be written{hint}"))
+    return out
+
+
 def check_extensions(settings: Settings, connectors: dict[str, Any]) -> list[Finding]:
     """A PBX routes a returning client's call to his manager's extension, which the CRM keeps with
     its users (Bitrix24: UF_PHONE_INNER): each calls system's CRM must have some, one per user."""

@@ -159,8 +159,17 @@ def config_text(types: list[str], state_dir: str = DEFAULT_STATE_DIR) -> str:
 
 
 def mapping_names(types: list[str]) -> list[str]:
-    """The example mappings the chosen systems need, each once (telegram and vk share one file)."""
-    return list(dict.fromkeys(f for t in types for f in SYSTEM_TYPES[t][1]))
+    """The example mappings the chosen systems need, each once (telegram and vk share one file). A
+    source's mapping carries its CRM side (calls.toml: Bitrix24's call map); with another CRM its
+    variant for that CRM is taken (calls-amocrm.toml, messengers-amocrm.toml) where one ships."""
+    crm = next((t for t in types if t in CRM_TYPES and t != "bitrix24"), None)
+    shipped = mapping_files()
+    out = []
+    for t in types:
+        for f in SYSTEM_TYPES[t][1]:
+            variant = f.replace(".toml", f"-{crm}.toml") if crm else None
+            out.append(variant if variant and variant in shipped else f)
+    return list(dict.fromkeys(out))
 
 
 def mapping_text(name: str, types: list[str], text: str) -> str:

@@ -809,3 +809,32 @@ def test_check_validates_an_amocrm_or_retailcrm_account_by_name(tmp_path: Path, 
 def _run_check(cfg: Path, env: Path) -> tuple[int, list[dict[str, object]], str]:
     code, out, err = _run("-c", str(cfg), "--env-file", str(env), "--json", "check")
     return code, (json.loads(out) if out.strip() else []), err
+
+
+def test_check_says_a_chat_channel_whose_new_senders_no_map_would_write(tmp_path: Path) -> None:
+    """amoCRM keeps no leads: a Telegram channel left on target = "lead" would keep every new sender's
+    message and write it nowhere; check names the key and the way out, and is quiet once it is a deal."""
+    import re
+
+    from syncd import check as checks
+    from syncd.config import load_settings
+    from syncd.mapping import Mapper, load_mappings
+
+    etc = tmp_path / "etc"
+    assert _run("init", str(etc), "--systems", "shop,amocrm,telegram", "--state-dir", str(tmp_path / "s"))[0] == 0
+    cfg = etc / "config.toml"
+    assert "mappings/messengers-amocrm.toml" in cfg.read_text(encoding="utf-8")    # the amoCRM variant
+    env = {"SHOP_PASSWORD": "x", "SYNCD_ADMIN_TOKEN": "t", "AMO_TOKEN": "k", "TG_BOT_TOKEN": "1:A",
+           "TG_SECRET": "tg-secret-0123456789"}
+
+    def routes() -> list[str]:
+        s = load_settings(cfg, env=env)
+        mapper = Mapper(load_mappings(s.daemon.mappings, base=etc))
+        return [f.detail for f in checks.check_routes(s, mapper)]
+
+    (problem,) = routes()
+    assert "systems.telegram.target: 'lead', but no map creates a lead" in problem and 'target = "deal"' in problem
+    text = cfg.read_text(encoding="utf-8")
+    cfg.write_text(re.sub(r'(?m)^(\[systems\.telegram\][^\[]*?)target = "lead"',
+                          r'\1target = "deal"\npipeline = "0"\nstage = "NEW"', text), encoding="utf-8")
+    assert routes() == []

@@ -98,6 +98,7 @@ def check(ctx: click.Context) -> None:
         findings += checks.check_jobs(settings, rt.connectors)
         findings += checks.check_map_targets(settings, rt.mapper, rt.connectors, origins)
         findings += checks.check_flows(settings, rt.mapper, rt.connectors, origins)
+        findings += checks.check_routes(settings, rt.mapper)
         findings += checks.check_names(rt)          # first: names become ids the checks below compare
         findings += checks.check_live_mappings(rt.mapper, rt.connectors, origins)
         findings += checks.check_rules(rt.mapper, rt.connectors, origins, rt.rules_cfg)
