@@ -5,6 +5,9 @@ Push-based, nothing to poll and nothing written to it:
   or syncd's own JSON (events.py). Signature checked (403), the event stored (ctx.ingest) and only
   then answered 200 — a 200 is never lost to a crash. `GET` with the vendor's echo parameter
   answers its URL check (Zadarma's zd_echo).
+* Zadarma's NOTIFY_RECORD names the recording only by ids: once stored and answered, its link is
+  asked of Zadarma's API in the background (zadarma_api.py, with `api_key`/`api_secret`) and stored
+  as a new event of the call (`recording`), through the same store path.
 * Asterisk's AMI (ami.py): a background thread, started here and stopped in close().
 * `GET /hooks/calls/route?caller=…`: the caller's manager's extension (routing.py).
 """
@@ -30,6 +33,7 @@ from connectors.calls.events import BadEvent, CallEvent, Calls, from_json
 from connectors.calls.routing import Staff, extension_for
 from connectors.calls.settings import CallsSettings
 from connectors.calls.vendors import VENDORS, signature_ok, to_event
+from connectors.calls.zadarma_api import RecordFetcher, RecordJob, ZadarmaApi
 from syncd.commit_queue import CommitQueue
 from syncd.connector import Batch, BaseConnector, ConnectorContext, Health, LiveSchema, RawRecord, Route
 
@@ -63,6 +67,16 @@ class CallsConnector(BaseConnector):
         # events that arrive while a commit runs are committed together with the next one
         self._writer: CommitQueue[CallEvent] = CommitQueue(f"calls-{name}", self.store)
         self.staff = Staff(self._crm_users, settings.presence_ttl, name)
+        self.records: RecordFetcher | None = None
+        if settings.vendor == "zadarma":
+            if settings.api_key and settings.api_secret:
+                self.records = RecordFetcher(
+                    ZadarmaApi(settings.api_key, settings.api_secret.get_secret_value(), settings.api_url),
+                    self._store_record, system=name, retries=settings.api_retries,
+                    backoff=settings.api_backoff, backoff_max=settings.api_backoff_max, state=ctx)
+            else:
+                log.info("call_records_not_fetched", system=name,
+                         reason="no api_key/api_secret: Zadarma's recordings (NOTIFY_RECORD) are not fetched")
         self.ami: AmiClient | None = None
         if settings.ami_host and settings.ami_user and settings.ami_secret:
             self.ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_user,
@@ -84,6 +98,8 @@ class CallsConnector(BaseConnector):
     def close(self) -> None:
         if self.ami is not None:
             self.ami.stop()
+        if self.records is not None:
+            self.records.close()
         self._writer.close()
 
     # -- storing ---------------------------------------------------------------------------------
@@ -103,6 +119,10 @@ class CallsConnector(BaseConnector):
                 by_call[ev.call_id] = rec
             self.ctx.ingest(Batch("calls", list(by_call.values())))
 
+    def _store_record(self, ev: CallEvent) -> None:
+        """The recording link fetched by RecordFetcher: committed like a webhook's event (raises when not)."""
+        self._writer.submit(ev).result(timeout=60)
+
     def _from_ami(self, ev: CallEvent) -> None:
         try:
             self.store([ev])
@@ -121,6 +141,7 @@ class CallsConnector(BaseConnector):
             return _text("too large", 413)
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         now = dt.datetime.now(dt.UTC)
+        form: dict[str, str] = {}
         try:
             if ctype == "application/json" or vendor is None:
                 ev = self._json_event(request, body, now)
@@ -139,12 +160,17 @@ class CallsConnector(BaseConnector):
             return _text(f"bad event: {exc}", 400)
         if ev is None:
             return _text("ignored")
+        job = None
+        if ev.stage == "record" and vendor is not None and ctype != "application/json":
+            job = RecordJob(ev.call_id, (form.get("call_id_with_rec") or "").strip() or None)
         try:
             await asyncio.wrap_future(self._writer.submit(ev))
         except Exception as exc:  # noqa: BLE001 - not committed: the PBX must send it again
             log.error("call_event_not_stored", system=self.name, error=f"{type(exc).__name__}: {exc}")
             return _text("not stored; try again", 503)
         log.info("call_event", system=self.name, call_id=ev.call_id, stage=ev.stage)
+        if job is not None and self.records is not None:
+            self.records.submit(job)          # after the commit; the 200 does not wait for it
         return _text("ok")
 
     def _json_event(self, request: Any, body: bytes, now: dt.datetime) -> CallEvent:
