@@ -95,8 +95,11 @@ def test_init_and_demo_from_the_wheel_in_an_empty_directory(wheel_venv: Path, tm
     stats = json.loads(lines[-1])
     from syncd.sandbox import dovecot
 
-    # the demo's site form, and its mailbox where Dovecot is installed (.ci/run installs it)
-    assert set(stats["integrations"]) == {"crm", "onec", "shop", "forms"} | ({"mail"} if dovecot.available() else set())
+    # the demo's site form, its phone system and Telegram bot, and its mailbox where Dovecot is
+    # installed (.ci/run installs it)
+    assert set(stats["integrations"]) == {"crm", "onec", "shop", "forms", "calls", "telegram"} | (
+        {"mail"} if dovecot.available() else set())
+    assert any(line.strip().startswith("call +7") for line in lines)
     if dovecot.available():
         assert any(line.strip().startswith("mail -> lead") for line in lines)
     assert stats["totals"]["outbox_pending"] == 0 and stats["totals"]["outbox_dead"] == 0
